@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef LOOPBRIDGE_DRIVER_H
+#define LOOPBRIDGE_DRIVER_H
+
+/* The driver contract, for authors of drivers that connect a loop to a
+ * host main loop (the GLib and Tk bridges are drivers and nothing else).
+ *
+ * The core owns every piece of scheduling state and one epoll instance,
+ * the "backend fd", that holds every watched descriptor and the loop's
+ * wakeup eventfd. A driver therefore hands its host three things only:
+ *
+ *   1. one fd to watch for readability: lb_driver_backend_fd();
+ *   2. one deadline: lb_driver_prepare() says how long the host may sleep
+ *      (0 while work is ready);
+ *   3. a way to run what is due: lb_driver_dispatch(), which polls the
+ *      backend fd without blocking, moves due timers and posted callbacks
+ *      to the ready queue and runs the ready callbacks within a time
+ *      budget.
+ *
+ * Cross-thread wakeups need nothing from the driver: the core writes its
+ * eventfd, which makes the backend fd readable, which wakes any host that
+ * polls it. A driver may offer a faster wakeup through its wakeup entry.
+ *
+ * All of these run on the loop's thread, except the wakeup entry. */
+
+#include <loopbridge/common.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LB_DRIVER_ABI_VERSION 1u
+
+/* Capabilities a driver declares. */
+enum {
+    /* The driver runs inside a host loop that other code also drives
+     * (GLib, Tcl): dispatch must leave room for the host's own work. */
+    LB_DRIVER_CAP_HOSTED = 1u << 0,
+    /* The host loop may be re-entered from a callback (nested main loops);
+     * the driver then dispatches recursively. */
+    LB_DRIVER_CAP_NESTED = 1u << 1,
+};
+
+struct lb_driver {
+    uint32_t abi_version; /* Required: LB_DRIVER_ABI_VERSION */
+    const char *name;     /* Required: short name, as LB_DRIVER spells it */
+    uint32_t caps;        /* Required: LB_DRIVER_CAP_* mask (0 for none) */
+
+    /* Required. Called by lb_loop_new_full() once the core is set up;
+     * arg is its driver_arg. Stores the driver's per-loop state in *state.
+     * Returns 0 or a negative errno (the loop is then not created). */
+    int (*attach)(lb_loop *loop, void *arg, void **state);
+
+    /* Required. Called by lb_loop_close() after everything else was
+     * released; frees the driver's state. Must not fail. */
+    void (*detach)(lb_loop *loop, void *state);
+
+    /* Required. Drives the host loop until lb_driver_stop_requested()
+     * becomes true, dispatching the core whenever it is ready. Returns 0
+     * or a negative errno. */
+    int (*run)(lb_loop *loop, void *state);
+
+    /* Optional. Called from any thread when work was posted to a loop
+     * whose host may be asleep. NULL: the core writes its eventfd. Must
+     * be async-signal-safe enough to be called with no lock held. */
+    void (*wakeup)(lb_loop *loop, void *state);
+};
+
+/* The built-in driver: blocks in epoll_wait on the backend fd. */
+LB_EXPORT const lb_driver *lb_driver_native(void);
+
+/* Makes a driver findable by name for lb_loop_new(NULL) / LB_DRIVER.
+ * Bridges register theirs when their library is loaded. Returns 0,
+ * -EINVAL (table fails validation), -EEXIST (another driver has the
+ * name), -ENOSPC (the registry holds 16 drivers). Any thread. */
+LB_EXPORT int lb_driver_register(const lb_driver *driver);
+
+/* Finds a registered driver by name. Returns 0, -EINVAL, -ENOENT. */
+LB_EXPORT int lb_driver_find(const char *name, const lb_driver **ret);
+
+/* The descriptor the host must watch for readability. Returns the fd,
+ * or -EINVAL / -EBADF. Stable for the life of the loop. */
+LB_EXPORT int lb_driver_backend_fd(const lb_loop *loop);
+
+/* Asks the core how long the host may sleep: 0 when work is ready (or a
+ * stop is pending), the nanoseconds until the next timer, or -1 for no
+ * limit. Arms the cross-thread wakeup, so call it right before the host
+ * blocks. */
+LB_EXPORT int64_t lb_driver_prepare(lb_loop *loop);
+
+/* Runs one iteration of the loop: polls the backend fd with
+ * poll_timeout_ns (0 for a hosted driver, whose host already waited;
+ * -1 blocks until something happens), moves due timers and posted
+ * callbacks to the ready queue and runs the callbacks that were ready at
+ * its start, stopping early once budget_ns elapsed (INT64_MAX: no
+ * budget; what is left runs first next time). Safe to call recursively
+ * from a callback (nested main loops).
+ * Returns 1 if work is still ready, 0 if not, or a negative errno. */
+LB_EXPORT int lb_driver_dispatch(lb_loop *loop, int64_t poll_timeout_ns, int64_t budget_ns);
+
+/* True once lb_loop_stop() asked the running loop to stop; run entries
+ * return then. */
+LB_EXPORT bool lb_driver_stop_requested(const lb_loop *loop);
+
+/* The driver state stored by attach, for driver helpers that only get the
+ * loop. */
+LB_EXPORT void *lb_driver_state(const lb_loop *loop);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

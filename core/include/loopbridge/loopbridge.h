@@ -1,0 +1,12 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef LOOPBRIDGE_H
+#define LOOPBRIDGE_H
+
+/* The umbrella header: include this one. */
+
+#include <loopbridge/common.h>
+#include <loopbridge/loop.h>
+#include <loopbridge/future.h>
+#include <loopbridge/driver.h>
+
+#endif

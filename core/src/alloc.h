@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef LB_ALLOC_H
+#define LB_ALLOC_H
+
+/* Every allocation of the library goes through these four functions, so
+ * that tests can make the Nth allocation fail and check that each public
+ * call then reports -ENOMEM, leaks nothing and leaves the loop usable. */
+
+#include <stddef.h>
+
+void *lb__malloc(size_t size);
+void *lb__calloc(size_t count, size_t size);
+void *lb__realloc(void *ptr, size_t size);
+void lb__free(void *ptr);
+
+/* Test hook: after `after` more successful allocations, every allocation
+ * fails until reset with -1 (the default). Process-wide, thread-safe. */
+__attribute__((visibility("default"))) void lb__test_alloc_fail_after(long after);
+
+/* Test hook: how many allocations succeeded since the process started. */
+__attribute__((visibility("default"))) long lb__test_alloc_count(void);
+
+#endif

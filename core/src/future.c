@@ -1,0 +1,423 @@
+/* SPDX-License-Identifier: MIT */
+#include "future_internal.h"
+
+#include "alloc.h"
+#include "error.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <time.h>
+
+#define FUTURES_PER_CHUNK 128
+
+void lb__future_slab_init(lb_loop *loop);
+void lb__future_slab_init(lb_loop *loop) {
+    lb__slab_init(&loop->future_slab, sizeof(lb_future), FUTURES_PER_CHUNK);
+}
+
+/* ------------------------------------------------------------------ */
+/* Cross-thread waiting                                                */
+/* ------------------------------------------------------------------ */
+
+/* Threads blocked in lb_future_wait sleep on one of a fixed set of
+ * condition variables picked by the future's address, so futures carry
+ * no lock of their own and completing one that nobody waits for costs a
+ * single atomic load. */
+#define WAIT_STRIPES 64
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+} stripes[WAIT_STRIPES];
+static pthread_once_t stripes_once = PTHREAD_ONCE_INIT;
+
+static void stripes_init(void) {
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    for (int i = 0; i < WAIT_STRIPES; i++) {
+        pthread_mutex_init(&stripes[i].lock, NULL);
+        pthread_cond_init(&stripes[i].cond, &attr);
+    }
+    pthread_condattr_destroy(&attr);
+}
+
+static unsigned stripe_of(const lb_future *f) {
+    uintptr_t p = (uintptr_t)f;
+    return (unsigned)((p >> 6) ^ (p >> 12)) % WAIT_STRIPES;
+}
+
+static void wake_waiters(lb_future *f) {
+    if (atomic_load(&f->waiters) == 0)
+        return;
+    unsigned s = stripe_of(f);
+    pthread_mutex_lock(&stripes[s].lock);
+    pthread_cond_broadcast(&stripes[s].cond);
+    pthread_mutex_unlock(&stripes[s].lock);
+}
+
+/* ------------------------------------------------------------------ */
+/* Lifetime                                                            */
+/* ------------------------------------------------------------------ */
+
+int lb_future_new(lb_loop *loop, lb_future **ret) {
+    lb_assert_return(ret, -EINVAL);
+    LB__CHECK_LOOP(loop);
+    if (loop->closing)
+        return lb__fail(loop, -EBADF, "lb_future_new: loop is closing");
+    lb_future *f = lb__slab_alloc(&loop->future_slab);
+    if (!f)
+        return lb__fail(loop, -ENOMEM, "lb_future_new: out of memory");
+    *f = (lb_future){.loop = loop};
+    atomic_init(&f->refs, 1);
+    f->live_next = loop->futures;
+    if (loop->futures)
+        loop->futures->live_prev = f;
+    loop->futures = f;
+    lb_loop_ref(loop);
+    *ret = f;
+    return 0;
+}
+
+lb_future *lb_future_ref(lb_future *future) {
+    if (future)
+        atomic_fetch_add_explicit(&future->refs, 1, memory_order_relaxed);
+    return future;
+}
+
+static void drop_callbacks(lb_future *f) {
+    lb_handle *h = f->cb_head;
+    f->cb_head = f->cb_tail = NULL;
+    while (h) {
+        lb_handle *next = h->next;
+        h->flags |= LB__HANDLE_DONE;
+        lb__handle_release(h);
+        h = next;
+    }
+}
+
+static void future_free(lb_future *f) {
+    lb_loop *loop = f->loop;
+    if (atomic_load(&f->state) == LB__FUTURE_ERROR && !atomic_load(&f->retrieved))
+        lb__report(loop, f->error, f, NULL, "future error was never retrieved: %s",
+                   lb_strerror(f->error));
+    drop_callbacks(f);
+    if (f->destroy)
+        f->destroy(f->value);
+    if (f->live_prev)
+        f->live_prev->live_next = f->live_next;
+    else
+        loop->futures = f->live_next;
+    if (f->live_next)
+        f->live_next->live_prev = f->live_prev;
+    lb__slab_free(&loop->future_slab, f);
+    lb_loop_unref(loop);
+}
+
+lb_future *lb_future_unref(lb_future *future) {
+    if (!future)
+        return NULL;
+    unsigned old = atomic_fetch_sub_explicit(&future->refs, 1, memory_order_acq_rel);
+    if (old == 1)
+        future_free(future);
+    else if (old == 0)
+        lb__log(LB_LOG_ERROR, "lb_future_unref: future %p has no reference left",
+                (void *)future);
+    return NULL;
+}
+
+lb_loop *lb_future_get_loop(const lb_future *future) {
+    return future ? future->loop : NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Completion                                                          */
+/* ------------------------------------------------------------------ */
+
+static void run_done_callback(lb_loop *loop, void *data) {
+    lb_handle *h = lb__current(loop);
+    lb_future *f = h->aux;
+    lb_future_callback cb = (lb_future_callback)h->aux2;
+    cb(f, data);
+    lb_future_unref(f);
+}
+
+/* Moves the done callbacks to the ready queue; each holds a reference to
+ * the future until it ran. */
+static void schedule_callbacks(lb_future *f) {
+    lb_loop *loop = f->loop;
+    lb_handle *h = f->cb_head;
+    f->cb_head = f->cb_tail = NULL;
+    while (h) {
+        lb_handle *next = h->next;
+        lb_future_ref(f);
+        lb__ready_push(&loop->ready, h);
+        h = next;
+    }
+}
+
+int lb__future_complete(lb_future *f, int state, void *value, lb_destroy_fn destroy, int error) {
+    if (atomic_load_explicit(&f->state, memory_order_relaxed) != LB__FUTURE_PENDING)
+        return -EALREADY;
+    f->value = value;
+    f->destroy = destroy;
+    f->error = error;
+    /* seq_cst: pairs with lb_future_wait (see there). */
+    atomic_store(&f->state, state);
+    if (lb__loop_closed(f->loop) || f->loop->closing)
+        drop_callbacks(f);
+    else
+        schedule_callbacks(f);
+    wake_waiters(f);
+    return 0;
+}
+
+static int check_settable(lb_future *f, const char *func) {
+    if (!f)
+        return lb__fail(NULL, -EINVAL, "%s: future is NULL", func);
+    int r = lb__loop_check(f->loop, func);
+    if (r < 0)
+        return r;
+    if (atomic_load_explicit(&f->state, memory_order_relaxed) != LB__FUTURE_PENDING)
+        return lb__fail(f->loop, -EALREADY, "%s: future %p is already done", func, (void *)f);
+    return 0;
+}
+
+int lb_future_set_result(lb_future *future, void *value, lb_destroy_fn destroy) {
+    int r = check_settable(future, __func__);
+    if (r < 0) {
+        if (destroy)
+            destroy(value);
+        return r;
+    }
+    return lb__future_complete(future, LB__FUTURE_RESULT, value, destroy, 0);
+}
+
+int lb_future_set_error(lb_future *future, int error) {
+    lb_assert_return(error < 0 && error != -ECANCELED, -EINVAL);
+    int r = check_settable(future, __func__);
+    if (r < 0)
+        return r;
+    return lb__future_complete(future, LB__FUTURE_ERROR, NULL, NULL, error);
+}
+
+int lb__future_cancel_plain(lb_future *f) {
+    return lb__future_complete(f, LB__FUTURE_CANCELLED, NULL, NULL, -ECANCELED) == 0 ? 1 : 0;
+}
+
+int lb_future_cancel(lb_future *future) {
+    lb_assert_return(future, -EINVAL);
+    int r = lb__loop_check(future->loop, __func__);
+    if (r < 0)
+        return r;
+    if (atomic_load_explicit(&future->state, memory_order_relaxed) != LB__FUTURE_PENDING)
+        return 0;
+    if (future->hooks && future->hooks->cancel)
+        return future->hooks->cancel(future, future->hooks_data);
+    return lb__future_cancel_plain(future);
+}
+
+void lb__futures_cancel_all(lb_loop *loop) {
+    for (lb_future *f = loop->futures; f; f = f->live_next) {
+        if (atomic_load_explicit(&f->state, memory_order_relaxed) == LB__FUTURE_PENDING)
+            lb__future_complete(f, LB__FUTURE_CANCELLED, NULL, NULL, -ECANCELED);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Cross-thread completion                                             */
+/* ------------------------------------------------------------------ */
+
+typedef struct threadsafe_set {
+    lb_future *future;
+    void *value;
+    lb_destroy_fn destroy;
+    int error;
+} threadsafe_set;
+
+static void threadsafe_apply(lb_loop *loop, void *data) {
+    threadsafe_set *req = data;
+    lb_future *f = req->future;
+    int r;
+    if (req->error)
+        r = lb__future_complete(f, LB__FUTURE_ERROR, NULL, NULL, req->error);
+    else
+        r = lb__future_complete(f, LB__FUTURE_RESULT, req->value, req->destroy, 0);
+    if (r < 0 && !req->error && req->destroy)
+        req->destroy(req->value); /* the future was done already */
+    lb_future_unref(f);
+    lb__free(req);
+    (void)loop;
+}
+
+static void threadsafe_drop(lb_loop *loop, void *data) {
+    threadsafe_set *req = data;
+    if (!req->error && req->destroy)
+        req->destroy(req->value);
+    lb_future_unref(req->future);
+    lb__free(req);
+    (void)loop;
+}
+
+static int post_set(lb_future *f, void *value, lb_destroy_fn destroy, int error,
+                    const char *func) {
+    threadsafe_set *req = lb__malloc(sizeof *req);
+    if (!req) {
+        if (!error && destroy)
+            destroy(value);
+        return lb__fail(f->loop, -ENOMEM, "%s: out of memory", func);
+    }
+    *req = (threadsafe_set){f, value, destroy, error};
+    lb_future_ref(f);
+    int r = lb__post_internal(f->loop, threadsafe_apply, req, threadsafe_drop);
+    if (r < 0) {
+        /* Not accepted: undo here. The reference drop cannot be the
+         * last one, the caller holds its own. */
+        atomic_fetch_sub(&f->refs, 1);
+        if (!error && destroy)
+            destroy(value);
+        lb__free(req);
+        return lb__fail(f->loop, r, "%s: %s", func,
+                        r == -EBADF ? "loop is closed" : "out of memory");
+    }
+    return 0;
+}
+
+int lb_future_set_result_threadsafe(lb_future *future, void *value, lb_destroy_fn destroy) {
+    if (!future) {
+        if (destroy)
+            destroy(value);
+        return lb__fail(NULL, -EINVAL, "%s: future is NULL", __func__);
+    }
+    return post_set(future, value, destroy, 0, __func__);
+}
+
+int lb_future_set_error_threadsafe(lb_future *future, int error) {
+    lb_assert_return(future, -EINVAL);
+    lb_assert_return(error < 0 && error != -ECANCELED, -EINVAL);
+    return post_set(future, NULL, NULL, error, __func__);
+}
+
+/* ------------------------------------------------------------------ */
+/* Reading                                                             */
+/* ------------------------------------------------------------------ */
+
+bool lb_future_is_done(const lb_future *future) {
+    return future && atomic_load(&future->state) != LB__FUTURE_PENDING;
+}
+
+bool lb_future_is_cancelled(const lb_future *future) {
+    return future && atomic_load(&future->state) == LB__FUTURE_CANCELLED;
+}
+
+int lb_future_result(lb_future *future, void **value) {
+    lb_assert_return(future, -EINVAL);
+    switch (atomic_load_explicit(&future->state, memory_order_acquire)) {
+    case LB__FUTURE_PENDING:
+        return -EAGAIN;
+    case LB__FUTURE_CANCELLED:
+        return -ECANCELED;
+    case LB__FUTURE_ERROR:
+        atomic_store_explicit(&future->retrieved, true, memory_order_relaxed);
+        return future->error;
+    default:
+        if (value)
+            *value = future->value;
+        return 0;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Done callbacks                                                      */
+/* ------------------------------------------------------------------ */
+
+int lb_future_add_done_callback(lb_future *future, lb_future_callback cb, void *data) {
+    lb_assert_return(future, -EINVAL);
+    lb_assert_return(cb, -EINVAL);
+    lb_loop *loop = future->loop;
+    LB__CHECK_LOOP(loop);
+    lb_handle *h = lb__handle_new(loop, run_done_callback, data);
+    if (!h)
+        return lb__fail(loop, -ENOMEM, "%s: out of memory", __func__);
+    h->aux = future;
+    h->aux2 = (void *)cb;
+    if (atomic_load_explicit(&future->state, memory_order_relaxed) != LB__FUTURE_PENDING) {
+        lb_future_ref(future);
+        lb__ready_push(&loop->ready, h);
+        return 0;
+    }
+    h->next = NULL;
+    if (future->cb_tail)
+        future->cb_tail->next = h;
+    else
+        future->cb_head = h;
+    future->cb_tail = h;
+    return 0;
+}
+
+int lb_future_remove_done_callback(lb_future *future, lb_future_callback cb, void *data) {
+    lb_assert_return(future, -EINVAL);
+    lb_assert_return(cb, -EINVAL);
+    int removed = 0;
+    lb_handle **link = &future->cb_head;
+    lb_handle *prev = NULL;
+    while (*link) {
+        lb_handle *h = *link;
+        if (h->aux2 == (void *)cb && h->data == data) {
+            *link = h->next;
+            h->flags |= LB__HANDLE_DONE;
+            lb__handle_release(h);
+            removed++;
+        } else {
+            prev = h;
+            link = &h->next;
+        }
+    }
+    future->cb_tail = prev;
+    return removed;
+}
+
+/* ------------------------------------------------------------------ */
+/* Blocking wait from another thread                                   */
+/* ------------------------------------------------------------------ */
+
+int lb_future_wait(lb_future *future, double timeout, void **value) {
+    lb_assert_return(future, -EINVAL);
+    lb_assert_return(!isnan(timeout), -EINVAL);
+    if (future->loop->thread == lb__thread_self() && !lb_future_is_done(future))
+        return lb__fail(future->loop, -EDEADLK,
+                        "lb_future_wait: called on the thread that runs the future's loop");
+    pthread_once(&stripes_once, stripes_init);
+
+    struct timespec deadline;
+    if (timeout >= 0) {
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        double whole = floor(timeout);
+        deadline.tv_sec += (time_t)(whole > 1e9 ? 1e9 : whole);
+        deadline.tv_nsec += (long)((timeout - whole) * 1e9);
+        if (deadline.tv_nsec >= 1000000000) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000;
+        }
+    }
+
+    /* The increment is ordered before the state check (both seq_cst), and
+     * completion stores the state before reading waiters: either this
+     * thread sees the future done, or the completer sees a waiter. */
+    atomic_fetch_add(&future->waiters, 1);
+    unsigned s = stripe_of(future);
+    int r = 0;
+    pthread_mutex_lock(&stripes[s].lock);
+    while (atomic_load(&future->state) == LB__FUTURE_PENDING && r == 0) {
+        if (timeout < 0)
+            r = pthread_cond_wait(&stripes[s].cond, &stripes[s].lock);
+        else
+            r = pthread_cond_timedwait(&stripes[s].cond, &stripes[s].lock, &deadline);
+    }
+    pthread_mutex_unlock(&stripes[s].lock);
+    atomic_fetch_sub(&future->waiters, 1);
+
+    if (!lb_future_is_done(future))
+        return lb__fail(NULL, -ETIMEDOUT, "lb_future_wait: timed out after %.3f s", timeout);
+    return lb_future_result(future, value);
+}

@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef LB_HANDLE_H
+#define LB_HANDLE_H
+
+#include <loopbridge/loop.h>
+
+enum {
+    LB__HANDLE_CANCELLED = 1u << 0,
+    LB__HANDLE_TIMER = 1u << 1,
+    LB__HANDLE_DONE = 1u << 2,  /* ran, or was dropped at close */
+    LB__HANDLE_HELD = 1u << 3,  /* a reference was handed to the user */
+};
+
+/* One scheduled call. 64 bytes, carved from the loop's slab, so
+ * scheduling never calls malloc in steady state. */
+struct lb_handle {
+    lb_handle *next; /* ready queue link */
+    lb_callback cb;
+    void *data;
+    lb_loop *loop;
+    void *aux;       /* internal callbacks: a second argument */
+    int64_t when;    /* timers: deadline in ns; fd events: the watch token */
+    uint32_t refs;   /* the loop's queue holds one while scheduled */
+    uint32_t flags;
+    void *aux2;      /* internal callbacks: a third argument */
+};
+
+#endif

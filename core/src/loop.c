@@ -1,0 +1,513 @@
+/* SPDX-License-Identifier: MIT */
+/* The loop's lifecycle and its scheduling entry points. The iteration
+ * itself lives in dispatch.c. */
+#include "alloc.h"
+#include "error.h"
+#include "loop_internal.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define HANDLES_PER_CHUNK 256
+
+static _Thread_local char thread_token;
+static _Thread_local lb_loop *running_loop;
+
+const void *lb__thread_self(void) {
+    return &thread_token;
+}
+
+int lb__fail_wrong_thread(const lb_loop *loop) {
+    return lb__fail(loop, -EPERM,
+                    "loop %p is used from a thread that does not run it; post with "
+                    "lb_loop_call_soon_threadsafe()",
+                    (const void *)loop);
+}
+
+int lb__loop_check(const lb_loop *loop, const char *func) {
+    if (!loop)
+        return lb__fail(NULL, -EINVAL, "%s: loop is NULL", func);
+    if (lb__loop_closed(loop))
+        return lb__fail(loop, -EBADF, "%s: loop %p is closed", func, (const void *)loop);
+    return lb__check_thread(loop);
+}
+
+static bool env_flag(const char *name) {
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+int lb_loop_new(lb_loop **ret, const lb_driver *driver) {
+    return lb_loop_new_full(ret, driver, NULL);
+}
+
+int lb__driver_validate(const lb_driver *driver);
+int lb__driver_from_env(const lb_driver **ret);
+
+int lb_loop_new_full(lb_loop **ret, const lb_driver *driver, void *driver_arg) {
+    lb_assert_return(ret, -EINVAL);
+    int r;
+    if (!driver) {
+        r = lb__driver_from_env(&driver);
+        if (r < 0)
+            return r;
+    } else {
+        r = lb__driver_validate(driver);
+        if (r < 0)
+            return r;
+    }
+
+    lb_loop *loop = lb__calloc(1, sizeof *loop);
+    if (!loop)
+        return lb__fail(NULL, -ENOMEM, "lb_loop_new: out of memory");
+    atomic_init(&loop->refs, 1);
+    loop->driver = driver;
+    loop->epoll_fd = -1;
+    loop->wake_fd = -1;
+    loop->debug = env_flag("LB_DEBUG");
+    lb__slab_init(&loop->handle_slab, sizeof(lb_handle), HANDLES_PER_CHUNK);
+    lb__timer_heap_init(&loop->timers);
+    r = lb__inbox_init(&loop->inbox);
+    if (r < 0) {
+        lb__free(loop);
+        return lb__fail(NULL, r, "lb_loop_new: cannot initialise the inbox lock");
+    }
+    extern void lb__future_slab_init(lb_loop *loop);
+    lb__future_slab_init(loop);
+
+    loop->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (loop->epoll_fd < 0) {
+        r = lb__fail(NULL, -errno, "lb_loop_new: epoll_create1: %s", strerror(errno));
+        goto fail;
+    }
+    loop->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (loop->wake_fd < 0) {
+        r = lb__fail(NULL, -errno, "lb_loop_new: eventfd: %s", strerror(errno));
+        goto fail;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = UINT64_MAX};
+    if (epoll_ctl(loop->epoll_fd, EPOLL_CTL_ADD, loop->wake_fd, &ev) < 0) {
+        r = lb__fail(NULL, -errno, "lb_loop_new: epoll_ctl: %s", strerror(errno));
+        goto fail;
+    }
+    loop->now = lb__clock_ns();
+    loop->last_poll = loop->now;
+
+    if (driver->caps & LB_DRIVER_CAP_HOSTED) {
+        /* A hosted loop lives on its host's thread for good. */
+        loop->thread = lb__thread_self();
+        loop->thread_pinned = true;
+    }
+    r = driver->attach(loop, driver_arg, &loop->driver_state);
+    if (r < 0) {
+        if (!strstr(lb_error_detail(), driver->name))
+            lb__fail(NULL, r, "lb_loop_new: the %s driver refused the loop: %s", driver->name,
+                     lb_strerror(r));
+        goto fail;
+    }
+    *ret = loop;
+    return 0;
+
+fail:
+    if (loop->wake_fd >= 0)
+        close(loop->wake_fd);
+    if (loop->epoll_fd >= 0)
+        close(loop->epoll_fd);
+    lb__inbox_destroy(&loop->inbox);
+    lb__slab_destroy(&loop->handle_slab);
+    lb__slab_destroy(&loop->future_slab);
+    lb__free(loop);
+    return r;
+}
+
+lb_loop *lb_loop_ref(lb_loop *loop) {
+    if (loop)
+        atomic_fetch_add_explicit(&loop->refs, 1, memory_order_relaxed);
+    return loop;
+}
+
+static void loop_free(lb_loop *loop) {
+    lb__slab_destroy(&loop->handle_slab);
+    lb__slab_destroy(&loop->future_slab);
+    lb__inbox_destroy(&loop->inbox);
+    lb__free(loop);
+}
+
+lb_loop *lb_loop_unref(lb_loop *loop) {
+    if (!loop)
+        return NULL;
+    if (atomic_fetch_sub_explicit(&loop->refs, 1, memory_order_acq_rel) != 1)
+        return NULL;
+    if (loop->run_depth > 0 || loop->dispatch_depth > 0) {
+        lb__log(LB_LOG_ERROR, "lb_loop_unref: the last reference of running loop %p was "
+                              "dropped; the loop is leaked", (void *)loop);
+        return NULL;
+    }
+    if (!lb__loop_closed(loop)) {
+        /* Closing takes and drops references of its own (futures and
+         * handles it releases); keep one so it does not recurse here. */
+        atomic_store(&loop->refs, 1);
+        (void)lb_loop_close(loop);
+        if (atomic_fetch_sub_explicit(&loop->refs, 1, memory_order_acq_rel) != 1)
+            return NULL;
+    }
+    loop_free(loop);
+    return NULL;
+}
+
+void lb__loop_enter(lb_loop *loop, lb__enter_state *st) {
+    st->prev_running = running_loop;
+    st->prev_thread = loop->thread;
+    running_loop = loop;
+    loop->thread = lb__thread_self();
+}
+
+void lb__loop_leave(lb_loop *loop, const lb__enter_state *st) {
+    running_loop = st->prev_running;
+    if (!loop->thread_pinned)
+        loop->thread = st->prev_thread;
+}
+
+lb_loop *lb_loop_get_running(void) {
+    return running_loop;
+}
+
+static int run_checks(lb_loop *loop, const char *func) {
+    LB__CHECK_LOOP(loop);
+    if (loop->run_depth > 0)
+        return lb__fail(loop, -EBUSY, "%s: this event loop is already running", func);
+    if (running_loop && running_loop != loop)
+        return lb__fail(loop, -EBUSY,
+                        "%s: cannot run the loop while another loop is running on this thread",
+                        func);
+    if (loop->closing)
+        return lb__fail(loop, -EBADF, "%s: loop is closing", func);
+    return 0;
+}
+
+int lb_loop_run_forever(lb_loop *loop) {
+    int r = run_checks(loop, __func__);
+    if (r < 0)
+        return r;
+    lb__enter_state st;
+    lb__loop_enter(loop, &st);
+    loop->run_depth++;
+    lb_loop_ref(loop);
+    r = loop->driver->run(loop, loop->driver_state);
+    loop->stopping = false;
+    loop->run_depth--;
+    lb__loop_leave(loop, &st);
+    lb_loop_unref(loop);
+    return r;
+}
+
+static void stop_on_done(lb_future *f, void *data) {
+    lb_loop *loop = data;
+    (void)f;
+    loop->stopping = true;
+}
+
+int lb_loop_run_until_complete(lb_loop *loop, lb_future *future) {
+    lb_assert_return(future, -EINVAL);
+    int r = run_checks(loop, __func__);
+    if (r < 0)
+        return r;
+    if (lb_future_get_loop(future) != loop)
+        return lb__fail(loop, -EXDEV, "%s: the future belongs to another loop", __func__);
+    if (lb_future_is_done(future))
+        return 0;
+    r = lb_future_add_done_callback(future, stop_on_done, loop);
+    if (r < 0)
+        return r;
+    lb_future_ref(future);
+    r = lb_loop_run_forever(loop);
+    lb_future_remove_done_callback(future, stop_on_done, loop);
+    bool done = lb_future_is_done(future);
+    lb_future_unref(future);
+    if (r < 0)
+        return r;
+    if (!done)
+        return lb__fail(loop, -EINTR, "%s: the loop stopped before the future completed",
+                        __func__);
+    return 0;
+}
+
+int lb_loop_stop(lb_loop *loop) {
+    LB__CHECK_LOOP(loop);
+    loop->stopping = true;
+    return 0;
+}
+
+bool lb_loop_is_running(const lb_loop *loop) {
+    return loop && (loop->run_depth > 0 || loop->dispatch_depth > 0);
+}
+
+bool lb_loop_is_closed(const lb_loop *loop) {
+    return loop && lb__loop_closed(loop);
+}
+
+double lb_loop_time(const lb_loop *loop) {
+    return loop ? (double)loop->now / 1e9 : 0.0;
+}
+
+int64_t lb_loop_time_ns(const lb_loop *loop) {
+    return loop ? loop->now : 0;
+}
+
+const char *lb_loop_driver_name(const lb_loop *loop) {
+    return loop ? loop->driver->name : NULL;
+}
+
+int lb_loop_set_debug(lb_loop *loop, bool enabled) {
+    LB__CHECK_LOOP(loop);
+    loop->debug = enabled;
+    return 0;
+}
+
+bool lb_loop_get_debug(const lb_loop *loop) {
+    return loop && loop->debug;
+}
+
+/* ------------------------------------------------------------------ */
+/* Close                                                               */
+/* ------------------------------------------------------------------ */
+
+static bool handle_is_dead(void *item) {
+    (void)item;
+    return true;
+}
+
+static void drop_handle(void *item) {
+    lb_handle *h = item;
+    h->flags |= LB__HANDLE_DONE;
+    lb__handle_release(h);
+}
+
+/* The bound on close's unwinding of tasks: iterations that run the
+ * callbacks cancelled tasks schedule while they clean up. */
+#define CLOSE_UNWIND_ITERATIONS 1000
+
+int lb_loop_close(lb_loop *loop) {
+    LB__CHECK_LOOP(loop);
+    if (loop->run_depth > 0 || loop->dispatch_depth > 0)
+        return lb__fail(loop, -EBUSY, "lb_loop_close: cannot close a running event loop");
+    if (loop->closing)
+        return lb__fail(loop, -EBUSY, "lb_loop_close: the loop is already closing");
+    loop->closing = true;
+    lb_loop_ref(loop);
+
+    /* Tasks get to unwind: cancelled, then run until they finish. */
+    if (loop->task_hooks) {
+        for (int i = 0; i < CLOSE_UNWIND_ITERATIONS; i++) {
+            if (loop->task_hooks->cancel_all(loop) == 0)
+                break;
+            lb__enter_state st;
+            lb__loop_enter(loop, &st);
+            lb_driver_dispatch(loop, 0, INT64_MAX);
+            lb__loop_leave(loop, &st);
+        }
+    }
+
+    /* Pending futures are cancelled so that every waiter finishes. */
+    lb__futures_cancel_all(loop);
+
+    atomic_store(&loop->closed, true);
+    lb__inbox_close(&loop->inbox, loop);
+
+    lb_handle *h;
+    while ((h = lb__ready_pop(&loop->ready))) {
+        h->flags |= LB__HANDLE_DONE;
+        lb__handle_release(h);
+    }
+    lb__timer_heap_compact(&loop->timers, handle_is_dead, drop_handle);
+    lb__timer_heap_destroy(&loop->timers);
+
+    lb__watches_close(loop);
+    if (loop->task_hooks)
+        loop->task_hooks->destroy(loop);
+
+    loop->driver->detach(loop, loop->driver_state);
+    loop->driver_state = NULL;
+    close(loop->wake_fd);
+    close(loop->epoll_fd);
+    loop->wake_fd = loop->epoll_fd = -1;
+    loop->closing = false;
+    lb_loop_unref(loop);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Scheduling                                                          */
+/* ------------------------------------------------------------------ */
+
+static int schedule_failed(lb_loop *loop, const char *func) {
+    return lb__fail(loop, -ENOMEM, "%s: out of memory", func);
+}
+
+static void hand_out(lb_loop *loop, lb_handle *h, lb_handle **ret) {
+    if (ret) {
+        h->refs++;
+        h->flags |= LB__HANDLE_HELD;
+        lb_loop_ref(loop);
+        *ret = h;
+    }
+}
+
+int lb_loop_call_soon(lb_loop *loop, lb_callback cb, void *data, lb_handle **ret) {
+    LB__CHECK_LOOP(loop);
+    lb_assert_return(cb, -EINVAL);
+    lb_handle *h = lb__handle_new(loop, cb, data);
+    if (!h)
+        return schedule_failed(loop, __func__);
+    lb__ready_push(&loop->ready, h);
+    hand_out(loop, h, ret);
+    return 0;
+}
+
+lb_handle *lb__call_soon_internal(lb_loop *loop, lb_callback cb, void *data) {
+    lb_handle *h = lb__handle_new(loop, cb, data);
+    if (h)
+        lb__ready_push(&loop->ready, h);
+    return h;
+}
+
+int lb_loop_call_at_ns(lb_loop *loop, int64_t when_ns, lb_callback cb, void *data,
+                       lb_handle **ret) {
+    LB__CHECK_LOOP(loop);
+    lb_assert_return(cb, -EINVAL);
+    lb_handle *h = lb__handle_new(loop, cb, data);
+    if (!h)
+        return schedule_failed(loop, __func__);
+    h->when = when_ns;
+    h->flags = LB__HANDLE_TIMER;
+    if (lb__timer_heap_push(&loop->timers, when_ns, h) < 0) {
+        lb__slab_free(&loop->handle_slab, h);
+        return schedule_failed(loop, __func__);
+    }
+    hand_out(loop, h, ret);
+    return 0;
+}
+
+/* Seconds to nanoseconds, saturating so that absurd delays mean "never"
+ * rather than overflowing. */
+static int64_t seconds_to_ns(double s) {
+    if (s >= 9.2e9)
+        return INT64_MAX / 2;
+    if (s <= -9.2e9)
+        return -(INT64_MAX / 2);
+    return (int64_t)ceil(s * 1e9);
+}
+
+int lb_loop_call_later(lb_loop *loop, double delay, lb_callback cb, void *data,
+                       lb_handle **ret) {
+    lb_assert_return(!isnan(delay), -EINVAL);
+    LB__CHECK_LOOP(loop);
+    if (delay < 0)
+        delay = 0;
+    /* From the current time, not the iteration's cached one: a callback
+     * that ran long must not make its timers fire early. */
+    int64_t now = lb__clock_ns();
+    return lb_loop_call_at_ns(loop, now + seconds_to_ns(delay), cb, data, ret);
+}
+
+int lb_loop_call_at(lb_loop *loop, double when, lb_callback cb, void *data, lb_handle **ret) {
+    lb_assert_return(!isnan(when), -EINVAL);
+    return lb_loop_call_at_ns(loop, seconds_to_ns(when), cb, data, ret);
+}
+
+void lb__loop_wake(lb_loop *loop) {
+    if (!atomic_load(&loop->wakeup_armed) || !atomic_exchange(&loop->wakeup_armed, false))
+        return;
+    lb_loop_wakeup(loop);
+}
+
+int lb_loop_wakeup(lb_loop *loop) {
+    lb_assert_return(loop, -EINVAL);
+    if (lb__loop_closed(loop))
+        return lb__fail(loop, -EBADF, "lb_loop_wakeup: loop is closed");
+    if (loop->driver->wakeup) {
+        loop->driver->wakeup(loop, loop->driver_state);
+        return 0;
+    }
+    uint64_t one = 1;
+    /* EAGAIN means the counter is saturated: the loop is awake anyway. */
+    ssize_t n = write(loop->wake_fd, &one, sizeof one);
+    (void)n;
+    return 0;
+}
+
+int lb_loop_call_soon_threadsafe(lb_loop *loop, lb_callback cb, void *data) {
+    lb_assert_return(loop, -EINVAL);
+    lb_assert_return(cb, -EINVAL);
+    int r = lb__inbox_post(&loop->inbox, cb, data, NULL);
+    if (r < 0)
+        return lb__fail(loop, r, r == -EBADF ? "lb_loop_call_soon_threadsafe: loop is closed"
+                                             : "lb_loop_call_soon_threadsafe: out of memory");
+    if (r > 0)
+        lb__loop_wake(loop);
+    return 0;
+}
+
+int lb__post_internal(lb_loop *loop, lb_callback cb, void *data, lb_callback drop) {
+    int r = lb__inbox_post(&loop->inbox, cb, data, drop);
+    if (r < 0)
+        return r;
+    if (r > 0)
+        lb__loop_wake(loop);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Exceptions                                                          */
+/* ------------------------------------------------------------------ */
+
+int lb_loop_set_exception_handler(lb_loop *loop, lb_exception_handler handler, void *data) {
+    LB__CHECK_LOOP(loop);
+    loop->exception_handler = handler;
+    loop->exception_data = data;
+    return 0;
+}
+
+void lb_loop_default_exception_handler(lb_loop *loop, const lb_exception_context *context) {
+    if (!context)
+        return;
+    char extra[160] = "";
+    int off = 0;
+    if (context->error)
+        off += snprintf(extra + off, sizeof extra - off, " (error: %s)",
+                        lb_strerror(context->error));
+    if (context->future && off < (int)sizeof extra)
+        off += snprintf(extra + off, sizeof extra - off, " future=%p", (void *)context->future);
+    if (context->task && off < (int)sizeof extra)
+        off += snprintf(extra + off, sizeof extra - off, " task=%p", (void *)context->task);
+    if (context->handle && off < (int)sizeof extra)
+        snprintf(extra + off, sizeof extra - off, " handle=%p", (void *)context->handle);
+    lb__log(LB_LOG_ERROR, "%s%s", context->message ? context->message : "(no message)", extra);
+    (void)loop;
+}
+
+int lb_loop_call_exception_handler(lb_loop *loop, const lb_exception_context *context) {
+    lb_assert_return(loop, -EINVAL);
+    lb_assert_return(context, -EINVAL);
+    if (loop->exception_handler)
+        loop->exception_handler(loop, context, loop->exception_data);
+    else
+        lb_loop_default_exception_handler(loop, context);
+    return 0;
+}
+
+void lb__report(lb_loop *loop, int error, lb_future *future, lb_task *task, const char *fmt, ...) {
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    lb_exception_context ctx = {.message = msg, .error = error, .future = future, .task = task};
+    lb_loop_call_exception_handler(loop, &ctx);
+}

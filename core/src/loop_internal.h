@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef LB_LOOP_INTERNAL_H
+#define LB_LOOP_INTERNAL_H
+
+/* The loop's private state, shared by the files of the core. */
+
+#include <loopbridge/driver.h>
+#include <loopbridge/future.h>
+#include <loopbridge/loop.h>
+
+#include "clock.h"
+#include "inbox.h"
+#include "ready_queue.h"
+#include "slab.h"
+#include "timer_heap.h"
+
+#include <stdatomic.h>
+
+/* While callbacks keep coming, the loop polls its fds at most this often
+ * (a syscall costs about 1.4 us here, a callback a few ns), and at least
+ * this often, so I/O is never starved by a busy queue. */
+#define LB__POLL_INTERVAL_NS (250 * 1000)
+
+/* Hosted dispatch reads the clock once per this many callbacks to check
+ * its budget. */
+#define LB__BUDGET_CHECK_EVERY 16
+
+typedef struct lb__watch lb__watch;
+typedef struct lb__task_hooks lb__task_hooks;
+
+/* Hooks the task layer installs so that the loop core does not depend on
+ * it: close cancels live tasks and lets them unwind through these. */
+struct lb__task_hooks {
+    /* Cancels every live task; returns how many are still alive. */
+    size_t (*cancel_all)(lb_loop *loop);
+    /* Frees what the task layer holds for the loop (stacks, pools). */
+    void (*destroy)(lb_loop *loop);
+};
+
+struct lb_loop {
+    atomic_uint refs;
+    const lb_driver *driver;
+    void *driver_state;
+
+    int epoll_fd;
+    int wake_fd;
+
+    /* Thread checks: the thread that runs (or, for hosted drivers, hosts)
+     * the loop. NULL while a native loop is not running. */
+    const void *thread;
+    bool thread_pinned;
+
+    uint32_t run_depth;      /* lb_loop_run_* frames active */
+    uint32_t dispatch_depth; /* lb_driver_dispatch frames active */
+    bool stopping;
+    atomic_bool closed;
+    bool closing;
+    bool debug;
+
+    int64_t now;       /* cached per iteration */
+    int64_t last_poll; /* when the backend fd was last polled */
+    atomic_bool wakeup_armed;
+
+    lb__ready_queue ready;
+    lb__timer_heap timers;
+    lb__inbox inbox;
+    lb__slab handle_slab;
+    lb__slab future_slab;
+
+    /* fd watches, indexed by fd. */
+    lb__watch **watches;
+    size_t watches_cap;
+    size_t watches_live;
+    uint32_t watch_gen;
+
+    /* Futures not freed yet, so that close can cancel the pending ones. */
+    lb_future *futures;
+
+    lb_exception_handler exception_handler;
+    void *exception_data;
+
+    const lb__task_hooks *task_hooks;
+    void *task_state;
+
+    lb_handle *current; /* the handle whose callback runs */
+
+    uint64_t iterations;
+    uint64_t callbacks_run;
+};
+
+/* A cheap per-thread identity: the address of a thread-local byte. */
+const void *lb__thread_self(void);
+
+int lb__fail_wrong_thread(const lb_loop *loop) __attribute__((cold));
+
+/* 0 if the calling thread may use loop, else -EPERM with a message.
+ * Callers check `closed` first. */
+static inline int lb__check_thread(const lb_loop *loop) {
+    const void *t = loop->thread;
+    if (__builtin_expect(t != NULL && t != lb__thread_self(), 0))
+        return lb__fail_wrong_thread(loop);
+    return 0;
+}
+
+static inline bool lb__loop_closed(const lb_loop *loop) {
+    return atomic_load_explicit(&loop->closed, memory_order_relaxed);
+}
+
+/* The common preamble of loop-thread entry points. */
+int lb__loop_check(const lb_loop *loop, const char *func);
+
+#define LB__CHECK_LOOP(loop)                                                                   \
+    do {                                                                                       \
+        int check_r_ = lb__loop_check((loop), __func__);                                       \
+        if (check_r_ < 0)                                                                      \
+            return check_r_;                                                                   \
+    } while (0)
+
+/* Schedules an internal callback through a floating handle and returns
+ * it, so the caller can fill aux/aux2 (read back with lb__current()), or
+ * NULL when out of memory. */
+lb_handle *lb__call_soon_internal(lb_loop *loop, lb_callback cb, void *data);
+
+/* The handle whose callback is running (internal callbacks read their
+ * aux pointers from it). */
+static inline lb_handle *lb__current(const lb_loop *loop) {
+    return loop->current;
+}
+
+/* Posts an internal callback from any thread; drop runs instead if the
+ * loop closes first. Returns 0, -EBADF, -ENOMEM. */
+int lb__post_internal(lb_loop *loop, lb_callback cb, void *data, lb_callback drop);
+
+/* Handles. */
+lb_handle *lb__handle_new(lb_loop *loop, lb_callback cb, void *data);
+void lb__handle_release(lb_handle *h);
+
+/* fd watches (fd.c). */
+void lb__watch_event(lb_loop *loop, uint64_t token, uint32_t events);
+void lb__watches_close(lb_loop *loop);
+
+/* Futures (future.c). */
+void lb__futures_cancel_all(lb_loop *loop);
+
+/* The loop's thread-local "current" bookkeeping while running/dispatching. */
+typedef struct lb__enter_state {
+    lb_loop *prev_running;
+    const void *prev_thread;
+} lb__enter_state;
+void lb__loop_enter(lb_loop *loop, lb__enter_state *st);
+void lb__loop_leave(lb_loop *loop, const lb__enter_state *st);
+
+/* Reports an error through the exception handler. */
+void lb__report(lb_loop *loop, int error, lb_future *future, lb_task *task, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* Wakes the loop if it may be asleep (any thread). */
+void lb__loop_wake(lb_loop *loop);
+
+#endif

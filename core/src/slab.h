@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef LB_SLAB_H
+#define LB_SLAB_H
+
+#include <stddef.h>
+
+/* A fixed-size object allocator: objects are carved from chunks and
+ * recycled through a free list, so hot paths (call_soon, timers, futures)
+ * do not call malloc once the loop has warmed up. Chunks are returned to
+ * the system when the slab is destroyed. Single-threaded. */
+typedef struct lb__slab {
+    void *free_list;
+    void *chunks;      /* singly linked through the first word of each chunk */
+    size_t object_size;
+    size_t per_chunk;
+    size_t live;       /* objects handed out and not freed */
+} lb__slab;
+
+void lb__slab_init(lb__slab *slab, size_t object_size, size_t per_chunk);
+void lb__slab_destroy(lb__slab *slab);
+void *lb__slab_grow_and_alloc(lb__slab *slab);
+
+static inline void *lb__slab_alloc(lb__slab *slab) {
+    void *p = slab->free_list;
+    if (__builtin_expect(p == NULL, 0))
+        return lb__slab_grow_and_alloc(slab);
+    slab->free_list = *(void **)p;
+    slab->live++;
+    return p;
+}
+
+static inline void lb__slab_free(lb__slab *slab, void *p) {
+    *(void **)p = slab->free_list;
+    slab->free_list = p;
+    slab->live--;
+}
+
+#endif

@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: MIT */
+#include "timer_heap.h"
+
+#include "alloc.h"
+
+#include <errno.h>
+
+static inline bool entry_less(const lb__timer_entry *a, const lb__timer_entry *b) {
+    return a->when < b->when || (a->when == b->when && a->seq < b->seq);
+}
+
+static void sift_up(lb__timer_entry *v, size_t i) {
+    lb__timer_entry e = v[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!entry_less(&e, &v[parent]))
+            break;
+        v[i] = v[parent];
+        i = parent;
+    }
+    v[i] = e;
+}
+
+static void sift_down(lb__timer_entry *v, size_t n, size_t i) {
+    lb__timer_entry e = v[i];
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= n)
+            break;
+        if (child + 1 < n && entry_less(&v[child + 1], &v[child]))
+            child++;
+        if (!entry_less(&v[child], &e))
+            break;
+        v[i] = v[child];
+        i = child;
+    }
+    v[i] = e;
+}
+
+void lb__timer_heap_init(lb__timer_heap *heap) {
+    *heap = (lb__timer_heap){0};
+}
+
+void lb__timer_heap_destroy(lb__timer_heap *heap) {
+    lb__free(heap->v);
+    *heap = (lb__timer_heap){0};
+}
+
+int lb__timer_heap_push(lb__timer_heap *heap, int64_t when, void *item) {
+    if (heap->n == heap->cap) {
+        size_t cap = heap->cap ? heap->cap * 2 : 64;
+        lb__timer_entry *v = lb__realloc(heap->v, cap * sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        heap->v = v;
+        heap->cap = cap;
+    }
+    heap->v[heap->n] = (lb__timer_entry){.when = when, .seq = heap->next_seq++, .item = item};
+    sift_up(heap->v, heap->n);
+    heap->n++;
+    return 0;
+}
+
+void *lb__timer_heap_pop(lb__timer_heap *heap) {
+    if (heap->n == 0)
+        return NULL;
+    void *item = heap->v[0].item;
+    heap->n--;
+    if (heap->n > 0) {
+        heap->v[0] = heap->v[heap->n];
+        sift_down(heap->v, heap->n, 0);
+    }
+    return item;
+}
+
+void lb__timer_heap_compact(lb__timer_heap *heap, bool (*is_dead)(void *item),
+                            void (*release)(void *item)) {
+    size_t kept = 0;
+    for (size_t i = 0; i < heap->n; i++) {
+        if (is_dead(heap->v[i].item))
+            release(heap->v[i].item);
+        else
+            heap->v[kept++] = heap->v[i];
+    }
+    heap->n = kept;
+    heap->dead = 0;
+    /* Floyd's heapify: O(n). */
+    for (size_t i = kept / 2; i-- > 0;)
+        sift_down(heap->v, kept, i);
+}

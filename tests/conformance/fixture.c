@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: MIT */
+#include "fixture.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+lb_loop *fixture_loop_new(void) {
+    lb_loop *loop = NULL;
+    int r = lb_loop_new(&loop, NULL);
+    if (r < 0)
+        fail_msg("lb_loop_new: %s (%s)", lb_strerror(r), lb_error_detail());
+    assert_non_null(loop);
+    return loop;
+}
+
+void fixture_loop_free(lb_loop *loop) {
+    assert_int_equal(lb_loop_close(loop), 0);
+    assert_true(lb_loop_is_closed(loop));
+    lb_loop_unref(loop);
+}
+
+double fixture_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+typedef struct until_state {
+    const volatile bool *flag;
+    double deadline;
+    bool timed_out;
+} until_state;
+
+static void until_check(lb_loop *loop, void *data) {
+    until_state *st = data;
+    if (*st->flag) {
+        lb_loop_stop(loop);
+        return;
+    }
+    if (fixture_now() > st->deadline) {
+        st->timed_out = true;
+        lb_loop_stop(loop);
+        return;
+    }
+    assert_int_equal(lb_loop_call_later(loop, 0.001, until_check, st, NULL), 0);
+}
+
+void fixture_run_until(lb_loop *loop, const volatile bool *flag, double timeout_s) {
+    until_state st = {.flag = flag, .deadline = fixture_now() + timeout_s};
+    assert_int_equal(lb_loop_call_soon(loop, until_check, &st, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    if (st.timed_out)
+        fail_msg("condition not reached within %.1f s", timeout_s);
+}

@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef LB_TEST_FIXTURE_H
+#define LB_TEST_FIXTURE_H
+
+/* What every conformance test shares: the loop comes from LB_DRIVER, so
+ * the same tests run once per driver; each test closes its loop and
+ * checks that nothing it scheduled was lost. */
+
+#include <loopbridge/loopbridge.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+/* Makes a loop on the driver named by LB_DRIVER; fails the test if it
+ * cannot. */
+lb_loop *fixture_loop_new(void);
+
+/* Closes and unrefs the loop, asserting both succeed. */
+void fixture_loop_free(lb_loop *loop);
+
+/* Runs the loop until *flag becomes true, or fails the test after
+ * timeout_s seconds (a generous bound: correctness never depends on it). */
+void fixture_run_until(lb_loop *loop, const volatile bool *flag, double timeout_s);
+
+/* Monotonic seconds. */
+double fixture_now(void);
+
+/* The groups, one per concept file. Each returns its failure count. */
+int run_loop_tests(void);
+int run_schedule_tests(void);
+int run_timer_tests(void);
+int run_threadsafe_tests(void);
+int run_fd_tests(void);
+int run_future_tests(void);
+int run_exception_tests(void);
+
+#endif

@@ -1,0 +1,203 @@
+/* SPDX-License-Identifier: MIT */
+/* call_soon_threadsafe: exactly once, per-thread order, wakeups, closed
+ * loops. */
+#include "fixture.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { THREADS = 4, PER_THREAD = 250000 };
+
+typedef struct flood {
+    lb_loop *loop;
+    uint8_t *seen;          /* one byte per post id */
+    long last[THREADS];     /* per-thread order check */
+    long ran;
+    long order_violations;
+    long duplicates;
+} flood;
+
+typedef struct poster {
+    flood *f;
+    int index;
+} poster;
+
+/* The callback's data is the post id, so the flood is found here. */
+static flood *current_flood;
+static atomic_int thread_errors; /* cmocka asserts only on the test thread */
+
+static void flood_cb(lb_loop *loop, void *data) {
+    /* data encodes (thread, sequence). */
+    uintptr_t v = (uintptr_t)data;
+    flood *f = current_flood;
+    int thread = (int)(v % THREADS);
+    long seq = (long)(v / THREADS);
+    if (f->seen[v]++)
+        f->duplicates++;
+    if (seq <= f->last[thread])
+        f->order_violations++;
+    f->last[thread] = seq;
+    if (++f->ran == (long)THREADS * PER_THREAD)
+        lb_loop_stop(loop);
+}
+
+static void *poster_main(void *data) {
+    poster *p = data;
+    for (long i = 0; i < PER_THREAD; i++) {
+        uintptr_t v = (uintptr_t)(i * THREADS + p->index);
+        int r;
+        while ((r = lb_loop_call_soon_threadsafe(p->f->loop, flood_cb, (void *)v)) == -ENOMEM)
+            sched_yield();
+        if (r != 0)
+            atomic_fetch_add(&thread_errors, 1);
+    }
+    return NULL;
+}
+
+static void test_threadsafe_exactly_once(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    flood f = {.loop = loop};
+    f.seen = calloc((size_t)THREADS * PER_THREAD, 1);
+    for (int i = 0; i < THREADS; i++)
+        f.last[i] = -1;
+    current_flood = &f;
+    pthread_t th[THREADS];
+    poster p[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        p[i] = (poster){&f, i};
+        assert_int_equal(pthread_create(&th[i], NULL, poster_main, &p[i]), 0);
+    }
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(atomic_load(&thread_errors), 0);
+    assert_int_equal(f.ran, (long)THREADS * PER_THREAD);
+    assert_int_equal(f.duplicates, 0);
+    assert_int_equal(f.order_violations, 0);
+    for (long i = 0; i < (long)THREADS * PER_THREAD; i++)
+        assert_int_equal(f.seen[i], 1);
+    free(f.seen);
+    fixture_loop_free(loop);
+}
+
+typedef struct sleeper {
+    lb_loop *loop;
+    volatile bool ran;
+    double posted_at;
+    double ran_at;
+} sleeper;
+
+static void wake_cb(lb_loop *loop, void *data) {
+    sleeper *s = data;
+    s->ran = true;
+    s->ran_at = fixture_now();
+    lb_loop_stop(loop);
+}
+
+static void *late_poster(void *data) {
+    sleeper *s = data;
+    struct timespec ts = {0, 50 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    s->posted_at = fixture_now();
+    if (lb_loop_call_soon_threadsafe(s->loop, wake_cb, s) != 0)
+        atomic_fetch_add(&thread_errors, 1);
+    return NULL;
+}
+
+/* A loop with nothing to do sleeps without limit; a post wakes it. */
+static void test_threadsafe_wakes_idle_loop(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    sleeper s = {.loop = loop};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, late_poster, &s), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    pthread_join(th, NULL);
+    assert_true(s.ran);
+    assert_true(s.ran_at - s.posted_at < 5.0);
+    fixture_loop_free(loop);
+}
+
+static void never(lb_loop *loop, void *data) {
+    (void)loop;
+    (void)data;
+    fail_msg("a callback posted to a closed loop ran");
+}
+
+static void test_threadsafe_closed_loop(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    assert_int_equal(lb_loop_close(loop), 0);
+    assert_int_equal(lb_loop_call_soon_threadsafe(loop, never, NULL), -EBADF);
+    lb_loop_unref(loop);
+}
+
+typedef struct racer {
+    lb_loop *loop;
+    atomic_long accepted;
+    atomic_long refused;
+    atomic_long ran;
+    atomic_bool go;
+} racer;
+
+static void race_cb(lb_loop *loop, void *data) {
+    racer *r = data;
+    (void)loop;
+    atomic_fetch_add(&r->ran, 1);
+}
+
+static void *race_poster(void *data) {
+    racer *r = data;
+    while (!atomic_load(&r->go))
+        ;
+    for (int i = 0; i < 200000; i++) {
+        int rc = lb_loop_call_soon_threadsafe(r->loop, race_cb, r);
+        if (rc == 0)
+            atomic_fetch_add(&r->accepted, 1);
+        else if (rc == -EBADF)
+            atomic_fetch_add(&r->refused, 1);
+        else
+            atomic_fetch_add(&thread_errors, 1);
+    }
+    return NULL;
+}
+
+static void stop_soon(lb_loop *loop, void *data) {
+    (void)data;
+    lb_loop_stop(loop);
+}
+
+/* Posts racing close: each is run, dropped at close, or refused. */
+static void test_threadsafe_race_close(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    racer r = {.loop = loop};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, race_poster, &r), 0);
+    atomic_store(&r.go, true);
+    assert_int_equal(lb_loop_call_later(loop, 0.01, stop_soon, NULL, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    assert_int_equal(lb_loop_close(loop), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(atomic_load(&thread_errors), 0);
+    assert_int_equal(atomic_load(&r.accepted) + atomic_load(&r.refused), 400000);
+    assert_true(atomic_load(&r.ran) <= atomic_load(&r.accepted));
+    lb_loop_unref(loop);
+}
+
+int run_threadsafe_tests(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_threadsafe_exactly_once),
+        cmocka_unit_test(test_threadsafe_wakes_idle_loop),
+        cmocka_unit_test(test_threadsafe_closed_loop),
+        cmocka_unit_test(test_threadsafe_race_close),
+    };
+    return cmocka_run_group_tests_name("threadsafe", tests, NULL, NULL);
+}

@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: MIT */
+/* call_later / call_at: ordering, FIFO among equal deadlines, never
+ * early, cancellation. Time bounds are generous: correctness never
+ * depends on the machine being fast. */
+#include "fixture.h"
+
+#include <stdlib.h>
+
+typedef struct fired {
+    char order[16];
+    int n;
+    double at[16];
+} fired;
+
+typedef struct tag {
+    fired *f;
+    char name;
+    double earliest; /* monotonic seconds before which it must not run */
+} tag;
+
+static void fire(lb_loop *loop, void *data) {
+    tag *t = data;
+    double now = fixture_now();
+    assert_true(now >= t->earliest);
+    t->f->at[t->f->n] = now;
+    t->f->order[t->f->n++] = t->name;
+    (void)loop;
+}
+
+static void stop_cb(lb_loop *loop, void *data) {
+    (void)data;
+    lb_loop_stop(loop);
+}
+
+/* The seed's call_later example: B (1 s) fires before A (2 s); scaled
+ * down to 50 and 100 ms. */
+static void test_timer_call_later_order(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    fired f = {0};
+    double t0 = fixture_now();
+    tag a = {&f, 'A', t0 + 0.1}, b = {&f, 'B', t0 + 0.05};
+    assert_int_equal(lb_loop_call_later(loop, 0.1, fire, &a, NULL), 0);
+    assert_int_equal(lb_loop_call_later(loop, 0.05, fire, &b, NULL), 0);
+    assert_int_equal(lb_loop_call_later(loop, 0.15, stop_cb, NULL, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    assert_int_equal(f.n, 2);
+    assert_int_equal(f.order[0], 'B');
+    assert_int_equal(f.order[1], 'A');
+    fixture_loop_free(loop);
+}
+
+static void test_timer_equal_deadlines_fifo(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    fired f = {0};
+    tag t[8];
+    double when = lb_loop_time(loop) + 0.02;
+    for (int i = 0; i < 8; i++) {
+        t[i] = (tag){&f, (char)('a' + i), 0};
+        assert_int_equal(lb_loop_call_at(loop, when, fire, &t[i], NULL), 0);
+    }
+    assert_int_equal(lb_loop_call_at(loop, when + 0.01, stop_cb, NULL, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    assert_int_equal(f.n, 8);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(f.order[i], 'a' + i);
+    fixture_loop_free(loop);
+}
+
+static void test_timer_call_at_loop_time(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    fired f = {0};
+    tag t = {&f, 'x', 0};
+    lb_handle *h = NULL;
+    double when = lb_loop_time(loop) + 0.03;
+    assert_int_equal(lb_loop_call_at(loop, when, fire, &t, &h), 0);
+    assert_true(lb_handle_when(h) >= when - 1e-9 && lb_handle_when(h) <= when + 1e-6);
+    assert_int_equal(lb_loop_call_at(loop, when + 0.01, stop_cb, NULL, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    assert_int_equal(f.n, 1);
+    /* The loop's clock at the iteration that ran it was past its time. */
+    assert_true(lb_loop_time(loop) >= when);
+    lb_handle_unref(h);
+    fixture_loop_free(loop);
+}
+
+static void test_timer_cancel(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    lb_handle *h = NULL;
+    assert_int_equal(lb_loop_call_later(loop, 0.01, (lb_callback)abort, NULL, &h), 0);
+    assert_int_equal(lb_handle_cancel(h), 1);
+    assert_int_equal(lb_loop_call_later(loop, 0.05, stop_cb, NULL, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    assert_int_equal(lb_handle_cancel(h), 0);
+    lb_handle_unref(h);
+    fixture_loop_free(loop);
+}
+
+static void test_timer_negative_delay_runs(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    fired f = {0};
+    tag t = {&f, 'n', 0};
+    assert_int_equal(lb_loop_call_later(loop, -5.0, fire, &t, NULL), 0);
+    assert_int_equal(lb_loop_call_later(loop, 0.01, stop_cb, NULL, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    assert_int_equal(f.n, 1);
+    fixture_loop_free(loop);
+}
+
+/* A cancelled far-away timer must not keep the loop awake, nor a
+ * cancelled near one make it wake for nothing: the loop just runs. */
+typedef struct storm {
+    lb_loop *loop;
+    long fired;
+    long expected;
+    double last_deadline_seen;
+    uint64_t rng;
+} storm;
+
+typedef struct storm_timer {
+    storm *s;
+    double deadline;
+    lb_handle *h;
+} storm_timer;
+
+static void storm_fire(lb_loop *loop, void *data) {
+    storm_timer *t = data;
+    double now = fixture_now();
+    assert_true(now >= t->deadline);
+    t->s->fired++;
+    if (t->s->fired == t->s->expected)
+        lb_loop_stop(loop);
+}
+
+static uint64_t next_rand(uint64_t *x) {
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+static void test_timer_random_with_cancels(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    enum { N = 20000 };
+    storm s = {.loop = loop, .rng = 42};
+    storm_timer *t = calloc(N, sizeof *t);
+    for (int i = 0; i < N; i++) {
+        double delay = (double)(next_rand(&s.rng) >> 11) / 9007199254740992.0 * 0.2;
+        t[i].s = &s;
+        t[i].deadline = fixture_now() + delay;
+        assert_int_equal(lb_loop_call_later(loop, delay, storm_fire, &t[i], &t[i].h), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        if (next_rand(&s.rng) & 1)
+            assert_int_equal(lb_handle_cancel(t[i].h), 1);
+        else
+            s.expected++;
+    }
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    assert_int_equal(s.fired, s.expected);
+    for (int i = 0; i < N; i++)
+        lb_handle_unref(t[i].h);
+    free(t);
+    fixture_loop_free(loop);
+}
+
+int run_timer_tests(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_timer_call_later_order),
+        cmocka_unit_test(test_timer_equal_deadlines_fifo),
+        cmocka_unit_test(test_timer_call_at_loop_time),
+        cmocka_unit_test(test_timer_cancel),
+        cmocka_unit_test(test_timer_negative_delay_runs),
+        cmocka_unit_test(test_timer_random_with_cancels),
+    };
+    return cmocka_run_group_tests_name("timers", tests, NULL, NULL);
+}

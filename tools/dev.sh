@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# loopbridge developer entry point: what the README's commands call.
+#
+#   tools/dev.sh deps     install the Debian packages that are missing (as root)
+#   tools/dev.sh build    configure and build (build/normal)
+#   tools/dev.sh test     deps + every test suite: normal, ASan+UBSan, TSan,
+#                         ucontext fibers, valgrind
+#   tools/dev.sh demo     deps + build + run the main demo
+#
+# Environment: JOBS (ninja parallelism, default: CPU count).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+jobs=${JOBS:-$(nproc)}
+
+packages=(
+  meson ninja-build pkg-config gcc libc6-dev libcmocka-dev
+  libglib2.0-dev libgtk-4-dev tcl-dev tk-dev
+  xvfb xauth imagemagick xdotool valgrind
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+)
+
+log() { printf '\n== %s\n' "$*"; }
+
+cmd_deps() {
+  local missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    return 0
+  fi
+  log "installing: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "dev.sh: these Debian packages are missing; run as root or install them: ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# configure DIR [meson options...]: set up (or reconfigure) a build dir.
+configure() {
+  local dir=$1; shift
+  if [ -f "$dir/build.ninja" ]; then
+    meson configure "$dir" "$@" >/dev/null
+  else
+    meson setup "$dir" "$@" >/dev/null
+  fi
+}
+
+cmd_build() {
+  configure build/normal --werror
+  ninja -C build/normal -j "$jobs"
+}
+
+total_passed=0
+total_failed=0
+
+# suite NAME DIR [meson test args...]: run meson test, print each cmocka
+# summary line and count the results.
+suite() {
+  local name=$1 dir=$2; shift 2
+  log "$name"
+  local rc=0
+  meson test -C "$dir" --print-errorlogs --num-processes "$jobs" "$@" || rc=$?
+  local counts
+  counts=$(python3 - "$(ls -t "$dir"/meson-logs/testlog*.json | head -1)" <<'PY'
+import json, sys
+ok = bad = 0
+for line in open(sys.argv[1]):
+    t = json.loads(line)
+    for l in (t.get("stdout") or "").splitlines() + (t.get("stderr") or "").splitlines():
+        if l.startswith("[  PASSED  ]") or l.startswith("[  FAILED  ]") or l.startswith("[==========] ") and "run" in l:
+            print("   " + t["name"] + ": " + l, file=sys.stderr)
+    if t["result"] in ("OK", "SKIP", "EXPECTEDFAIL"):
+        ok += 1
+    else:
+        bad += 1
+print(ok, bad)
+PY
+)
+  total_passed=$((total_passed + ${counts% *}))
+  total_failed=$((total_failed + ${counts#* }))
+  if [ $rc -ne 0 ]; then
+    echo "dev.sh: the $name suite failed" >&2
+    return 1
+  fi
+}
+
+cmd_test() {
+  cmd_deps
+  local failed=()
+
+  log "build: normal (--werror)"
+  cmd_build
+  suite "normal" build/normal || failed+=(normal)
+
+  log "build: ASan+UBSan"
+  configure build/asan --werror -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+  ninja -C build/asan -j "$jobs"
+  ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:abort_on_error=1 \
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    suite "asan+ubsan" build/asan || failed+=(asan)
+
+  log "valgrind memcheck: conformance"
+  suite "valgrind" build/normal --suite conformance \
+    --wrapper "valgrind --error-exitcode=1 --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --suppressions=$root/tests/valgrind.supp -q" \
+    --timeout-multiplier 4 || failed+=(valgrind)
+
+  echo
+  echo "$total_passed passed, $total_failed failed"
+  if [ ${#failed[@]} -ne 0 ]; then
+    echo "dev.sh test: FAILED: ${failed[*]}" >&2
+    exit 1
+  fi
+}
+
+cmd_demo() {
+  cmd_deps
+  cmd_build
+  local d=build/normal/demos/cli
+  for demo in run-until-complete run-forever-stop call-soon call-later call-at; do
+    log "demo: $demo"
+    "$d/demo-$demo"
+  done
+}
+
+case "${1:-}" in
+  deps) cmd_deps ;;
+  build) cmd_deps; cmd_build ;;
+  test) cmd_test ;;
+  demo) cmd_demo ;;
+  *) echo "usage: tools/dev.sh deps|build|test|demo" >&2; exit 2 ;;
+esac
