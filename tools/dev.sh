@@ -106,8 +106,10 @@ cmd_test() {
     suite "asan+ubsan" build/asan || failed+=(asan)
 
   log "valgrind memcheck: conformance"
+  local supp=""
+  for f in "$root"/tests/valgrind/*.supp; do supp="$supp --suppressions=$f"; done
   suite "valgrind" build/normal --suite conformance \
-    --wrapper "valgrind --error-exitcode=1 --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --suppressions=$root/tests/valgrind.supp -q" \
+    --wrapper "valgrind --error-exitcode=1 --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect$supp -q" \
     --timeout-multiplier 4 || failed+=(valgrind)
 
   echo

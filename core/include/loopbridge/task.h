@@ -1,0 +1,170 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef LOOPBRIDGE_TASK_H
+#define LOOPBRIDGE_TASK_H
+
+/* lb_task: asyncio's `async def` + `await` for C. A task is a plain C
+ * function running on its own stack (a fiber) on the loop's thread; it
+ * suspends in lb_await() until a future is done, so the code reads top to
+ * bottom:
+ *
+ *     static int load(lb_task *task, void *data) {
+ *         set_label("Loading...");
+ *         int err = lb_sleep(2.0);       // the loop (and the window) live on
+ *         if (err)
+ *             return err;                // -ECANCELED: the task was cancelled
+ *         set_label("Done!");
+ *         return 0;
+ *     }
+ *
+ * Cancellation is asyncio's: lb_task_cancel() makes the pending (or next)
+ * lb_await() return -ECANCELED; the task decides how to unwind, may clean
+ * up and even await again. */
+
+#include <loopbridge/common.h>
+#include <loopbridge/future.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A task's body. Returns 0 (the result is then what lb_task_return()
+ * set, or NULL), -ECANCELED to end as cancelled, or another negative
+ * errno to fail. */
+typedef int (*lb_task_fn)(lb_task *task, void *data);
+
+typedef struct lb_task_options {
+    const char *name;  /* copied; NULL: "task-N" */
+    size_t stack_size; /* bytes of address space; 0: 256 KiB; 16 KiB .. 64 MiB */
+} lb_task_options;
+
+/* Starts fn(task, data) as a task on loop; it first runs in the loop's
+ * next iteration. opts may be NULL. ret NULL: the task runs detached
+ * (the loop keeps it until it ends); otherwise *ret gets a reference.
+ * Returns 0; -EINVAL (bad options); -EBADF (closed or closing loop);
+ * -ENOMEM (no memory or no address space for the stack); -EPERM (wrong
+ * thread). Loop thread only. */
+LB_EXPORT int lb_task_spawn(lb_loop *loop, lb_task_fn fn, void *data, const lb_task_options *opts,
+                            lb_task **ret);
+
+/* Takes a reference; returns task. */
+LB_EXPORT lb_task *lb_task_ref(lb_task *task);
+
+/* Drops a reference; returns NULL. A task runs to its end whether or not
+ * anyone holds it. NULL is a no-op. */
+LB_EXPORT lb_task *lb_task_unref(lb_task *task);
+
+/* Suspends the calling task until future is done, then returns as
+ * lb_future_result() (0 and the value in *value, the error, or
+ * -ECANCELED). If the task is cancelled while waiting, returns
+ * -ECANCELED and cancels future. value may be NULL.
+ * Outside a task returns -EPERM at once. */
+LB_EXPORT int lb_await(lb_future *future, void **value);
+
+/* Suspends the calling task for seconds (0: one loop iteration).
+ * Returns 0, -ECANCELED, -EPERM outside a task, -EINVAL (NaN). */
+LB_EXPORT int lb_sleep(double seconds);
+
+/* Lets every other ready callback and task run once, then resumes.
+ * Returns 0, -ECANCELED, -EPERM outside a task. */
+LB_EXPORT int lb_yield(void);
+
+/* The task running on the calling thread, or NULL outside tasks. */
+LB_EXPORT lb_task *lb_task_current(void);
+
+/* Sets the calling task's result (destroy frees it with the task's
+ * future). Returns 0, -EPERM outside a task. */
+LB_EXPORT int lb_task_return(void *value, lb_destroy_fn destroy);
+
+/* Requests cancellation: the task's pending or next lb_await() returns
+ * -ECANCELED. A task cancelled before it first ran never runs.
+ * Returns 1 if requested, 0 if the task is done already; -EINVAL. */
+LB_EXPORT int lb_task_cancel(lb_task *task);
+
+/* True once cancellation was requested and not yet delivered or
+ * cleared. */
+LB_EXPORT bool lb_task_cancelling(const lb_task *task);
+
+/* Clears a delivered cancellation request so the task can go on as if it
+ * had not been cancelled (asyncio's uncancel). Returns the number of
+ * requests that remain, or -EINVAL. */
+LB_EXPORT int lb_task_uncancel(lb_task *task);
+
+/* The task's outcome as a future (borrowed: take a reference to keep it
+ * beyond the task). Another task can lb_await() it, a callback can add a
+ * done callback. Cancelling this future cancels the task. */
+LB_EXPORT lb_future *lb_task_future(const lb_task *task);
+
+/* The task's name (never NULL for a valid task). */
+LB_EXPORT const char *lb_task_name(const lb_task *task);
+
+/* True once the task ended. */
+LB_EXPORT bool lb_task_is_done(const lb_task *task);
+
+/* The number of tasks of loop that have not ended. */
+LB_EXPORT size_t lb_loop_task_count(const lb_loop *loop);
+
+/* Stores up to cap live tasks of loop (borrowed pointers) in tasks and
+ * returns how many there are in all (which may exceed cap); -EINVAL. */
+LB_EXPORT int lb_loop_all_tasks(const lb_loop *loop, lb_task **tasks, size_t cap);
+
+/* ------------------------------------------------------------------ */
+/* Combinators                                                         */
+/* ------------------------------------------------------------------ */
+
+/* One outcome in a gather result. */
+typedef struct lb_gather_item {
+    int status;  /* 0, an error, or -ECANCELED */
+    void *value; /* the result when status is 0 (owned by its future) */
+} lb_gather_item;
+
+typedef struct lb_gather_result {
+    size_t n;
+    lb_gather_item items[];
+} lb_gather_result;
+
+enum {
+    /* Collect every outcome instead of failing with the first error
+     * (asyncio's return_exceptions=True). */
+    LB_GATHER_RETURN_ERRORS = 1u << 0,
+};
+
+/* A future that completes when all n futures are done, with an
+ * lb_gather_result (in the order given). Without LB_GATHER_RETURN_ERRORS
+ * it fails with the first error as soon as one future fails (the others
+ * go on). Cancelling it cancels every future still pending. The gather
+ * holds references to the futures until it completes. Returns 0, -EINVAL,
+ * -ENOMEM. */
+LB_EXPORT int lb_gather(lb_future *const *futures, size_t n, unsigned flags, lb_future **ret);
+
+/* Awaits future for at most timeout seconds (timeout < 0: no limit).
+ * On timeout cancels future and returns -ETIMEDOUT. Otherwise as
+ * lb_await(). Inside a task only (-EPERM). */
+LB_EXPORT int lb_wait_for(lb_future *future, double timeout, void **value);
+
+/* A future that mirrors future's outcome, but whose cancellation does not
+ * cancel future (asyncio.shield). Returns 0, -EINVAL, -ENOMEM. */
+LB_EXPORT int lb_shield(lb_future *future, lb_future **ret);
+
+/* asyncio's TaskGroup: tasks spawned into a group are awaited together
+ * by lb_group_wait(); the first child that fails cancels its siblings. */
+typedef struct lb_group lb_group;
+
+LB_EXPORT int lb_group_new(lb_loop *loop, lb_group **ret);
+LB_EXPORT lb_group *lb_group_unref(lb_group *group);
+
+/* Spawns a child task into group (as lb_task_spawn). After a child
+ * failed, new children are refused with -ECANCELED. */
+LB_EXPORT int lb_group_spawn(lb_group *group, lb_task_fn fn, void *data,
+                             const lb_task_options *opts, lb_task **ret);
+
+/* Waits (inside a task) until every child ended. Returns 0 if all
+ * succeeded, else the first child's error (its siblings were cancelled).
+ * If the waiting task is cancelled, the children are cancelled too, and
+ * -ECANCELED is returned once they ended. */
+LB_EXPORT int lb_group_wait(lb_group *group);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
