@@ -3,8 +3,8 @@
 #
 #   tools/dev.sh deps     install the Debian packages that are missing (as root)
 #   tools/dev.sh build    configure and build (build/normal)
-#   tools/dev.sh test     deps + every test suite: normal, ASan+UBSan, TSan,
-#                         ucontext fibers, valgrind
+#   tools/dev.sh test     deps + every test suite: normal, ASan+UBSan,
+#                         ucontext fibers, TSan (threaded tests), valgrind
 #   tools/dev.sh demo     deps + build + run the main demo
 #
 # Environment: JOBS (ninja parallelism, default: CPU count).
@@ -104,6 +104,17 @@ cmd_test() {
   ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     suite "asan+ubsan" build/asan || failed+=(asan)
+
+  log "build: ucontext fiber switch"
+  configure build/ucontext --werror -Dfiber_switch=ucontext
+  ninja -C build/ucontext -j "$jobs"
+  suite "ucontext" build/ucontext --suite conformance --suite unit || failed+=(ucontext)
+
+  log "build: TSan (threaded tests)"
+  configure build/tsan --werror -Db_sanitize=thread -Db_lundef=false
+  ninja -C build/tsan -j "$jobs"
+  LB_TEST_GROUPS=threadsafe,future,executor,signal,loop_thread TSAN_OPTIONS=halt_on_error=1 \
+    suite "tsan" build/tsan --suite conformance --suite unit || failed+=(tsan)
 
   log "valgrind memcheck: conformance"
   local supp=""

@@ -119,10 +119,14 @@ static void poll_backend(lb_loop *loop, int64_t timeout_ns) {
     loop->last_poll = lb__clock_ns();
     for (int i = 0; i < n; i++) {
         uint64_t token = events[i].data.u64;
-        if (token == UINT64_MAX) {
+        if (token == LB__TOKEN_WAKE) {
             uint64_t v;
             ssize_t rd = read(loop->wake_fd, &v, sizeof v);
             (void)rd;
+            continue;
+        }
+        if (token == LB__TOKEN_SIGNALS) {
+            lb__signals_readable(loop);
             continue;
         }
         lb__watch_event(loop, token, events[i].events);
@@ -132,7 +136,14 @@ static void poll_backend(lb_loop *loop, int64_t timeout_ns) {
 /* Phase: move due timers to the ready queue. */
 static void collect_timers(lb_loop *loop) {
     lb__timer_heap *heap = &loop->timers;
-    const lb__timer_entry *top;
+    const lb__timer_entry *top = lb__timer_heap_top(heap);
+    if (top && top->when <= loop->now) {
+        /* How late the loop is running its timers: the monitoring
+         * figure of the seed's EventLoopMonitor. */
+        loop->lag_ns = loop->now - top->when;
+        if (loop->lag_ns > loop->max_lag_ns)
+            loop->max_lag_ns = loop->lag_ns;
+    }
     while ((top = lb__timer_heap_top(heap)) && top->when <= loop->now) {
         lb_handle *h = lb__timer_heap_pop(heap);
         if (h->flags & LB__HANDLE_CANCELLED) {
@@ -151,7 +162,10 @@ static inline void run_handle(lb_loop *loop, lb_handle *h) {
         loop->callbacks_run++;
         lb_handle *outer = loop->current; /* nested dispatch */
         loop->current = h;
-        h->cb(loop, h->data);
+        if (__builtin_expect(loop->debug, 0))
+            lb__debug_call(loop, h->cb, h->data);
+        else
+            h->cb(loop, h->data);
         loop->current = outer;
     }
     lb__handle_release(h);
@@ -199,7 +213,10 @@ int lb_driver_dispatch(lb_loop *loop, int64_t poll_timeout_ns, int64_t budget_ns
     while (inbox->out_pos < inbox->out_n) {
         lb__post p = inbox->out[inbox->out_pos++];
         loop->callbacks_run++;
-        p.cb(loop, p.data);
+        if (__builtin_expect(loop->debug, 0))
+            lb__debug_call(loop, p.cb, p.data);
+        else
+            p.cb(loop, p.data);
         if (deadline != INT64_MAX && over_budget(deadline, &since_check)) {
             budget_hit = true;
             break;

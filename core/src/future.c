@@ -62,9 +62,8 @@ static void wake_waiters(lb_future *f) {
 
 int lb_future_new(lb_loop *loop, lb_future **ret) {
     lb_assert_return(ret, -EINVAL);
+    /* Allowed while closing: cancelled tasks may await their cleanup. */
     LB__CHECK_LOOP(loop);
-    if (loop->closing)
-        return lb__fail(loop, -EBADF, "lb_future_new: loop is closing");
     lb_future *f = lb__slab_alloc(&loop->future_slab);
     if (!f)
         return lb__fail(loop, -ENOMEM, "lb_future_new: out of memory");
@@ -104,6 +103,8 @@ static void future_free(lb_future *f) {
     drop_callbacks(f);
     if (f->destroy)
         f->destroy(f->value);
+    if (f->hooks && f->hooks->free)
+        f->hooks->free(f, f->hooks_data);
     if (f->live_prev)
         f->live_prev->live_next = f->live_next;
     else
@@ -114,12 +115,24 @@ static void future_free(lb_future *f) {
     lb_loop_unref(loop);
 }
 
+static void free_on_loop(lb_loop *loop, void *data) {
+    (void)loop;
+    future_free(data);
+}
+
 lb_future *lb_future_unref(lb_future *future) {
     if (!future)
         return NULL;
     unsigned old = atomic_fetch_sub_explicit(&future->refs, 1, memory_order_acq_rel);
-    if (old == 1)
+    if (old == 1) {
+        /* The last reference may go on another thread (a future handed
+         * out by lb_loop_thread_submit): the loop's thread frees it. */
+        const void *owner = lb__loop_thread(future->loop);
+        if (owner && owner != lb__thread_self() &&
+            lb__post_internal(future->loop, free_on_loop, future, free_on_loop) == 0)
+            return NULL;
         future_free(future);
+    }
     else if (old == 0)
         lb__log(LB_LOG_ERROR, "lb_future_unref: future %p has no reference left",
                 (void *)future);
@@ -164,7 +177,7 @@ int lb__future_complete(lb_future *f, int state, void *value, lb_destroy_fn dest
     f->error = error;
     /* seq_cst: pairs with lb_future_wait (see there). */
     atomic_store(&f->state, state);
-    if (lb__loop_closed(f->loop) || f->loop->closing)
+    if (lb__loop_closed(f->loop))
         drop_callbacks(f);
     else
         schedule_callbacks(f);
@@ -219,6 +232,12 @@ int lb_future_cancel(lb_future *future) {
 
 void lb__futures_cancel_all(lb_loop *loop) {
     for (lb_future *f = loop->futures; f; f = f->live_next) {
+        if (atomic_load_explicit(&f->state, memory_order_relaxed) != LB__FUTURE_PENDING)
+            continue;
+        /* Through the hooks first, so the work behind a future (an
+         * executor job, a gather's children) is withdrawn too. */
+        if (f->hooks && f->hooks->cancel)
+            f->hooks->cancel(f, f->hooks_data);
         if (atomic_load_explicit(&f->state, memory_order_relaxed) == LB__FUTURE_PENDING)
             lb__future_complete(f, LB__FUTURE_CANCELLED, NULL, NULL, -ECANCELED);
     }
@@ -384,7 +403,7 @@ int lb_future_remove_done_callback(lb_future *future, lb_future_callback cb, voi
 int lb_future_wait(lb_future *future, double timeout, void **value) {
     lb_assert_return(future, -EINVAL);
     lb_assert_return(!isnan(timeout), -EINVAL);
-    if (future->loop->thread == lb__thread_self() && !lb_future_is_done(future))
+    if (lb__loop_thread(future->loop) == lb__thread_self() && !lb_future_is_done(future))
         return lb__fail(future->loop, -EDEADLK,
                         "lb_future_wait: called on the thread that runs the future's loop");
     pthread_once(&stripes_once, stripes_init);

@@ -17,6 +17,8 @@ enum {
 typedef struct lb__future_hooks {
     /* Returns 1 if cancellation was requested, 0 if it was too late. */
     int (*cancel)(lb_future *future, void *data);
+    /* Called when the future is freed (may be NULL). */
+    void (*free)(lb_future *future, void *data);
 } lb__future_hooks;
 
 struct lb_future {

@@ -5,6 +5,8 @@
 #include "error.h"
 #include "loop_internal.h"
 
+#include <loopbridge/task.h>
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,6 +20,7 @@
 
 static _Thread_local char thread_token;
 static _Thread_local lb_loop *running_loop;
+_Thread_local lb_task *lb__current_task;
 
 const void *lb__thread_self(void) {
     return &thread_token;
@@ -38,6 +41,8 @@ int lb__loop_check(const lb_loop *loop, const char *func) {
     return lb__check_thread(loop);
 }
 
+static int64_t seconds_to_ns(double s);
+
 static bool env_flag(const char *name) {
     const char *v = getenv(name);
     return v && *v && strcmp(v, "0") != 0;
@@ -48,6 +53,7 @@ int lb_loop_new(lb_loop **ret, const lb_driver *driver) {
 }
 
 int lb__driver_validate(const lb_driver *driver);
+void lb__loop_executor_close(lb_loop *loop);
 int lb__driver_from_env(const lb_driver **ret);
 
 int lb_loop_new_full(lb_loop **ret, const lb_driver *driver, void *driver_arg) {
@@ -71,6 +77,7 @@ int lb_loop_new_full(lb_loop **ret, const lb_driver *driver, void *driver_arg) {
     loop->epoll_fd = -1;
     loop->wake_fd = -1;
     loop->debug = env_flag("LB_DEBUG");
+    loop->slow_callback_ns = 100 * 1000 * 1000;
     lb__slab_init(&loop->handle_slab, sizeof(lb_handle), HANDLES_PER_CHUNK);
     lb__timer_heap_init(&loop->timers);
     r = lb__inbox_init(&loop->inbox);
@@ -91,7 +98,7 @@ int lb_loop_new_full(lb_loop **ret, const lb_driver *driver, void *driver_arg) {
         r = lb__fail(NULL, -errno, "lb_loop_new: eventfd: %s", strerror(errno));
         goto fail;
     }
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = UINT64_MAX};
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = LB__TOKEN_WAKE};
     if (epoll_ctl(loop->epoll_fd, EPOLL_CTL_ADD, loop->wake_fd, &ev) < 0) {
         r = lb__fail(NULL, -errno, "lb_loop_new: epoll_ctl: %s", strerror(errno));
         goto fail;
@@ -101,7 +108,7 @@ int lb_loop_new_full(lb_loop **ret, const lb_driver *driver, void *driver_arg) {
 
     if (driver->caps & LB_DRIVER_CAP_HOSTED) {
         /* A hosted loop lives on its host's thread for good. */
-        loop->thread = lb__thread_self();
+        lb__loop_set_thread(loop, lb__thread_self());
         loop->thread_pinned = true;
     }
     r = driver->attach(loop, driver_arg, &loop->driver_state);
@@ -163,15 +170,18 @@ lb_loop *lb_loop_unref(lb_loop *loop) {
 
 void lb__loop_enter(lb_loop *loop, lb__enter_state *st) {
     st->prev_running = running_loop;
-    st->prev_thread = loop->thread;
+    st->prev_thread = lb__loop_thread(loop);
+    st->prev_task = lb__current_task;
+    lb__current_task = NULL; /* callbacks run outside any task */
     running_loop = loop;
-    loop->thread = lb__thread_self();
+    lb__loop_set_thread(loop, lb__thread_self());
 }
 
 void lb__loop_leave(lb_loop *loop, const lb__enter_state *st) {
     running_loop = st->prev_running;
+    lb__current_task = st->prev_task;
     if (!loop->thread_pinned)
-        loop->thread = st->prev_thread;
+        lb__loop_set_thread(loop, st->prev_thread);
 }
 
 lb_loop *lb_loop_get_running(void) {
@@ -274,6 +284,36 @@ bool lb_loop_get_debug(const lb_loop *loop) {
     return loop && loop->debug;
 }
 
+int lb_loop_set_slow_callback_duration(lb_loop *loop, double seconds) {
+    lb_assert_return(!isnan(seconds) && seconds >= 0, -EINVAL);
+    LB__CHECK_LOOP(loop);
+    loop->slow_callback_ns = seconds_to_ns(seconds);
+    return 0;
+}
+
+const char *lb__symbol_name(const void *fn, char *buf, size_t size);
+
+int lb_loop_get_stats(const lb_loop *loop, lb_loop_stats *ret) {
+    lb_assert_return(loop, -EINVAL);
+    lb_assert_return(ret, -EINVAL);
+    if (lb__loop_closed(loop))
+        return lb__fail(loop, -EBADF, "lb_loop_get_stats: loop is closed");
+    static _Thread_local char name[128];
+    *ret = (lb_loop_stats){
+        .iterations = loop->iterations,
+        .callbacks_run = loop->callbacks_run,
+        .timers_alive = loop->timers.n - loop->timers.dead,
+        .tasks_alive = lb_loop_task_count(loop),
+        .ready = loop->ready.count,
+        .slowest_callback = (double)loop->slowest_ns / 1e9,
+        .slowest_callback_name =
+            loop->slowest_fn ? lb__symbol_name(loop->slowest_fn, name, sizeof name) : NULL,
+        .loop_lag = (double)loop->lag_ns / 1e9,
+        .max_loop_lag = (double)loop->max_lag_ns / 1e9,
+    };
+    return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* Close                                                               */
 /* ------------------------------------------------------------------ */
@@ -289,9 +329,38 @@ static void drop_handle(void *item) {
     lb__handle_release(h);
 }
 
-/* The bound on close's unwinding of tasks: iterations that run the
- * callbacks cancelled tasks schedule while they clean up. */
-#define CLOSE_UNWIND_ITERATIONS 1000
+/* How long close lets cancelled tasks unwind (they may await cleanup)
+ * before it reports and reclaims the ones that did not finish. */
+#define CLOSE_UNWIND_NS (5 * (int64_t)1000000000)
+
+static void drop_ready(lb_loop *loop) {
+    lb_handle *h;
+    while ((h = lb__ready_pop(&loop->ready))) {
+        h->flags |= LB__HANDLE_DONE;
+        lb__handle_release(h);
+    }
+}
+
+/* Runs iterations until done() says so or the deadline passes; what
+ * close needs while tasks unwind and executor jobs report back. */
+static void close_drain(lb_loop *loop, bool (*done)(lb_loop *loop)) {
+    int64_t give_up = lb__clock_ns() + CLOSE_UNWIND_NS;
+    while (!done(loop)) {
+        int64_t left = give_up - lb__clock_ns();
+        if (left <= 0)
+            break;
+        int64_t wait = lb_driver_prepare(loop);
+        lb_driver_dispatch(loop, wait < 0 || wait > left ? left : wait, INT64_MAX);
+    }
+}
+
+static bool tasks_ended(lb_loop *loop) {
+    return !loop->task_hooks || loop->task_hooks->cancel_all(loop) == 0;
+}
+
+static bool jobs_and_callbacks_done(lb_loop *loop) {
+    return atomic_load(&loop->executor_jobs) == 0 && loop->ready.count == 0;
+}
 
 int lb_loop_close(lb_loop *loop) {
     LB__CHECK_LOOP(loop);
@@ -302,35 +371,40 @@ int lb_loop_close(lb_loop *loop) {
     loop->closing = true;
     lb_loop_ref(loop);
 
-    /* Tasks get to unwind: cancelled, then run until they finish. */
+    /* 1. Live tasks are cancelled and run until they unwind (they may
+     *    await cleanup); those that do not are reclaimed below. */
+    close_drain(loop, tasks_ended);
+
+    /* 2. Pending callbacks and timers are cancelled. */
+    drop_ready(loop);
+    lb__timer_heap_compact(&loop->timers, handle_is_dead, drop_handle);
+
+    /* 3. Pending futures are cancelled, through their hooks so the work
+     *    behind them (queued executor jobs, gathered children) is
+     *    withdrawn; their done callbacks run, and the executor jobs
+     *    already running report back, so no thread touches the loop
+     *    after close. */
+    lb__futures_cancel_all(loop);
+    close_drain(loop, jobs_and_callbacks_done);
+    lb__loop_executor_close(loop);
+
+    /* 4. Tasks that refused to end are reported and reclaimed; what
+     *    waited on them learns they were cancelled. */
     if (loop->task_hooks) {
-        for (int i = 0; i < CLOSE_UNWIND_ITERATIONS; i++) {
-            if (loop->task_hooks->cancel_all(loop) == 0)
-                break;
-            lb__enter_state st;
-            lb__loop_enter(loop, &st);
-            lb_driver_dispatch(loop, 0, INT64_MAX);
-            lb__loop_leave(loop, &st);
-        }
+        loop->task_hooks->destroy(loop);
+        lb__futures_cancel_all(loop);
+        close_drain(loop, jobs_and_callbacks_done);
     }
 
-    /* Pending futures are cancelled so that every waiter finishes. */
-    lb__futures_cancel_all(loop);
-
+    /* 5. Everything left is released. */
     atomic_store(&loop->closed, true);
     lb__inbox_close(&loop->inbox, loop);
-
-    lb_handle *h;
-    while ((h = lb__ready_pop(&loop->ready))) {
-        h->flags |= LB__HANDLE_DONE;
-        lb__handle_release(h);
-    }
+    drop_ready(loop);
     lb__timer_heap_compact(&loop->timers, handle_is_dead, drop_handle);
     lb__timer_heap_destroy(&loop->timers);
-
+    lb__futures_cancel_all(loop);
     lb__watches_close(loop);
-    if (loop->task_hooks)
-        loop->task_hooks->destroy(loop);
+    lb__signals_close(loop);
 
     loop->driver->detach(loop, loop->driver_state);
     loop->driver_state = NULL;

@@ -26,6 +26,11 @@
 #define LB__BUDGET_CHECK_EVERY 16
 
 typedef struct lb__watch lb__watch;
+typedef struct lb__signals lb__signals;
+
+/* epoll tokens of the loop's own descriptors (watches use fd | gen << 32). */
+#define LB__TOKEN_WAKE UINT64_MAX
+#define LB__TOKEN_SIGNALS (UINT64_MAX - 1)
 typedef struct lb__task_hooks lb__task_hooks;
 
 /* Hooks the task layer installs so that the loop core does not depend on
@@ -47,7 +52,7 @@ struct lb_loop {
 
     /* Thread checks: the thread that runs (or, for hosted drivers, hosts)
      * the loop. NULL while a native loop is not running. */
-    const void *thread;
+    _Atomic(const void *) thread; /* read by other threads: atomic */
     bool thread_pinned;
 
     uint32_t run_depth;      /* lb_loop_run_* frames active */
@@ -73,11 +78,18 @@ struct lb_loop {
     size_t watches_live;
     uint32_t watch_gen;
 
+    lb__signals *signals;
+
     /* Futures not freed yet, so that close can cancel the pending ones. */
     lb_future *futures;
 
     lb_exception_handler exception_handler;
     void *exception_data;
+
+    /* Executor jobs submitted by this loop whose completion it has not
+     * processed yet: close waits for them. */
+    atomic_size_t executor_jobs;
+    struct lb_executor *default_executor;
 
     const lb__task_hooks *task_hooks;
     void *task_state;
@@ -86,6 +98,10 @@ struct lb_loop {
 
     uint64_t iterations;
     uint64_t callbacks_run;
+    int64_t slow_callback_ns;
+    int64_t slowest_ns;
+    const void *slowest_fn;
+    int64_t lag_ns, max_lag_ns;
 };
 
 /* A cheap per-thread identity: the address of a thread-local byte. */
@@ -96,7 +112,7 @@ int lb__fail_wrong_thread(const lb_loop *loop) __attribute__((cold));
 /* 0 if the calling thread may use loop, else -EPERM with a message.
  * Callers check `closed` first. */
 static inline int lb__check_thread(const lb_loop *loop) {
-    const void *t = loop->thread;
+    const void *t = atomic_load_explicit(&loop->thread, memory_order_relaxed);
     if (__builtin_expect(t != NULL && t != lb__thread_self(), 0))
         return lb__fail_wrong_thread(loop);
     return 0;
@@ -104,6 +120,14 @@ static inline int lb__check_thread(const lb_loop *loop) {
 
 static inline bool lb__loop_closed(const lb_loop *loop) {
     return atomic_load_explicit(&loop->closed, memory_order_relaxed);
+}
+
+static inline const void *lb__loop_thread(const lb_loop *loop) {
+    return atomic_load_explicit(&loop->thread, memory_order_relaxed);
+}
+
+static inline void lb__loop_set_thread(lb_loop *loop, const void *t) {
+    atomic_store_explicit(&loop->thread, t, memory_order_relaxed);
 }
 
 /* The common preamble of loop-thread entry points. */
@@ -139,6 +163,10 @@ void lb__handle_release(lb_handle *h);
 void lb__watch_event(lb_loop *loop, uint64_t token, uint32_t events);
 void lb__watches_close(lb_loop *loop);
 
+/* Signals (signal.c). */
+void lb__signals_readable(lb_loop *loop);
+void lb__signals_close(lb_loop *loop);
+
 /* Futures (future.c). */
 void lb__futures_cancel_all(lb_loop *loop);
 
@@ -146,9 +174,18 @@ void lb__futures_cancel_all(lb_loop *loop);
 typedef struct lb__enter_state {
     lb_loop *prev_running;
     const void *prev_thread;
+    lb_task *prev_task;
 } lb__enter_state;
+
+/* The task running on the calling thread (NULL while a plain callback
+ * runs, even one that a task's nested main loop dispatches). */
+extern _Thread_local lb_task *lb__current_task;
 void lb__loop_enter(lb_loop *loop, lb__enter_state *st);
 void lb__loop_leave(lb_loop *loop, const lb__enter_state *st);
+
+/* Runs cb timing it (debug mode): slow callbacks are logged with their
+ * function's name, and the slowest is kept for the stats. */
+void lb__debug_call(lb_loop *loop, lb_callback cb, void *data);
 
 /* Reports an error through the exception handler. */
 void lb__report(lb_loop *loop, int error, lb_future *future, lb_task *task, const char *fmt, ...)

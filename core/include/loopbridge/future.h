@@ -27,7 +27,9 @@ LB_EXPORT lb_future *lb_future_ref(lb_future *future);
 /* Drops a reference; returns NULL. The last one frees the future, calling
  * the result's destroy function. A future that failed and whose error was
  * never read (lb_future_result()) is reported to the exception handler
- * when it is freed. NULL is a no-op. Loop thread only. */
+ * when it is freed. NULL is a no-op. Any thread: when the last reference
+ * goes on another thread while the loop runs, the loop's thread frees
+ * it. */
 LB_EXPORT lb_future *lb_future_unref(lb_future *future);
 
 /* Completes the future with value. destroy (may be NULL) is called on

@@ -177,6 +177,24 @@ LB_EXPORT int lb_loop_add_writer(lb_loop *loop, int fd, lb_callback cb, void *da
 LB_EXPORT int lb_loop_remove_writer(lb_loop *loop, int fd);
 
 /* ------------------------------------------------------------------ */
+/* Signals                                                             */
+/* ------------------------------------------------------------------ */
+
+/* Calls cb(loop, data) on the loop's thread after signum was delivered
+ * to the process (several deliveries before it runs may coalesce into
+ * one call). Works on every driver. Adding again replaces the callback.
+ * Several loops may watch the same signal; each is called. The signal's
+ * previous disposition is restored when the last loop stops watching it.
+ * Returns 0; -EINVAL (signum out of range, or SIGKILL / SIGSTOP, which
+ * cannot be caught); -EBADF (closed loop); -ENOMEM; -EMFILE; -EPERM
+ * (wrong thread). Loop thread only. */
+LB_EXPORT int lb_loop_add_signal_handler(lb_loop *loop, int signum, lb_callback cb, void *data);
+
+/* Stops watching signum. Returns 1 if a handler was removed, 0 if there
+ * was none; -EINVAL; -EBADF. Close removes every handler of the loop. */
+LB_EXPORT int lb_loop_remove_signal_handler(lb_loop *loop, int signum);
+
+/* ------------------------------------------------------------------ */
 /* Exception handler                                                   */
 /* ------------------------------------------------------------------ */
 
@@ -218,6 +236,27 @@ LB_EXPORT int lb_loop_set_debug(lb_loop *loop, bool enabled);
 
 /* True if debug mode is on. */
 LB_EXPORT bool lb_loop_get_debug(const lb_loop *loop);
+
+/* In debug mode, callbacks (and task steps) that run longer than seconds
+ * are reported through the log handler with their function's name and
+ * duration (default 0.1 s). Returns 0, -EINVAL, -EBADF. */
+LB_EXPORT int lb_loop_set_slow_callback_duration(lb_loop *loop, double seconds);
+
+/* What lb_loop_get_stats() reports. */
+typedef struct lb_loop_stats {
+    uint64_t iterations;         /* dispatch passes so far */
+    uint64_t callbacks_run;      /* callbacks, posts and task steps run */
+    size_t timers_alive;         /* scheduled timers not cancelled */
+    size_t tasks_alive;          /* tasks not ended */
+    size_t ready;                /* callbacks waiting in the ready queue */
+    double slowest_callback;     /* seconds (measured in debug mode only) */
+    const char *slowest_callback_name; /* its function, or NULL */
+    double loop_lag;             /* how late the last due timer ran, seconds */
+    double max_loop_lag;         /* the worst so far, seconds */
+} lb_loop_stats;
+
+/* Fills *ret with the loop's counters. Returns 0, -EINVAL, -EBADF. */
+LB_EXPORT int lb_loop_get_stats(const lb_loop *loop, lb_loop_stats *ret);
 
 #ifdef __cplusplus
 }

@@ -8,5 +8,8 @@
 #include <loopbridge/loop.h>
 #include <loopbridge/future.h>
 #include <loopbridge/driver.h>
+#include <loopbridge/task.h>
+#include <loopbridge/executor.h>
+#include <loopbridge/loop_thread.h>
 
 #endif

@@ -108,6 +108,21 @@ LB_EXPORT size_t lb_loop_task_count(const lb_loop *loop);
 LB_EXPORT int lb_loop_all_tasks(const lb_loop *loop, lb_task **tasks, size_t cap);
 
 /* ------------------------------------------------------------------ */
+/* lb_run                                                              */
+/* ------------------------------------------------------------------ */
+
+/* asyncio.run for C, and the way synchronous code calls async code:
+ * makes a loop (driver from LB_DRIVER, else native), runs main_fn(task,
+ * data) as a task until it ends, then cancels every task still alive and
+ * lets them unwind, shuts the default executor down and closes the loop.
+ * Returns what main_fn returned (0, or its negative errno; -ECANCELED if
+ * it was cancelled), or the error of making the loop. When it returned 0,
+ * *result (if result is not NULL) receives the value main_fn passed to
+ * lb_task_return(), and the caller owns it (its destroy function is not
+ * called). Any thread that runs no loop (-EBUSY otherwise). */
+LB_EXPORT int lb_run(lb_task_fn main_fn, void *data, void **result);
+
+/* ------------------------------------------------------------------ */
 /* Combinators                                                         */
 /* ------------------------------------------------------------------ */
 

@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef LOOPBRIDGE_EXECUTOR_H
+#define LOOPBRIDGE_EXECUTOR_H
+
+/* Thread pools for blocking work (asyncio's run_in_executor and
+ * to_thread). Blocking work never runs on the loop's thread: a job runs
+ * on a pool thread and its result is delivered to the loop's thread as a
+ * future. */
+
+#include <loopbridge/common.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct lb_executor lb_executor;
+
+/* A job: runs on a pool thread. Returns 0 and stores its result in *ret
+ * (NULL by default), or a negative errno. It must not call loop-thread
+ * functions (post with lb_loop_call_soon_threadsafe() instead). */
+typedef int (*lb_work_fn)(void *data, void **ret);
+
+/* Creates a pool of `threads` threads (0: the number of CPUs, at least
+ * 2), started lazily as work arrives. Returns 0, -EINVAL (more than 1024
+ * threads), -ENOMEM. Any thread. */
+LB_EXPORT int lb_executor_new(lb_executor **ret, size_t threads);
+
+/* Stops accepting work. wait: block until the running jobs ended and the
+ * threads exited; cancel_pending: jobs not started yet are cancelled
+ * (their futures end cancelled) instead of run. Returns 0, -EINVAL,
+ * -EDEADLK when called from one of the pool's own threads with wait.
+ * Any thread but the pool's. */
+LB_EXPORT int lb_executor_shutdown(lb_executor *executor, bool wait, bool cancel_pending);
+
+/* Drops the reference; the last one shuts the pool down (waiting, and
+ * running what was queued). Returns NULL. */
+LB_EXPORT lb_executor *lb_executor_unref(lb_executor *executor);
+
+/* Runs fn(data) on executor (NULL: the loop's default executor, made on
+ * first use) and stores in *ret a future that completes on the loop's
+ * thread with fn's result or error. Cancelling the future before the job
+ * started removes the job; once it runs, its result is discarded.
+ * Returns 0, -EINVAL, -EBADF (closed loop, or executor shut down),
+ * -ENOMEM, -EPERM (wrong thread). Loop thread only. */
+LB_EXPORT int lb_loop_run_in_executor(lb_loop *loop, lb_executor *executor, lb_work_fn fn,
+                                      void *data, lb_future **ret);
+
+/* Replaces the loop's default executor (the loop takes a reference; NULL
+ * returns to making one on demand). The previous one is shut down once
+ * its work is done. Returns 0, -EINVAL, -EBADF. */
+LB_EXPORT int lb_loop_set_default_executor(lb_loop *loop, lb_executor *executor);
+
+/* Inside a task: runs fn(data) on the loop's default executor and awaits
+ * it (asyncio.to_thread). Returns fn's status, -ECANCELED if the task was
+ * cancelled meanwhile, -EPERM outside a task. value may be NULL. */
+LB_EXPORT int lb_to_thread(lb_work_fn fn, void *data, void **value);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

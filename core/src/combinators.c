@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: MIT */
+/* gather, shield and wait_for, built from futures and done callbacks. */
+#include "task_internal.h"
+
+#include "alloc.h"
+#include "error.h"
+
+#include <math.h>
+
+/* ------------------------------------------------------------------ */
+/* gather                                                              */
+/* ------------------------------------------------------------------ */
+
+/* Lives until every child reported and the result (which borrows the
+ * children's values) was freed. */
+typedef struct gather {
+    lb_future *outer;
+    unsigned flags;
+    size_t n;
+    size_t pending;
+    unsigned refs; /* one per pending child callback, one for the result */
+    lb_future *children[];
+} gather;
+
+/* The result handed out: the public struct, followed by a pointer back to
+ * the gather that owns the children. */
+typedef struct gather_result {
+    gather *owner;
+    lb_gather_result pub;
+} gather_result;
+
+static void gather_unref(gather *g) {
+    if (--g->refs > 0)
+        return;
+    for (size_t i = 0; i < g->n; i++)
+        lb_future_unref(g->children[i]);
+    lb__free(g);
+}
+
+static void gather_result_free(void *value) {
+    lb_gather_result *pub = value;
+    gather_result *gr = (gather_result *)((char *)pub - offsetof(gather_result, pub));
+    gather_unref(gr->owner);
+    lb__free(gr);
+}
+
+static void gather_complete(gather *g) {
+    gather_result *gr = lb__malloc(sizeof *gr + g->n * sizeof(lb_gather_item));
+    if (!gr) {
+        lb__future_complete(g->outer, LB__FUTURE_ERROR, NULL, NULL, -ENOMEM);
+        return;
+    }
+    gr->owner = g;
+    gr->pub.n = g->n;
+    for (size_t i = 0; i < g->n; i++) {
+        void *v = NULL;
+        int st = lb_future_result(g->children[i], &v);
+        gr->pub.items[i] = (lb_gather_item){.status = st, .value = st == 0 ? v : NULL};
+    }
+    g->refs++;
+    lb__future_complete(g->outer, LB__FUTURE_RESULT, &gr->pub, gather_result_free, 0);
+}
+
+static void gather_child_done(lb_future *child, void *data) {
+    gather *g = data;
+    g->pending--;
+    if (!lb_future_is_done(g->outer)) {
+        int st = lb_future_result(child, NULL);
+        if (st < 0 && !(g->flags & LB_GATHER_RETURN_ERRORS)) {
+            if (st == -ECANCELED)
+                lb__future_cancel_plain(g->outer);
+            else
+                lb__future_complete(g->outer, LB__FUTURE_ERROR, NULL, NULL, st);
+        } else if (g->pending == 0) {
+            gather_complete(g);
+        }
+    }
+    if (g->pending == 0)
+        lb_future_unref(g->outer);
+    gather_unref(g);
+}
+
+static int gather_cancel(lb_future *outer, void *data) {
+    gather *g = data;
+    for (size_t i = 0; i < g->n; i++)
+        lb_future_cancel(g->children[i]);
+    return lb__future_cancel_plain(outer);
+}
+
+/* Only consulted while the outer future is pending, when the gather is
+ * alive for certain. */
+static const lb__future_hooks gather_hooks = {.cancel = gather_cancel};
+
+int lb_gather(lb_future *const *futures, size_t n, unsigned flags, lb_future **ret) {
+    lb_assert_return(ret, -EINVAL);
+    lb_assert_return(futures && n > 0, -EINVAL);
+    lb_assert_return((flags & ~LB_GATHER_RETURN_ERRORS) == 0, -EINVAL);
+    lb_loop *loop = NULL;
+    for (size_t i = 0; i < n; i++) {
+        lb_assert_return(futures[i], -EINVAL);
+        if (loop && futures[i]->loop != loop)
+            return lb__fail(loop, -EXDEV, "lb_gather: the futures belong to different loops");
+        loop = futures[i]->loop;
+    }
+    gather *g = lb__calloc(1, sizeof *g + n * sizeof(lb_future *));
+    if (!g)
+        return lb__fail(loop, -ENOMEM, "lb_gather: out of memory");
+    int r = lb_future_new(loop, &g->outer);
+    if (r < 0) {
+        lb__free(g);
+        return r;
+    }
+    g->flags = flags;
+    g->n = n;
+    for (size_t i = 0; i < n; i++)
+        g->children[i] = lb_future_ref(futures[i]);
+    g->refs = 1; /* dropped below, after the callbacks are added */
+    for (size_t i = 0; i < n; i++) {
+        r = lb_future_add_done_callback(futures[i], gather_child_done, g);
+        if (r < 0) {
+            /* Undo: none of the callbacks have run yet (they are queued
+             * at the earliest), so take them all back. */
+            for (size_t j = 0; j < i; j++)
+                lb_future_remove_done_callback(futures[j], gather_child_done, g);
+            g->refs = 1;
+            lb_future_unref(g->outer);
+            gather_unref(g);
+            return r;
+        }
+    }
+    g->pending = n;
+    g->refs += n;
+    lb_future_ref(g->outer); /* held until the last child reported */
+    g->outer->hooks = &gather_hooks;
+    g->outer->hooks_data = g;
+    *ret = g->outer;
+    gather_unref(g);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* shield                                                              */
+/* ------------------------------------------------------------------ */
+
+static void shield_inner_done(lb_future *inner, void *data) {
+    lb_future *outer = data;
+    if (!lb_future_is_done(outer)) {
+        void *v = NULL;
+        int st = lb_future_result(inner, &v);
+        if (st == 0)
+            lb__future_complete(outer, LB__FUTURE_RESULT, v, NULL, 0);
+        else if (st == -ECANCELED)
+            lb__future_cancel_plain(outer);
+        else
+            lb__future_complete(outer, LB__FUTURE_ERROR, NULL, NULL, st);
+    }
+    lb_future_unref(outer);
+}
+
+/* The outer result borrows the inner's value: the outer keeps the inner
+ * alive until it is freed. */
+static void shield_outer_freed(lb_future *outer, void *data) {
+    (void)outer;
+    lb_future_unref(data);
+}
+
+static const lb__future_hooks shield_hooks = {.free = shield_outer_freed};
+
+int lb_shield(lb_future *future, lb_future **ret) {
+    lb_assert_return(future, -EINVAL);
+    lb_assert_return(ret, -EINVAL);
+    lb_future *outer = NULL;
+    int r = lb_future_new(future->loop, &outer);
+    if (r < 0)
+        return r;
+    r = lb_future_add_done_callback(future, shield_inner_done, outer);
+    if (r < 0) {
+        lb_future_unref(outer);
+        return r;
+    }
+    lb_future_ref(outer); /* the callback's */
+    outer->hooks = &shield_hooks;
+    outer->hooks_data = lb_future_ref(future);
+    *ret = outer;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* wait_for                                                            */
+/* ------------------------------------------------------------------ */
+
+typedef struct wait_for_state {
+    lb_future *future;
+    bool timed_out;
+} wait_for_state;
+
+static void wait_for_expired(lb_loop *loop, void *data) {
+    wait_for_state *w = data;
+    (void)loop;
+    w->timed_out = true;
+    lb_future_cancel(w->future);
+}
+
+int lb_wait_for(lb_future *future, double timeout, void **value) {
+    lb_task *t = lb__current_task;
+    if (!t)
+        return lb__fail(NULL, -EPERM, "lb_wait_for: called outside a task");
+    lb_assert_return(future, -EINVAL);
+    lb_assert_return(!isnan(timeout), -EINVAL);
+    if (timeout < 0 || lb_future_is_done(future))
+        return lb_await(future, value);
+    wait_for_state w = {.future = future};
+    lb_handle *timer = NULL;
+    int r = lb_loop_call_later(t->loop, timeout, wait_for_expired, &w, &timer);
+    if (r < 0)
+        return r;
+    r = lb_await(future, value);
+    lb_handle_cancel(timer);
+    lb_handle_unref(timer);
+    /* The task's own cancellation wins over the timeout. */
+    if (w.timed_out && r == -ECANCELED && !t->must_cancel && t->cancel_requests == 0)
+        return lb__fail(t->loop, -ETIMEDOUT, "lb_wait_for: timed out after %.3f s", timeout);
+    return r;
+}

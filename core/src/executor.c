@@ -1,0 +1,352 @@
+/* SPDX-License-Identifier: MIT */
+/* Thread pools. Jobs queue under one mutex; idle workers sleep on a
+ * condition variable and are woken one per job; a finished job travels
+ * back to its loop through the loop's inbox (one wakeup per batch), where
+ * its future completes. Threads start lazily, up to the pool's size. */
+#include <loopbridge/executor.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "future_internal.h"
+#include "task_internal.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { JOB_QUEUED, JOB_RUNNING, JOB_FINISHED };
+
+typedef struct job {
+    struct job *next;
+    lb_executor *executor;
+    lb_loop *loop;
+    lb_future *future;
+    lb_work_fn fn;
+    void *data;
+    void *result;
+    int status;
+    int state;      /* under the executor's lock */
+    bool cancelled; /* under the executor's lock */
+} job;
+
+struct lb_executor {
+    atomic_uint refs;
+    pthread_mutex_t lock;
+    pthread_cond_t work;
+    job *head, *tail;
+    size_t max_threads;
+    size_t idle;
+    size_t nthreads;
+    pthread_t *threads;
+    bool shutdown;
+    bool cancel_pending;
+    bool joined;
+};
+
+static _Thread_local const lb_executor *worker_of;
+
+int lb_executor_new(lb_executor **ret, size_t threads) {
+    lb_assert_return(ret, -EINVAL);
+    lb_assert_return(threads <= 1024, -EINVAL);
+    if (threads == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = cpus < 2 ? 2 : (size_t)cpus;
+    }
+    lb_executor *e = lb__calloc(1, sizeof *e);
+    if (!e)
+        return lb__fail(NULL, -ENOMEM, "lb_executor_new: out of memory");
+    e->threads = lb__calloc(threads, sizeof *e->threads);
+    if (!e->threads) {
+        lb__free(e);
+        return lb__fail(NULL, -ENOMEM, "lb_executor_new: out of memory");
+    }
+    atomic_init(&e->refs, 1);
+    pthread_mutex_init(&e->lock, NULL);
+    pthread_cond_init(&e->work, NULL);
+    e->max_threads = threads;
+    *ret = e;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Completion on the loop's thread                                     */
+/* ------------------------------------------------------------------ */
+
+static void job_free(job *j) {
+    lb_loop *loop = j->loop;
+    if (j->future) {
+        j->future->hooks = NULL;
+        lb_future_unref(j->future);
+    }
+    atomic_fetch_sub(&loop->executor_jobs, 1);
+    lb__free(j);
+    lb_loop_unref(loop);
+}
+
+static void job_complete(lb_loop *loop, void *data) {
+    job *j = data;
+    lb_future *f = j->future;
+    (void)loop;
+    if (!lb_future_is_done(f)) {
+        if (j->status == 0)
+            lb__future_complete(f, LB__FUTURE_RESULT, j->result, NULL, 0);
+        else if (j->status == -ECANCELED)
+            lb__future_cancel_plain(f);
+        else
+            lb__future_complete(f, LB__FUTURE_ERROR, NULL, NULL, j->status > 0 ? -EINVAL : j->status);
+    }
+    job_free(j);
+}
+
+/* The loop closed before it ran the completion: nothing to deliver. */
+static void job_dropped(lb_loop *loop, void *data) {
+    (void)loop;
+    job_free(data);
+}
+
+/* Worker side: hands the finished job to its loop. The loop waits for its
+ * jobs at close, so the post is accepted; if memory is short, retry. */
+static void job_post(job *j) {
+    for (;;) {
+        int r = lb__post_internal(j->loop, job_complete, j, job_dropped);
+        if (r == 0)
+            return;
+        if (r == -EBADF) {
+            lb__log(LB_LOG_ERROR, "executor: a job finished after its loop closed; its future "
+                                  "is leaked");
+            atomic_fetch_sub(&j->loop->executor_jobs, 1);
+            return;
+        }
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Workers                                                             */
+/* ------------------------------------------------------------------ */
+
+static void *worker_main(void *arg) {
+    lb_executor *e = arg;
+    worker_of = e;
+    pthread_mutex_lock(&e->lock);
+    for (;;) {
+        while (!e->head && !e->shutdown) {
+            e->idle++;
+            pthread_cond_wait(&e->work, &e->lock);
+            e->idle--;
+        }
+        job *j = e->head;
+        if (!j)
+            break; /* shut down and drained */
+        e->head = j->next;
+        if (!e->head)
+            e->tail = NULL;
+        if (j->cancelled || (e->shutdown && e->cancel_pending)) {
+            j->status = -ECANCELED;
+            j->state = JOB_FINISHED;
+            pthread_mutex_unlock(&e->lock);
+            job_post(j);
+            pthread_mutex_lock(&e->lock);
+            continue;
+        }
+        j->state = JOB_RUNNING;
+        pthread_mutex_unlock(&e->lock);
+        j->result = NULL;
+        j->status = j->fn(j->data, &j->result);
+        pthread_mutex_lock(&e->lock);
+        j->state = JOB_FINISHED;
+        pthread_mutex_unlock(&e->lock);
+        job_post(j);
+        pthread_mutex_lock(&e->lock);
+    }
+    pthread_mutex_unlock(&e->lock);
+    return NULL;
+}
+
+/* Under the lock: wakes an idle worker or starts one. */
+static int dispatch_locked(lb_executor *e) {
+    if (e->idle > 0) {
+        pthread_cond_signal(&e->work);
+        return 0;
+    }
+    if (e->nthreads < e->max_threads) {
+        int r = pthread_create(&e->threads[e->nthreads], NULL, worker_main, e);
+        if (r == 0) {
+            e->nthreads++;
+            return 0;
+        }
+        if (e->nthreads == 0)
+            return -r;
+    }
+    return 0; /* a busy worker will take it */
+}
+
+/* ------------------------------------------------------------------ */
+/* Submission                                                          */
+/* ------------------------------------------------------------------ */
+
+static int job_cancel_hook(lb_future *f, void *data) {
+    job *j = data;
+    lb_executor *e = j->executor;
+    pthread_mutex_lock(&e->lock);
+    if (j->state == JOB_QUEUED)
+        j->cancelled = true;
+    pthread_mutex_unlock(&e->lock);
+    return lb__future_cancel_plain(f);
+}
+
+static const lb__future_hooks job_hooks = {.cancel = job_cancel_hook};
+
+lb_executor *lb__loop_default_executor(lb_loop *loop, int *error);
+
+int lb_loop_run_in_executor(lb_loop *loop, lb_executor *executor, lb_work_fn fn, void *data,
+                            lb_future **ret) {
+    LB__CHECK_LOOP(loop);
+    lb_assert_return(fn, -EINVAL);
+    lb_assert_return(ret, -EINVAL);
+    if (loop->closing)
+        return lb__fail(loop, -EBADF, "lb_loop_run_in_executor: loop is closing");
+    if (!executor) {
+        int r = 0;
+        executor = lb__loop_default_executor(loop, &r);
+        if (!executor)
+            return r;
+    }
+    job *j = lb__calloc(1, sizeof *j);
+    if (!j)
+        return lb__fail(loop, -ENOMEM, "lb_loop_run_in_executor: out of memory");
+    int r = lb_future_new(loop, &j->future);
+    if (r < 0) {
+        lb__free(j);
+        return r;
+    }
+    j->executor = executor;
+    j->loop = lb_loop_ref(loop);
+    j->fn = fn;
+    j->data = data;
+    j->state = JOB_QUEUED;
+
+    pthread_mutex_lock(&executor->lock);
+    if (executor->shutdown) {
+        pthread_mutex_unlock(&executor->lock);
+        r = lb__fail(loop, -EBADF, "lb_loop_run_in_executor: the executor is shut down");
+        goto fail;
+    }
+    r = dispatch_locked(executor);
+    if (r < 0) {
+        pthread_mutex_unlock(&executor->lock);
+        r = lb__fail(loop, r, "lb_loop_run_in_executor: cannot start a worker thread: %s",
+                     lb_strerror(r));
+        goto fail;
+    }
+    if (executor->tail)
+        executor->tail->next = j;
+    else
+        executor->head = j;
+    executor->tail = j;
+    atomic_fetch_add(&loop->executor_jobs, 1);
+    pthread_mutex_unlock(&executor->lock);
+
+    j->future->hooks = &job_hooks;
+    j->future->hooks_data = j;
+    *ret = lb_future_ref(j->future);
+    return 0;
+
+fail:
+    lb_future_unref(j->future);
+    lb_loop_unref(loop);
+    lb__free(j);
+    return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* Shutdown                                                            */
+/* ------------------------------------------------------------------ */
+
+int lb_executor_shutdown(lb_executor *executor, bool wait, bool cancel_pending) {
+    lb_assert_return(executor, -EINVAL);
+    if (wait && worker_of == executor)
+        return lb__fail(NULL, -EDEADLK, "lb_executor_shutdown: a pool thread cannot wait for "
+                                        "its own pool");
+    pthread_mutex_lock(&executor->lock);
+    executor->shutdown = true;
+    executor->cancel_pending |= cancel_pending;
+    pthread_cond_broadcast(&executor->work);
+    bool join = wait && !executor->joined;
+    if (join)
+        executor->joined = true;
+    size_t n = executor->nthreads;
+    pthread_mutex_unlock(&executor->lock);
+    if (join)
+        for (size_t i = 0; i < n; i++)
+            pthread_join(executor->threads[i], NULL);
+    return 0;
+}
+
+lb_executor *lb_executor_unref(lb_executor *executor) {
+    if (!executor)
+        return NULL;
+    if (atomic_fetch_sub(&executor->refs, 1) != 1)
+        return NULL;
+    lb_executor_shutdown(executor, true, false);
+    pthread_cond_destroy(&executor->work);
+    pthread_mutex_destroy(&executor->lock);
+    lb__free(executor->threads);
+    lb__free(executor);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* The loop's default executor                                         */
+/* ------------------------------------------------------------------ */
+
+lb_executor *lb__loop_default_executor(lb_loop *loop, int *error) {
+    if (!loop->default_executor) {
+        int r = lb_executor_new(&loop->default_executor, 0);
+        if (r < 0) {
+            *error = r;
+            return NULL;
+        }
+    }
+    return loop->default_executor;
+}
+
+int lb_loop_set_default_executor(lb_loop *loop, lb_executor *executor) {
+    LB__CHECK_LOOP(loop);
+    if (executor)
+        atomic_fetch_add(&executor->refs, 1);
+    lb_executor *old = loop->default_executor;
+    loop->default_executor = executor;
+    if (old) {
+        lb_executor_shutdown(old, false, false);
+        lb_executor_unref(old);
+    }
+    return 0;
+}
+
+/* Called by close: queued jobs were cancelled with their futures; the
+ * pool stops and its threads are joined once they finished. */
+void lb__loop_executor_close(lb_loop *loop);
+void lb__loop_executor_close(lb_loop *loop) {
+    lb_executor *e = loop->default_executor;
+    loop->default_executor = NULL;
+    if (e) {
+        lb_executor_shutdown(e, true, true);
+        lb_executor_unref(e);
+    }
+}
+
+int lb_to_thread(lb_work_fn fn, void *data, void **value) {
+    lb_task *t = lb__current_task;
+    if (!t)
+        return lb__fail(NULL, -EPERM, "lb_to_thread: called outside a task");
+    lb_future *f = NULL;
+    int r = lb_loop_run_in_executor(t->loop, NULL, fn, data, &f);
+    if (r < 0)
+        return r;
+    r = lb_await(f, value);
+    lb_future_unref(f);
+    return r;
+}

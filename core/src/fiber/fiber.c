@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: MIT */
+/* The portable half of the context switch: sanitizer bookkeeping and the
+ * first frame of a new fiber. The register save/restore itself is in
+ * switch_<cpu>.S (or switch_ucontext.c). */
+#include "fiber.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define LB_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LB_ASAN 1
+#endif
+#endif
+
+#ifdef LB_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+/* A reused stack still carries the shadow of the frames of the fiber that
+ * ran on it last (a fiber ends by switching away, never returning up its
+ * frames): clear it, or ASan takes the new frames for bad accesses. */
+static inline void unpoison_stack(const lb__stack *stack) {
+#ifdef LB_ASAN
+    ASAN_UNPOISON_MEMORY_REGION(stack->lo, stack->size);
+#else
+    (void)stack;
+#endif
+}
+
+#if defined(__SANITIZE_THREAD__)
+#define LB_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define LB_TSAN 1
+#endif
+#endif
+
+#ifdef LB_TSAN
+/* ThreadSanitizer follows fibers only when told about each switch. */
+void *__tsan_get_current_fiber(void);
+void *__tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void *fiber);
+void __tsan_switch_to_fiber(void *fiber, unsigned flags);
+#endif
+
+void lb__overflow_thread_init(void);
+
+/* The switch primitive: saves the callee-saved state on the current
+ * stack, stores the stack pointer in *from_sp, loads to_sp, restores. */
+#if !defined(LB_FIBER_UCONTEXT)
+void lb__fiber_switch_asm(void **from_sp, void *to_sp);
+void lb__fiber_trampoline(void);
+void *lb__fiber_prepare_stack(void *top, void (*start)(lb__fiber *), lb__fiber *f);
+#endif
+
+void lb__fiber_init_thread(lb__fiber *self) {
+    memset(self, 0, sizeof *self);
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        void *lo = NULL;
+        size_t size = 0;
+        if (pthread_attr_getstack(&attr, &lo, &size) == 0) {
+            self->stack_lo = lo;
+            self->stack_size = size;
+        }
+        pthread_attr_destroy(&attr);
+    }
+#ifdef LB_TSAN
+    self->tsan_fiber = __tsan_get_current_fiber();
+#endif
+    lb__overflow_thread_init();
+}
+
+static inline void before_switch(lb__fiber *from, const lb__fiber *to, bool final) {
+#ifdef LB_TSAN
+    __tsan_switch_to_fiber(to->tsan_fiber, 0);
+#endif
+#ifdef LB_ASAN
+    __sanitizer_start_switch_fiber(final ? NULL : &from->asan_fake_stack, to->stack_lo,
+                                   to->stack_size);
+#else
+    (void)from;
+    (void)to;
+    (void)final;
+#endif
+}
+
+static inline void after_switch(lb__fiber *self) {
+#ifdef LB_ASAN
+    __sanitizer_finish_switch_fiber(self->asan_fake_stack, NULL, NULL);
+#else
+    (void)self;
+#endif
+}
+
+static inline void fiber_created(lb__fiber *f) {
+#ifdef LB_TSAN
+    f->tsan_fiber = __tsan_create_fiber(0);
+#else
+    (void)f;
+#endif
+}
+
+void lb__fiber_destroy(lb__fiber *f) {
+#ifdef LB_TSAN
+    if (f->tsan_fiber)
+        __tsan_destroy_fiber(f->tsan_fiber);
+    f->tsan_fiber = NULL;
+#else
+    (void)f;
+#endif
+}
+
+/* The first code a new fiber runs. */
+static __attribute__((noreturn)) void fiber_start(lb__fiber *f) {
+#ifdef LB_ASAN
+    __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
+#endif
+    f->entry(f->arg);
+    __builtin_trap(); /* entry must end with lb__fiber_switch_final */
+}
+
+#if defined(LB_FIBER_UCONTEXT)
+
+/* makecontext passes ints: the fiber's address travels in two halves. */
+static void fiber_start_uc(unsigned hi, unsigned lo) {
+    fiber_start((lb__fiber *)(((uintptr_t)hi << 32) | lo));
+}
+
+void lb__fiber_init(lb__fiber *f, lb__stack *stack, void (*entry)(void *arg), void *arg) {
+    memset(f, 0, sizeof *f);
+    f->entry = entry;
+    f->arg = arg;
+    f->stack_lo = stack->lo;
+    f->stack_size = stack->size;
+    unpoison_stack(stack);
+    fiber_created(f);
+    getcontext(&f->uc);
+    f->uc.uc_stack.ss_sp = stack->lo;
+    f->uc.uc_stack.ss_size = stack->size;
+    f->uc.uc_link = NULL;
+    uintptr_t p = (uintptr_t)f;
+    makecontext(&f->uc, (void (*)(void))fiber_start_uc, 2, (unsigned)(p >> 32),
+                (unsigned)(p & 0xffffffffu));
+}
+
+void lb__fiber_switch(lb__fiber *from, lb__fiber *to) {
+    before_switch(from, to, false);
+    swapcontext(&from->uc, &to->uc);
+    after_switch(from);
+}
+
+void lb__fiber_switch_final(lb__fiber *from, lb__fiber *to) {
+    before_switch(from, to, true);
+    setcontext(&to->uc);
+    __builtin_trap();
+}
+
+#else
+
+void lb__fiber_init(lb__fiber *f, lb__stack *stack, void (*entry)(void *arg), void *arg) {
+    memset(f, 0, sizeof *f);
+    f->entry = entry;
+    f->arg = arg;
+    f->stack_lo = stack->lo;
+    f->stack_size = stack->size;
+    unpoison_stack(stack);
+    fiber_created(f);
+    f->sp = lb__fiber_prepare_stack((char *)stack->lo + stack->size, fiber_start, f);
+}
+
+void lb__fiber_switch(lb__fiber *from, lb__fiber *to) {
+    before_switch(from, to, false);
+    lb__fiber_switch_asm(&from->sp, to->sp);
+    after_switch(from);
+}
+
+void lb__fiber_switch_final(lb__fiber *from, lb__fiber *to) {
+    before_switch(from, to, true);
+    void *dead;
+    lb__fiber_switch_asm(&dead, to->sp);
+    __builtin_trap();
+}
+
+#endif

@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef LB_FIBER_H
+#define LB_FIBER_H
+
+/* Stackful fibers: a context switch that saves only what the ABI says a
+ * callee must preserve (assembly on x86_64 and aarch64; ucontext
+ * elsewhere), with AddressSanitizer told about every switch. Fibers never
+ * migrate between threads. Internal to the task layer. */
+
+#include "stack.h"
+
+#include <stddef.h>
+
+#if defined(LB_FIBER_UCONTEXT)
+#include <ucontext.h>
+#endif
+
+typedef struct lb__fiber {
+#if defined(LB_FIBER_UCONTEXT)
+    ucontext_t uc;
+#else
+    void *sp; /* the saved stack pointer */
+#endif
+    /* The bounds of the stack this context runs on (ASan wants them to
+     * switch to it); the thread's own stack for lb__fiber_init_thread. */
+    const void *stack_lo;
+    size_t stack_size;
+    void *asan_fake_stack;
+    void *tsan_fiber; /* ThreadSanitizer's handle for this context */
+    void (*entry)(void *arg);
+    void *arg;
+} lb__fiber;
+
+/* Describes the calling thread's own stack, so fibers can switch back to
+ * it, and gives the thread an alternate signal stack so a fiber's stack
+ * overflow can be reported. */
+void lb__fiber_init_thread(lb__fiber *self);
+
+/* Prepares f to run entry(arg) on stack when first switched to. entry
+ * must never return: it ends with lb__fiber_switch_final(). */
+void lb__fiber_init(lb__fiber *f, lb__stack *stack, void (*entry)(void *arg), void *arg);
+
+/* Saves the current context in from and resumes to. */
+void lb__fiber_switch(lb__fiber *from, lb__fiber *to);
+
+/* The last switch out of a finished fiber. Never returns. */
+__attribute__((noreturn)) void lb__fiber_switch_final(lb__fiber *from, lb__fiber *to);
+
+/* Releases what sanitizers keep for a fiber that ended (or will never
+ * run again). Call it from another context. */
+void lb__fiber_destroy(lb__fiber *f);
+
+#endif

@@ -1,0 +1,469 @@
+/* SPDX-License-Identifier: MIT */
+/* Tasks: C functions on their own fibers, resumed by loop callbacks. A
+ * task suspends by switching back to whoever resumed it (the loop's
+ * dispatch, possibly running nested on another task's stack), so resumes
+ * nest as naturally as calls do. */
+#include "task_internal.h"
+
+#include "alloc.h"
+#include "error.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* The thread's own stack, described once per thread: tasks resumed from
+ * plain loop code switch back to it. */
+static _Thread_local lb__fiber thread_fiber;
+static _Thread_local bool thread_fiber_ready;
+
+/* ------------------------------------------------------------------ */
+/* Per-loop state                                                      */
+/* ------------------------------------------------------------------ */
+
+static size_t tasks_cancel_all(lb_loop *loop);
+static void tasks_destroy(lb_loop *loop);
+
+static const lb__task_hooks task_hooks = {
+    .cancel_all = tasks_cancel_all,
+    .destroy = tasks_destroy,
+};
+
+static lb__tasks *tasks_of(lb_loop *loop) {
+    if (loop->task_state)
+        return loop->task_state;
+    lb__tasks *ts = lb__calloc(1, sizeof *ts);
+    if (!ts)
+        return NULL;
+    if (lb__stack_pool_new(&ts->stacks) < 0) {
+        lb__free(ts);
+        return NULL;
+    }
+    loop->task_state = ts;
+    loop->task_hooks = &task_hooks;
+    return ts;
+}
+
+size_t lb_loop_task_count(const lb_loop *loop) {
+    const lb__tasks *ts = loop ? loop->task_state : NULL;
+    return ts ? ts->count : 0;
+}
+
+int lb_loop_all_tasks(const lb_loop *loop, lb_task **tasks, size_t cap) {
+    lb_assert_return(loop, -EINVAL);
+    lb_assert_return(tasks || cap == 0, -EINVAL);
+    const lb__tasks *ts = loop->task_state;
+    size_t n = 0;
+    for (lb_task *t = ts ? ts->live : NULL; t; t = t->next, n++)
+        if (n < cap)
+            tasks[n] = t;
+    return (int)n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Switching                                                           */
+/* ------------------------------------------------------------------ */
+
+static void task_finish(lb_task *t);
+
+/* Runs t on its fiber until it suspends or ends. */
+static void task_resume(lb_task *t) {
+    lb_task *outer = lb__current_task;
+    if (!thread_fiber_ready) {
+        lb__fiber_init_thread(&thread_fiber);
+        thread_fiber_ready = true;
+    }
+    /* The caller's context: this thread's stack, or the stack of the task
+     * whose nested main loop is dispatching right now. */
+    t->caller = outer ? outer->fiber : thread_fiber;
+    t->state = LB__TASK_RUNNING;
+    t->wait = LB__WAIT_NONE;
+    lb__current_task = t;
+    lb__fiber_switch(&t->caller, &t->fiber);
+    lb__current_task = outer;
+    if (t->state == LB__TASK_DONE)
+        task_finish(t);
+}
+
+void lb__task_suspend(lb_task *t, lb__task_wait why) {
+    t->state = LB__TASK_SUSPENDED;
+    t->wait = why;
+    lb__fiber_switch(&t->fiber, &t->caller);
+}
+
+static void task_entry(void *arg) {
+    lb_task *t = arg;
+    t->status = t->fn(t, t->data);
+    t->state = LB__TASK_DONE;
+    lb__fiber_switch_final(&t->fiber, &t->caller);
+}
+
+/* A queued step: resumes the task (first run, lb_yield, cancellation).
+ * Steps and done callbacks hold no reference: a task can only end by
+ * being resumed through the one step or callback it waits for, and close
+ * drops queued ones before it reclaims tasks that would not end. */
+static void task_step(lb_loop *loop, void *data) {
+    lb_task *t = data;
+    (void)loop;
+    if (t->state == LB__TASK_CREATED && t->must_cancel) {
+        /* Cancelled before it first ran: it never runs. */
+        t->status = -ECANCELED;
+        t->state = LB__TASK_DONE;
+        task_finish(t);
+    } else if (t->state == LB__TASK_CREATED || (t->state == LB__TASK_SUSPENDED && t->wait == LB__WAIT_STEP)) {
+        task_resume(t);
+    }
+}
+
+int lb__task_schedule_step(lb_task *t) {
+    lb_handle *h = lb__call_soon_internal(t->loop, task_step, t);
+    return h ? 0 : -ENOMEM;
+}
+
+/* ------------------------------------------------------------------ */
+/* Lifetime                                                            */
+/* ------------------------------------------------------------------ */
+
+static int future_cancel_hook(lb_future *future, void *data) {
+    (void)future;
+    return lb_task_cancel(data);
+}
+
+static const lb__future_hooks task_future_hooks = {.cancel = future_cancel_hook};
+
+int lb_task_spawn(lb_loop *loop, lb_task_fn fn, void *data, const lb_task_options *opts,
+                  lb_task **ret) {
+    LB__CHECK_LOOP(loop);
+    lb_assert_return(fn, -EINVAL);
+    if (loop->closing)
+        return lb__fail(loop, -EBADF, "lb_task_spawn: loop is closing");
+    size_t stack_size = opts ? opts->stack_size : 0;
+    if (stack_size && (stack_size < 16 * 1024 || stack_size > 64 * 1024 * 1024))
+        return lb__fail(loop, -EINVAL,
+                        "lb_task_spawn: stack size %zu outside 16 KiB .. 64 MiB", stack_size);
+    lb__tasks *ts = tasks_of(loop);
+    if (!ts)
+        return lb__fail(loop, -ENOMEM, "lb_task_spawn: out of memory");
+
+    lb_task *t = lb__calloc(1, sizeof *t);
+    if (!t)
+        return lb__fail(loop, -ENOMEM, "lb_task_spawn: out of memory");
+    t->loop = loop;
+    t->refs = 1; /* the loop's, until the task ends */
+    t->fn = fn;
+    t->data = data;
+    ts->next_id++;
+    if (opts && opts->name)
+        snprintf(t->name, sizeof t->name, "%s", opts->name);
+    else
+        snprintf(t->name, sizeof t->name, "task-%llu", (unsigned long long)ts->next_id);
+
+    int r = lb_future_new(loop, &t->future);
+    if (r < 0)
+        goto fail;
+    t->future->hooks = &task_future_hooks;
+    t->future->hooks_data = t;
+    r = lb__stack_acquire(ts->stacks, stack_size, &t->stack);
+    if (r < 0) {
+        lb__fail(loop, r, "lb_task_spawn: no stack for task %s: %s", t->name, lb_strerror(r));
+        goto fail;
+    }
+    t->stack->owner = t->name;
+    lb__fiber_init(&t->fiber, t->stack, task_entry, t);
+    r = lb__task_schedule_step(t);
+    if (r < 0)
+        goto fail;
+    t->state = LB__TASK_CREATED;
+    t->wait = LB__WAIT_STEP;
+
+    t->next = ts->live;
+    if (ts->live)
+        ts->live->prev = t;
+    ts->live = t;
+    ts->count++;
+    lb_loop_ref(loop);
+    if (ret) {
+        t->refs++;
+        *ret = t;
+    }
+    return 0;
+
+fail:
+    if (t->stack)
+        lb__stack_release(ts->stacks, t->stack);
+    if (t->future) {
+        t->future->hooks = NULL;
+        lb_future_unref(t->future);
+    }
+    lb__free(t);
+    if (r == -ENOMEM)
+        lb__fail(loop, r, "lb_task_spawn: out of memory");
+    return r;
+}
+
+lb_task *lb_task_ref(lb_task *task) {
+    if (task)
+        task->refs++;
+    return task;
+}
+
+lb_task *lb_task_unref(lb_task *task) {
+    if (!task)
+        return NULL;
+    if (task->refs == 0) {
+        lb__log(LB_LOG_ERROR, "lb_task_unref: task %p has no reference left", (void *)task);
+        return NULL;
+    }
+    if (--task->refs > 0)
+        return NULL;
+    lb_loop *loop = task->loop;
+    task->future->hooks = NULL;
+    lb_future_unref(task->future);
+    lb__free(task);
+    lb_loop_unref(loop);
+    return NULL;
+}
+
+/* The task ended (its stack is no longer in use): publish the outcome,
+ * give the stack back, drop the loop's reference. */
+static void task_finish(lb_task *t) {
+    lb__tasks *ts = t->loop->task_state;
+    if (t->stack) {
+        lb__fiber_destroy(&t->fiber);
+        lb__stack_release(ts->stacks, t->stack);
+        t->stack = NULL;
+    }
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        ts->live = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    t->prev = t->next = NULL;
+    ts->count--;
+
+    lb_future *f = t->future;
+    if (t->status == 0) {
+        lb__future_complete(f, LB__FUTURE_RESULT, t->result, t->result_destroy, 0);
+    } else if (t->status == -ECANCELED) {
+        if (t->result_destroy)
+            t->result_destroy(t->result);
+        lb__future_cancel_plain(f);
+    } else {
+        if (t->result_destroy)
+            t->result_destroy(t->result);
+        if (t->status > 0) {
+            lb__report(t->loop, -EINVAL, f, t,
+                       "task %s returned %d; a task returns 0 or a negative errno", t->name,
+                       t->status);
+            t->status = -EINVAL;
+        }
+        lb__future_complete(f, LB__FUTURE_ERROR, NULL, NULL, t->status);
+    }
+    t->result = NULL;
+    t->result_destroy = NULL;
+    lb_task_unref(t); /* the loop's */
+}
+
+/* ------------------------------------------------------------------ */
+/* Inside a task                                                       */
+/* ------------------------------------------------------------------ */
+
+lb_task *lb_task_current(void) {
+    return lb__current_task;
+}
+
+static int not_in_task(const char *func) {
+    return lb__fail(NULL, -EPERM, "%s: called outside a task", func);
+}
+
+int lb_task_return(void *value, lb_destroy_fn destroy) {
+    lb_task *t = lb__current_task;
+    if (!t)
+        return not_in_task(__func__);
+    if (t->result_destroy)
+        t->result_destroy(t->result);
+    t->result = value;
+    t->result_destroy = destroy;
+    return 0;
+}
+
+/* Consumes a pending cancellation: true if the caller must return
+ * -ECANCELED. */
+static bool take_cancel(lb_task *t) {
+    if (!t->must_cancel)
+        return false;
+    t->must_cancel = false;
+    return true;
+}
+
+static void wake_on_done(lb_future *f, void *data) {
+    lb_task *t = data;
+    (void)f;
+    if (t->state == LB__TASK_SUSPENDED && t->wait == LB__WAIT_FUTURE && t->awaiting == f)
+        task_resume(t);
+}
+
+int lb_await(lb_future *future, void **value) {
+    lb_task *t = lb__current_task;
+    if (!t)
+        return not_in_task(__func__);
+    lb_assert_return(future, -EINVAL);
+    if (future->loop != t->loop)
+        return lb__fail(t->loop, -EXDEV, "lb_await: the future belongs to another loop");
+    if (take_cancel(t)) {
+        lb_future_cancel(future);
+        return -ECANCELED;
+    }
+    if (!lb_future_is_done(future)) {
+        int r = lb_future_add_done_callback(future, wake_on_done, t);
+        if (r < 0)
+            return r;
+        lb_future_ref(future);
+        t->awaiting = future;
+        lb__task_suspend(t, LB__WAIT_FUTURE);
+        t->awaiting = NULL;
+        bool cancelled = take_cancel(t);
+        if (cancelled && !lb_future_is_done(future))
+            lb_future_cancel(future);
+        lb_future_unref(future);
+        if (cancelled)
+            return -ECANCELED;
+    }
+    return lb_future_result(future, value);
+}
+
+static void wake_on_timer(lb_loop *loop, void *data) {
+    lb_task *t = data;
+    (void)loop;
+    if (t->state == LB__TASK_SUSPENDED && t->wait == LB__WAIT_TIMER)
+        task_resume(t);
+}
+
+int lb_yield(void) {
+    lb_task *t = lb__current_task;
+    if (!t)
+        return not_in_task(__func__);
+    if (take_cancel(t))
+        return -ECANCELED;
+    int r = lb__task_schedule_step(t);
+    if (r < 0)
+        return lb__fail(t->loop, r, "lb_yield: out of memory");
+    lb__task_suspend(t, LB__WAIT_STEP);
+    return take_cancel(t) ? -ECANCELED : 0;
+}
+
+int lb_sleep(double seconds) {
+    lb_task *t = lb__current_task;
+    if (!t)
+        return not_in_task(__func__);
+    lb_assert_return(!isnan(seconds), -EINVAL);
+    if (seconds <= 0)
+        return lb_yield();
+    if (take_cancel(t))
+        return -ECANCELED;
+    int r = lb_loop_call_later(t->loop, seconds, wake_on_timer, t, &t->timer);
+    if (r < 0)
+        return r;
+    lb__task_suspend(t, LB__WAIT_TIMER);
+    t->timer = lb_handle_unref(t->timer);
+    return take_cancel(t) ? -ECANCELED : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Cancellation                                                        */
+/* ------------------------------------------------------------------ */
+
+int lb_task_cancel(lb_task *task) {
+    lb_assert_return(task, -EINVAL);
+    if (task->state == LB__TASK_DONE)
+        return 0;
+    task->cancel_requests++;
+    task->must_cancel = true;
+    if (task->state != LB__TASK_SUSPENDED)
+        return 1; /* delivered at its first run or next wait */
+    switch (task->wait) {
+    case LB__WAIT_FUTURE:
+        /* The future's cancellation resumes the task through its done
+         * callback; if the future is done already, that callback is on
+         * its way. */
+        lb_future_cancel(task->awaiting);
+        break;
+    case LB__WAIT_TIMER:
+        if (lb_handle_cancel(task->timer) == 1 && lb__task_schedule_step(task) == 0)
+            task->wait = LB__WAIT_STEP;
+        break;
+    default:
+        break; /* a step is queued already */
+    }
+    return 1;
+}
+
+bool lb_task_cancelling(const lb_task *task) {
+    return task && task->cancel_requests > 0;
+}
+
+int lb_task_uncancel(lb_task *task) {
+    lb_assert_return(task, -EINVAL);
+    if (task->cancel_requests > 0)
+        task->cancel_requests--;
+    if (task->cancel_requests == 0)
+        task->must_cancel = false;
+    return (int)task->cancel_requests;
+}
+
+/* ------------------------------------------------------------------ */
+/* Queries                                                             */
+/* ------------------------------------------------------------------ */
+
+lb_future *lb_task_future(const lb_task *task) {
+    return task ? task->future : NULL;
+}
+
+const char *lb_task_name(const lb_task *task) {
+    return task ? task->name : NULL;
+}
+
+bool lb_task_is_done(const lb_task *task) {
+    return task && task->state == LB__TASK_DONE;
+}
+
+/* ------------------------------------------------------------------ */
+/* Close                                                               */
+/* ------------------------------------------------------------------ */
+
+static size_t tasks_cancel_all(lb_loop *loop) {
+    lb__tasks *ts = loop->task_state;
+    for (lb_task *t = ts->live; t; t = t->next) {
+        if (!t->close_cancelled) {
+            t->close_cancelled = true;
+            lb_task_cancel(t);
+        }
+    }
+    return ts->count;
+}
+
+/* Tasks still alive when close gave up waiting: reported, then their
+ * stacks are reclaimed without unwinding and their futures cancelled. */
+static void tasks_destroy(lb_loop *loop) {
+    lb__tasks *ts = loop->task_state;
+    while (ts->live) {
+        lb_task *t = ts->live;
+        lb__report(loop, -ECANCELED, t->future, t,
+                   "task %s did not finish after being cancelled at close; its stack was "
+                   "reclaimed without unwinding",
+                   t->name);
+        /* What it waited for was dropped by close already. */
+        if (t->timer)
+            t->timer = lb_handle_unref(t->timer);
+        if (t->awaiting)
+            t->awaiting = lb_future_unref(t->awaiting);
+        t->status = -ECANCELED;
+        t->state = LB__TASK_DONE;
+        task_finish(t);
+    }
+    lb__stack_pool_free(ts->stacks);
+    lb__free(ts);
+    loop->task_state = NULL;
+    loop->task_hooks = NULL;
+}

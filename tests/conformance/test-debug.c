@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: MIT */
+/* Debug mode and monitoring; lb_run. */
+#include "fixture.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct logged {
+    int warnings;
+    char last[512];
+} logged;
+
+static void capture(lb_log_level level, const char *message, void *data) {
+    logged *l = data;
+    if (level == LB_LOG_WARNING) {
+        l->warnings++;
+        strncpy(l->last, message, sizeof l->last - 1);
+    }
+}
+
+/* Exported: debug mode names callbacks from the dynamic symbol table
+ * (the suite is linked with -rdynamic; the project builds with hidden
+ * visibility by default). */
+__attribute__((visibility("default"))) void conformance_slow_callback(lb_loop *loop, void *data);
+void conformance_slow_callback(lb_loop *loop, void *data) {
+    (void)data;
+    struct timespec ts = {0, 60 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    lb_loop_stop(loop);
+}
+
+static void test_debug_slow_callback_named(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    logged l = {0};
+    assert_int_equal(lb_loop_set_debug(loop, true), 0);
+    assert_int_equal(lb_loop_set_slow_callback_duration(loop, 0.02), 0);
+    assert_int_equal(lb_loop_set_slow_callback_duration(loop, -1), -EINVAL);
+    lb_set_log_handler(capture, &l);
+    assert_int_equal(lb_loop_call_soon(loop, conformance_slow_callback, NULL, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    lb_set_log_handler(NULL, NULL);
+    assert_true(l.warnings >= 1);
+    if (!strstr(l.last, "conformance_slow_callback"))
+        fail_msg("last warning: %s", l.last);
+    lb_loop_stats st;
+    assert_int_equal(lb_loop_get_stats(loop, &st), 0);
+    assert_true(st.slowest_callback >= 0.05);
+    assert_string_equal(st.slowest_callback_name, "conformance_slow_callback");
+    fixture_loop_free(loop);
+}
+
+static void nop(lb_loop *loop, void *data) {
+    (void)loop;
+    (void)data;
+}
+
+static void stop_cb(lb_loop *loop, void *data) {
+    (void)data;
+    lb_loop_stop(loop);
+}
+
+static int sleeper(lb_task *task, void *data) {
+    (void)task;
+    (void)data;
+    return lb_sleep(3600);
+}
+
+static void test_debug_stats(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    lb_loop_stats st;
+    assert_int_equal(lb_loop_get_stats(loop, NULL), -EINVAL);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(lb_loop_call_soon(loop, nop, NULL, NULL), 0);
+    assert_int_equal(lb_loop_call_later(loop, 3600, nop, NULL, NULL), 0);
+    assert_int_equal(lb_task_spawn(loop, sleeper, NULL, NULL, NULL), 0);
+    assert_int_equal(lb_loop_get_stats(loop, &st), 0);
+    assert_int_equal(st.ready, 11); /* ten callbacks and the task's first step */
+    assert_int_equal(lb_loop_call_later(loop, 0.01, stop_cb, NULL, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    assert_int_equal(lb_loop_get_stats(loop, &st), 0);
+    assert_true(st.iterations >= 1);
+    assert_true(st.callbacks_run >= 12);
+    assert_int_equal(st.timers_alive, 2); /* the far timer and the task's sleep */
+    assert_int_equal(st.tasks_alive, 1);
+    assert_true(st.loop_lag >= 0);
+    assert_true(st.max_loop_lag >= st.loop_lag);
+    assert_int_equal(lb_loop_close(loop), 0);
+    assert_int_equal(lb_loop_get_stats(loop, &st), -EBADF);
+    lb_loop_unref(loop);
+}
+
+static int main_task(lb_task *task, void *data) {
+    int *cleanup = data;
+    (void)task;
+    assert_non_null(lb_loop_get_running());
+    /* A background task that run() must cancel and let unwind. */
+    assert_int_equal(lb_task_spawn(lb_loop_get_running(), sleeper, NULL, NULL, NULL), 0);
+    if (lb_sleep(0.001) < 0)
+        return -ECANCELED;
+    (*cleanup)++;
+    return lb_task_return(strdup("async result"), free);
+}
+
+static void test_debug_lb_run(void **state) {
+    (void)state;
+    int cleanup = 0;
+    void *result = NULL;
+    assert_int_equal(lb_run(main_task, &cleanup, &result), 0);
+    assert_int_equal(cleanup, 1);
+    assert_string_equal(result, "async result");
+    free(result);
+    assert_null(lb_loop_get_running());
+    assert_int_equal(lb_run(NULL, NULL, NULL), -EINVAL);
+}
+
+int run_debug_tests(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_debug_slow_callback_named),
+        cmocka_unit_test(test_debug_stats),
+        cmocka_unit_test(test_debug_lb_run),
+    };
+    return cmocka_run_group_tests_name("debug", tests, NULL, NULL);
+}

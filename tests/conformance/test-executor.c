@@ -1,0 +1,207 @@
+/* SPDX-License-Identifier: MIT */
+/* Thread pools: results and errors back on the loop thread, cancelling
+ * queued jobs, 10,000 jobs, to_thread inside a task, shutdown. */
+#include "fixture.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+static const void *loop_thread_token;
+
+static int square(void *data, void **ret) {
+    intptr_t x = (intptr_t)data;
+    *ret = (void *)(x * x);
+    return 0;
+}
+
+static int failing(void *data, void **ret) {
+    (void)data;
+    (void)ret;
+    return -EIO;
+}
+
+static void test_executor_result_and_error(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    lb_future *ok = NULL, *bad = NULL;
+    assert_int_equal(lb_loop_run_in_executor(loop, NULL, square, (void *)12, &ok), 0);
+    assert_int_equal(lb_loop_run_in_executor(loop, NULL, failing, NULL, &bad), 0);
+    assert_int_equal(lb_loop_run_until_complete(loop, ok), 0);
+    assert_int_equal(lb_loop_run_until_complete(loop, bad), 0);
+    void *v = NULL;
+    assert_int_equal(lb_future_result(ok, &v), 0);
+    assert_int_equal((intptr_t)v, 144);
+    assert_int_equal(lb_future_result(bad, NULL), -EIO);
+    lb_future_unref(ok);
+    lb_future_unref(bad);
+    fixture_loop_free(loop);
+}
+
+static atomic_int on_loop_thread;
+
+static int where_am_i(void *data, void **ret) {
+    (void)ret;
+    /* A job never runs on the loop's thread. */
+    if (lb_loop_get_running() == data)
+        atomic_fetch_add(&on_loop_thread, 1);
+    return 0;
+}
+
+typedef struct batch {
+    lb_loop *loop;
+    long done;
+    long n;
+} batch;
+
+static void count_done(lb_future *f, void *data) {
+    batch *b = data;
+    assert_true(lb_future_is_done(f));
+    if (++b->done == b->n)
+        lb_loop_stop(b->loop);
+}
+
+static void test_executor_many_jobs(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    batch b = {.loop = loop, .n = 10000};
+    lb_future **fs = calloc((size_t)b.n, sizeof *fs);
+    for (long i = 0; i < b.n; i++) {
+        assert_int_equal(lb_loop_run_in_executor(loop, NULL, where_am_i, loop, &fs[i]), 0);
+        assert_int_equal(lb_future_add_done_callback(fs[i], count_done, &b), 0);
+    }
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    assert_int_equal(b.done, b.n);
+    assert_int_equal(atomic_load(&on_loop_thread), 0);
+    for (long i = 0; i < b.n; i++) {
+        assert_int_equal(lb_future_result(fs[i], NULL), 0);
+        lb_future_unref(fs[i]);
+    }
+    free(fs);
+    fixture_loop_free(loop);
+}
+
+typedef struct gate {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool open;
+    bool entered;
+} gate;
+
+static int wait_at_gate(void *data, void **ret) {
+    gate *g = data;
+    (void)ret;
+    pthread_mutex_lock(&g->lock);
+    g->entered = true;
+    pthread_cond_broadcast(&g->cond);
+    while (!g->open)
+        pthread_cond_wait(&g->cond, &g->lock);
+    pthread_mutex_unlock(&g->lock);
+    return 0;
+}
+
+static atomic_int ran_cancelled_job;
+
+static int must_not_run(void *data, void **ret) {
+    (void)data;
+    (void)ret;
+    atomic_fetch_add(&ran_cancelled_job, 1);
+    return 0;
+}
+
+static void test_executor_cancel_queued_job(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    lb_executor *ex = NULL;
+    assert_int_equal(lb_executor_new(&ex, 1), 0);
+    gate g = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    lb_future *busy = NULL, *queued = NULL;
+    assert_int_equal(lb_loop_run_in_executor(loop, ex, wait_at_gate, &g, &busy), 0);
+    pthread_mutex_lock(&g.lock);
+    while (!g.entered)
+        pthread_cond_wait(&g.cond, &g.lock);
+    pthread_mutex_unlock(&g.lock);
+    /* The only worker is busy: this one waits in the queue. */
+    assert_int_equal(lb_loop_run_in_executor(loop, ex, must_not_run, NULL, &queued), 0);
+    assert_int_equal(lb_future_cancel(queued), 1);
+    assert_true(lb_future_is_cancelled(queued));
+    pthread_mutex_lock(&g.lock);
+    g.open = true;
+    pthread_cond_broadcast(&g.cond);
+    pthread_mutex_unlock(&g.lock);
+    assert_int_equal(lb_loop_run_until_complete(loop, busy), 0);
+    assert_int_equal(lb_executor_shutdown(ex, true, false), 0);
+    assert_int_equal(atomic_load(&ran_cancelled_job), 0);
+    /* A shut down executor takes no more work. */
+    lb_future *late = NULL;
+    assert_int_equal(lb_loop_run_in_executor(loop, ex, square, NULL, &late), -EBADF);
+    lb_future_unref(busy);
+    lb_future_unref(queued);
+    lb_executor_unref(ex);
+    fixture_loop_free(loop);
+}
+
+typedef struct to_thread_case {
+    int status;
+    intptr_t value;
+} to_thread_case;
+
+static int to_thread_task(lb_task *task, void *data) {
+    to_thread_case *c = data;
+    void *v = NULL;
+    (void)task;
+    c->status = lb_to_thread(square, (void *)7, &v);
+    c->value = (intptr_t)v;
+    return 0;
+}
+
+static void test_executor_to_thread(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    to_thread_case c = {0};
+    lb_task *t = NULL;
+    assert_int_equal(lb_task_spawn(loop, to_thread_task, &c, NULL, &t), 0);
+    assert_int_equal(lb_loop_run_until_complete(loop, lb_task_future(t)), 0);
+    assert_int_equal(c.status, 0);
+    assert_int_equal(c.value, 49);
+    assert_int_equal(lb_to_thread(square, NULL, NULL), -EPERM);
+    lb_task_unref(t);
+    fixture_loop_free(loop);
+}
+
+static int slow_job(void *data, void **ret) {
+    (void)data;
+    (void)ret;
+    struct timespec ts = {0, 50 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    return 0;
+}
+
+/* Close waits for running jobs and cancels queued ones: nothing leaks,
+ * no thread touches the loop afterwards. */
+static void test_executor_close_with_jobs(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    lb_future *fs[16];
+    for (int i = 0; i < 16; i++)
+        assert_int_equal(lb_loop_run_in_executor(loop, NULL, slow_job, NULL, &fs[i]), 0);
+    fixture_loop_free(loop);
+    for (int i = 0; i < 16; i++) {
+        assert_true(lb_future_is_done(fs[i]));
+        lb_future_unref(fs[i]);
+    }
+    (void)loop_thread_token;
+}
+
+int run_executor_tests(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_executor_result_and_error),
+        cmocka_unit_test(test_executor_many_jobs),
+        cmocka_unit_test(test_executor_cancel_queued_job),
+        cmocka_unit_test(test_executor_to_thread),
+        cmocka_unit_test(test_executor_close_with_jobs),
+    };
+    return cmocka_run_group_tests_name("executor", tests, NULL, NULL);
+}

@@ -1,0 +1,693 @@
+/* SPDX-License-Identifier: MIT */
+/* Tasks: await, sleep, yield, cancellation, results, combinators,
+ * groups, and close with live tasks. */
+#include "fixture.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static lb_task *spawn(lb_loop *loop, lb_task_fn fn, void *data, const char *name) {
+    lb_task *t = NULL;
+    lb_task_options o = {.name = name};
+    int r = lb_task_spawn(loop, fn, data, &o, &t);
+    if (r < 0)
+        fail_msg("lb_task_spawn: %s (%s)", lb_strerror(r), lb_error_detail());
+    return t;
+}
+
+static int run_task(lb_loop *loop, lb_task *t) {
+    return lb_loop_run_until_complete(loop, lb_task_future(t));
+}
+
+/* ---------------- await what resolves a future ---------------- */
+
+typedef struct awaited {
+    lb_future *f;
+    int status;
+    void *value;
+} awaited;
+
+static int await_body(lb_task *task, void *data) {
+    awaited *a = data;
+    assert_ptr_equal(lb_task_current(), task);
+    a->status = lb_await(a->f, &a->value);
+    return a->status;
+}
+
+static void resolve_cb(lb_loop *loop, void *data) {
+    (void)loop;
+    assert_int_equal(lb_future_set_result(data, "resolved", NULL), 0);
+}
+
+static void test_task_await_callback_and_timer(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    for (int via_timer = 0; via_timer < 2; via_timer++) {
+        awaited a = {0};
+        assert_int_equal(lb_future_new(loop, &a.f), 0);
+        lb_task *t = spawn(loop, await_body, &a, "awaiter");
+        if (via_timer)
+            assert_int_equal(lb_loop_call_later(loop, 0.01, resolve_cb, a.f, NULL), 0);
+        else
+            assert_int_equal(lb_loop_call_soon(loop, resolve_cb, a.f, NULL), 0);
+        assert_int_equal(run_task(loop, t), 0);
+        assert_int_equal(a.status, 0);
+        assert_string_equal(a.value, "resolved");
+        assert_true(lb_task_is_done(t));
+        assert_int_equal(lb_future_result(lb_task_future(t), NULL), 0);
+        lb_task_unref(t);
+        lb_future_unref(a.f);
+    }
+    assert_null(lb_task_current());
+    fixture_loop_free(loop);
+}
+
+static int producer_task(lb_task *task, void *data) {
+    (void)task;
+    assert_int_equal(lb_sleep(0.01), 0);
+    assert_int_equal(lb_future_set_result(data, "from a task", NULL), 0);
+    return 0;
+}
+
+static void test_task_await_other_task(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    awaited a = {0};
+    assert_int_equal(lb_future_new(loop, &a.f), 0);
+    lb_task *consumer = spawn(loop, await_body, &a, "consumer");
+    lb_task *producer = spawn(loop, producer_task, a.f, "producer");
+    assert_int_equal(run_task(loop, consumer), 0);
+    assert_string_equal(a.value, "from a task");
+    assert_int_equal(run_task(loop, producer), 0);
+    lb_task_unref(consumer);
+    lb_task_unref(producer);
+    lb_future_unref(a.f);
+    fixture_loop_free(loop);
+}
+
+static void *thread_resolver(void *data) {
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    lb_future_set_result_threadsafe(data, "from a thread", NULL);
+    return NULL;
+}
+
+static void test_task_await_thread(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    awaited a = {0};
+    assert_int_equal(lb_future_new(loop, &a.f), 0);
+    lb_task *t = spawn(loop, await_body, &a, "thread-awaiter");
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, thread_resolver, a.f), 0);
+    assert_int_equal(run_task(loop, t), 0);
+    pthread_join(th, NULL);
+    assert_string_equal(a.value, "from a thread");
+    lb_task_unref(t);
+    lb_future_unref(a.f);
+    fixture_loop_free(loop);
+}
+
+/* ---------------- interleaving ---------------- */
+
+enum { INTERLEAVE_TASKS = 10000, INTERLEAVE_ROUNDS = 3 };
+
+typedef struct interleave {
+    int *log;
+    size_t n;
+} interleave;
+
+typedef struct interleave_arg {
+    interleave *il;
+    int id;
+} interleave_arg;
+
+static int interleave_body(lb_task *task, void *data) {
+    interleave_arg *a = data;
+    (void)task;
+    for (int round = 0; round < INTERLEAVE_ROUNDS; round++) {
+        a->il->log[a->il->n++] = a->id;
+        if (lb_yield() != 0)
+            return -EIO;
+    }
+    return 0;
+}
+
+static void test_task_interleave_yield(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    interleave il = {.log = calloc(INTERLEAVE_TASKS * INTERLEAVE_ROUNDS, sizeof(int))};
+    interleave_arg *args = calloc(INTERLEAVE_TASKS, sizeof *args);
+    lb_task *last = NULL;
+    for (int i = 0; i < INTERLEAVE_TASKS; i++) {
+        args[i] = (interleave_arg){&il, i};
+        lb_task *t = NULL;
+        assert_int_equal(lb_task_spawn(loop, interleave_body, &args[i], NULL,
+                                       i == INTERLEAVE_TASKS - 1 ? &t : NULL),
+                         0);
+        if (t)
+            last = t;
+    }
+    assert_int_equal(lb_loop_task_count(loop), INTERLEAVE_TASKS);
+    assert_int_equal(run_task(loop, last), 0);
+    /* Round-robin: every task runs once per round, in spawn order. */
+    assert_int_equal(il.n, INTERLEAVE_TASKS * INTERLEAVE_ROUNDS);
+    for (size_t i = 0; i < il.n; i++)
+        assert_int_equal(il.log[i], (int)(i % INTERLEAVE_TASKS));
+    assert_int_equal(lb_loop_task_count(loop), 0);
+    lb_task_unref(last);
+    free(args);
+    free(il.log);
+    fixture_loop_free(loop);
+}
+
+/* ---------------- cancellation ---------------- */
+
+typedef struct cancel_probe {
+    int where;       /* 0: await, 1: sleep, 2: yield */
+    lb_future *f;
+    int first;       /* what the interrupted wait returned */
+    int cleanup;     /* what a wait after the cancellation returned */
+    bool reached_end;
+} cancel_probe;
+
+static int cancel_body(lb_task *task, void *data) {
+    cancel_probe *p = data;
+    (void)task;
+    switch (p->where) {
+    case 0:
+        p->first = lb_await(p->f, NULL);
+        break;
+    case 1:
+        p->first = lb_sleep(60);
+        break;
+    default:
+        for (;;) {
+            p->first = lb_yield();
+            if (p->first)
+                break;
+        }
+    }
+    /* The task may clean up, and even await again. */
+    p->cleanup = lb_sleep(0.001);
+    p->reached_end = true;
+    return p->first;
+}
+
+static void cancel_cb(lb_loop *loop, void *data) {
+    (void)loop;
+    assert_int_equal(lb_task_cancel(data), 1);
+}
+
+static void test_task_cancel_at_each_wait(void **state) {
+    (void)state;
+    for (int where = 0; where < 3; where++) {
+        lb_loop *loop = fixture_loop_new();
+        cancel_probe p = {.where = where};
+        assert_int_equal(lb_future_new(loop, &p.f), 0);
+        lb_task *t = spawn(loop, cancel_body, &p, "cancelled");
+        assert_int_equal(lb_loop_call_later(loop, 0.01, cancel_cb, t, NULL), 0);
+        assert_int_equal(run_task(loop, t), 0);
+        assert_int_equal(p.first, -ECANCELED);
+        assert_int_equal(p.cleanup, 0);
+        assert_true(p.reached_end);
+        assert_true(lb_future_is_cancelled(lb_task_future(t)));
+        assert_true(lb_task_cancelling(t));
+        /* The awaited future was cancelled with the task. */
+        if (where == 0)
+            assert_true(lb_future_is_cancelled(p.f));
+        assert_int_equal(lb_task_cancel(t), 0);
+        lb_task_unref(t);
+        lb_future_unref(p.f);
+        fixture_loop_free(loop);
+    }
+}
+
+static int never_runs(lb_task *task, void *data) {
+    (void)task;
+    (void)data;
+    fail_msg("a task cancelled before it first ran, ran");
+    return 0;
+}
+
+static void test_task_cancel_before_start(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    lb_task *t = spawn(loop, never_runs, NULL, "never");
+    assert_int_equal(lb_task_cancel(t), 1);
+    assert_int_equal(run_task(loop, t), 0);
+    assert_true(lb_future_is_cancelled(lb_task_future(t)));
+    lb_task_unref(t);
+    fixture_loop_free(loop);
+}
+
+/* Cancelling the task's future is cancelling the task. */
+static void test_task_cancel_through_future(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    cancel_probe p = {.where = 1};
+    lb_task *t = spawn(loop, cancel_body, &p, "via-future");
+    assert_int_equal(lb_future_cancel(lb_task_future(t)), 1);
+    assert_int_equal(run_task(loop, t), 0);
+    assert_false(p.reached_end); /* never ran */
+    lb_task_unref(t);
+    fixture_loop_free(loop);
+}
+
+static int uncancel_body(lb_task *task, void *data) {
+    int *out = data;
+    int r = lb_sleep(60);
+    assert_int_equal(r, -ECANCELED);
+    assert_int_equal(lb_task_uncancel(task), 0);
+    assert_false(lb_task_cancelling(task));
+    *out = lb_sleep(0.001);
+    return 0;
+}
+
+static void test_task_uncancel(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    int after = -1;
+    lb_task *t = spawn(loop, uncancel_body, &after, "uncancel");
+    assert_int_equal(lb_loop_call_later(loop, 0.005, cancel_cb, t, NULL), 0);
+    assert_int_equal(run_task(loop, t), 0);
+    assert_int_equal(after, 0);
+    assert_int_equal(lb_future_result(lb_task_future(t), NULL), 0);
+    lb_task_unref(t);
+    fixture_loop_free(loop);
+}
+
+/* ---------------- results ---------------- */
+
+static int result_value(lb_task *task, void *data) {
+    (void)task;
+    (void)data;
+    assert_int_equal(lb_task_return(strdup("value"), free), 0);
+    return 0;
+}
+
+static int result_error(lb_task *task, void *data) {
+    (void)task;
+    (void)data;
+    return -EPIPE;
+}
+
+static int result_cancelled(lb_task *task, void *data) {
+    (void)task;
+    (void)data;
+    return -ECANCELED;
+}
+
+static int result_positive(lb_task *task, void *data) {
+    (void)task;
+    (void)data;
+    return 3;
+}
+
+static void quiet_handler(lb_loop *loop, const lb_exception_context *ctx, void *data) {
+    (void)loop;
+    (void)ctx;
+    (*(int *)data)++;
+}
+
+static void test_task_results(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    int reports = 0;
+    assert_int_equal(lb_loop_set_exception_handler(loop, quiet_handler, &reports), 0);
+    lb_task *a = spawn(loop, result_value, NULL, "value");
+    lb_task *b = spawn(loop, result_error, NULL, "error");
+    lb_task *c = spawn(loop, result_cancelled, NULL, "cancelled");
+    lb_task *d = spawn(loop, result_positive, NULL, "positive");
+    assert_string_equal(lb_task_name(a), "value");
+    assert_int_equal(run_task(loop, d), 0);
+    assert_int_equal(run_task(loop, a), 0);
+    void *v = NULL;
+    assert_int_equal(lb_future_result(lb_task_future(a), &v), 0);
+    assert_string_equal(v, "value");
+    assert_int_equal(lb_future_result(lb_task_future(b), NULL), -EPIPE);
+    assert_int_equal(lb_future_result(lb_task_future(c), NULL), -ECANCELED);
+    assert_int_equal(lb_future_result(lb_task_future(d), NULL), -EINVAL);
+    assert_int_equal(reports, 1); /* the positive return */
+    lb_task_unref(a);
+    lb_task_unref(b);
+    lb_task_unref(c);
+    lb_task_unref(d);
+    fixture_loop_free(loop);
+}
+
+/* ---------------- nesting ---------------- */
+
+static int nest(lb_task *task, void *data) {
+    intptr_t depth = (intptr_t)data;
+    if (depth == 0) {
+        assert_int_equal(lb_sleep(0.001), 0);
+        return lb_task_return((void *)(intptr_t)100, NULL);
+    }
+    lb_task *child = NULL;
+    assert_int_equal(lb_task_spawn(lb_future_get_loop(lb_task_future(task)), nest,
+                                   (void *)(depth - 1), NULL, &child),
+                     0);
+    void *v = NULL;
+    int r = lb_await(lb_task_future(child), &v);
+    lb_task_unref(child);
+    if (r < 0)
+        return r;
+    return lb_task_return((void *)((intptr_t)v + 1), NULL);
+}
+
+static void test_task_nested_three_deep(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    lb_task *t = spawn(loop, nest, (void *)3, "outer");
+    assert_int_equal(run_task(loop, t), 0);
+    void *v = NULL;
+    assert_int_equal(lb_future_result(lb_task_future(t), &v), 0);
+    assert_int_equal((intptr_t)v, 103);
+    lb_task_unref(t);
+    fixture_loop_free(loop);
+}
+
+/* ---------------- outside a task ---------------- */
+
+static void test_task_outside_is_eperm(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    lb_future *f = NULL;
+    assert_int_equal(lb_future_new(loop, &f), 0);
+    assert_int_equal(lb_await(f, NULL), -EPERM);
+    assert_int_equal(lb_sleep(0.1), -EPERM);
+    assert_int_equal(lb_yield(), -EPERM);
+    assert_int_equal(lb_task_return(NULL, NULL), -EPERM);
+    assert_int_equal(lb_wait_for(f, 1, NULL), -EPERM);
+    assert_null(lb_task_current());
+    lb_task_options bad = {.stack_size = 1024};
+    assert_int_equal(lb_task_spawn(loop, never_runs, NULL, &bad, NULL), -EINVAL);
+    assert_int_equal(lb_task_spawn(loop, NULL, NULL, NULL, NULL), -EINVAL);
+    assert_int_equal(lb_task_spawn(NULL, never_runs, NULL, NULL, NULL), -EINVAL);
+    lb_future_unref(f);
+    fixture_loop_free(loop);
+}
+
+/* ---------------- gather ---------------- */
+
+static int sleeper(lb_task *task, void *data) {
+    (void)task;
+    intptr_t ms = (intptr_t)data;
+    int r = lb_sleep(ms / 1000.0);
+    if (r < 0)
+        return r;
+    if (ms < 0)
+        return -EIO;
+    return lb_task_return((void *)ms, NULL);
+}
+
+typedef struct gather_case {
+    unsigned flags;
+    intptr_t ms[3];
+    int status;
+    lb_gather_result *result;
+    lb_future *g;
+} gather_case;
+
+static int gatherer(lb_task *task, void *data) {
+    gather_case *gc = data;
+    lb_loop *loop = lb_future_get_loop(lb_task_future(task));
+    lb_task *kids[3];
+    lb_future *fs[3];
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(lb_task_spawn(loop, sleeper, (void *)gc->ms[i], NULL, &kids[i]), 0);
+        fs[i] = lb_task_future(kids[i]);
+    }
+    assert_int_equal(lb_gather(fs, 3, gc->flags, &gc->g), 0);
+    void *v = NULL;
+    gc->status = lb_await(gc->g, &v);
+    gc->result = v;
+    for (int i = 0; i < 3; i++) {
+        /* Let every child end before the test checks the loop. */
+        lb_await(lb_task_future(kids[i]), NULL);
+        lb_task_unref(kids[i]);
+    }
+    return 0;
+}
+
+static void test_task_gather(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    gather_case ok = {.ms = {30, 10, 20}};
+    lb_task *t = spawn(loop, gatherer, &ok, "gather-ok");
+    assert_int_equal(run_task(loop, t), 0);
+    assert_int_equal(ok.status, 0);
+    assert_int_equal(ok.result->n, 3);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(ok.result->items[i].status, 0);
+        assert_int_equal((intptr_t)ok.result->items[i].value, ok.ms[i]);
+    }
+    lb_future_unref(ok.g);
+    lb_task_unref(t);
+
+    gather_case bad = {.ms = {30, -5, 20}};
+    t = spawn(loop, gatherer, &bad, "gather-fail");
+    assert_int_equal(run_task(loop, t), 0);
+    assert_int_equal(bad.status, -EIO);
+    lb_future_unref(bad.g);
+    lb_task_unref(t);
+
+    gather_case all = {.flags = LB_GATHER_RETURN_ERRORS, .ms = {5, -5, 10}};
+    t = spawn(loop, gatherer, &all, "gather-all");
+    assert_int_equal(run_task(loop, t), 0);
+    assert_int_equal(all.status, 0);
+    assert_int_equal(all.result->items[0].status, 0);
+    assert_int_equal(all.result->items[1].status, -EIO);
+    assert_int_equal(all.result->items[2].status, 0);
+    lb_future_unref(all.g);
+    lb_task_unref(t);
+    fixture_loop_free(loop);
+}
+
+/* ---------------- wait_for ---------------- */
+
+typedef struct wf {
+    double timeout;
+    intptr_t child_ms;
+    int status;
+    bool child_cancelled;
+} wf;
+
+static int wait_for_body(lb_task *task, void *data) {
+    wf *w = data;
+    lb_task *child = NULL;
+    assert_int_equal(lb_task_spawn(lb_future_get_loop(lb_task_future(task)), sleeper,
+                                   (void *)w->child_ms, NULL, &child),
+                     0);
+    w->status = lb_wait_for(lb_task_future(child), w->timeout, NULL);
+    w->child_cancelled = lb_future_is_cancelled(lb_task_future(child));
+    lb_task_unref(child);
+    return 0;
+}
+
+static void test_task_wait_for(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    wf slow = {.timeout = 0.02, .child_ms = 60000};
+    lb_task *t = spawn(loop, wait_for_body, &slow, "wait-for-slow");
+    assert_int_equal(run_task(loop, t), 0);
+    assert_int_equal(slow.status, -ETIMEDOUT);
+    assert_true(slow.child_cancelled);
+    lb_task_unref(t);
+
+    wf fast = {.timeout = 30, .child_ms = 5};
+    t = spawn(loop, wait_for_body, &fast, "wait-for-fast");
+    assert_int_equal(run_task(loop, t), 0);
+    assert_int_equal(fast.status, 0);
+    assert_false(fast.child_cancelled);
+    lb_task_unref(t);
+    fixture_loop_free(loop);
+}
+
+/* ---------------- shield ---------------- */
+
+typedef struct shielded {
+    lb_task *inner;
+    int status;
+} shielded;
+
+static int shield_body(lb_task *task, void *data) {
+    shielded *s = data;
+    lb_future *outer = NULL;
+    (void)task;
+    assert_int_equal(lb_shield(lb_task_future(s->inner), &outer), 0);
+    s->status = lb_await(outer, NULL);
+    lb_future_unref(outer);
+    return 0;
+}
+
+static void test_task_shield(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    shielded s = {0};
+    s.inner = spawn(loop, sleeper, (void *)20, "inner");
+    lb_task *t = spawn(loop, shield_body, &s, "shielding");
+    assert_int_equal(lb_loop_call_later(loop, 0.005, cancel_cb, t, NULL), 0);
+    assert_int_equal(run_task(loop, t), 0);
+    assert_int_equal(s.status, -ECANCELED);
+    /* The inner work was not cancelled and completes. */
+    assert_int_equal(run_task(loop, s.inner), 0);
+    assert_int_equal(lb_future_result(lb_task_future(s.inner), NULL), 0);
+    lb_task_unref(s.inner);
+    lb_task_unref(t);
+    fixture_loop_free(loop);
+}
+
+/* ---------------- groups ---------------- */
+
+typedef struct group_case {
+    intptr_t ms[3];
+    int status;
+    int cancelled_children;
+} group_case;
+
+static int group_body(lb_task *task, void *data) {
+    group_case *gc = data;
+    lb_group *g = NULL;
+    assert_int_equal(lb_group_new(lb_future_get_loop(lb_task_future(task)), &g), 0);
+    lb_task *kids[3];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(lb_group_spawn(g, sleeper, (void *)gc->ms[i], NULL, &kids[i]), 0);
+    gc->status = lb_group_wait(g);
+    for (int i = 0; i < 3; i++) {
+        assert_true(lb_task_is_done(kids[i]));
+        if (lb_future_is_cancelled(lb_task_future(kids[i])))
+            gc->cancelled_children++;
+        lb_task_unref(kids[i]);
+    }
+    lb_group_unref(g);
+    return 0;
+}
+
+static void test_task_group(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    group_case ok = {.ms = {5, 10, 1}};
+    lb_task *t = spawn(loop, group_body, &ok, "group-ok");
+    assert_int_equal(run_task(loop, t), 0);
+    assert_int_equal(ok.status, 0);
+    assert_int_equal(ok.cancelled_children, 0);
+    lb_task_unref(t);
+
+    /* The second child fails at 5 ms: its 60 s siblings are cancelled. */
+    group_case bad = {.ms = {60000, -5, 60000}};
+    t = spawn(loop, group_body, &bad, "group-fail");
+    double t0 = fixture_now();
+    assert_int_equal(run_task(loop, t), 0);
+    assert_true(fixture_now() - t0 < 30);
+    assert_int_equal(bad.status, -EIO);
+    assert_int_equal(bad.cancelled_children, 2);
+    lb_task_unref(t);
+    fixture_loop_free(loop);
+}
+
+static void test_task_group_waiter_cancelled(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    group_case gc = {.ms = {60000, 60000, 60000}};
+    lb_task *t = spawn(loop, group_body, &gc, "group-waiter");
+    assert_int_equal(lb_loop_call_later(loop, 0.01, cancel_cb, t, NULL), 0);
+    assert_int_equal(run_task(loop, t), 0);
+    assert_int_equal(gc.status, -ECANCELED);
+    assert_int_equal(gc.cancelled_children, 3);
+    lb_task_unref(t);
+    fixture_loop_free(loop);
+}
+
+/* ---------------- close with live tasks ---------------- */
+
+typedef struct unwinder {
+    int started;
+    int unwound;
+} unwinder;
+
+static int long_runner(lb_task *task, void *data) {
+    unwinder *u = data;
+    (void)task;
+    u->started++;
+    int r = lb_sleep(3600);
+    if (r == -ECANCELED) {
+        /* Cleanup that itself awaits. */
+        lb_sleep(0.001);
+        u->unwound++;
+    }
+    return r;
+}
+
+static void stop_cb(lb_loop *loop, void *data) {
+    (void)data;
+    lb_loop_stop(loop);
+}
+
+static void test_task_close_cancels_live_tasks(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    unwinder u = {0};
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(lb_task_spawn(loop, long_runner, &u, NULL, NULL), 0);
+    lb_task *held = spawn(loop, long_runner, &u, "held");
+    assert_int_equal(lb_loop_call_later(loop, 0.02, stop_cb, NULL, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    assert_int_equal(u.started, 101);
+    assert_int_equal(lb_loop_task_count(loop), 101);
+    lb_task *all[4];
+    assert_int_equal(lb_loop_all_tasks(loop, all, 4), 101);
+    fixture_loop_free(loop);
+    assert_int_equal(u.unwound, 101);
+    assert_true(lb_task_is_done(held));
+    assert_true(lb_future_is_cancelled(lb_task_future(held)));
+    lb_task_unref(held);
+}
+
+static int stubborn(lb_task *task, void *data) {
+    (void)task;
+    (void)data;
+    for (;;)
+        lb_sleep(0.05); /* ignores cancellation */
+    return 0;
+}
+
+static void test_task_close_reports_stubborn_task(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    int reports = 0;
+    assert_int_equal(lb_loop_set_exception_handler(loop, quiet_handler, &reports), 0);
+    assert_int_equal(lb_task_spawn(loop, stubborn, NULL, NULL, NULL), 0);
+    assert_int_equal(lb_loop_call_later(loop, 0.01, stop_cb, NULL, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    fixture_loop_free(loop);
+    assert_int_equal(reports, 1);
+}
+
+int run_task_tests(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_task_await_callback_and_timer),
+        cmocka_unit_test(test_task_await_other_task),
+        cmocka_unit_test(test_task_await_thread),
+        cmocka_unit_test(test_task_interleave_yield),
+        cmocka_unit_test(test_task_cancel_at_each_wait),
+        cmocka_unit_test(test_task_cancel_before_start),
+        cmocka_unit_test(test_task_cancel_through_future),
+        cmocka_unit_test(test_task_uncancel),
+        cmocka_unit_test(test_task_results),
+        cmocka_unit_test(test_task_nested_three_deep),
+        cmocka_unit_test(test_task_outside_is_eperm),
+        cmocka_unit_test(test_task_gather),
+        cmocka_unit_test(test_task_wait_for),
+        cmocka_unit_test(test_task_shield),
+        cmocka_unit_test(test_task_group),
+        cmocka_unit_test(test_task_group_waiter_cancelled),
+        cmocka_unit_test(test_task_close_cancels_live_tasks),
+        cmocka_unit_test(test_task_close_reports_stubborn_task),
+    };
+    return cmocka_run_group_tests_name("task", tests, NULL, NULL);
+}
