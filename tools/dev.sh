@@ -114,7 +114,7 @@ cmd_test() {
   configure build/tsan --werror -Db_sanitize=thread -Db_lundef=false
   ninja -C build/tsan -j "$jobs"
   LB_TEST_GROUPS=threadsafe,future,executor,signal,loop_thread TSAN_OPTIONS=halt_on_error=1 \
-    suite "tsan" build/tsan --suite conformance --suite unit || failed+=(tsan)
+    suite "tsan" build/tsan conformance-native unit-inbox || failed+=(tsan)
 
   log "valgrind memcheck: conformance"
   local supp=""

@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: MIT */
+/* The stack pool: sizes, reuse, and 100,000 live stacks within the
+ * kernel's map count. */
+#include "fiber/stack.h"
+
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+static long count_maps(void) {
+    FILE *f = fopen("/proc/self/maps", "r");
+    long n = 0;
+    int c;
+    while ((c = fgetc(f)) != EOF)
+        n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+static void test_stack_sizes(void **state) {
+    (void)state;
+    lb__stack_pool *pool;
+    lb__stack *st;
+    assert_int_equal(lb__stack_pool_new(&pool), 0);
+    assert_int_equal(lb__stack_acquire(pool, 1024, &st), -EINVAL);
+    assert_int_equal(lb__stack_acquire(pool, 65 * 1024 * 1024, &st), -EINVAL);
+    assert_int_equal(lb__stack_acquire(pool, 0, &st), 0);
+    assert_int_equal(st->size, LB__STACK_DEFAULT_SIZE);
+    /* The whole stack is usable. */
+    memset(st->lo, 0xa5, st->size);
+    lb__stack_release(pool, st);
+    assert_int_equal(lb__stack_acquire(pool, 20000, &st), 0);
+    assert_true(st->size >= 20000 && st->size % 4096 == 0);
+    memset(st->lo, 0x5a, st->size);
+    lb__stack_release(pool, st);
+    assert_int_equal(lb__stack_pool_count(pool), 0);
+    lb__stack_pool_free(pool);
+}
+
+static void test_stack_reuse_is_lifo(void **state) {
+    (void)state;
+    lb__stack_pool *pool;
+    lb__stack *a, *b, *c;
+    assert_int_equal(lb__stack_pool_new(&pool), 0);
+    assert_int_equal(lb__stack_acquire(pool, 0, &a), 0);
+    assert_int_equal(lb__stack_acquire(pool, 0, &b), 0);
+    assert_ptr_not_equal(a, b);
+    assert_int_equal(lb__stack_pool_count(pool), 2);
+    lb__stack_release(pool, a);
+    assert_int_equal(lb__stack_acquire(pool, 0, &c), 0);
+    assert_ptr_equal(c, a); /* the warm one */
+    lb__stack_release(pool, b);
+    lb__stack_release(pool, c);
+    lb__stack_pool_free(pool);
+}
+
+static void test_stack_hundred_thousand(void **state) {
+    (void)state;
+    enum { N = 100000 };
+    lb__stack_pool *pool;
+    assert_int_equal(lb__stack_pool_new(&pool), 0);
+    lb__stack **st = calloc(N, sizeof *st);
+    long before = count_maps();
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(lb__stack_acquire(pool, 0, &st[i]), 0);
+        /* Touch the top, as a fiber's first frame does. */
+        ((char *)st[i]->lo)[st[i]->size - 1] = 1;
+    }
+    long during = count_maps();
+    printf("# %ld mappings for %d stacks\n", during - before, N);
+    assert_true(during < 60000);
+    assert_int_equal(lb__stack_pool_count(pool), N);
+    for (int i = 0; i < N; i++)
+        lb__stack_release(pool, st[i]);
+    assert_int_equal(lb__stack_pool_count(pool), 0);
+    free(st);
+    lb__stack_pool_free(pool);
+    assert_true(count_maps() <= before + 2);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stack_sizes),
+        cmocka_unit_test(test_stack_reuse_is_lifo),
+        cmocka_unit_test(test_stack_hundred_thousand),
+    };
+    return cmocka_run_group_tests_name("stack", tests, NULL, NULL);
+}
