@@ -5,7 +5,8 @@
 #   tools/dev.sh build    configure and build (build/normal)
 #   tools/dev.sh test     deps + every test suite: normal, ASan+UBSan,
 #                         ucontext fibers, TSan (threaded tests), valgrind
-#   tools/dev.sh demo     deps + build + run the main demo
+#   tools/dev.sh demo     deps + build + run the main demo (the GTK4 app;
+#                         under Xvfb when there is no display)
 #
 # Environment: JOBS (ninja parallelism, default: CPU count).
 set -euo pipefail
@@ -131,20 +132,31 @@ cmd_test() {
   fi
 }
 
+# The main demo: the GTK4 app (async tasks updating widgets while the
+# window stays live). Without a display it runs under Xvfb for a few
+# seconds and leaves a screenshot in build/gtk4-demo.png.
 cmd_demo() {
   cmd_deps
   cmd_build
-  local d=build/normal/demos/cli
-  for demo in run-until-complete run-forever-stop call-soon call-later call-at; do
-    log "demo: $demo"
-    "$d/demo-$demo"
-  done
+  local demo=build/normal/demos/gtk4/gtk4-demo
+  if [ ! -x "$demo" ]; then
+    echo "dev.sh: the GTK4 demo was not built (GTK 4 missing?)" >&2
+    exit 1
+  fi
+  if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]; then
+    "$demo" "$@"
+  else
+    log "no display: running the GTK4 demo under Xvfb for 6 s"
+    GSK_RENDERER=cairo xvfb-run -a "$demo" --autostart --cancel-one \
+      --screenshot build/gtk4-demo.png --quit-after 6 "$@"
+    echo "screenshot: build/gtk4-demo.png"
+  fi
 }
 
 case "${1:-}" in
   deps) cmd_deps ;;
   build) cmd_deps; cmd_build ;;
   test) cmd_test ;;
-  demo) cmd_demo ;;
+  demo) shift; cmd_demo "$@" ;;
   *) echo "usage: tools/dev.sh deps|build|test|demo" >&2; exit 2 ;;
 esac

@@ -421,7 +421,22 @@ static void w10(long n) {
            "\"per_op_ns\": %.4f, \"pairs\": %d}\n", peer, n, dt, dt * 1e9 / n, W10_PAIRS);
 }
 
+#ifdef LB_BENCH_GLIB
+const lb_driver *lb_driver_glib(void);
+#endif
+#ifdef LB_BENCH_TK
+const lb_driver *lb_driver_tk(void);
+#endif
+
 int main(int argc, char **argv) {
+    /* Referencing the bridges keeps them linked, so LB_DRIVER finds
+     * their drivers. */
+#ifdef LB_BENCH_GLIB
+    lb_driver_register(lb_driver_glib());
+#endif
+#ifdef LB_BENCH_TK
+    lb_driver_register(lb_driver_tk());
+#endif
     const char *sel = argc > 1 ? argv[1] : "W1,W2,W3,W4,W5,W6,W7,W8,W9,W10";
     long nover = argc > 2 ? atol(argv[2]) : 0;
     char buf[256];

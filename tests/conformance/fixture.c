@@ -5,6 +5,25 @@
 #include <stdlib.h>
 #include <time.h>
 
+#ifdef LB_TEST_GLIB
+const lb_driver *lb_driver_glib(void);
+#endif
+#ifdef LB_TEST_TK
+const lb_driver *lb_driver_tk(void);
+#endif
+
+/* The bridge libraries register their drivers when loaded; referencing
+ * them here keeps the linker (which drops libraries no symbol is used
+ * from) from leaving them out. */
+void fixture_register_bridges(void) {
+#ifdef LB_TEST_GLIB
+    lb_driver_register(lb_driver_glib());
+#endif
+#ifdef LB_TEST_TK
+    lb_driver_register(lb_driver_tk());
+#endif
+}
+
 lb_loop *fixture_loop_new(void) {
     lb_loop *loop = NULL;
     int r = lb_loop_new(&loop, NULL);

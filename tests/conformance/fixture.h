@@ -14,6 +14,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+/* Makes sure the drivers of the bridges built are registered. */
+void fixture_register_bridges(void);
+
 /* Makes a loop on the driver named by LB_DRIVER; fails the test if it
  * cannot. */
 lb_loop *fixture_loop_new(void);

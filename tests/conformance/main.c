@@ -45,6 +45,7 @@ int main(void) {
     const char *driver = getenv("LB_DRIVER");
     const char *only = getenv("LB_TEST_GROUPS");
     printf("conformance suite on driver '%s'\n", driver && *driver ? driver : "native");
+    fixture_register_bridges();
     /* A hung test must fail the suite, never wedge CI. */
     alarm(600);
     int failed = 0;
