@@ -8,6 +8,7 @@
 #include <loopbridge/task.h>
 
 #include <math.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -396,8 +397,11 @@ int lb_loop_close(lb_loop *loop) {
         close_drain(loop, jobs_and_callbacks_done);
     }
 
-    /* 5. Everything left is released. */
+    /* 5. Everything left is released. Threads that posted just before
+     *    may still be waking the loop: let them finish first. */
     atomic_store(&loop->closed, true);
+    while (atomic_load(&loop->wakers) > 0)
+        sched_yield();
     lb__inbox_close(&loop->inbox, loop);
     drop_ready(loop);
     lb__timer_heap_compact(&loop->timers, handle_is_dead, drop_handle);
@@ -495,25 +499,36 @@ int lb_loop_call_at(lb_loop *loop, double when, lb_callback cb, void *data, lb_h
     return lb_loop_call_at_ns(loop, seconds_to_ns(when), cb, data, ret);
 }
 
-void lb__loop_wake(lb_loop *loop) {
-    if (!atomic_load(&loop->wakeup_armed) || !atomic_exchange(&loop->wakeup_armed, false))
-        return;
-    lb_loop_wakeup(loop);
-}
-
-int lb_loop_wakeup(lb_loop *loop) {
-    lb_assert_return(loop, -EINVAL);
-    if (lb__loop_closed(loop))
-        return lb__fail(loop, -EBADF, "lb_loop_wakeup: loop is closed");
-    if (loop->driver->wakeup) {
-        loop->driver->wakeup(loop, loop->driver_state);
-        return 0;
-    }
+/* Wakes the loop from any thread. The count of wakers in flight lets
+ * close wait until none can still touch the eventfd or the driver's
+ * state it is about to release. */
+static void wake_now(lb_loop *loop) {
     uint64_t one = 1;
     /* EAGAIN means the counter is saturated: the loop is awake anyway. */
     ssize_t n = write(loop->wake_fd, &one, sizeof one);
     (void)n;
-    return 0;
+    if (loop->driver->wakeup)
+        loop->driver->wakeup(loop, loop->driver_state);
+}
+
+void lb__loop_wake(lb_loop *loop) {
+    atomic_fetch_add(&loop->wakers, 1);
+    if (!lb__loop_closed(loop) && atomic_load(&loop->wakeup_armed) &&
+        atomic_exchange(&loop->wakeup_armed, false))
+        wake_now(loop);
+    atomic_fetch_sub(&loop->wakers, 1);
+}
+
+int lb_loop_wakeup(lb_loop *loop) {
+    lb_assert_return(loop, -EINVAL);
+    atomic_fetch_add(&loop->wakers, 1);
+    int r = 0;
+    if (lb__loop_closed(loop))
+        r = lb__fail(loop, -EBADF, "lb_loop_wakeup: loop is closed");
+    else
+        wake_now(loop);
+    atomic_fetch_sub(&loop->wakers, 1);
+    return r;
 }
 
 int lb_loop_call_soon_threadsafe(lb_loop *loop, lb_callback cb, void *data) {

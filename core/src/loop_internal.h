@@ -65,6 +65,7 @@ struct lb_loop {
     int64_t now;       /* cached per iteration */
     int64_t last_poll; /* when the backend fd was last polled */
     atomic_bool wakeup_armed;
+    atomic_uint wakers; /* threads inside lb__loop_wake / lb_loop_wakeup */
 
     lb__ready_queue ready;
     lb__timer_heap timers;

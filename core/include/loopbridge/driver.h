@@ -60,9 +60,11 @@ struct lb_driver {
      * or a negative errno. */
     int (*run)(lb_loop *loop, void *state);
 
-    /* Optional. Called from any thread when work was posted to a loop
-     * whose host may be asleep. NULL: the core writes its eventfd. Must
-     * be async-signal-safe enough to be called with no lock held. */
+    /* Optional. Called from any thread, after the core wrote its
+     * eventfd, when work was posted to a loop whose host may be asleep:
+     * a host that can be woken more directly than through the backend
+     * fd does it here. Called with no lock held; the core guarantees the
+     * driver state is not detached meanwhile. */
     void (*wakeup)(lb_loop *loop, void *state);
 };
 

@@ -1,0 +1,251 @@
+/* SPDX-License-Identifier: MIT */
+/* The Tk driver: a Tcl event source on the loop's thread. The core's
+ * backend fd goes to the notifier through one Tcl_CreateFileHandler, the
+ * core's deadline through Tcl_SetMaxBlockTime (rounded up: the notifier
+ * truncates to milliseconds, and waking early would spin). Ready work
+ * runs from one queued "drain" event; when a drain uses up its budget
+ * with work left, the next drain is queued from an idle callback, after
+ * the redraws Tk queued, so the window keeps painting. Every timer stays
+ * in the core's heap (Tcl's timer list is sorted by linear insertion). */
+#include <loopbridge/tk.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DEFAULT_BUDGET_NS (1000 * 1000)
+/* Tcl 8.6's select notifier writes fd_sets of FD_SETSIZE bits. */
+#define TCL_FD_LIMIT 1024
+
+typedef struct tk_state {
+    lb_loop *loop;
+    Tcl_Interp *interp;
+    int fd;          /* what the file handler watches */
+    int owned_fd;    /* a dup below TCL_FD_LIMIT, or -1 */
+    Tcl_WideInt budget_ns;
+    int drain_queued;
+    int stepped_aside;
+    Tcl_ThreadId thread;
+} tk_state;
+
+typedef struct drain_event {
+    Tcl_Event header;
+    tk_state *state;
+} drain_event;
+
+static int drain_proc(Tcl_Event *ev, int flags);
+
+static void queue_drain(tk_state *st) {
+    if (st->drain_queued || st->stepped_aside)
+        return;
+    drain_event *ev = (drain_event *)ckalloc(sizeof *ev);
+    ev->header.proc = drain_proc;
+    ev->state = st;
+    st->drain_queued = 1;
+    Tcl_QueueEvent(&ev->header, TCL_QUEUE_TAIL);
+}
+
+static void resume_after_idle(ClientData data) {
+    tk_state *st = data;
+    st->stepped_aside = 0;
+    queue_drain(st);
+}
+
+static void drain(tk_state *st) {
+    int r = lb_driver_dispatch(st->loop, 0, st->budget_ns);
+    if (r > 0 && !lb_driver_stop_requested(st->loop) && !st->stepped_aside) {
+        /* Work left: Tk's idle callbacks (redraws) first. */
+        st->stepped_aside = 1;
+        Tcl_DoWhenIdle(resume_after_idle, st);
+    }
+}
+
+static int drain_proc(Tcl_Event *ev, int flags) {
+    tk_state *st = ((drain_event *)ev)->state;
+    /* `update idletasks` services only idle work: keep the event. */
+    if (!(flags & (TCL_FILE_EVENTS | TCL_TIMER_EVENTS)))
+        return 0;
+    st->drain_queued = 0;
+    drain(st);
+    return 1;
+}
+
+static void file_proc(ClientData data, int mask) {
+    tk_state *st = data;
+    (void)mask;
+    if (!st->stepped_aside)
+        queue_drain(st);
+}
+
+static void setup_proc(ClientData data, int flags) {
+    tk_state *st = data;
+    if (!(flags & (TCL_FILE_EVENTS | TCL_TIMER_EVENTS)) || st->drain_queued ||
+        st->stepped_aside)
+        return;
+    Tcl_WideInt ns = lb_driver_prepare(st->loop);
+    if (ns < 0)
+        return;
+    /* Ready now (work scheduled from outside a drain: a Tk command, a
+     * callback of another source): do not block; check_proc queues the
+     * drain. */
+    Tcl_WideInt ms = ns == 0 ? 0 : (ns + 999999) / 1000000;
+    Tcl_Time t = {(long)(ms / 1000), (long)(ms % 1000) * 1000};
+    Tcl_SetMaxBlockTime(&t);
+}
+
+static void check_proc(ClientData data, int flags) {
+    tk_state *st = data;
+    if (!(flags & (TCL_FILE_EVENTS | TCL_TIMER_EVENTS)) || st->drain_queued ||
+        st->stepped_aside)
+        return;
+    if (lb_driver_prepare(st->loop) == 0)
+        queue_drain(st);
+}
+
+static void to_background_error(lb_loop *loop, const lb_exception_context *ctx, void *data) {
+    tk_state *st = data;
+    (void)loop;
+    Tcl_SetObjResult(st->interp, Tcl_ObjPrintf("loopbridge: %s%s%s", ctx->message,
+                                               ctx->error ? ": " : "",
+                                               ctx->error ? lb_strerror(ctx->error) : ""));
+    Tcl_BackgroundException(st->interp, TCL_ERROR);
+}
+
+/* A thread whose notifier this driver brought up has Tcl's thread data
+ * finalized when it exits: Tcl keeps a list of notifiers by thread id,
+ * and a dead thread's entry would swallow the alerts meant for a new
+ * thread that got the same id. */
+static pthread_key_t finalize_key;
+static pthread_once_t finalize_once = PTHREAD_ONCE_INIT;
+
+static void finalize_tcl_thread(void *unused) {
+    (void)unused;
+    Tcl_FinalizeThread();
+}
+
+static void make_finalize_key(void) {
+    pthread_key_create(&finalize_key, finalize_tcl_thread);
+}
+
+static void init_thread_notifier(int have_interp) {
+    static _Thread_local int ready;
+    if (ready)
+        return;
+    ready = 1;
+    Tcl_FindExecutable(NULL);
+    if (have_interp)
+        return;
+    /* Making an interpreter initialises the thread's notifier and makes
+     * it known to Tcl_ThreadAlert. */
+    Tcl_Interp *probe = Tcl_CreateInterp();
+    Tcl_DeleteInterp(probe);
+    pthread_once(&finalize_once, make_finalize_key);
+    pthread_setspecific(finalize_key, &finalize_key);
+}
+
+static int tk_attach(lb_loop *loop, void *arg, void **state) {
+    int fd = lb_driver_backend_fd(loop);
+    if (fd < 0)
+        return fd;
+    init_thread_notifier(arg != NULL);
+    tk_state *st = (tk_state *)ckalloc(sizeof *st);
+    memset(st, 0, sizeof *st);
+    st->loop = loop;
+    st->interp = arg;
+    st->budget_ns = DEFAULT_BUDGET_NS;
+    st->owned_fd = -1;
+    st->fd = fd;
+    st->thread = Tcl_GetCurrentThread();
+    if (fd >= TCL_FD_LIMIT) {
+        int low = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (low < 0 || low >= TCL_FD_LIMIT) {
+            if (low >= 0)
+                close(low);
+            ckfree((char *)st);
+            return -EMFILE;
+        }
+        st->owned_fd = st->fd = low;
+    }
+    Tcl_CreateEventSource(setup_proc, check_proc, st);
+    Tcl_CreateFileHandler(st->fd, TCL_READABLE, file_proc, st);
+    if (st->interp) {
+        Tcl_Preserve(st->interp);
+        lb_loop_set_exception_handler(loop, to_background_error, st);
+    }
+    *state = st;
+    return 0;
+}
+
+static int is_ours(Tcl_Event *ev, ClientData data) {
+    return ev->proc == drain_proc && ((drain_event *)ev)->state == data;
+}
+
+static void tk_detach(lb_loop *loop, void *state) {
+    tk_state *st = state;
+    (void)loop;
+    Tcl_DeleteFileHandler(st->fd);
+    Tcl_DeleteEventSource(setup_proc, check_proc, st);
+    Tcl_DeleteEvents(is_ours, st);
+    Tcl_CancelIdleCall(resume_after_idle, st);
+    if (st->owned_fd >= 0)
+        close(st->owned_fd);
+    if (st->interp)
+        Tcl_Release(st->interp);
+    ckfree((char *)st);
+}
+
+/* Another thread posted work: besides the core's eventfd (which wakes
+ * the notifier thread Tcl 8.6 runs select() in), alert the loop's thread
+ * directly. Either reaches it; the alert is the shorter way. */
+static void tk_wakeup(lb_loop *loop, void *state) {
+    tk_state *st = state;
+    (void)loop;
+    Tcl_ThreadAlert(st->thread);
+}
+
+static int tk_run(lb_loop *loop, void *state) {
+    (void)state;
+    /* One iteration at least: a stop requested before the run still
+     * lets what is ready run, as asyncio does. */
+    do
+        Tcl_DoOneEvent(TCL_ALL_EVENTS);
+    while (!lb_driver_stop_requested(loop));
+    return 0;
+}
+
+static const lb_driver tk_driver = {
+    .abi_version = LB_DRIVER_ABI_VERSION,
+    .name = "tk",
+    .caps = LB_DRIVER_CAP_HOSTED | LB_DRIVER_CAP_NESTED,
+    .attach = tk_attach,
+    .detach = tk_detach,
+    .run = tk_run,
+    .wakeup = tk_wakeup,
+};
+
+const lb_driver *lb_driver_tk(void) {
+    return &tk_driver;
+}
+
+__attribute__((constructor)) static void register_tk_driver(void) {
+    lb_driver_register(&tk_driver);
+}
+
+int lb_tk_loop_new(lb_loop **ret, Tcl_Interp *interp) {
+    if (!ret)
+        return -EINVAL;
+    return lb_loop_new_full(ret, &tk_driver, interp);
+}
+
+int lb_tk_loop_set_budget(lb_loop *loop, double seconds) {
+    if (lb_loop_is_closed(loop))
+        return -EBADF;
+    if (!loop || strcmp(lb_loop_driver_name(loop), "tk") != 0 || isnan(seconds) || seconds <= 0)
+        return -EINVAL;
+    tk_state *st = lb_driver_state(loop);
+    st->budget_ns = (Tcl_WideInt)(seconds * 1e9);
+    return 0;
+}
