@@ -1,13 +1,25 @@
 /* SPDX-License-Identifier: MIT */
-/* Awaiting GIO's *_async / *_finish pairs from tasks. */
-#include <loopbridge/glib.h>
+/* Awaiting GIO's *_async / *_finish pairs from tasks.
+ *
+ * An op is a future plus a GCancellable. GIO's callback completes the
+ * future with the GAsyncResult; a done callback on the future cancels the
+ * GCancellable when the future was cancelled, whoever cancelled it (a
+ * cancelled task's lb_await, lb_wait_for's timeout, lb_future_cancel, the
+ * loop closing), so GIO stops the work. */
+#include "glib_internal.h"
 
 #include <errno.h>
 
 struct lb_gio_op {
-    gint refs; /* the caller's, and GIO's until it calls back */
+    /* The caller's, the *_async call's (dropped by lb_gio_op_ready) and,
+     * while it is pending, the done callback's. */
+    gint refs;
     lb_future *future;
     GCancellable *cancellable;
+    GMainContext *context; /* the loop's: its owner is the loop's thread */
+    /* In the loop's list while the done callback is pending. */
+    lb__glib_state *owner;
+    lb_gio_op *prev, *next;
 };
 
 static void op_unref(lb_gio_op *op) {
@@ -15,29 +27,90 @@ static void op_unref(lb_gio_op *op) {
         return;
     lb_future_unref(op->future);
     g_object_unref(op->cancellable);
+    g_main_context_unref(op->context);
     g_free(op);
 }
 
+static void op_unlink(lb_gio_op *op) {
+    lb__glib_state *st = op->owner;
+    if (op->prev)
+        op->prev->next = op->next;
+    else
+        st->pending_ops = op->next;
+    if (op->next)
+        op->next->prev = op->prev;
+    op->prev = op->next = NULL;
+    op->owner = NULL;
+}
+
+static void op_done(lb_future *future, void *data) {
+    lb_gio_op *op = data;
+    if (lb_future_is_cancelled(future))
+        g_cancellable_cancel(op->cancellable);
+    op_unlink(op);
+    op_unref(op);
+}
+
+void lb__glib_release_ops(lb__glib_state *st) {
+    /* The loop is closed and the done callbacks of these ops will never
+     * run: whatever GIO still does for them is of no use now. */
+    while (st->pending_ops) {
+        lb_gio_op *op = st->pending_ops;
+        g_cancellable_cancel(op->cancellable);
+        op_unlink(op);
+        op_unref(op);
+    }
+}
+
 int lb_gio_op_new(lb_loop *loop, lb_gio_op **ret) {
-    if (!ret)
+    if (!loop || !ret)
         return -EINVAL;
+    if (lb_loop_is_closed(loop))
+        return -EBADF;
+    lb__glib_state *st = lb__glib_state_of(loop);
+    if (!st)
+        return -EINVAL;
+    lb_future *future = NULL;
+    int r = lb_future_new(loop, &future);
+    if (r < 0)
+        return r;
     lb_gio_op *op = g_new0(lb_gio_op, 1);
-    int r = lb_future_new(loop, &op->future);
+    r = lb_future_add_done_callback(future, op_done, op);
     if (r < 0) {
+        lb_future_unref(future);
         g_free(op);
         return r;
     }
-    op->refs = 2;
+    op->refs = 3;
+    op->future = future;
     op->cancellable = g_cancellable_new();
+    op->context = g_main_context_ref(st->context);
+    op->owner = st;
+    op->next = st->pending_ops;
+    if (op->next)
+        op->next->prev = op;
+    st->pending_ops = op;
     *ret = op;
     return 0;
 }
 
-GCancellable *lb_gio_op_cancellable(lb_gio_op *op) {
+lb_gio_op *lb_gio_op_ref(lb_gio_op *op) {
+    if (op)
+        g_atomic_int_inc(&op->refs);
+    return op;
+}
+
+lb_gio_op *lb_gio_op_unref(lb_gio_op *op) {
+    if (op)
+        op_unref(op);
+    return NULL;
+}
+
+GCancellable *lb_gio_op_cancellable(const lb_gio_op *op) {
     return op ? op->cancellable : NULL;
 }
 
-lb_future *lb_gio_op_future(lb_gio_op *op) {
+lb_future *lb_gio_op_future(const lb_gio_op *op) {
     return op ? op->future : NULL;
 }
 
@@ -45,8 +118,13 @@ void lb_gio_op_ready(GObject *source, GAsyncResult *result, gpointer data) {
     lb_gio_op *op = data;
     (void)source;
     if (!lb_future_is_done(op->future)) {
-        int r = lb_future_set_result(op->future, g_object_ref(result), g_object_unref);
-        if (r == -EPERM) /* called back on another thread's context */
+        /* GIO calls back on the thread-default context of the thread that
+         * started the operation: normally the loop's own context (its
+         * dispatch makes it the thread-default one), iterated by the loop's
+         * thread. From anywhere else, the result goes through the inbox. */
+        if (g_main_context_is_owner(op->context))
+            lb_future_set_result(op->future, g_object_ref(result), g_object_unref);
+        else
             lb_future_set_result_threadsafe(op->future, g_object_ref(result), g_object_unref);
     }
     op_unref(op);
@@ -55,17 +133,12 @@ void lb_gio_op_ready(GObject *source, GAsyncResult *result, gpointer data) {
 int lb_gio_op_await(lb_gio_op *op, GAsyncResult **result) {
     if (!op)
         return -EINVAL;
-    void *v = NULL;
-    int r = lb_await(op->future, &v);
+    void *value = NULL;
+    int r = lb_await(op->future, &value);
+    /* At once rather than one iteration later in the done callback. */
     if (r == -ECANCELED)
         g_cancellable_cancel(op->cancellable);
-    else if (r == 0 && result)
-        *result = v;
+    if (r == 0 && result)
+        *result = value;
     return r;
-}
-
-lb_gio_op *lb_gio_op_unref(lb_gio_op *op) {
-    if (op)
-        op_unref(op);
-    return NULL;
 }

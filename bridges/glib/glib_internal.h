@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: MIT */
+/* What the GLib driver and the GIO helpers share. Not installed. */
+#ifndef LB_GLIB_INTERNAL_H
+#define LB_GLIB_INTERNAL_H
+
+#include <loopbridge/glib.h>
+
+typedef struct lb__glib_state lb__glib_state;
+
+/* The per-loop state of the GLib driver (the driver's attach makes it). */
+struct lb__glib_state {
+    lb_loop *loop;
+    GMainContext *context;  /* one reference */
+    gboolean own_context;   /* made for a loop on a thread without one */
+    GSource *source;        /* the loop's source; one reference */
+    GSource *resume;        /* ends a step aside; one reference */
+    gpointer fd_tag;        /* the backend fd in source */
+    gint64 budget_ns;       /* per dispatch; G_MAXINT64: none */
+    gint64 deadline_ns;     /* next timer (CLOCK_MONOTONIC), or -1 */
+    gboolean stepped_aside; /* waiting for resume to run */
+    /* GIO ops whose done callback has not run yet: each holds a reference
+     * the loop drops when it is closed, should the callback never run. */
+    lb_gio_op *pending_ops;
+};
+
+/* The GLib driver's state of loop, or NULL if loop is not a GLib loop
+ * (or is closed). */
+lb__glib_state *lb__glib_state_of(const lb_loop *loop);
+
+/* Called by the driver's detach: releases the ops still registered. */
+void lb__glib_release_ops(lb__glib_state *st);
+
+#endif
