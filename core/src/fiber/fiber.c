@@ -125,6 +125,17 @@ static __attribute__((noreturn)) void fiber_start(lb__fiber *f) {
     __builtin_trap(); /* entry must end with lb__fiber_switch_final */
 }
 
+/* What every switch implementation records of a new fiber. */
+static void init_common(lb__fiber *f, lb__stack *stack, void (*entry)(void *arg), void *arg) {
+    memset(f, 0, sizeof *f);
+    f->entry = entry;
+    f->arg = arg;
+    f->stack_lo = stack->lo;
+    f->stack_size = stack->size;
+    unpoison_stack(stack);
+    fiber_created(f);
+}
+
 #if defined(LB_FIBER_UCONTEXT)
 
 /* makecontext passes ints: the fiber's address travels in two halves. */
@@ -133,13 +144,7 @@ static void fiber_start_uc(unsigned hi, unsigned lo) {
 }
 
 void lb__fiber_init(lb__fiber *f, lb__stack *stack, void (*entry)(void *arg), void *arg) {
-    memset(f, 0, sizeof *f);
-    f->entry = entry;
-    f->arg = arg;
-    f->stack_lo = stack->lo;
-    f->stack_size = stack->size;
-    unpoison_stack(stack);
-    fiber_created(f);
+    init_common(f, stack, entry, arg);
     getcontext(&f->uc);
     f->uc.uc_stack.ss_sp = stack->lo;
     f->uc.uc_stack.ss_size = stack->size;
@@ -164,13 +169,7 @@ void lb__fiber_switch_final(lb__fiber *from, lb__fiber *to) {
 #else
 
 void lb__fiber_init(lb__fiber *f, lb__stack *stack, void (*entry)(void *arg), void *arg) {
-    memset(f, 0, sizeof *f);
-    f->entry = entry;
-    f->arg = arg;
-    f->stack_lo = stack->lo;
-    f->stack_size = stack->size;
-    unpoison_stack(stack);
-    fiber_created(f);
+    init_common(f, stack, entry, arg);
     f->sp = lb__fiber_prepare_stack((char *)stack->lo + stack->size, fiber_start, f);
 }
 
