@@ -120,10 +120,11 @@ cmd_test() {
   log "valgrind memcheck: conformance"
   local supp=""
   for f in "$root"/tests/valgrind/*.supp; do supp="$supp --suppressions=$f"; done
-  # conformance-tk is not in this run yet: under memcheck it outlives the
-  # suite's 10-minute alarm (to be looked into).
-  local vtests="conformance-native"
-  meson test -C build/normal --list 2>/dev/null | grep -q conformance-glib && vtests="$vtests conformance-glib"
+  local vtests="conformance-native" listed
+  listed=$(meson test -C build/normal --list 2>/dev/null)
+  for d in glib tk; do
+    grep -q "conformance-$d" <<<"$listed" && vtests="$vtests conformance-$d"
+  done
   suite "valgrind" build/normal $vtests \
     --wrapper "valgrind --error-exitcode=1 --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect$supp -q" \
     --timeout-multiplier 4 || failed+=(valgrind)

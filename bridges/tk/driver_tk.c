@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -48,17 +49,26 @@ static void queue_drain(tk_state *st) {
     Tcl_QueueEvent(&ev->header, TCL_QUEUE_TAIL);
 }
 
+static void file_proc(ClientData data, int mask);
+
 static void resume_after_idle(ClientData data) {
     tk_state *st = data;
     st->stepped_aside = 0;
+    Tcl_CreateFileHandler(st->fd, TCL_READABLE, file_proc, st);
     queue_drain(st);
 }
 
 static void drain(tk_state *st) {
     int r = lb_driver_dispatch(st->loop, 0, st->budget_ns);
     if (r > 0 && !lb_driver_stop_requested(st->loop) && !st->stepped_aside) {
-        /* Work left: Tk's idle callbacks (redraws) first. */
+        /* Work left: Tk's idle callbacks (redraws) first. Tcl runs idle
+         * callbacks only once no event is pending, and while the backend
+         * fd is readable (a wakeup not read yet, a watched fd with data)
+         * the notifier queues a file event on every pass: the file
+         * handler goes until the idle callback brings it back, or the
+         * idle callbacks would never run. */
         st->stepped_aside = 1;
+        Tcl_DeleteFileHandler(st->fd);
         Tcl_DoWhenIdle(resume_after_idle, st);
     }
 }
@@ -76,8 +86,7 @@ static int drain_proc(Tcl_Event *ev, int flags) {
 static void file_proc(ClientData data, int mask) {
     tk_state *st = data;
     (void)mask;
-    if (!st->stepped_aside)
-        queue_drain(st);
+    queue_drain(st);
 }
 
 static void setup_proc(ClientData data, int flags) {
@@ -117,17 +126,22 @@ static void to_background_error(lb_loop *loop, const lb_exception_context *ctx, 
 /* A thread whose notifier this driver brought up has Tcl's thread data
  * finalized when it exits: Tcl keeps a list of notifiers by thread id,
  * and a dead thread's entry would swallow the alerts meant for a new
- * thread that got the same id. */
+ * thread that got the same id, and the thread's data would leak.
+ *
+ * The key is made when the library is loaded, before Tcl makes its own
+ * thread-data key: at thread exit the C library runs key destructors in
+ * the order the keys were made and clears each value first, so ours must
+ * run while Tcl can still find the thread's data. */
 static pthread_key_t finalize_key;
-static pthread_once_t finalize_once = PTHREAD_ONCE_INIT;
+static bool have_finalize_key;
 
 static void finalize_tcl_thread(void *unused) {
     (void)unused;
     Tcl_FinalizeThread();
 }
 
-static void make_finalize_key(void) {
-    pthread_key_create(&finalize_key, finalize_tcl_thread);
+__attribute__((constructor)) static void make_finalize_key(void) {
+    have_finalize_key = pthread_key_create(&finalize_key, finalize_tcl_thread) == 0;
 }
 
 static void init_thread_notifier(int have_interp) {
@@ -142,8 +156,8 @@ static void init_thread_notifier(int have_interp) {
      * it known to Tcl_ThreadAlert. */
     Tcl_Interp *probe = Tcl_CreateInterp();
     Tcl_DeleteInterp(probe);
-    pthread_once(&finalize_once, make_finalize_key);
-    pthread_setspecific(finalize_key, &finalize_key);
+    if (have_finalize_key)
+        pthread_setspecific(finalize_key, &finalize_key);
 }
 
 static int tk_attach(lb_loop *loop, void *arg, void **state) {
