@@ -7,6 +7,8 @@
 #                         ucontext fibers, TSan (threaded tests), valgrind
 #   tools/dev.sh demo     deps + build + run the main demo (the GTK4 app;
 #                         under Xvfb when there is no display)
+#   tools/dev.sh bench    deps + the benchmark workloads side by side with
+#                         the peers (tools/bench.sh; --quick, --no-peers)
 #
 # Environment: JOBS (ninja parallelism, default: CPU count).
 set -euo pipefail
@@ -163,5 +165,6 @@ case "${1:-}" in
   build) cmd_deps; cmd_build ;;
   test) cmd_test ;;
   demo) shift; cmd_demo "$@" ;;
-  *) echo "usage: tools/dev.sh deps|build|test|demo" >&2; exit 2 ;;
+  bench) shift; cmd_deps; exec "$root/tools/bench.sh" "$@" ;;
+  *) echo "usage: tools/dev.sh deps|build|test|demo|bench" >&2; exit 2 ;;
 esac
