@@ -117,6 +117,7 @@ static void poll_backend(lb_loop *loop, int64_t timeout_ns) {
         atomic_store_explicit(&loop->wakeup_armed, false, memory_order_relaxed);
     }
     loop->last_poll = lb__clock_ns();
+    loop->callbacks_at_poll = loop->callbacks_run;
     for (int i = 0; i < n; i++) {
         uint64_t token = events[i].data.u64;
         if (token == LB__TOKEN_WAKE) {
@@ -133,11 +134,20 @@ static void poll_backend(lb_loop *loop, int64_t timeout_ns) {
     }
 }
 
-/* Phase: move due timers to the ready queue. */
-static void collect_timers(lb_loop *loop) {
+/* Phase: move due timers to the ready queue. The precise clock is read
+ * only when the earliest timer may be due by the coarse clock; otherwise
+ * nothing is due and the iteration costs no clock read for timers. */
+static void collect_timers(lb_loop *loop, int64_t coarse, bool now_fresh) {
     lb__timer_heap *heap = &loop->timers;
     const lb__timer_entry *top = lb__timer_heap_top(heap);
-    if (top && top->when <= loop->now) {
+    if (!top)
+        return;
+    if (!now_fresh) {
+        if (top->when > coarse + loop->coarse_lag)
+            return;
+        loop->now = lb__clock_ns();
+    }
+    if (top->when <= loop->now) {
         /* How late the loop is running its timers: the monitoring
          * figure of the seed's EventLoopMonitor. */
         loop->lag_ns = loop->now - top->when;
@@ -151,24 +161,18 @@ static void collect_timers(lb_loop *loop) {
             lb__handle_release(h);
             continue;
         }
-        lb__ready_push(&loop->ready, h);
+        lb__ready_push_handle(&loop->ready, h);
     }
 }
 
-static inline void run_handle(lb_loop *loop, lb_handle *h) {
-    if (!(h->flags & LB__HANDLE_CANCELLED)) {
-        /* DONE before the call, so that cancelling itself is a no-op. */
-        h->flags |= LB__HANDLE_DONE;
-        loop->callbacks_run++;
-        lb_handle *outer = loop->current; /* nested dispatch */
-        loop->current = h;
-        if (__builtin_expect(loop->debug, 0))
-            lb__debug_call(loop, h->cb, h->data);
-        else
-            h->cb(loop, h->data);
-        loop->current = outer;
-    }
-    lb__handle_release(h);
+/* Runs one ready entry, timing it in debug mode (a handle times its own
+ * callback, so the report names the function the user scheduled). */
+static inline void run_entry(lb_loop *loop, const lb__ready_entry *e) {
+    loop->callbacks_run++;
+    if (__builtin_expect(loop->debug, 0) && e->cb != lb__run_handle)
+        lb__debug_call(loop, e->cb, e->data);
+    else
+        e->cb(loop, e->data);
 }
 
 static inline bool over_budget(int64_t deadline, size_t *since_check) {
@@ -178,34 +182,39 @@ static inline bool over_budget(int64_t deadline, size_t *since_check) {
     return lb__clock_ns() >= deadline;
 }
 
-int lb_driver_dispatch(lb_loop *loop, int64_t poll_timeout_ns, int64_t budget_ns) {
-    lb_assert_return(loop, -EINVAL);
-    if (lb__loop_closed(loop))
-        return lb__fail(loop, -EBADF, "lb_driver_dispatch: loop is closed");
+/* While callbacks keep coming, is it time for a non-blocking poll of the
+ * fds? After LB__POLL_EVERY_CALLBACKS callbacks, or once the coarse clock
+ * says LB__POLL_INTERVAL_NS passed: fast callbacks amortise the syscall,
+ * slow ones cannot starve I/O for longer than the interval (plus the
+ * coarse clock's lag). */
+static inline bool poll_due(const lb_loop *loop, int64_t coarse) {
+    return loop->callbacks_run - loop->callbacks_at_poll >= LB__POLL_EVERY_CALLBACKS ||
+           coarse - loop->last_poll >= LB__POLL_INTERVAL_NS;
+}
 
-    loop->dispatch_depth++;
-    lb__enter_state st;
-    lb__loop_enter(loop, &st);
+/* One iteration: the phases in order. Returns 1 if work is still ready. */
+static inline int iterate(lb_loop *loop, int64_t poll_timeout_ns, int64_t budget_ns) {
     loop->iterations++;
 
     /* Phase 1: poll. A blocking poll only when nothing is ready; while
-     * callbacks keep coming, a non-blocking poll at most every
-     * LB__POLL_INTERVAL_NS. */
-    int64_t now = lb__clock_ns();
+     * callbacks keep coming, a non-blocking one when poll_due() says. */
+    int64_t coarse = lb__clock_coarse_ns();
+    bool now_fresh = false;
     if (poll_timeout_ns != 0 && work_ready(loop))
         poll_timeout_ns = 0;
-    if (poll_timeout_ns != 0 || loop->ready.count == 0 ||
-        now - loop->last_poll >= LB__POLL_INTERVAL_NS) {
+    if (poll_timeout_ns != 0 || loop->ready.count == 0 || poll_due(loop, coarse)) {
         poll_backend(loop, poll_timeout_ns);
-        now = loop->last_poll;
+        loop->now = loop->last_poll;
+        now_fresh = true;
     }
-    loop->now = now;
 
     /* Phase 2: timers due at the start of the iteration join the queue. */
-    collect_timers(loop);
+    collect_timers(loop, coarse, now_fresh);
 
     /* Phase 3: posts from other threads, in posting order. */
-    int64_t deadline = budget_ns == INT64_MAX ? INT64_MAX : now + budget_ns;
+    int64_t deadline = INT64_MAX;
+    if (budget_ns != INT64_MAX)
+        deadline = (now_fresh ? loop->now : lb__clock_ns()) + budget_ns;
     size_t since_check = 0;
     bool budget_hit = false;
     lb__inbox *inbox = &loop->inbox;
@@ -226,25 +235,46 @@ int lb_driver_dispatch(lb_loop *loop, int64_t poll_timeout_ns, int64_t budget_ns
     /* Phase 4: the callbacks that were ready when the iteration started;
      * what they schedule runs in the next one. */
     size_t ntodo = budget_hit ? 0 : loop->ready.count;
+    lb__ready_entry e;
     if (deadline == INT64_MAX) {
-        while (ntodo-- > 0) {
-            lb_handle *h = lb__ready_pop(&loop->ready);
-            if (!h)
-                break;
-            run_handle(loop, h);
-        }
+        while (ntodo-- > 0 && lb__ready_pop(&loop->ready, &e))
+            run_entry(loop, &e);
     } else {
-        while (ntodo-- > 0) {
-            lb_handle *h = lb__ready_pop(&loop->ready);
-            if (!h)
-                break;
-            run_handle(loop, h);
+        while (ntodo-- > 0 && lb__ready_pop(&loop->ready, &e)) {
+            run_entry(loop, &e);
             if (over_budget(deadline, &since_check))
                 break;
         }
     }
+    return work_ready(loop) ? 1 : 0;
+}
 
+int lb_driver_dispatch(lb_loop *loop, int64_t poll_timeout_ns, int64_t budget_ns) {
+    lb_assert_return(loop, -EINVAL);
+    if (lb__loop_closed(loop))
+        return lb__fail(loop, -EBADF, "lb_driver_dispatch: loop is closed");
+    loop->dispatch_depth++;
+    lb__enter_state st;
+    lb__loop_enter(loop, &st);
+    int r = iterate(loop, poll_timeout_ns, budget_ns);
     lb__loop_leave(loop, &st);
     loop->dispatch_depth--;
-    return work_ready(loop) ? 1 : 0;
+    return r;
+}
+
+/* The native driver's run: iterations back to back, each sleeping in the
+ * poll for as long as lb_driver_prepare() allows, with the bookkeeping of
+ * lb_driver_dispatch() done once for the whole run. At least one
+ * iteration: a stop requested before the run still lets what is ready
+ * run, as asyncio does. */
+int lb__dispatch_until_stopped(lb_loop *loop) {
+    loop->dispatch_depth++;
+    lb__enter_state st;
+    lb__loop_enter(loop, &st);
+    do
+        iterate(loop, lb_driver_prepare(loop), INT64_MAX);
+    while (!loop->stopping);
+    lb__loop_leave(loop, &st);
+    loop->dispatch_depth--;
+    return 0;
 }

@@ -17,14 +17,7 @@ static void native_detach(lb_loop *loop, void *state) {
 
 static int native_run(lb_loop *loop, void *state) {
     (void)state;
-    /* At least one iteration: a stop requested before the run polls once
-     * and runs what is ready, as asyncio does. */
-    do {
-        int r = lb_driver_dispatch(loop, lb_driver_prepare(loop), INT64_MAX);
-        if (r < 0)
-            return r;
-    } while (!lb_driver_stop_requested(loop));
-    return 0;
+    return lb__dispatch_until_stopped(loop);
 }
 
 static const lb_driver native_driver = {

@@ -73,7 +73,7 @@ int lb_future_new(lb_loop *loop, lb_future **ret) {
     if (loop->futures)
         loop->futures->live_prev = f;
     loop->futures = f;
-    lb_loop_ref(loop);
+    lb__loop_hold(loop);
     *ret = f;
     return 0;
 }
@@ -112,7 +112,7 @@ static void future_free(lb_future *f) {
     if (f->live_next)
         f->live_next->live_prev = f->live_prev;
     lb__slab_free(&loop->future_slab, f);
-    lb_loop_unref(loop);
+    lb__loop_unhold(loop);
 }
 
 static void free_on_loop(lb_loop *loop, void *data) {
@@ -164,7 +164,7 @@ static void schedule_callbacks(lb_future *f) {
     while (h) {
         lb_handle *next = h->next;
         lb_future_ref(f);
-        lb__ready_push(&loop->ready, h);
+        lb__ready_push_handle(&loop->ready, h);
         h = next;
     }
 }
@@ -362,7 +362,7 @@ int lb_future_add_done_callback(lb_future *future, lb_future_callback cb, void *
     h->aux2 = (void *)cb;
     if (atomic_load_explicit(&future->state, memory_order_relaxed) != LB__FUTURE_PENDING) {
         lb_future_ref(future);
-        lb__ready_push(&loop->ready, h);
+        lb__ready_push_handle(&loop->ready, h);
         return 0;
     }
     h->next = NULL;

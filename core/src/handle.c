@@ -17,8 +17,27 @@ lb_handle *lb__handle_new(lb_loop *loop, lb_callback cb, void *data) {
     return h;
 }
 
+/* Runs a handle the ready queue held: its callback, unless it was
+ * cancelled meanwhile, then the queue's reference goes. Internal
+ * callbacks find their extra arguments through lb__current(). */
+void lb__run_handle(lb_loop *loop, void *handle) {
+    lb_handle *h = handle;
+    if (!(h->flags & LB__HANDLE_CANCELLED)) {
+        /* DONE before the call, so that cancelling itself is a no-op. */
+        h->flags |= LB__HANDLE_DONE;
+        lb_handle *outer = loop->current; /* nested dispatch */
+        loop->current = h;
+        if (__builtin_expect(loop->debug, 0))
+            lb__debug_call(loop, h->cb, h->data);
+        else
+            h->cb(loop, h->data);
+        loop->current = outer;
+    }
+    lb__handle_release(h);
+}
+
 /* Drops one reference; the last one returns the handle to the slab. A
- * handle the user held keeps the loop alive (lb_loop_ref), so the slab
+ * handle the user held keeps the loop alive (lb__loop_hold), so the slab
  * is still there when the user's reference goes last. */
 void lb__handle_release(lb_handle *h) {
     if (--h->refs > 0)
@@ -27,7 +46,7 @@ void lb__handle_release(lb_handle *h) {
     bool held = h->flags & LB__HANDLE_HELD;
     lb__slab_free(&loop->handle_slab, h);
     if (held)
-        lb_loop_unref(loop);
+        lb__loop_unhold(loop);
 }
 
 int lb_handle_cancel(lb_handle *handle) {

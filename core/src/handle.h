@@ -11,10 +11,12 @@ enum {
     LB__HANDLE_HELD = 1u << 3,  /* a reference was handed to the user */
 };
 
-/* One scheduled call. 64 bytes, carved from the loop's slab, so
- * scheduling never calls malloc in steady state. */
+/* A scheduled call that needs more than a ready-queue entry: a timer, a
+ * call whose handle the caller holds, a future's done callback, an
+ * internal callback with extra arguments. 64 bytes, carved from the
+ * loop's slab, so scheduling never calls malloc in steady state. */
 struct lb_handle {
-    lb_handle *next; /* ready queue link */
+    lb_handle *next; /* a future's done callbacks; the ready queue's overflow */
     lb_callback cb;
     void *data;
     lb_loop *loop;

@@ -37,11 +37,9 @@ int lb__inbox_post(lb__inbox *inbox, lb_callback cb, void *data, lb_callback dro
     return was_empty;
 }
 
-void lb__inbox_take(lb__inbox *inbox) {
-    if (inbox->out_pos < inbox->out_n)
-        return;
-    if (!atomic_load_explicit(&inbox->pending, memory_order_relaxed))
-        return;
+/* The slow half of lb__inbox_take(): the batch is spent and something
+ * was posted. */
+void lb__inbox_swap(lb__inbox *inbox) {
     pthread_mutex_lock(&inbox->lock);
     lb__post *batch = inbox->in;
     size_t n = inbox->in_n, cap = inbox->in_cap;

@@ -50,9 +50,16 @@ static inline bool lb__inbox_has_work_fenced(const lb__inbox *inbox) {
     return inbox->out_pos < inbox->out_n || atomic_load(&inbox->pending);
 }
 
+void lb__inbox_swap(lb__inbox *inbox);
+
 /* Moves newly posted callbacks into the loop's batch when the batch is
  * exhausted. Loop thread. */
-void lb__inbox_take(lb__inbox *inbox);
+static inline void lb__inbox_take(lb__inbox *inbox) {
+    if (inbox->out_pos < inbox->out_n ||
+        !atomic_load_explicit(&inbox->pending, memory_order_relaxed))
+        return;
+    lb__inbox_swap(inbox);
+}
 
 /* Marks the inbox closed (later posts get -EBADF) and drops every post
  * not run yet, calling its drop function. Loop thread. */

@@ -19,13 +19,9 @@
 
 #define HANDLES_PER_CHUNK 256
 
-static _Thread_local char thread_token;
+_Thread_local char lb__thread_token;
 static _Thread_local lb_loop *running_loop;
 _Thread_local lb_task *lb__current_task;
-
-const void *lb__thread_self(void) {
-    return &thread_token;
-}
 
 int lb__fail_wrong_thread(const lb_loop *loop) {
     return lb__fail(loop, -EPERM,
@@ -106,6 +102,7 @@ int lb_loop_new_full(lb_loop **ret, const lb_driver *driver, void *driver_arg) {
     }
     loop->now = lb__clock_ns();
     loop->last_poll = loop->now;
+    loop->coarse_lag = lb__clock_coarse_lag_ns();
 
     if (driver->caps & LB_DRIVER_CAP_HOSTED) {
         /* A hosted loop lives on its host's thread for good. */
@@ -141,6 +138,7 @@ lb_loop *lb_loop_ref(lb_loop *loop) {
 }
 
 static void loop_free(lb_loop *loop) {
+    lb__ready_destroy(&loop->ready);
     lb__slab_destroy(&loop->handle_slab);
     lb__slab_destroy(&loop->future_slab);
     lb__inbox_destroy(&loop->inbox);
@@ -264,11 +262,11 @@ bool lb_loop_is_closed(const lb_loop *loop) {
 }
 
 double lb_loop_time(const lb_loop *loop) {
-    return loop ? (double)loop->now / 1e9 : 0.0;
+    return loop ? (double)lb__clock_ns() / 1e9 : 0.0;
 }
 
 int64_t lb_loop_time_ns(const lb_loop *loop) {
-    return loop ? loop->now : 0;
+    return loop ? lb__clock_ns() : 0;
 }
 
 const char *lb_loop_driver_name(const lb_loop *loop) {
@@ -334,11 +332,16 @@ static void drop_handle(void *item) {
  * before it reports and reclaims the ones that did not finish. */
 #define CLOSE_UNWIND_NS (5 * (int64_t)1000000000)
 
+/* Drops what is ready without running it: entries own nothing but the
+ * handles some of them carry. */
 static void drop_ready(lb_loop *loop) {
-    lb_handle *h;
-    while ((h = lb__ready_pop(&loop->ready))) {
-        h->flags |= LB__HANDLE_DONE;
-        lb__handle_release(h);
+    lb__ready_entry e;
+    while (lb__ready_pop(&loop->ready, &e)) {
+        if (e.cb == lb__run_handle) {
+            lb_handle *h = e.data;
+            h->flags |= LB__HANDLE_DONE;
+            lb__handle_release(h);
+        }
     }
 }
 
@@ -407,6 +410,8 @@ int lb_loop_close(lb_loop *loop) {
     lb__timer_heap_compact(&loop->timers, handle_is_dead, drop_handle);
     lb__timer_heap_destroy(&loop->timers);
     lb__futures_cancel_all(loop);
+    drop_ready(loop);
+    lb__ready_destroy(&loop->ready);
     lb__watches_close(loop);
     lb__signals_close(loop);
 
@@ -432,7 +437,7 @@ static void hand_out(lb_loop *loop, lb_handle *h, lb_handle **ret) {
     if (ret) {
         h->refs++;
         h->flags |= LB__HANDLE_HELD;
-        lb_loop_ref(loop);
+        lb__loop_hold(loop);
         *ret = h;
     }
 }
@@ -440,10 +445,16 @@ static void hand_out(lb_loop *loop, lb_handle *h, lb_handle **ret) {
 int lb_loop_call_soon(lb_loop *loop, lb_callback cb, void *data, lb_handle **ret) {
     LB__CHECK_LOOP(loop);
     lb_assert_return(cb, -EINVAL);
+    if (!ret) {
+        /* Floating: a queue entry, no handle. */
+        if (!lb__ready_push(&loop->ready, cb, data))
+            return schedule_failed(loop, __func__);
+        return 0;
+    }
     lb_handle *h = lb__handle_new(loop, cb, data);
     if (!h)
         return schedule_failed(loop, __func__);
-    lb__ready_push(&loop->ready, h);
+    lb__ready_push_handle(&loop->ready, h);
     hand_out(loop, h, ret);
     return 0;
 }
@@ -451,7 +462,7 @@ int lb_loop_call_soon(lb_loop *loop, lb_callback cb, void *data, lb_handle **ret
 lb_handle *lb__call_soon_internal(lb_loop *loop, lb_callback cb, void *data) {
     lb_handle *h = lb__handle_new(loop, cb, data);
     if (h)
-        lb__ready_push(&loop->ready, h);
+        lb__ready_push_handle(&loop->ready, h);
     return h;
 }
 

@@ -16,10 +16,12 @@
 
 #include <stdatomic.h>
 
-/* While callbacks keep coming, the loop polls its fds at most this often
- * (a syscall costs about 1.4 us here, a callback a few ns), and at least
- * this often, so I/O is never starved by a busy queue. */
-#define LB__POLL_INTERVAL_NS (250 * 1000)
+/* While callbacks keep coming, the loop polls its fds without blocking
+ * after this many callbacks (a syscall costs about 1.4 us here, a
+ * callback a few ns), or after this much time by the coarse clock, so
+ * I/O is never starved by a busy queue. */
+#define LB__POLL_EVERY_CALLBACKS 1024
+#define LB__POLL_INTERVAL_NS (1000 * 1000)
 
 /* Hosted dispatch reads the clock once per this many callbacks to check
  * its budget. */
@@ -62,8 +64,10 @@ struct lb_loop {
     bool closing;
     bool debug;
 
-    int64_t now;       /* cached per iteration */
-    int64_t last_poll; /* when the backend fd was last polled */
+    int64_t now;        /* the precise clock when the loop last read it */
+    int64_t last_poll;  /* when the backend fd was last polled */
+    uint64_t callbacks_at_poll; /* callbacks_run then */
+    int64_t coarse_lag; /* lb__clock_coarse_lag_ns() */
     atomic_bool wakeup_armed;
     atomic_uint wakers; /* threads inside lb__loop_wake / lb_loop_wakeup */
 
@@ -96,6 +100,7 @@ struct lb_loop {
     void *task_state;
 
     lb_handle *current; /* the handle whose callback runs */
+    size_t holds;       /* see lb__loop_hold() */
 
     uint64_t iterations;
     uint64_t callbacks_run;
@@ -106,7 +111,10 @@ struct lb_loop {
 };
 
 /* A cheap per-thread identity: the address of a thread-local byte. */
-const void *lb__thread_self(void);
+extern _Thread_local char lb__thread_token;
+static inline const void *lb__thread_self(void) {
+    return &lb__thread_token;
+}
 
 int lb__fail_wrong_thread(const lb_loop *loop) __attribute__((cold));
 
@@ -131,15 +139,42 @@ static inline void lb__loop_set_thread(lb_loop *loop, const void *t) {
     atomic_store_explicit(&loop->thread, t, memory_order_relaxed);
 }
 
-/* The common preamble of loop-thread entry points. */
+/* The common preamble of loop-thread entry points: 0, or -EINVAL (NULL),
+ * -EBADF (closed), -EPERM (wrong thread) with a message. */
 int lb__loop_check(const lb_loop *loop, const char *func);
+
+/* The same, with the common case (a valid loop used from its thread)
+ * decided inline. */
+static inline int lb__loop_check_fast(const lb_loop *loop, const char *func) {
+    if (__builtin_expect(loop != NULL && !lb__loop_closed(loop), 1)) {
+        const void *t = lb__loop_thread(loop);
+        if (__builtin_expect(t == NULL || t == lb__thread_self(), 1))
+            return 0;
+    }
+    return lb__loop_check(loop, func);
+}
 
 #define LB__CHECK_LOOP(loop)                                                                   \
     do {                                                                                       \
-        int check_r_ = lb__loop_check((loop), __func__);                                       \
+        int check_r_ = lb__loop_check_fast((loop), __func__);                                  \
         if (check_r_ < 0)                                                                      \
             return check_r_;                                                                   \
     } while (0)
+
+/* Objects carved from the loop's memory (futures, tasks, handles the
+ * caller holds) keep the loop alive. They are made and freed on the
+ * loop's thread, so they are counted in a plain counter, and only the
+ * first and the last of them take and drop a reference of the loop (an
+ * atomic operation costs as much as a few callbacks). */
+static inline void lb__loop_hold(lb_loop *loop) {
+    if (loop->holds++ == 0)
+        lb_loop_ref(loop);
+}
+
+static inline void lb__loop_unhold(lb_loop *loop) {
+    if (--loop->holds == 0)
+        lb_loop_unref(loop);
+}
 
 /* Schedules an internal callback through a floating handle and returns
  * it, so the caller can fill aux/aux2 (read back with lb__current()), or
@@ -191,6 +226,9 @@ void lb__debug_call(lb_loop *loop, lb_callback cb, void *data);
 /* Reports an error through the exception handler. */
 void lb__report(lb_loop *loop, int error, lb_future *future, lb_task *task, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+
+/* Runs iterations until the loop is asked to stop (the native driver). */
+int lb__dispatch_until_stopped(lb_loop *loop);
 
 /* Wakes the loop if it may be asleep (any thread). */
 void lb__loop_wake(lb_loop *loop);

@@ -181,7 +181,7 @@ int lb_task_spawn(lb_loop *loop, lb_task_fn fn, void *data, const lb_task_option
         ts->live->prev = t;
     ts->live = t;
     ts->count++;
-    lb_loop_ref(loop);
+    lb__loop_hold(loop);
     if (ret) {
         t->refs++;
         *ret = t;
@@ -220,7 +220,7 @@ lb_task *lb_task_unref(lb_task *task) {
     task->future->hooks = NULL;
     lb_future_unref(task->future);
     lb__free(task);
-    lb_loop_unref(loop);
+    lb__loop_unhold(loop);
     return NULL;
 }
 

@@ -1,4 +1,7 @@
 /* SPDX-License-Identifier: MIT */
+/* The ready queue: first in, first out across chunk boundaries, memory
+ * kept for reuse, and handles that never fail to queue. */
+#include "alloc.h"
 #include "ready_queue.h"
 
 #include <setjmp.h>
@@ -7,45 +10,118 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-static void test_ready_queue_fifo(void **state) {
+static void cb_a(lb_loop *loop, void *data) {
+    (void)loop;
+    (void)data;
+}
+
+/* Pushes count entries numbered from first, as data. */
+static void push_numbers(lb__ready_queue *q, uintptr_t first, size_t count) {
+    for (size_t i = 0; i < count; i++)
+        assert_true(lb__ready_push(q, cb_a, (void *)(first + i)));
+}
+
+static void pop_numbers(lb__ready_queue *q, uintptr_t first, size_t count) {
+    lb__ready_entry e;
+    for (size_t i = 0; i < count; i++) {
+        assert_true(lb__ready_pop(q, &e));
+        assert_ptr_equal(e.cb, cb_a);
+        assert_int_equal((uintptr_t)e.data, first + i);
+    }
+}
+
+static void test_ready_queue_fifo_across_chunks(void **state) {
     (void)state;
     lb__ready_queue q = {0};
-    lb_handle h[100];
-    assert_null(lb__ready_pop(&q));
+    lb__ready_entry e;
+    assert_false(lb__ready_pop(&q, &e));
+    const size_t n = 3 * LB__READY_CHUNK_ENTRIES + 17;
     for (int round = 0; round < 3; round++) {
-        for (int i = 0; i < 100; i++)
-            lb__ready_push(&q, &h[i]);
-        assert_int_equal(q.count, 100);
-        for (int i = 0; i < 100; i++)
-            assert_ptr_equal(lb__ready_pop(&q), &h[i]);
+        push_numbers(&q, 1, n);
+        assert_int_equal(q.count, n);
+        pop_numbers(&q, 1, n);
         assert_int_equal(q.count, 0);
-        assert_null(q.head);
-        assert_null(q.tail);
-        assert_null(lb__ready_pop(&q));
+        assert_false(lb__ready_pop(&q, &e));
+        /* Emptied chunks are kept for the next burst, a few at most. */
+        assert_true(q.nspare <= LB__READY_SPARE_CHUNKS);
     }
+    lb__ready_destroy(&q);
 }
 
 static void test_ready_queue_interleaved(void **state) {
     (void)state;
     lb__ready_queue q = {0};
-    lb_handle h[10];
-    int next_in = 0, next_out = 0;
-    for (int step = 0; step < 1000; step++) {
-        if ((step % 3) != 2 && next_in - next_out < 10) {
-            lb__ready_push(&q, &h[next_in % 10]);
+    uintptr_t next_in = 0, next_out = 0;
+    /* A window that slides over several chunk boundaries. */
+    for (int step = 0; step < 5 * LB__READY_CHUNK_ENTRIES; step++) {
+        if ((step % 3) != 2 && next_in - next_out < 1000) {
+            push_numbers(&q, next_in, 1);
             next_in++;
         } else if (next_out < next_in) {
-            assert_ptr_equal(lb__ready_pop(&q), &h[next_out % 10]);
+            pop_numbers(&q, next_out, 1);
             next_out++;
         }
-        assert_int_equal(q.count, (size_t)(next_in - next_out));
+        assert_int_equal(q.count, next_in - next_out);
     }
+    pop_numbers(&q, next_out, next_in - next_out);
+    lb__ready_destroy(&q);
+}
+
+static void test_ready_queue_steady_flow_allocates_once(void **state) {
+    (void)state;
+    lb__ready_queue q = {0};
+    /* One entry always queued, so the window slides across chunk ends:
+     * two chunks are made, then they take turns. */
+    push_numbers(&q, 0, 1);
+    long allocations = 0;
+    for (uintptr_t i = 1; i < 100000; i++) {
+        if (i == 2 * LB__READY_CHUNK_ENTRIES)
+            allocations = lb__test_alloc_count();
+        push_numbers(&q, i, 1);
+        pop_numbers(&q, i - 1, 1);
+    }
+    assert_int_equal(lb__test_alloc_count(), allocations);
+    pop_numbers(&q, 99999, 1);
+    lb__ready_destroy(&q);
+}
+
+/* Out of memory: plain entries are refused, handles wait in the overflow
+ * list, and the order of everything accepted is kept. */
+static void test_ready_queue_handles_never_fail(void **state) {
+    (void)state;
+    lb__ready_queue q = {0};
+    lb_handle h[3];
+    push_numbers(&q, 1, LB__READY_CHUNK_ENTRIES); /* the chunk is full */
+    lb__test_alloc_fail_after(0);
+    assert_false(lb__ready_push(&q, cb_a, (void *)1));
+    lb__ready_push_handle(&q, &h[0]);
+    lb__ready_push_handle(&q, &h[1]);
+    lb__test_alloc_fail_after(-1);
+    /* Memory is back, but the overflow must drain first. */
+    assert_false(lb__ready_push(&q, cb_a, (void *)1));
+    lb__ready_push_handle(&q, &h[2]);
+    assert_int_equal(q.count, LB__READY_CHUNK_ENTRIES + 3);
+
+    pop_numbers(&q, 1, LB__READY_CHUNK_ENTRIES);
+    lb__ready_entry e;
+    for (int i = 0; i < 3; i++) {
+        assert_true(lb__ready_pop(&q, &e));
+        assert_ptr_equal(e.cb, lb__run_handle);
+        assert_ptr_equal(e.data, &h[i]);
+    }
+    assert_false(lb__ready_pop(&q, &e));
+    /* Drained: plain entries are accepted again. */
+    push_numbers(&q, 7, 2);
+    pop_numbers(&q, 7, 2);
+    lb__ready_destroy(&q);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ready_queue_fifo),
+        cmocka_unit_test(test_ready_queue_fifo_across_chunks),
         cmocka_unit_test(test_ready_queue_interleaved),
+        cmocka_unit_test(test_ready_queue_steady_flow_allocates_once),
+        cmocka_unit_test(test_ready_queue_handles_never_fail),
     };
     return cmocka_run_group_tests_name("ready_queue", tests, NULL, NULL);
 }
