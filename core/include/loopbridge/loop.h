@@ -80,9 +80,9 @@ LB_EXPORT bool lb_loop_is_closed(const lb_loop *loop);
 /* The loop running on the calling thread, or NULL. No reference is taken. */
 LB_EXPORT lb_loop *lb_loop_get_running(void);
 
-/* The loop's clock: monotonic seconds, cached once per iteration (call it
- * from a callback to get the time that iteration started). Returns 0.0
- * for NULL. */
+/* The loop's clock: monotonic seconds (CLOCK_MONOTONIC), read when
+ * called, as asyncio's loop.time(). lb_loop_call_at() deadlines are on
+ * this clock. Returns 0.0 for NULL. Any thread. */
 LB_EXPORT double lb_loop_time(const lb_loop *loop);
 
 /* The same clock in integer nanoseconds. */
