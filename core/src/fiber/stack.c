@@ -4,8 +4,12 @@
 #include "../alloc.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #if defined(__has_include)
@@ -20,18 +24,28 @@
  * predate them). */
 #define MADV_GUARD_INSTALL 102
 #endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14+ */
+#endif
 
 /* Default-size stacks come 64 to a slab: one mmap, and with
  * MADV_GUARD_INSTALL a single VMA, for 64 stacks. */
 #define STACKS_PER_SLAB 64
-/* Released stacks kept committed for reuse; beyond that their memory is
- * given back, so RSS does not stay high after a burst of tasks. */
+/* Released stacks whose pages stay committed for reuse. Beyond that the
+ * oldest are given back to the system, TRIM_BATCH at a time in one call:
+ * a madvise per stack costs about 2.3 us here, a batch about 0.6 us a
+ * stack, and the memory of a burst of tasks is returned all the same. */
 #define WARM_STACKS 64
+#define TRIM_BATCH 256
 
 struct lb__stack_pool {
     lb__stack_slab *slabs;
-    lb__stack *free_default; /* default-size stacks, LIFO */
-    size_t warm;             /* free stacks still committed */
+    size_t default_slabs;
+    /* Released default-size stacks: committed ones, oldest first, and the
+     * ones whose pages went back to the system (LIFO). */
+    lb__stack *warm[WARM_STACKS + TRIM_BATCH];
+    size_t nwarm;
+    lb__stack *cold;
     size_t acquired;
     size_t page;
 };
@@ -50,22 +64,96 @@ int lb__stack_pool_new(lb__stack_pool **ret) {
     return 0;
 }
 
+/* ------------------------------------------------------------------ */
+/* Advice on many ranges                                               */
+/* ------------------------------------------------------------------ */
+
+/* Advice the kernel refused through process_madvise() (one bit each);
+ * those go one madvise() per range from then on. */
+static atomic_uint batch_refused;
+
+static unsigned advice_bit(int advice) {
+    switch (advice) {
+    case MADV_DONTNEED:
+        return 1u << 0;
+    case MADV_POPULATE_WRITE:
+        return 1u << 1;
+    default:
+        return 1u << 2; /* MADV_GUARD_INSTALL */
+    }
+}
+
+/* process_madvise() on the calling process: one system call for up to
+ * UIO_MAXIOV ranges (Linux 5.10 takes some advice, 6.13 any). Returns the
+ * number of ranges advised, or -1 when the kernel refuses the call. */
+static long advise_batch(struct iovec *v, size_t n, int advice) {
+#if defined(SYS_process_madvise) && defined(SYS_pidfd_open)
+    /* A pidfd of our own, opened per batch: one cached across fork()
+     * would advise the parent. */
+    int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    if (pidfd < 0)
+        return -1;
+    size_t done = 0;
+    while (done < n) {
+        size_t chunk = n - done > 1024 ? 1024 : n - done;
+        long bytes = syscall(SYS_process_madvise, pidfd, v + done, chunk, advice, 0);
+        if (bytes <= 0)
+            break;
+        /* A partial result advised the first ranges in full. */
+        size_t end = done + chunk;
+        while (done < end && bytes >= (long)v[done].iov_len)
+            bytes -= (long)v[done++].iov_len;
+        if (done < end)
+            break;
+    }
+    close(pidfd);
+    return done ? (long)done : -1;
+#else
+    (void)v, (void)n, (void)advice;
+    return -1;
+#endif
+}
+
+/* Gives advice on n ranges; returns the number advised (those first). */
+static size_t advise_ranges(struct iovec *v, size_t n, int advice) {
+    size_t done = 0;
+    unsigned bit = advice_bit(advice);
+    if (!(atomic_load_explicit(&batch_refused, memory_order_relaxed) & bit)) {
+        long r = advise_batch(v, n, advice);
+        if (r < 0)
+            atomic_fetch_or(&batch_refused, bit);
+        else
+            done = (size_t)r;
+    }
+    for (; done < n; done++)
+        if (madvise(v[done].iov_base, v[done].iov_len, advice) != 0)
+            break;
+    return done;
+}
+
+/* ------------------------------------------------------------------ */
+/* Slabs                                                               */
+/* ------------------------------------------------------------------ */
+
 /* Installs the guard below each stack: returns false if none could be. */
 static bool install_guards(lb__stack_slab *s) {
-    for (size_t i = 0; i < s->count; i++) {
-        char *g = s->base + i * s->stride;
-        if (guard_mode == GUARD_MADVISE) {
-            if (madvise(g, s->guard, MADV_GUARD_INSTALL) == 0)
-                continue;
-            if (errno != EINVAL)
-                return false;
-            guard_mode = GUARD_MPROTECT; /* older kernel */
-        }
-        /* Each mprotect'ed guard splits the mapping: once the kernel's
-         * map count runs out, the rest of the slab goes unguarded. */
-        if (mprotect(g, s->guard, PROT_NONE) != 0)
+    if (guard_mode == GUARD_MADVISE) {
+        struct iovec v[STACKS_PER_SLAB];
+        size_t n = s->count < STACKS_PER_SLAB ? s->count : STACKS_PER_SLAB;
+        for (size_t i = 0; i < n; i++)
+            v[i] = (struct iovec){s->base + i * s->stride, s->guard};
+        size_t done = advise_ranges(v, n, MADV_GUARD_INSTALL);
+        if (done == n)
+            return true;
+        if (done > 0 || errno != EINVAL)
             return false;
+        guard_mode = GUARD_MPROTECT; /* a kernel before 6.13 */
     }
+    /* Each mprotect'ed guard splits the mapping: once the kernel's map
+     * count runs out, the rest of the slab goes unguarded. */
+    for (size_t i = 0; i < s->count; i++)
+        if (mprotect(s->base + i * s->stride, s->guard, PROT_NONE) != 0)
+            return false;
     return true;
 }
 
@@ -104,6 +192,36 @@ static lb__stack_slab *slab_new(lb__stack_pool *p, size_t size, size_t count) {
     return s;
 }
 
+/* A new slab of default stacks. From the second one on the program runs
+ * more than a slab's worth of tasks at once, and each stack will be used:
+ * their top pages, where a task's first frames go, are committed in one
+ * call (about 1.8 us a stack) rather than by a page fault each (2.5 us). */
+static bool add_default_slab(lb__stack_pool *pool) {
+    lb__stack_slab *s = slab_new(pool, LB__STACK_DEFAULT_SIZE, STACKS_PER_SLAB);
+    if (!s)
+        return false;
+    bool populate = pool->default_slabs++ > 0;
+    if (populate) {
+        struct iovec v[STACKS_PER_SLAB];
+        for (size_t i = 0; i < s->count; i++)
+            v[i] = (struct iovec){(char *)s->stacks[i].lo + s->stacks[i].size - pool->page,
+                                  pool->page};
+        populate = advise_ranges(v, s->count, MADV_POPULATE_WRITE) == s->count;
+    }
+    /* Handed out lowest address first, like the stacks before them. */
+    for (size_t i = s->count; i-- > 0;) {
+        lb__stack *st = &s->stacks[i];
+        if (populate) {
+            st->warm = true;
+            pool->warm[pool->nwarm++] = st;
+        } else {
+            st->next_free = pool->cold;
+            pool->cold = st;
+        }
+    }
+    return true;
+}
+
 int lb__stack_acquire(lb__stack_pool *pool, size_t size, lb__stack **ret) {
     if (size == 0)
         size = LB__STACK_DEFAULT_SIZE;
@@ -112,19 +230,14 @@ int lb__stack_acquire(lb__stack_pool *pool, size_t size, lb__stack **ret) {
     size = (size + pool->page - 1) & ~(pool->page - 1);
     lb__stack *st;
     if (size == LB__STACK_DEFAULT_SIZE) {
-        if (!pool->free_default) {
-            lb__stack_slab *s = slab_new(pool, size, STACKS_PER_SLAB);
-            if (!s)
-                return -ENOMEM;
-            for (size_t i = s->count; i-- > 0;) {
-                s->stacks[i].next_free = pool->free_default;
-                pool->free_default = &s->stacks[i];
-            }
+        if (pool->nwarm == 0 && !pool->cold && !add_default_slab(pool))
+            return -ENOMEM;
+        if (pool->nwarm > 0) {
+            st = pool->warm[--pool->nwarm];
+        } else {
+            st = pool->cold;
+            pool->cold = st->next_free;
         }
-        st = pool->free_default;
-        pool->free_default = st->next_free;
-        if (st->warm)
-            pool->warm--;
     } else {
         /* Odd sizes get a mapping of their own. */
         lb__stack_slab *s = slab_new(pool, size, 1);
@@ -153,6 +266,23 @@ static void slab_unmap(lb__stack_pool *pool, lb__stack_slab *s) {
     lb__free(s);
 }
 
+/* Gives the pages of the TRIM_BATCH oldest warm stacks back to the
+ * system, in one call, and files them as cold. */
+static void trim_warm(lb__stack_pool *pool) {
+    struct iovec v[TRIM_BATCH];
+    for (size_t i = 0; i < TRIM_BATCH; i++)
+        v[i] = (struct iovec){pool->warm[i]->lo, pool->warm[i]->size};
+    advise_ranges(v, TRIM_BATCH, MADV_DONTNEED);
+    for (size_t i = 0; i < TRIM_BATCH; i++) {
+        lb__stack *st = pool->warm[i];
+        st->warm = false;
+        st->next_free = pool->cold;
+        pool->cold = st;
+    }
+    pool->nwarm -= TRIM_BATCH;
+    memmove(pool->warm, pool->warm + TRIM_BATCH, pool->nwarm * sizeof pool->warm[0]);
+}
+
 void lb__stack_release(lb__stack_pool *pool, lb__stack *stack) {
 #ifdef LB_HAVE_VALGRIND
     VALGRIND_STACK_DEREGISTER(stack->valgrind_id);
@@ -163,15 +293,10 @@ void lb__stack_release(lb__stack_pool *pool, lb__stack *stack) {
         slab_unmap(pool, s);
         return;
     }
-    if (pool->warm < WARM_STACKS) {
-        stack->warm = true;
-        pool->warm++;
-    } else {
-        stack->warm = false;
-        madvise(stack->lo, stack->size, MADV_DONTNEED);
-    }
-    stack->next_free = pool->free_default;
-    pool->free_default = stack;
+    if (pool->nwarm == WARM_STACKS + TRIM_BATCH)
+        trim_warm(pool);
+    stack->warm = true;
+    pool->warm[pool->nwarm++] = stack;
 }
 
 size_t lb__stack_pool_count(const lb__stack_pool *pool) {

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 static long count_maps(void) {
@@ -21,6 +22,16 @@ static long count_maps(void) {
         n += c == '\n';
     fclose(f);
     return n;
+}
+
+/* Resident memory of the process, in KiB. */
+static long rss_kb(void) {
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+        resident = -1;
+    fclose(f);
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
 static void test_stack_sizes(void **state) {
@@ -73,12 +84,19 @@ static void test_stack_hundred_thousand(void **state) {
         ((char *)st[i]->lo)[st[i]->size - 1] = 1;
     }
     long during = count_maps();
+    long rss_during = rss_kb();
     printf("# %ld mappings for %d stacks\n", during - before, N);
     assert_true(during < 60000);
     assert_int_equal(lb__stack_pool_count(pool), N);
     for (int i = 0; i < N; i++)
         lb__stack_release(pool, st[i]);
     assert_int_equal(lb__stack_pool_count(pool), 0);
+    /* The pages of released stacks go back to the system, but for a few
+     * hundred kept for reuse. */
+    long rss_after = rss_kb();
+    printf("# resident: %ld KiB with the stacks in use, %ld KiB after release\n", rss_during,
+           rss_after);
+    assert_true(rss_during - rss_after > (long)N * 4 * 9 / 10);
     free(st);
     lb__stack_pool_free(pool);
     assert_true(count_maps() <= before + 2);
