@@ -79,7 +79,7 @@ int64_t lb_driver_prepare(lb_loop *loop) {
     int64_t t = sleep_budget(loop);
     if (t != 0) {
         atomic_store(&loop->wakeup_armed, true);
-        if (lb__inbox_has_work_fenced(&loop->inbox))
+        if (lb__inbox_has_work(&loop->inbox))
             t = 0;
     }
     return t;
@@ -93,7 +93,7 @@ static void poll_backend(lb_loop *loop, int64_t timeout_ns) {
         n = epoll_wait(loop->epoll_fd, events, MAX_EVENTS, 0);
     } else {
         atomic_store(&loop->wakeup_armed, true);
-        if (lb__inbox_has_work_fenced(&loop->inbox)) {
+        if (lb__inbox_has_work(&loop->inbox)) {
             timeout_ns = 0;
         }
         if (timeout_ns < 0) {
@@ -218,9 +218,9 @@ static inline int iterate(lb_loop *loop, int64_t poll_timeout_ns, int64_t budget
     size_t since_check = 0;
     bool budget_hit = false;
     lb__inbox *inbox = &loop->inbox;
-    lb__inbox_take(inbox);
-    while (inbox->out_pos < inbox->out_n) {
-        lb__post p = inbox->out[inbox->out_pos++];
+    lb__post p;
+    lb__inbox_begin(inbox);
+    while (lb__inbox_next(inbox, &p)) {
         loop->callbacks_run++;
         if (__builtin_expect(loop->debug, 0))
             lb__debug_call(loop, p.cb, p.data);

@@ -1,85 +1,310 @@
 /* SPDX-License-Identifier: MIT */
+/* The inbox: one single-producer lane per posting thread (see inbox.h). */
 #include "inbox.h"
 
 #include "alloc.h"
 
+#include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
+
+/* ------------------------------------------------------------------ */
+/* Lanes                                                               */
+/* ------------------------------------------------------------------ */
+
+static lb__lane *lane_new(void) {
+    lb__lane *lane = lb__calloc(1, sizeof *lane);
+    if (!lane)
+        return NULL;
+    lb__lane_segment *seg = lb__malloc(sizeof *seg);
+    if (!seg) {
+        lb__free(lane);
+        return NULL;
+    }
+    atomic_init(&seg->next, NULL);
+    lane->tail = lane->head = seg;
+    atomic_init(&lane->refs, 2); /* the inbox's list and the thread's cache */
+    return lane;
+}
+
+/* Frees a lane and its segments; nobody posts to it or reads it any more. */
+static void lane_free(lb__lane *lane) {
+    lb__lane_segment *seg = lane->head;
+    while (seg) {
+        lb__lane_segment *next = atomic_load_explicit(&seg->next, memory_order_relaxed);
+        lb__free(seg);
+        seg = next;
+    }
+    lb__free(atomic_load_explicit(&lane->spare, memory_order_relaxed));
+    lb__free(lane);
+}
+
+/* Drops one of the lane's two references; the last frees it. */
+static void lane_unref(lb__lane *lane) {
+    if (atomic_fetch_sub_explicit(&lane->refs, 1, memory_order_acq_rel) == 1)
+        lane_free(lane);
+}
+
+/* Takes the next published post of a lane; the caller checked there is
+ * one (consumed < published). */
+static inline lb__post lane_pop(lb__lane *lane) {
+    if (__builtin_expect(lane->head_pos == LB__LANE_SEGMENT_POSTS, 0)) {
+        /* The producer linked the next segment before it published the
+         * first post in it. */
+        lb__lane_segment *done = lane->head;
+        lane->head = atomic_load_explicit(&done->next, memory_order_acquire);
+        lane->head_pos = 0;
+        lb__free(atomic_exchange_explicit(&lane->spare, done, memory_order_acq_rel));
+    }
+    lane->consumed++;
+    return lane->head->posts[lane->head_pos++];
+}
+
+static inline bool lane_pending(const lb__lane *lane) {
+    return atomic_load(&lane->published) != lane->consumed;
+}
+
+static void lane_drop_all(lb__lane *lane, lb_loop *loop) {
+    uint64_t end = atomic_load_explicit(&lane->published, memory_order_acquire);
+    while (lane->consumed < end) {
+        lb__post p = lane_pop(lane);
+        if (p.drop)
+            p.drop(loop, p.data);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* The posting thread's lanes                                          */
+/* ------------------------------------------------------------------ */
+
+typedef struct lane_ref {
+    const lb__inbox *inbox;
+    uint64_t id; /* the inbox's id: an inbox at a reused address differs */
+    lb__lane *lane;
+} lane_ref;
+
+/* The lanes of the calling thread, one per inbox it posted to. Entries of
+ * inboxes that were destroyed meanwhile (their lane's other reference is
+ * gone) are swept when the thread meets an inbox it has no lane for. */
+static _Thread_local lane_ref *lanes_of_thread;
+static _Thread_local size_t nlanes_of_thread, lanes_of_thread_cap;
+static _Thread_local bool thread_registered;
+
+static pthread_key_t exit_key;
+static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+static bool have_exit_key;
+
+/* A thread that posted lets go of its lanes when it exits. */
+static void release_thread_lanes(void *unused) {
+    (void)unused;
+    for (size_t i = 0; i < nlanes_of_thread; i++)
+        lane_unref(lanes_of_thread[i].lane);
+    lb__free(lanes_of_thread);
+    lanes_of_thread = NULL;
+    nlanes_of_thread = lanes_of_thread_cap = 0;
+}
+
+static void make_exit_key(void) {
+    have_exit_key = pthread_key_create(&exit_key, release_thread_lanes) == 0;
+}
+
+static void sweep_dead_lanes(void) {
+    size_t kept = 0;
+    for (size_t i = 0; i < nlanes_of_thread; i++) {
+        lb__lane *lane = lanes_of_thread[i].lane;
+        /* acquire: the inbox's last use of the lane came before. */
+        if (atomic_load_explicit(&lane->refs, memory_order_acquire) == 1)
+            lane_free(lane);
+        else
+            lanes_of_thread[kept++] = lanes_of_thread[i];
+    }
+    nlanes_of_thread = kept;
+}
+
+static atomic_uint_fast64_t next_inbox_id = 1;
 
 int lb__inbox_init(lb__inbox *inbox) {
     *inbox = (lb__inbox){0};
     int r = pthread_mutex_init(&inbox->lock, NULL);
-    return r ? -r : 0;
+    if (r)
+        return -r;
+    inbox->id = atomic_fetch_add(&next_inbox_id, 1);
+    return 0;
+}
+
+/* The calling thread's lane of inbox, made and registered on first use.
+ * Returns NULL with *error set when the inbox is closed or memory short. */
+static lb__lane *lane_of(lb__inbox *inbox, int *error) {
+    for (size_t i = 0; i < nlanes_of_thread; i++)
+        if (lanes_of_thread[i].inbox == inbox && lanes_of_thread[i].id == inbox->id)
+            return lanes_of_thread[i].lane;
+
+    if (!thread_registered) {
+        pthread_once(&exit_key_once, make_exit_key);
+        if (have_exit_key && pthread_setspecific(exit_key, &thread_registered) == 0)
+            thread_registered = true;
+    }
+    sweep_dead_lanes();
+    if (nlanes_of_thread == lanes_of_thread_cap) {
+        size_t cap = lanes_of_thread_cap ? 2 * lanes_of_thread_cap : 4;
+        lane_ref *v = lb__realloc(lanes_of_thread, cap * sizeof *v);
+        if (!v) {
+            *error = -ENOMEM;
+            return NULL;
+        }
+        lanes_of_thread = v;
+        lanes_of_thread_cap = cap;
+    }
+    lb__lane *lane = lane_new();
+    if (!lane) {
+        *error = -ENOMEM;
+        return NULL;
+    }
+    pthread_mutex_lock(&inbox->lock);
+    if (atomic_load(&inbox->closed)) {
+        pthread_mutex_unlock(&inbox->lock);
+        lane_free(lane);
+        *error = -EBADF;
+        return NULL;
+    }
+    /* Appended: the loop reads the list without the lock. */
+    if (inbox->lanes_tail)
+        atomic_store_explicit(&inbox->lanes_tail->next, lane, memory_order_release);
+    else
+        atomic_store_explicit(&inbox->lanes, lane, memory_order_release);
+    inbox->lanes_tail = lane;
+    pthread_mutex_unlock(&inbox->lock);
+    lanes_of_thread[nlanes_of_thread++] = (lane_ref){inbox, inbox->id, lane};
+    return lane;
+}
+
+/* The inbox closed while this post was being published. The close
+ * drains every lane under the lock after it marks the inbox closed, and a
+ * post that read "not closed" after its publication is certain to be seen
+ * by it. This one read "closed", so the close may or may not have seen
+ * it: under the lock, whatever of the lane is still unseen is the post
+ * just made (the earlier ones were seen), and it is withdrawn. Returns 0
+ * if the close dropped it already (through its drop function), -EBADF if
+ * it was withdrawn and never accepted. */
+static int withdraw_if_unseen(lb__inbox *inbox, lb__lane *lane) {
+    int r = 0;
+    pthread_mutex_lock(&inbox->lock);
+    uint64_t end = atomic_load_explicit(&lane->published, memory_order_relaxed);
+    if (lane->consumed < end) {
+        lane_pop(lane);
+        r = -EBADF;
+    }
+    pthread_mutex_unlock(&inbox->lock);
+    return r;
 }
 
 int lb__inbox_post(lb__inbox *inbox, lb_callback cb, void *data, lb_callback drop) {
-    pthread_mutex_lock(&inbox->lock);
-    if (inbox->closed) {
-        pthread_mutex_unlock(&inbox->lock);
+    if (atomic_load_explicit(&inbox->closed, memory_order_relaxed))
         return -EBADF;
-    }
-    if (inbox->in_n == inbox->in_cap) {
-        size_t cap = inbox->in_cap ? inbox->in_cap * 2 : 256;
-        lb__post *v = lb__realloc(inbox->in, cap * sizeof *v);
-        if (!v) {
-            pthread_mutex_unlock(&inbox->lock);
+    int error = 0;
+    lb__lane *lane = lane_of(inbox, &error);
+    if (!lane)
+        return error;
+    if (__builtin_expect(lane->tail_pos == LB__LANE_SEGMENT_POSTS, 0)) {
+        lb__lane_segment *seg = atomic_exchange_explicit(&lane->spare, NULL, memory_order_acq_rel);
+        if (!seg && !(seg = lb__malloc(sizeof *seg)))
             return -ENOMEM;
-        }
-        inbox->in = v;
-        inbox->in_cap = cap;
+        atomic_init(&seg->next, NULL);
+        atomic_store_explicit(&lane->tail->next, seg, memory_order_release);
+        lane->tail = seg;
+        lane->tail_pos = 0;
     }
-    inbox->in[inbox->in_n++] = (lb__post){cb, data, drop};
-    bool was_empty = inbox->in_n == 1;
-    /* seq_cst pairs with the loop arming its wakeup before it sleeps:
-     * either the loop sees this flag, or the poster sees the loop armed. */
-    if (was_empty)
-        atomic_store(&inbox->pending, true);
-    pthread_mutex_unlock(&inbox->lock);
-    return was_empty;
+    lane->tail->posts[lane->tail_pos++] = (lb__post){cb, data, drop};
+    /* One atomic add publishes the post and orders it before the reads
+     * that follow: "closed" here, the loop's wakeup flag in the caller. */
+    atomic_fetch_add(&lane->published, 1);
+    if (__builtin_expect(atomic_load(&inbox->closed), 0))
+        return withdraw_if_unseen(inbox, lane);
+    return 0;
 }
 
-/* The slow half of lb__inbox_take(): the batch is spent and something
- * was posted. */
-void lb__inbox_swap(lb__inbox *inbox) {
+/* ------------------------------------------------------------------ */
+/* The loop's side                                                     */
+/* ------------------------------------------------------------------ */
+
+static inline lb__lane *first_lane(const lb__inbox *inbox) {
+    return atomic_load_explicit(&inbox->lanes, memory_order_acquire);
+}
+
+static inline lb__lane *next_lane(const lb__lane *lane) {
+    return atomic_load_explicit(&lane->next, memory_order_acquire);
+}
+
+bool lb__inbox_has_work(const lb__inbox *inbox) {
+    for (const lb__lane *lane = first_lane(inbox); lane; lane = next_lane(lane))
+        if (lane_pending(lane))
+            return true;
+    return false;
+}
+
+/* Frees the lanes whose thread let go of them (refs 1: the list's) once
+ * they are drained. */
+static void reap(lb__inbox *inbox) {
     pthread_mutex_lock(&inbox->lock);
-    lb__post *batch = inbox->in;
-    size_t n = inbox->in_n, cap = inbox->in_cap;
-    inbox->in = inbox->out;
-    inbox->in_cap = inbox->out_cap;
-    inbox->in_n = 0;
-    atomic_store_explicit(&inbox->pending, false, memory_order_relaxed);
+    lb__lane *prev = NULL, *lane = first_lane(inbox);
+    while (lane) {
+        lb__lane *next = next_lane(lane);
+        /* acquire: the thread's last post happened before it let go. */
+        if (atomic_load_explicit(&lane->refs, memory_order_acquire) == 1 && !lane_pending(lane)) {
+            if (prev)
+                atomic_store_explicit(&prev->next, next, memory_order_relaxed);
+            else
+                atomic_store_explicit(&inbox->lanes, next, memory_order_relaxed);
+            if (inbox->lanes_tail == lane)
+                inbox->lanes_tail = prev;
+            lane_free(lane);
+        } else {
+            prev = lane;
+        }
+        lane = next;
+    }
     pthread_mutex_unlock(&inbox->lock);
-    inbox->out = batch;
-    inbox->out_cap = cap;
-    inbox->out_n = n;
-    inbox->out_pos = 0;
 }
 
-static void drop_all(lb__post *v, size_t from, size_t to, lb_loop *loop) {
-    for (size_t i = from; i < to; i++)
-        if (v[i].drop)
-            v[i].drop(loop, v[i].data);
+void lb__inbox_begin(lb__inbox *inbox) {
+    lb__lane *lane = first_lane(inbox);
+    if (!lane)
+        return;
+    if (++inbox->passes % 64 == 0) {
+        reap(inbox);
+        lane = first_lane(inbox);
+    }
+    for (; lane; lane = next_lane(lane))
+        lane->batch_end = atomic_load_explicit(&lane->published, memory_order_acquire);
+}
+
+bool lb__inbox_next(lb__inbox *inbox, lb__post *post) {
+    for (lb__lane *lane = first_lane(inbox); lane; lane = next_lane(lane)) {
+        if (lane->consumed < lane->batch_end) {
+            *post = lane_pop(lane);
+            return true;
+        }
+    }
+    return false;
 }
 
 void lb__inbox_close(lb__inbox *inbox, lb_loop *loop) {
     pthread_mutex_lock(&inbox->lock);
-    inbox->closed = true;
-    lb__post *in = inbox->in;
-    size_t n = inbox->in_n;
-    inbox->in = NULL;
-    inbox->in_n = inbox->in_cap = 0;
-    atomic_store_explicit(&inbox->pending, false, memory_order_relaxed);
+    atomic_store(&inbox->closed, true);
+    for (lb__lane *lane = first_lane(inbox); lane; lane = next_lane(lane))
+        lane_drop_all(lane, loop);
     pthread_mutex_unlock(&inbox->lock);
-
-    drop_all(inbox->out, inbox->out_pos, inbox->out_n, loop);
-    drop_all(in, 0, n, loop);
-    lb__free(in);
-    lb__free(inbox->out);
-    inbox->out = NULL;
-    inbox->out_n = inbox->out_pos = inbox->out_cap = 0;
 }
 
-void lb__inbox_destroy(lb__inbox *inbox) {
-    lb__free(inbox->in);
-    lb__free(inbox->out);
+void lb__inbox_destroy(lb__inbox *inbox, lb_loop *loop) {
+    lb__lane *lane = first_lane(inbox);
+    while (lane) {
+        lb__lane *next = next_lane(lane);
+        lane_drop_all(lane, loop);
+        lane_unref(lane);
+        lane = next;
+    }
+    atomic_store(&inbox->lanes, NULL);
+    inbox->lanes_tail = NULL;
     pthread_mutex_destroy(&inbox->lock);
 }

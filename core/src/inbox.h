@@ -6,12 +6,30 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 
-/* Callbacks posted from other threads. Producers append to one vector
- * under a mutex (one uncontended lock per post, no allocation once the
- * vector has grown); the loop swaps it with a second vector once per
- * iteration and runs the batch without holding the lock. The `pending`
- * flag lets the loop see "nothing posted" with one relaxed load. */
+/* Callbacks posted from other threads (lb_loop_call_soon_threadsafe).
+ *
+ * Every posting thread gets a lane of its own: a single-producer queue of
+ * segments that only that thread writes and only the loop reads. A post
+ * writes one entry and publishes it with one atomic add, which is also the
+ * full barrier the wakeup check needs (see lb__loop_wake): no lock, no
+ * line shared with other producers, and the loop reads a whole batch per
+ * cache line. Each thread finds its lane in a thread-local list keyed by
+ * the inbox's unique id, so a loop freed and another made at the same
+ * address are never confused.
+ *
+ * A lane is owned jointly by the loop and by its thread (a reference
+ * each): when the thread exits, the loop frees the lane once it is
+ * drained; when the loop is freed first, the thread frees it the next
+ * time it looks for a lane it has not got, or when it exits.
+ *
+ * Close: the inbox is marked closed and every post published so far is
+ * dropped through its drop function, under the inbox's lock. A post racing
+ * the close either is seen and dropped by it (and its poster gets 0), or
+ * is withdrawn by its poster (which gets -EBADF): see withdraw_if_unseen()
+ * in inbox.c. Nothing accepted outlives the close. */
+
 typedef struct lb__post {
     lb_callback cb;
     void *data;
@@ -20,51 +38,73 @@ typedef struct lb__post {
     lb_callback drop;
 } lb__post;
 
-typedef struct lb__inbox {
-    pthread_mutex_t lock;
-    lb__post *in;
-    size_t in_n, in_cap;
-    bool closed;
-    atomic_bool pending;
+#define LB__LANE_SEGMENT_POSTS 512
 
-    /* The batch the loop is running; owned by the loop thread. */
-    lb__post *out;
-    size_t out_n, out_pos, out_cap;
+typedef struct lb__lane_segment {
+    _Atomic(struct lb__lane_segment *) next;
+    lb__post posts[LB__LANE_SEGMENT_POSTS];
+} lb__lane_segment;
+
+/* The three groups of fields are 64 bytes apart, so the producer's and
+ * the loop's writes never share a cache line. */
+typedef struct lb__lane {
+    /* The producer's side. */
+    atomic_uint_fast64_t published; /* posts published, in all */
+    lb__lane_segment *tail;
+    unsigned tail_pos;
+    char pad0[64];
+    /* The loop's side. */
+    uint64_t consumed;  /* posts taken, in all */
+    uint64_t batch_end; /* what this pass of the loop takes, at most */
+    lb__lane_segment *head;
+    unsigned head_pos;
+    /* A drained segment handed back for the producer's next one. */
+    _Atomic(lb__lane_segment *) spare;
+    char pad1[64];
+    /* Shared, rarely written. */
+    atomic_int refs;               /* the loop's and the thread's */
+    _Atomic(struct lb__lane *) next; /* the inbox's list, oldest first */
+} lb__lane;
+
+typedef struct lb__inbox {
+    _Atomic(lb__lane *) lanes;   /* oldest first; appended under lock */
+    lb__lane *lanes_tail;        /* under lock */
+    pthread_mutex_t lock;        /* lane registration, reaping, close */
+    atomic_bool closed;
+    uint64_t id;                 /* unique for the life of the process */
+    unsigned passes;             /* loop thread: passes since the last reap */
 } lb__inbox;
 
 int lb__inbox_init(lb__inbox *inbox);
 
-/* Appends a post. Returns 1 if the inbox was empty (the caller may need
- * to wake the loop), 0 if not, -EBADF if closed, -ENOMEM. Any thread. */
+/* Publishes a post on the calling thread's lane. The publication is a
+ * sequentially consistent read-modify-write: anything the caller reads
+ * after it (the loop's "armed" flag) is ordered after it.
+ * Returns 0, -EBADF if closed, -ENOMEM. Any thread. */
 int lb__inbox_post(lb__inbox *inbox, lb_callback cb, void *data, lb_callback drop);
 
-/* True if the loop has posts to run (in its batch or newly posted). */
-static inline bool lb__inbox_has_work(const lb__inbox *inbox) {
-    return inbox->out_pos < inbox->out_n ||
-           atomic_load_explicit(&inbox->pending, memory_order_relaxed);
-}
+/* True if a lane has posts the loop has not taken. The loop reads each
+ * lane's published count: call it right after arming the wakeup and the
+ * sequentially consistent loads pair with the posters' publications. */
+bool lb__inbox_has_work(const lb__inbox *inbox);
 
-/* The same question asked right after arming the wakeup: a full fence
- * orders it against the posters' check of the armed flag. */
-static inline bool lb__inbox_has_work_fenced(const lb__inbox *inbox) {
-    return inbox->out_pos < inbox->out_n || atomic_load(&inbox->pending);
-}
+/* Starts a pass: what each lane has published now is what the pass
+ * takes, so posts that keep coming wait for the next iteration instead of
+ * holding this one. Every 64 passes, frees the lanes whose thread let go
+ * of them once drained. Loop thread. */
+void lb__inbox_begin(lb__inbox *inbox);
 
-void lb__inbox_swap(lb__inbox *inbox);
+/* Takes the pass's next post: lanes oldest first (a thread whose lane was
+ * replaced keeps its order), each lane in its order. Returns false when
+ * the pass is done. Loop thread. */
+bool lb__inbox_next(lb__inbox *inbox, lb__post *post);
 
-/* Moves newly posted callbacks into the loop's batch when the batch is
- * exhausted. Loop thread. */
-static inline void lb__inbox_take(lb__inbox *inbox) {
-    if (inbox->out_pos < inbox->out_n ||
-        !atomic_load_explicit(&inbox->pending, memory_order_relaxed))
-        return;
-    lb__inbox_swap(inbox);
-}
-
-/* Marks the inbox closed (later posts get -EBADF) and drops every post
- * not run yet, calling its drop function. Loop thread. */
+/* Marks the inbox closed (later posts get -EBADF) and drops every post not
+ * run yet, calling its drop function. Loop thread. */
 void lb__inbox_close(lb__inbox *inbox, lb_loop *loop);
 
-void lb__inbox_destroy(lb__inbox *inbox);
+/* Releases the lanes (and, defensively, drops what they still hold).
+ * When the loop is freed. */
+void lb__inbox_destroy(lb__inbox *inbox, lb_loop *loop);
 
 #endif

@@ -124,7 +124,7 @@ fail:
         close(loop->wake_fd);
     if (loop->epoll_fd >= 0)
         close(loop->epoll_fd);
-    lb__inbox_destroy(&loop->inbox);
+    lb__inbox_destroy(&loop->inbox, loop);
     lb__slab_destroy(&loop->handle_slab);
     lb__slab_destroy(&loop->future_slab);
     lb__free(loop);
@@ -141,7 +141,7 @@ static void loop_free(lb_loop *loop) {
     lb__ready_destroy(&loop->ready);
     lb__slab_destroy(&loop->handle_slab);
     lb__slab_destroy(&loop->future_slab);
-    lb__inbox_destroy(&loop->inbox);
+    lb__inbox_destroy(&loop->inbox, loop);
     lb__free(loop);
 }
 
@@ -522,10 +522,15 @@ static void wake_now(lb_loop *loop) {
         loop->driver->wakeup(loop, loop->driver_state);
 }
 
+/* Called after every post, whose publication is a sequentially
+ * consistent read-modify-write: the flag is read after it, so either the
+ * loop, arming the flag before it sleeps, sees the post, or the post sees
+ * the flag. An awake loop costs the poster this one load. */
 void lb__loop_wake(lb_loop *loop) {
+    if (!atomic_load(&loop->wakeup_armed))
+        return;
     atomic_fetch_add(&loop->wakers, 1);
-    if (!lb__loop_closed(loop) && atomic_load(&loop->wakeup_armed) &&
-        atomic_exchange(&loop->wakeup_armed, false))
+    if (!lb__loop_closed(loop) && atomic_exchange(&loop->wakeup_armed, false))
         wake_now(loop);
     atomic_fetch_sub(&loop->wakers, 1);
 }
@@ -549,8 +554,7 @@ int lb_loop_call_soon_threadsafe(lb_loop *loop, lb_callback cb, void *data) {
     if (r < 0)
         return lb__fail(loop, r, r == -EBADF ? "lb_loop_call_soon_threadsafe: loop is closed"
                                              : "lb_loop_call_soon_threadsafe: out of memory");
-    if (r > 0)
-        lb__loop_wake(loop);
+    lb__loop_wake(loop);
     return 0;
 }
 
@@ -558,8 +562,7 @@ int lb__post_internal(lb_loop *loop, lb_callback cb, void *data, lb_callback dro
     int r = lb__inbox_post(&loop->inbox, cb, data, drop);
     if (r < 0)
         return r;
-    if (r > 0)
-        lb__loop_wake(loop);
+    lb__loop_wake(loop);
     return 0;
 }
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* The inbox alone: batches, order, the "was empty" signal that drives
- * wakeups, close dropping what was not run. */
+/* The inbox alone: passes and order, lanes of threads that exit, many
+ * inboxes per thread, close dropping what was not run, and posts racing
+ * the close. */
 #include "inbox.h"
 
 #include <pthread.h>
@@ -16,35 +17,64 @@ static void nop(lb_loop *loop, void *data) {
     (void)data;
 }
 
-static int dropped;
+static atomic_int dropped;
 static void drop(lb_loop *loop, void *data) {
     (void)loop;
     (void)data;
-    dropped++;
+    atomic_fetch_add(&dropped, 1);
 }
 
-static void test_inbox_batches_in_order(void **state) {
+static uintptr_t next_data(lb__inbox *in) {
+    lb__post p;
+    assert_true(lb__inbox_next(in, &p));
+    return (uintptr_t)p.data;
+}
+
+static size_t count_lanes(const lb__inbox *in) {
+    size_t n = 0;
+    for (lb__lane *l = atomic_load(&in->lanes); l; l = atomic_load(&l->next))
+        n++;
+    return n;
+}
+
+static void test_inbox_pass_takes_what_was_published(void **state) {
+    (void)state;
+    lb__inbox in;
+    lb__post p;
+    assert_int_equal(lb__inbox_init(&in), 0);
+    assert_false(lb__inbox_has_work(&in));
+    assert_int_equal(lb__inbox_post(&in, nop, (void *)1, NULL), 0);
+    assert_int_equal(lb__inbox_post(&in, nop, (void *)2, NULL), 0);
+    assert_true(lb__inbox_has_work(&in));
+    lb__inbox_begin(&in);
+    /* Posts after the pass began wait for the next pass. */
+    assert_int_equal(lb__inbox_post(&in, nop, (void *)3, NULL), 0);
+    assert_int_equal(next_data(&in), 1);
+    assert_int_equal(next_data(&in), 2);
+    assert_false(lb__inbox_next(&in, &p));
+    assert_true(lb__inbox_has_work(&in));
+    lb__inbox_begin(&in);
+    assert_int_equal(next_data(&in), 3);
+    assert_false(lb__inbox_next(&in, &p));
+    assert_false(lb__inbox_has_work(&in));
+    lb__inbox_close(&in, NULL);
+    lb__inbox_destroy(&in, NULL);
+}
+
+static void test_inbox_order_across_segments(void **state) {
     (void)state;
     lb__inbox in;
     assert_int_equal(lb__inbox_init(&in), 0);
-    assert_false(lb__inbox_has_work(&in));
-    assert_int_equal(lb__inbox_post(&in, nop, (void *)1, NULL), 1);
-    assert_int_equal(lb__inbox_post(&in, nop, (void *)2, NULL), 0);
-    assert_true(lb__inbox_has_work(&in));
-    lb__inbox_take(&in);
-    /* Posts after the take go to the next batch, and signal again. */
-    assert_int_equal(lb__inbox_post(&in, nop, (void *)3, NULL), 1);
-    assert_int_equal(in.out_n, 2);
-    assert_ptr_equal(in.out[0].data, (void *)1);
-    assert_ptr_equal(in.out[1].data, (void *)2);
-    in.out_pos = in.out_n;
-    lb__inbox_take(&in);
-    assert_int_equal(in.out_n, 1);
-    assert_ptr_equal(in.out[0].data, (void *)3);
-    in.out_pos = in.out_n;
-    assert_false(lb__inbox_has_work(&in));
+    const uintptr_t n = 5 * LB__LANE_SEGMENT_POSTS + 3;
+    for (int round = 0; round < 3; round++) {
+        for (uintptr_t i = 0; i < n; i++)
+            assert_int_equal(lb__inbox_post(&in, nop, (void *)i, NULL), 0);
+        lb__inbox_begin(&in);
+        for (uintptr_t i = 0; i < n; i++)
+            assert_int_equal(next_data(&in), i);
+    }
     lb__inbox_close(&in, NULL);
-    lb__inbox_destroy(&in);
+    lb__inbox_destroy(&in, NULL);
 }
 
 static void test_inbox_close_drops(void **state) {
@@ -52,30 +82,35 @@ static void test_inbox_close_drops(void **state) {
     lb__inbox in;
     assert_int_equal(lb__inbox_init(&in), 0);
     for (int i = 0; i < 10; i++)
-        assert_true(lb__inbox_post(&in, nop, NULL, drop) >= 0);
-    lb__inbox_take(&in);
-    in.out_pos = 4; /* four ran */
+        assert_int_equal(lb__inbox_post(&in, nop, NULL, drop), 0);
+    lb__inbox_begin(&in);
+    for (int i = 0; i < 4; i++) /* four ran */
+        next_data(&in);
     for (int i = 0; i < 5; i++)
-        assert_true(lb__inbox_post(&in, nop, NULL, drop) >= 0);
-    dropped = 0;
+        assert_int_equal(lb__inbox_post(&in, nop, NULL, drop), 0);
+    atomic_store(&dropped, 0);
     lb__inbox_close(&in, NULL);
-    assert_int_equal(dropped, 6 + 5);
+    assert_int_equal(atomic_load(&dropped), 6 + 5);
     assert_int_equal(lb__inbox_post(&in, nop, NULL, drop), -EBADF);
-    lb__inbox_destroy(&in);
+    assert_int_equal(atomic_load(&dropped), 11);
+    lb__inbox_destroy(&in, NULL);
 }
+
+/* ------------------------------------------------------------------ */
+/* Threads                                                             */
+/* ------------------------------------------------------------------ */
+
+enum { PRODUCERS = 4, PER = 100000 };
 
 typedef struct producer {
     lb__inbox *in;
-    int id;
+    uintptr_t id;
 } producer;
-
-enum { PRODUCERS = 4, PER = 100000 };
 
 static void *produce(void *data) {
     producer *p = data;
     for (uintptr_t i = 0; i < PER; i++)
-        while (lb__inbox_post(p->in, nop, (void *)(i * PRODUCERS + (uintptr_t)p->id), NULL) < 0)
-            ;
+        assert_int_equal(lb__inbox_post(p->in, nop, (void *)(i * PRODUCERS + p->id), NULL), 0);
     return NULL;
 }
 
@@ -86,16 +121,17 @@ static void test_inbox_concurrent_exactly_once(void **state) {
     pthread_t th[PRODUCERS];
     producer p[PRODUCERS];
     for (int i = 0; i < PRODUCERS; i++) {
-        p[i] = (producer){&in, i};
+        p[i] = (producer){&in, (uintptr_t)i};
         assert_int_equal(pthread_create(&th[i], NULL, produce, &p[i]), 0);
     }
     uint8_t *seen = calloc((size_t)PRODUCERS * PER, 1);
     long last[PRODUCERS] = {-1, -1, -1, -1};
     long total = 0;
+    lb__post post;
     while (total < (long)PRODUCERS * PER) {
-        lb__inbox_take(&in);
-        while (in.out_pos < in.out_n) {
-            uintptr_t v = (uintptr_t)in.out[in.out_pos++].data;
+        lb__inbox_begin(&in);
+        while (lb__inbox_next(&in, &post)) {
+            uintptr_t v = (uintptr_t)post.data;
             assert_int_equal(seen[v]++, 0);
             long seq = (long)(v / PRODUCERS);
             assert_true(seq > last[v % PRODUCERS]);
@@ -106,15 +142,104 @@ static void test_inbox_concurrent_exactly_once(void **state) {
     for (int i = 0; i < PRODUCERS; i++)
         pthread_join(th[i], NULL);
     free(seen);
+    /* The producers exited: their lanes go once drained (some may have
+     * gone already, while the loop was still taking posts). */
+    assert_true(count_lanes(&in) <= PRODUCERS);
+    for (int i = 0; i < 64; i++)
+        lb__inbox_begin(&in);
+    assert_int_equal(count_lanes(&in), 0);
     lb__inbox_close(&in, NULL);
-    lb__inbox_destroy(&in);
+    lb__inbox_destroy(&in, NULL);
+}
+
+/* One thread posting to more inboxes than its lane cache holds: each
+ * inbox still gets its posts in order, and replaced lanes are reaped. */
+enum { INBOXES = 7, ROUNDS = 300 };
+
+static void *post_to_many(void *data) {
+    lb__inbox *in = data;
+    for (uintptr_t r = 0; r < ROUNDS; r++)
+        for (int i = 0; i < INBOXES; i++)
+            assert_int_equal(lb__inbox_post(&in[i], nop, (void *)r, NULL), 0);
+    return NULL;
+}
+
+static void test_inbox_many_inboxes_per_thread(void **state) {
+    (void)state;
+    lb__inbox in[INBOXES];
+    for (int i = 0; i < INBOXES; i++)
+        assert_int_equal(lb__inbox_init(&in[i]), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, post_to_many, in), 0);
+    pthread_join(th, NULL);
+    for (int i = 0; i < INBOXES; i++) {
+        lb__inbox_begin(&in[i]);
+        for (uintptr_t r = 0; r < ROUNDS; r++)
+            assert_int_equal(next_data(&in[i]), r);
+        lb__post p;
+        assert_false(lb__inbox_next(&in[i], &p));
+        for (int k = 0; k < 64; k++)
+            lb__inbox_begin(&in[i]);
+        assert_int_equal(count_lanes(&in[i]), 0);
+        lb__inbox_close(&in[i], NULL);
+        lb__inbox_destroy(&in[i], NULL);
+    }
+}
+
+/* Posts racing the close: each accepted post is run or dropped exactly
+ * once, each refused one never. */
+typedef struct racer {
+    lb__inbox *in;
+    atomic_int *accepted;
+    atomic_bool *go;
+} racer;
+
+static void *race(void *data) {
+    racer *r = data;
+    while (!atomic_load(r->go))
+        ;
+    while (lb__inbox_post(r->in, nop, NULL, drop) == 0)
+        atomic_fetch_add(r->accepted, 1);
+    return NULL;
+}
+
+static void test_inbox_posts_racing_close(void **state) {
+    (void)state;
+    for (int round = 0; round < 200; round++) {
+        lb__inbox in;
+        assert_int_equal(lb__inbox_init(&in), 0);
+        atomic_int accepted = 0;
+        atomic_bool go = false;
+        racer r = {&in, &accepted, &go};
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(pthread_create(&th[i], NULL, race, &r), 0);
+        atomic_store(&dropped, 0);
+        atomic_store(&go, true);
+        int ran = 0;
+        lb__post p;
+        for (int k = 0; k < round % 13; k++) {
+            lb__inbox_begin(&in);
+            while (lb__inbox_next(&in, &p))
+                ran++;
+        }
+        lb__inbox_close(&in, NULL);
+        for (int i = 0; i < 2; i++)
+            pthread_join(th[i], NULL);
+        assert_int_equal(ran + atomic_load(&dropped), atomic_load(&accepted));
+        lb__inbox_destroy(&in, NULL);
+        assert_int_equal(ran + atomic_load(&dropped), atomic_load(&accepted));
+    }
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_inbox_batches_in_order),
+        cmocka_unit_test(test_inbox_pass_takes_what_was_published),
+        cmocka_unit_test(test_inbox_order_across_segments),
         cmocka_unit_test(test_inbox_close_drops),
         cmocka_unit_test(test_inbox_concurrent_exactly_once),
+        cmocka_unit_test(test_inbox_many_inboxes_per_thread),
+        cmocka_unit_test(test_inbox_posts_racing_close),
     };
     return cmocka_run_group_tests_name("inbox", tests, NULL, NULL);
 }
