@@ -188,7 +188,7 @@ int lb__future_complete(lb_future *f, int state, void *value, lb_destroy_fn dest
 static int check_settable(lb_future *f, const char *func) {
     if (!f)
         return lb__fail(NULL, -EINVAL, "%s: future is NULL", func);
-    int r = lb__loop_check(f->loop, func);
+    int r = lb__loop_check_fast(f->loop, func);
     if (r < 0)
         return r;
     if (atomic_load_explicit(&f->state, memory_order_relaxed) != LB__FUTURE_PENDING)
@@ -220,7 +220,7 @@ int lb__future_cancel_plain(lb_future *f) {
 
 int lb_future_cancel(lb_future *future) {
     lb_assert_return(future, -EINVAL);
-    int r = lb__loop_check(future->loop, __func__);
+    int r = lb__loop_check_fast(future->loop, __func__);
     if (r < 0)
         return r;
     if (atomic_load_explicit(&future->state, memory_order_relaxed) != LB__FUTURE_PENDING)
