@@ -142,6 +142,7 @@ all_workloads="W1 W2 W3 W4 W5 W6 W7 W8 W9 W10 G1 G2 G3 G4"
 
 workloads_of() {
   case "$1" in
+    loopbridge-*-shared) echo "W6 W7" ;; # tasks on the loop's shared stack
     loopbridge-native) echo "W1 W2 W3 W4 W5 W6 W7 W8 W9 W10 G2 G3" ;; # G1, G4 need a host loop
     loopbridge-*) echo "W1 W2 W3 W4 W5 W6 W7 W8 W9 W10 G1 G2 G3 G4" ;;
     libuv) echo "W1 W2 W3 W4 W5 W9" ;;
@@ -174,6 +175,9 @@ run_one() {
   local impl=$1 w=$2 r=$3 n="" cmd=() rssf outf line rc rss
   [ "$quick" = 1 ] && n=$(( $(default_n "$impl" "$w") / 10 ))
   case "$impl" in
+    loopbridge-*-shared)
+      local d=${impl#loopbridge-}
+      cmd=(env "LB_DRIVER=${d%-shared}" "$bench" "${w}s" ${n:+"$n"}) ;;
     loopbridge-*) cmd=(env "LB_DRIVER=${impl#loopbridge-}" "$bench" "$w" ${n:+"$n"}) ;;
     libuv) cmd=("$peer_bin/uv_peers" "$w" ${n:+"$n"}) ;;
     glib) cmd=("$peer_bin/glib_peers" "$w" ${n:+"$n"}) ;;
@@ -201,6 +205,9 @@ run_one() {
     "$(echo "$line" | cut -c1-150 | sed 's/^{"peer": "[^"]*", //')" >&2
 }
 
+# Shared-stack tasks (LB_TASK_SHARED_STACK) for W6 and W7, on the native
+# driver: a column of their own, since a program asks for them.
+case " $lb_impls " in *" loopbridge-native "*) lb_impls="$lb_impls loopbridge-native-shared" ;; esac
 impls="$lb_impls $peer_impls"
 say "implementations:$impls"
 say "runs: $runs$([ "$quick" = 1 ] && echo ", quick (n/10)"); results: $results"

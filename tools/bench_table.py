@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 
-LB = ["loopbridge-native", "loopbridge-glib", "loopbridge-tk"]
+LB = ["loopbridge-native", "loopbridge-native-shared", "loopbridge-glib", "loopbridge-tk"]
 PEERS = ["asyncio", "uvloop", "gbulb", "libuv", "glib", "tcl"]
 
 # id: (field, what, lower_is_better); in OTHER, None: no ratio

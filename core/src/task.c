@@ -65,9 +65,13 @@ int lb_loop_all_tasks(const lb_loop *loop, lb_task **tasks, size_t cap) {
 /* ------------------------------------------------------------------ */
 
 static void task_finish(lb_task *t);
+static void resume_parked(lb_task *t);
 
 /* Runs t on its fiber until it suspends or ends. */
 static void task_resume(lb_task *t) {
+    lb__tasks *ts = t->loop->task_state;
+    if (t->shared && !lb__shared_claim(ts, t))
+        return; /* parked: resumed once the shared stack is free */
     lb_task *outer = lb__current_task;
     if (!thread_fiber_ready) {
         lb__fiber_init_thread(&thread_fiber);
@@ -83,6 +87,20 @@ static void task_resume(lb_task *t) {
     lb__current_task = outer;
     if (t->state == LB__TASK_DONE)
         task_finish(t);
+    if (ts->parked)
+        lb__shared_unpark(ts, resume_parked);
+}
+
+/* A shared-stack task woken while the stack was taken gets it now; one
+ * cancelled before it ever ran still never runs. */
+static void resume_parked(lb_task *t) {
+    if (t->state == LB__TASK_CREATED && t->must_cancel) {
+        t->status = -ECANCELED;
+        t->state = LB__TASK_DONE;
+        task_finish(t);
+    } else {
+        task_resume(t);
+    }
 }
 
 void lb__task_suspend(lb_task *t, lb__task_wait why) {
@@ -138,9 +156,18 @@ int lb_task_spawn(lb_loop *loop, lb_task_fn fn, void *data, const lb_task_option
     if (loop->closing)
         return lb__fail(loop, -EBADF, "lb_task_spawn: loop is closing");
     size_t stack_size = opts ? opts->stack_size : 0;
+    unsigned flags = opts ? opts->flags : 0;
     if (stack_size && (stack_size < 16 * 1024 || stack_size > 64 * 1024 * 1024))
         return lb__fail(loop, -EINVAL,
                         "lb_task_spawn: stack size %zu outside 16 KiB .. 64 MiB", stack_size);
+    if (flags & ~(unsigned)LB_TASK_SHARED_STACK)
+        return lb__fail(loop, -EINVAL, "lb_task_spawn: unknown flags 0x%x", flags);
+    if ((flags & LB_TASK_SHARED_STACK) && stack_size)
+        return lb__fail(loop, -EINVAL,
+                        "lb_task_spawn: a shared-stack task takes no stack size");
+    /* Where frames cannot move (the ucontext switch), the task gets a
+     * stack of its own: the same program, more memory. */
+    bool shared = (flags & LB_TASK_SHARED_STACK) && lb__fiber_frames_movable();
     lb__tasks *ts = tasks_of(loop);
     if (!ts)
         return lb__fail(loop, -ENOMEM, "lb_task_spawn: out of memory");
@@ -163,13 +190,19 @@ int lb_task_spawn(lb_loop *loop, lb_task_fn fn, void *data, const lb_task_option
         goto fail;
     t->future->hooks = &task_future_hooks;
     t->future->hooks_data = t;
-    r = lb__stack_acquire(ts->stacks, stack_size, &t->stack);
+    if (shared) {
+        r = lb__shared_prepare(ts, t, task_entry);
+    } else {
+        r = lb__stack_acquire(ts->stacks, stack_size, &t->stack);
+        if (r == 0) {
+            t->stack->owner = t->name;
+            lb__fiber_init(&t->fiber, t->stack, task_entry, t);
+        }
+    }
     if (r < 0) {
         lb__fail(loop, r, "lb_task_spawn: no stack for task %s: %s", t->name, lb_strerror(r));
         goto fail;
     }
-    t->stack->owner = t->name;
-    lb__fiber_init(&t->fiber, t->stack, task_entry, t);
     r = lb__task_schedule_step(t);
     if (r < 0)
         goto fail;
@@ -232,6 +265,9 @@ static void task_finish(lb_task *t) {
         lb__fiber_destroy(&t->fiber);
         lb__stack_release(ts->stacks, t->stack);
         t->stack = NULL;
+    } else if (t->shared) {
+        lb__fiber_destroy(&t->fiber);
+        lb__shared_release(ts, t);
     }
     if (t->prev)
         t->prev->next = t->next;
@@ -297,6 +333,16 @@ static bool take_cancel(lb_task *t) {
     return true;
 }
 
+/* What a task needs before it may suspend: for a shared-stack task, room
+ * to save its frames (so saving them when another task needs the stack
+ * cannot fail). */
+static int ready_to_suspend(lb_task *t, const char *func) {
+    if (t->shared && lb__shared_reserve(t) < 0)
+        return lb__fail(t->loop, -ENOMEM, "%s: out of memory for the frames of task %s", func,
+                        t->name);
+    return 0;
+}
+
 static void wake_on_done(lb_future *f, void *data) {
     lb_task *t = data;
     (void)f;
@@ -316,7 +362,10 @@ int lb_await(lb_future *future, void **value) {
         return -ECANCELED;
     }
     if (!lb_future_is_done(future)) {
-        int r = lb_future_add_done_callback(future, wake_on_done, t);
+        int r = ready_to_suspend(t, __func__);
+        if (r < 0)
+            return r;
+        r = lb_future_add_done_callback(future, wake_on_done, t);
         if (r < 0)
             return r;
         lb_future_ref(future);
@@ -346,7 +395,10 @@ int lb_yield(void) {
         return not_in_task(__func__);
     if (take_cancel(t))
         return -ECANCELED;
-    int r = lb__task_schedule_step(t);
+    int r = ready_to_suspend(t, __func__);
+    if (r < 0)
+        return r;
+    r = lb__task_schedule_step(t);
     if (r < 0)
         return lb__fail(t->loop, r, "lb_yield: out of memory");
     lb__task_suspend(t, LB__WAIT_STEP);
@@ -362,7 +414,10 @@ int lb_sleep(double seconds) {
         return lb_yield();
     if (take_cancel(t))
         return -ECANCELED;
-    int r = lb_loop_call_later(t->loop, seconds, wake_on_timer, t, &t->timer);
+    int r = ready_to_suspend(t, __func__);
+    if (r < 0)
+        return r;
+    r = lb_loop_call_later(t->loop, seconds, wake_on_timer, t, &t->timer);
     if (r < 0)
         return r;
     lb__task_suspend(t, LB__WAIT_TIMER);
@@ -462,6 +517,7 @@ static void tasks_destroy(lb_loop *loop) {
         t->state = LB__TASK_DONE;
         task_finish(t);
     }
+    lb__shared_destroy(ts);
     lb__stack_pool_free(ts->stacks);
     lb__free(ts);
     loop->task_state = NULL;

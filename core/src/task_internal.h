@@ -39,8 +39,15 @@ struct lb_task {
     void *result;
     lb_destroy_fn result_destroy;
     int status;             /* what fn returned */
-    lb__stack *stack;
+    lb__stack *stack;       /* NULL for a shared-stack task */
     lb__fiber fiber;        /* the task's own context */
+    /* Shared-stack tasks (LB_TASK_SHARED_STACK, task_shared.c): where
+     * their frames wait while another task has the shared stack. */
+    bool shared;
+    bool parked;            /* woken while the shared stack was taken */
+    lb_task *next_parked;
+    unsigned char *saved;
+    size_t saved_len, saved_cap;
     lb__fiber caller;       /* where to go when it suspends or ends */
     lb_task *prev, *next;   /* the loop's live tasks */
     char name[32];
@@ -49,6 +56,9 @@ struct lb_task {
 /* The loop's task state (loop->task_state). */
 typedef struct lb__tasks {
     lb__stack_pool *stacks;
+    lb__stack *shared;      /* the shared stack, made on first use */
+    lb_task *shared_owner;  /* whose frames are on it */
+    lb_task *parked, *parked_tail; /* waiting for it, oldest first */
     lb_task *live;
     size_t count;
     uint64_t next_id;
@@ -61,5 +71,29 @@ void lb__task_suspend(lb_task *t, lb__task_wait why);
 /* Queues a step that resumes t in the next iteration. Returns 0 or
  * -ENOMEM. */
 int lb__task_schedule_step(lb_task *t);
+
+/* Shared-stack tasks (task_shared.c). */
+
+/* Makes a new task a shared-stack one: the loop's shared stack is made if
+ * need be, and entry(t) runs when the task first gets it. 0 or -ENOMEM. */
+int lb__shared_prepare(lb__tasks *ts, lb_task *t, void (*entry)(void *arg));
+
+/* Makes t's frames live on the shared stack, saving the owner's; false
+ * when the owner is running (t has been parked: lb__shared_unpark resumes
+ * it once the owner stops running). */
+bool lb__shared_claim(lb__tasks *ts, lb_task *t);
+
+/* Before a shared-stack task suspends: makes room to save its frames, so
+ * that saving them later cannot fail. 0 or -ENOMEM. */
+int lb__shared_reserve(lb_task *t);
+
+/* Resumes the parked tasks while the shared stack's owner is not running. */
+void lb__shared_unpark(lb__tasks *ts, void (*resume)(lb_task *t));
+
+/* A shared-stack task ended: its frames and save area go. */
+void lb__shared_release(lb__tasks *ts, lb_task *t);
+
+/* Frees the shared stack (every task ended). */
+void lb__shared_destroy(lb__tasks *ts);
 
 #endif

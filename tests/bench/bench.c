@@ -308,6 +308,11 @@ static void w5(long n) {
 }
 
 /* ---------------- W6: task switches ---------------- */
+/* The options W6 and W7 spawn their many tasks with: a stack each, or
+ * (workloads W6s and W7s, peer "loopbridge-<driver>-shared") the loop's
+ * shared stack. */
+static lb_task_options many_tasks;
+
 static int w6_task(lb_task *t, void *d) {
     (void)t;
     (void)d;
@@ -321,7 +326,7 @@ static int w6_main(lb_task *t, void *d) {
     long n = (long)(intptr_t)d;
     lb_task **ts = malloc(n * sizeof *ts);
     for (long i = 0; i < n; i++)
-        check(lb_task_spawn(loop, w6_task, NULL, NULL, &ts[i]), "spawn");
+        check(lb_task_spawn(loop, w6_task, NULL, &many_tasks, &ts[i]), "spawn");
     for (long i = 0; i < n; i++) {
         lb_await(lb_task_future(ts[i]), NULL);
         lb_task_unref(ts[i]);
@@ -340,7 +345,10 @@ static void w6(long n) {
     printf("{\"peer\": \"%s\", \"workload\": \"W6_tasks\", \"n\": %ld, \"seconds\": %.4f, "
            "\"per_op_ns\": %.4f, \"rss_delta_kb\": %ld",
            peer, n, dt, dt * 1e9 / (n * 10), maxrss_kb() - r0);
-    end_line("lb_task_spawn x n, each lb_sleep(0) x 10 (fiber switch), awaited in order");
+    end_line(many_tasks.flags ? "lb_task_spawn(LB_TASK_SHARED_STACK) x n, each lb_sleep(0) x 10, "
+                                "awaited in order"
+                              : "lb_task_spawn x n, each lb_sleep(0) x 10 (fiber switch), awaited "
+                                "in order");
 }
 
 /* ---------------- W7: sleeping tasks ---------------- */
@@ -356,7 +364,7 @@ static int w7_main(lb_task *t, void *d) {
     lb_task **ts = malloc(n * sizeof *ts);
     double t0 = now_s();
     for (long i = 0; i < n; i++)
-        check(lb_task_spawn(loop, w7_task, NULL, NULL, &ts[i]), "spawn");
+        check(lb_task_spawn(loop, w7_task, NULL, &many_tasks, &ts[i]), "spawn");
     w7_create = now_s() - t0;
     lb_yield(); /* every task has started and armed its timer */
     w7_started = now_s() - t0;
@@ -381,7 +389,8 @@ static void w7(long n) {
            "\"bytes_per_task\": %.1f, \"overhead_s\": %.4f",
            peer, n, dt, w7_create * 1e9 / n, w7_create * 1e9 / n, w7_started * 1e9 / n,
            (r1 - r0) * 1024.0 / n, dt - 1.0);
-    end_line("lb_task_spawn x n, each lb_sleep(1.0)");
+    end_line(many_tasks.flags ? "lb_task_spawn(LB_TASK_SHARED_STACK) x n, each lb_sleep(1.0)"
+                              : "lb_task_spawn x n, each lb_sleep(1.0)");
 }
 
 /* ---------------- W8: future chain ---------------- */
@@ -970,6 +979,11 @@ int main(int argc, char **argv) {
         check(lb_loop_new(&loop, NULL), "lb_loop_new");
         driver = lb_loop_driver_name(loop);
         snprintf(peer, sizeof peer, "loopbridge-%s", driver);
+        if (!strcmp(w, "W6s") || !strcmp(w, "W7s")) {
+            many_tasks.flags = LB_TASK_SHARED_STACK;
+            snprintf(peer, sizeof peer, "loopbridge-%s-shared", driver);
+            w[2] = '\0';
+        }
         if (!strcmp(w, "W1"))
             w1(nover ? nover : 1000000);
         else if (!strcmp(w, "W2"))

@@ -25,6 +25,7 @@ static const group groups[] = {
     {"future", run_future_tests},
     {"exception", run_exception_tests},
     {"task", run_task_tests},
+    {"task_shared", run_task_shared_tests},
     {"executor", run_executor_tests},
     {"signal", run_signal_tests},
     {"loop_thread", run_loop_thread_tests},

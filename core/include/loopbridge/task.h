@@ -32,15 +32,35 @@ extern "C" {
  * errno to fail. */
 typedef int (*lb_task_fn)(lb_task *task, void *data);
 
+enum {
+    /* The task runs on a stack the loop shares between all such tasks;
+     * while it is suspended, its frames (a few hundred bytes when it
+     * awaits) wait in a save area of its own, and are copied back when
+     * it runs again. Use it for many tasks that mostly wait: a sleeping
+     * task then costs about a kilobyte instead of a stack's pages, at the
+     * price of two copies of its frames when it resumes after another such
+     * task ran. Two rules come with it: nothing may point into the task's
+     * locals while it is suspended (hand other code heap memory, not the
+     * address of a local), and if the task runs a nested main loop, other
+     * shared-stack tasks wait until that loop returns. The stack is 256
+     * KiB. Where frames cannot move (the ucontext fiber switch), the task
+     * gets a stack of its own instead. */
+    LB_TASK_SHARED_STACK = 1u << 0,
+};
+
 typedef struct lb_task_options {
     const char *name;  /* copied; NULL: "task-N" */
-    size_t stack_size; /* bytes of address space; 0: 256 KiB; 16 KiB .. 64 MiB */
+    size_t stack_size; /* bytes of address space; 0: 256 KiB; 16 KiB .. 64 MiB
+                        * (0 with LB_TASK_SHARED_STACK) */
+    unsigned flags;    /* LB_TASK_* */
 } lb_task_options;
 
 /* Starts fn(task, data) as a task on loop; it first runs in the loop's
  * next iteration. opts may be NULL. ret NULL: the task runs detached
  * (the loop keeps it until it ends); otherwise *ret gets a reference.
- * Returns 0; -EINVAL (bad options); -EBADF (closed or closing loop);
+ * Returns 0; -EINVAL (bad options: stack size out of range, unknown
+ * flags, a stack size with LB_TASK_SHARED_STACK); -EBADF (closed or
+ * closing loop);
  * -ENOMEM (no memory or no address space for the stack); -EPERM (wrong
  * thread). Loop thread only. */
 LB_EXPORT int lb_task_spawn(lb_loop *loop, lb_task_fn fn, void *data, const lb_task_options *opts,

@@ -187,3 +187,55 @@ void lb__fiber_switch_final(lb__fiber *from, lb__fiber *to) {
 }
 
 #endif
+
+/* ------------------------------------------------------------------ */
+/* Movable frames (shared-stack tasks)                                 */
+/* ------------------------------------------------------------------ */
+
+bool lb__fiber_frames_movable(void) {
+#if defined(LB_FIBER_UCONTEXT)
+    return false;
+#else
+    return true;
+#endif
+}
+
+void *lb__fiber_frames_start(const lb__fiber *f) {
+#if defined(LB_FIBER_UCONTEXT)
+    (void)f;
+    return NULL;
+#else
+    return f->sp;
+#endif
+}
+
+#if defined(LB_ASAN) || defined(LB_TSAN)
+/* A plain byte copy the sanitizers do not instrument: the source is a
+ * stack whose shadow still describes the frames of whichever fiber ran
+ * there last. */
+#if defined(LB_ASAN)
+__attribute__((no_sanitize_address))
+#else
+__attribute__((no_sanitize_thread))
+#endif
+static void copy_unchecked(unsigned char *dst, const unsigned char *src, size_t len) {
+    /* volatile: the compiler must not turn this back into a call to the
+     * (intercepted) memcpy. */
+    for (size_t i = 0; i < len; i++)
+        ((volatile unsigned char *)dst)[i] = src[i];
+}
+#endif
+
+void lb__fiber_copy_frames(void *dst, const void *src, size_t len, bool to_stack) {
+#ifdef LB_ASAN
+    if (to_stack)
+        ASAN_UNPOISON_MEMORY_REGION(dst, len);
+    copy_unchecked(dst, src, len);
+#elif defined(LB_TSAN)
+    (void)to_stack;
+    copy_unchecked(dst, src, len);
+#else
+    (void)to_stack;
+    memcpy(dst, src, len);
+#endif
+}

@@ -9,6 +9,7 @@
 
 #include "stack.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #if defined(LB_FIBER_UCONTEXT)
@@ -49,5 +50,21 @@ __attribute__((noreturn)) void lb__fiber_switch_final(lb__fiber *from, lb__fiber
 /* Releases what sanitizers keep for a fiber that ended (or will never
  * run again). Call it from another context. */
 void lb__fiber_destroy(lb__fiber *f);
+
+/* Fibers whose frames can be moved: a suspended fiber's live frames are
+ * the bytes from its saved stack pointer to the top of its stack, and
+ * copied back to the same addresses they run again. True with the
+ * assembly switch; the ucontext one keeps its stack pointer out of
+ * reach. */
+bool lb__fiber_frames_movable(void);
+
+/* The lowest address of a suspended fiber's live frames (its saved stack
+ * pointer), or NULL when frames are not movable. */
+void *lb__fiber_frames_start(const lb__fiber *f);
+
+/* Copies len bytes of frames between a stack and a save area, below the
+ * sanitizers' notice (the frames of one fiber carry the redzones of
+ * another), and makes the destination addressable when it is a stack. */
+void lb__fiber_copy_frames(void *dst, const void *src, size_t len, bool to_stack);
 
 #endif
