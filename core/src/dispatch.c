@@ -47,29 +47,34 @@ static void timer_release(void *item) {
     lb__handle_release(h);
 }
 
-static void prune_timers(lb_loop *loop) {
+/* What a compaction costs per entry, generously (it touches every entry
+ * and the handle of each): a heap is compacted only when the next timer
+ * is due later than twice that, so a compaction never makes one late. */
+#define COMPACT_NS_PER_ENTRY 20
+
+static void prune_timers(lb_loop *loop, int64_t now) {
     lb__timer_heap *heap = &loop->timers;
-    if (heap->dead > 64 && heap->dead * 2 > heap->n) {
-        lb__timer_heap_compact(heap, timer_is_cancelled, timer_release);
-        return;
-    }
     const lb__timer_entry *top;
     while ((top = lb__timer_heap_top(heap)) && timer_is_cancelled(top->item)) {
         lb_handle *h = lb__timer_heap_pop(heap);
         heap->dead--;
         lb__handle_release(h);
     }
+    if (top && heap->dead > 64 && heap->dead * 2 > heap->n &&
+        top->when - now > 2 * COMPACT_NS_PER_ENTRY * (int64_t)heap->n)
+        lb__timer_heap_compact(heap, timer_is_cancelled, timer_release);
 }
 
 /* How long the loop may sleep from now: 0, a positive number of ns, or -1. */
 static int64_t sleep_budget(lb_loop *loop) {
     if (work_ready(loop))
         return 0;
-    prune_timers(loop);
+    int64_t now = lb__clock_ns();
+    prune_timers(loop, now);
     const lb__timer_entry *top = lb__timer_heap_top(&loop->timers);
     if (!top)
         return -1;
-    int64_t d = top->when - lb__clock_ns();
+    int64_t d = top->when - now;
     return d > 0 ? d : 0;
 }
 

@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The timers: a binary min-heap ordered by (deadline, sequence number),
+/* The timers: a 4-ary min-heap ordered by (deadline, sequence number),
  * so timers with equal deadlines fire in the order they were scheduled.
  * Entries carry their key, so sifting never dereferences the payload.
  * Cancellation is lazy (the payload is flagged and skipped when it
