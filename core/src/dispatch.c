@@ -197,6 +197,26 @@ static inline bool poll_due(const lb_loop *loop, int64_t coarse) {
            coarse - loop->last_poll >= LB__POLL_INTERVAL_NS;
 }
 
+/* Phase 3: the posts the lanes had published when it began, in each
+ * thread's order. Out of line: a loop nobody posts to never comes here.
+ * Returns false if the budget ran out. */
+static __attribute__((noinline)) bool run_posts(lb_loop *loop, int64_t deadline,
+                                                size_t *since_check) {
+    lb__inbox *inbox = &loop->inbox;
+    lb__post p;
+    lb__inbox_begin(inbox);
+    while (lb__inbox_next(inbox, &p)) {
+        loop->callbacks_run++;
+        if (__builtin_expect(loop->debug, 0))
+            lb__debug_call(loop, p.cb, p.data);
+        else
+            p.cb(loop, p.data);
+        if (deadline != INT64_MAX && over_budget(deadline, since_check))
+            return false;
+    }
+    return true;
+}
+
 /* One iteration: the phases in order. Returns 1 if work is still ready. */
 static inline int iterate(lb_loop *loop, int64_t poll_timeout_ns, int64_t budget_ns) {
     loop->iterations++;
@@ -214,28 +234,15 @@ static inline int iterate(lb_loop *loop, int64_t poll_timeout_ns, int64_t budget
     }
 
     /* Phase 2: timers due at the start of the iteration join the queue. */
-    collect_timers(loop, coarse, now_fresh);
+    if (loop->timers.n)
+        collect_timers(loop, coarse, now_fresh);
 
     /* Phase 3: posts from other threads, in posting order. */
     int64_t deadline = INT64_MAX;
     if (budget_ns != INT64_MAX)
         deadline = (now_fresh ? loop->now : lb__clock_ns()) + budget_ns;
     size_t since_check = 0;
-    bool budget_hit = false;
-    lb__inbox *inbox = &loop->inbox;
-    lb__post p;
-    lb__inbox_begin(inbox);
-    while (lb__inbox_next(inbox, &p)) {
-        loop->callbacks_run++;
-        if (__builtin_expect(loop->debug, 0))
-            lb__debug_call(loop, p.cb, p.data);
-        else
-            p.cb(loop, p.data);
-        if (deadline != INT64_MAX && over_budget(deadline, &since_check)) {
-            budget_hit = true;
-            break;
-        }
-    }
+    bool budget_hit = lb__inbox_has_lanes(&loop->inbox) && !run_posts(loop, deadline, &since_check);
 
     /* Phase 4: the callbacks that were ready when the iteration started;
      * what they schedule runs in the next one. */
@@ -277,7 +284,7 @@ int lb__dispatch_until_stopped(lb_loop *loop) {
     lb__enter_state st;
     lb__loop_enter(loop, &st);
     do
-        iterate(loop, lb_driver_prepare(loop), INT64_MAX);
+        iterate(loop, work_ready(loop) ? 0 : lb_driver_prepare(loop), INT64_MAX);
     while (!loop->stopping);
     lb__loop_leave(loop, &st);
     loop->dispatch_depth--;

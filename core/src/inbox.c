@@ -235,7 +235,7 @@ static inline lb__lane *next_lane(const lb__lane *lane) {
     return atomic_load_explicit(&lane->next, memory_order_acquire);
 }
 
-bool lb__inbox_has_work(const lb__inbox *inbox) {
+bool lb__inbox_lanes_pending(const lb__inbox *inbox) {
     for (const lb__lane *lane = first_lane(inbox); lane; lane = next_lane(lane))
         if (lane_pending(lane))
             return true;

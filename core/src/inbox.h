@@ -83,10 +83,19 @@ int lb__inbox_init(lb__inbox *inbox);
  * Returns 0, -EBADF if closed, -ENOMEM. Any thread. */
 int lb__inbox_post(lb__inbox *inbox, lb_callback cb, void *data, lb_callback drop);
 
+/* True once some thread posted (a lane exists; it may be drained). */
+static inline bool lb__inbox_has_lanes(const lb__inbox *inbox) {
+    return atomic_load_explicit(&inbox->lanes, memory_order_acquire) != NULL;
+}
+
+bool lb__inbox_lanes_pending(const lb__inbox *inbox);
+
 /* True if a lane has posts the loop has not taken. The loop reads each
  * lane's published count: call it right after arming the wakeup and the
  * sequentially consistent loads pair with the posters' publications. */
-bool lb__inbox_has_work(const lb__inbox *inbox);
+static inline bool lb__inbox_has_work(const lb__inbox *inbox) {
+    return lb__inbox_has_lanes(inbox) && lb__inbox_lanes_pending(inbox);
+}
 
 /* Starts a pass: what each lane has published now is what the pass
  * takes, so posts that keep coming wait for the next iteration instead of

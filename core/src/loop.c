@@ -442,13 +442,14 @@ static void hand_out(lb_loop *loop, lb_handle *h, lb_handle **ret) {
     }
 }
 
-int lb_loop_call_soon(lb_loop *loop, lb_callback cb, void *data, lb_handle **ret) {
+static __attribute__((noinline)) int call_soon_slow(lb_loop *loop, lb_callback cb, void *data,
+                                                    lb_handle **ret) {
     LB__CHECK_LOOP(loop);
     lb_assert_return(cb, -EINVAL);
     if (!ret) {
         /* Floating: a queue entry, no handle. */
         if (!lb__ready_push(&loop->ready, cb, data))
-            return schedule_failed(loop, __func__);
+            return schedule_failed(loop, "lb_loop_call_soon");
         return 0;
     }
     lb_handle *h = lb__handle_new(loop, cb, data);
@@ -457,6 +458,18 @@ int lb_loop_call_soon(lb_loop *loop, lb_callback cb, void *data, lb_handle **ret
     lb__ready_push_handle(&loop->ready, h);
     hand_out(loop, h, ret);
     return 0;
+}
+
+/* The common case, a floating call with room in the queue, decided inline
+ * with no register to save; everything else (checks that fail, handles,
+ * a new chunk) goes the slow way. */
+int lb_loop_call_soon(lb_loop *loop, lb_callback cb, void *data, lb_handle **ret) {
+    if (__builtin_expect(!ret && cb && loop && !lb__loop_closed(loop), 1)) {
+        const void *t = lb__loop_thread(loop);
+        if ((t == NULL || t == lb__thread_self()) && lb__ready_try_push(&loop->ready, cb, data))
+            return 0;
+    }
+    return call_soon_slow(loop, cb, data, ret);
 }
 
 lb_handle *lb__call_soon_internal(lb_loop *loop, lb_callback cb, void *data) {

@@ -68,16 +68,22 @@ void lb__ready_destroy(lb__ready_queue *q);
 void lb__ready_push_overflow(lb__ready_queue *q, lb_handle *h);
 bool lb__ready_pop_overflow(lb__ready_queue *q, lb__ready_entry *e);
 
-/* Appends (cb, data). Returns false when out of memory. */
-static inline bool lb__ready_push(lb__ready_queue *q, lb_callback cb, void *data) {
-    if (__builtin_expect(q->tail == q->tail_end || q->over_head != NULL, 0) &&
-        !lb__ready_grow(q))
+/* Appends (cb, data) if the tail chunk has room (and no overflow waits).
+ * The fast half of lb__ready_push(). */
+static inline bool lb__ready_try_push(lb__ready_queue *q, lb_callback cb, void *data) {
+    if (__builtin_expect(q->tail == q->tail_end || q->over_head != NULL, 0))
         return false;
     q->tail->cb = cb;
     q->tail->data = data;
     q->tail++;
     q->count++;
     return true;
+}
+
+/* Appends (cb, data). Returns false when out of memory. */
+static inline bool lb__ready_push(lb__ready_queue *q, lb_callback cb, void *data) {
+    return lb__ready_try_push(q, cb, data) ||
+           (lb__ready_grow(q) && lb__ready_try_push(q, cb, data));
 }
 
 /* Appends a handle; its callback runs through lb__run_handle. Never
