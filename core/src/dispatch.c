@@ -180,11 +180,26 @@ static inline void run_entry(lb_loop *loop, const lb__ready_entry *e) {
         e->cb(loop, e->data);
 }
 
-static inline bool over_budget(int64_t deadline, size_t *since_check) {
-    if (++*since_check < LB__BUDGET_CHECK_EVERY)
+/* A hosted dispatch's time budget. The clock is read once per
+ * LB__BUDGET_CHECK_EVERY callbacks, and the deadline is set at the first
+ * read unless the iteration knows the time already, so a short iteration
+ * (a chain of callbacks run one per iteration) reads no clock at all. */
+typedef struct budget {
+    int64_t ns;       /* INT64_MAX: none */
+    int64_t deadline; /* 0: not set yet */
+    size_t since_check;
+} budget;
+
+static inline bool over_budget(budget *b) {
+    if (b->ns == INT64_MAX || ++b->since_check < LB__BUDGET_CHECK_EVERY)
         return false;
-    *since_check = 0;
-    return lb__clock_ns() >= deadline;
+    b->since_check = 0;
+    int64_t now = lb__clock_ns();
+    if (b->deadline == 0) {
+        b->deadline = now + b->ns;
+        return false;
+    }
+    return now >= b->deadline;
 }
 
 /* While callbacks keep coming, is it time for a non-blocking poll of the
@@ -200,8 +215,7 @@ static inline bool poll_due(const lb_loop *loop, int64_t coarse) {
 /* Phase 3: the posts the lanes had published when it began, in each
  * thread's order. Out of line: a loop nobody posts to never comes here.
  * Returns false if the budget ran out. */
-static __attribute__((noinline)) bool run_posts(lb_loop *loop, int64_t deadline,
-                                                size_t *since_check) {
+static __attribute__((noinline)) bool run_posts(lb_loop *loop, budget *b) {
     lb__inbox *inbox = &loop->inbox;
     lb__post p;
     lb__inbox_begin(inbox);
@@ -211,7 +225,7 @@ static __attribute__((noinline)) bool run_posts(lb_loop *loop, int64_t deadline,
             lb__debug_call(loop, p.cb, p.data);
         else
             p.cb(loop, p.data);
-        if (deadline != INT64_MAX && over_budget(deadline, since_check))
+        if (over_budget(b))
             return false;
     }
     return true;
@@ -238,23 +252,22 @@ static inline int iterate(lb_loop *loop, int64_t poll_timeout_ns, int64_t budget
         collect_timers(loop, coarse, now_fresh);
 
     /* Phase 3: posts from other threads, in posting order. */
-    int64_t deadline = INT64_MAX;
-    if (budget_ns != INT64_MAX)
-        deadline = (now_fresh ? loop->now : lb__clock_ns()) + budget_ns;
-    size_t since_check = 0;
-    bool budget_hit = lb__inbox_has_lanes(&loop->inbox) && !run_posts(loop, deadline, &since_check);
+    budget b = {.ns = budget_ns};
+    if (budget_ns != INT64_MAX && now_fresh)
+        b.deadline = loop->now + budget_ns;
+    bool budget_hit = lb__inbox_has_lanes(&loop->inbox) && !run_posts(loop, &b);
 
     /* Phase 4: the callbacks that were ready when the iteration started;
      * what they schedule runs in the next one. */
     size_t ntodo = budget_hit ? 0 : loop->ready.count;
     lb__ready_entry e;
-    if (deadline == INT64_MAX) {
+    if (budget_ns == INT64_MAX) {
         while (ntodo-- > 0 && lb__ready_pop(&loop->ready, &e))
             run_entry(loop, &e);
     } else {
         while (ntodo-- > 0 && lb__ready_pop(&loop->ready, &e)) {
             run_entry(loop, &e);
-            if (over_budget(deadline, &since_check))
+            if (over_budget(&b))
                 break;
         }
     }
