@@ -27,6 +27,28 @@ static lb__lane *lane_new(void) {
     return lane;
 }
 
+/* The spares: a single-producer, single-consumer ring, the loop giving
+ * and the posting thread taking. */
+static void give_spare(lb__lane *lane, lb__lane_segment *seg) {
+    unsigned given = atomic_load_explicit(&lane->spares_given, memory_order_relaxed);
+    unsigned taken = atomic_load_explicit(&lane->spares_taken, memory_order_acquire);
+    if (given - taken == LB__LANE_SPARES) {
+        lb__free(seg);
+        return;
+    }
+    lane->spares[given % LB__LANE_SPARES] = seg;
+    atomic_store_explicit(&lane->spares_given, given + 1, memory_order_release);
+}
+
+static lb__lane_segment *take_spare(lb__lane *lane) {
+    unsigned taken = atomic_load_explicit(&lane->spares_taken, memory_order_relaxed);
+    if (taken == atomic_load_explicit(&lane->spares_given, memory_order_acquire))
+        return NULL;
+    lb__lane_segment *seg = lane->spares[taken % LB__LANE_SPARES];
+    atomic_store_explicit(&lane->spares_taken, taken + 1, memory_order_release);
+    return seg;
+}
+
 /* Frees a lane and its segments; nobody posts to it or reads it any more. */
 static void lane_free(lb__lane *lane) {
     lb__lane_segment *seg = lane->head;
@@ -35,7 +57,8 @@ static void lane_free(lb__lane *lane) {
         lb__free(seg);
         seg = next;
     }
-    lb__free(atomic_load_explicit(&lane->spare, memory_order_relaxed));
+    while ((seg = take_spare(lane)))
+        lb__free(seg);
     lb__free(lane);
 }
 
@@ -45,19 +68,17 @@ static void lane_unref(lb__lane *lane) {
         lane_free(lane);
 }
 
-/* Takes the next published post of a lane; the caller checked there is
- * one (consumed < published). */
+void lb__lane_next_segment(lb__lane *lane) {
+    /* The producer linked the next segment before it published the first
+     * post in it. */
+    lb__lane_segment *done = lane->head;
+    lane->head = atomic_load_explicit(&done->next, memory_order_acquire);
+    lane->head_pos = 0;
+    give_spare(lane, done);
+}
+
 static inline lb__post lane_pop(lb__lane *lane) {
-    if (__builtin_expect(lane->head_pos == LB__LANE_SEGMENT_POSTS, 0)) {
-        /* The producer linked the next segment before it published the
-         * first post in it. */
-        lb__lane_segment *done = lane->head;
-        lane->head = atomic_load_explicit(&done->next, memory_order_acquire);
-        lane->head_pos = 0;
-        lb__free(atomic_exchange_explicit(&lane->spare, done, memory_order_acq_rel));
-    }
-    lane->consumed++;
-    return lane->head->posts[lane->head_pos++];
+    return lb__lane_pop(lane);
 }
 
 static inline bool lane_pending(const lb__lane *lane) {
@@ -206,7 +227,7 @@ int lb__inbox_post(lb__inbox *inbox, lb_callback cb, void *data, lb_callback dro
     if (!lane)
         return error;
     if (__builtin_expect(lane->tail_pos == LB__LANE_SEGMENT_POSTS, 0)) {
-        lb__lane_segment *seg = atomic_exchange_explicit(&lane->spare, NULL, memory_order_acq_rel);
+        lb__lane_segment *seg = take_spare(lane);
         if (!seg && !(seg = lb__malloc(sizeof *seg)))
             return -ENOMEM;
         atomic_init(&seg->next, NULL);
@@ -232,7 +253,7 @@ static inline lb__lane *first_lane(const lb__inbox *inbox) {
 }
 
 static inline lb__lane *next_lane(const lb__lane *lane) {
-    return atomic_load_explicit(&lane->next, memory_order_acquire);
+    return lb__lane_after(lane);
 }
 
 bool lb__inbox_lanes_pending(const lb__inbox *inbox) {
@@ -268,24 +289,13 @@ static void reap(lb__inbox *inbox) {
 
 void lb__inbox_begin(lb__inbox *inbox) {
     lb__lane *lane = first_lane(inbox);
-    if (!lane)
-        return;
-    if (++inbox->passes % 64 == 0) {
+    if (lane && ++inbox->passes % 64 == 0) {
         reap(inbox);
         lane = first_lane(inbox);
     }
+    inbox->cursor = lane;
     for (; lane; lane = next_lane(lane))
         lane->batch_end = atomic_load_explicit(&lane->published, memory_order_acquire);
-}
-
-bool lb__inbox_next(lb__inbox *inbox, lb__post *post) {
-    for (lb__lane *lane = first_lane(inbox); lane; lane = next_lane(lane)) {
-        if (lane->consumed < lane->batch_end) {
-            *post = lane_pop(lane);
-            return true;
-        }
-    }
-    return false;
 }
 
 void lb__inbox_close(lb__inbox *inbox, lb_loop *loop) {

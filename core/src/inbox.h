@@ -47,19 +47,26 @@ typedef struct lb__lane_segment {
 
 /* The three groups of fields are 64 bytes apart, so the producer's and
  * the loop's writes never share a cache line. */
+/* Drained segments the loop hands back to the producer, so a flood
+ * recycles a few segments instead of touching fresh memory (the loop's
+ * free() would return them to its own thread's arena, never to the
+ * producer's malloc()). */
+#define LB__LANE_SPARES 8
+
 typedef struct lb__lane {
     /* The producer's side. */
     atomic_uint_fast64_t published; /* posts published, in all */
     lb__lane_segment *tail;
     unsigned tail_pos;
+    atomic_uint spares_taken;       /* spares the producer took, in all */
     char pad0[64];
     /* The loop's side. */
     uint64_t consumed;  /* posts taken, in all */
     uint64_t batch_end; /* what this pass of the loop takes, at most */
     lb__lane_segment *head;
     unsigned head_pos;
-    /* A drained segment handed back for the producer's next one. */
-    _Atomic(lb__lane_segment *) spare;
+    atomic_uint spares_given;       /* spares the loop gave, in all */
+    lb__lane_segment *spares[LB__LANE_SPARES];
     char pad1[64];
     /* Shared, rarely written. */
     atomic_int refs;               /* the loop's and the thread's */
@@ -73,6 +80,7 @@ typedef struct lb__inbox {
     atomic_bool closed;
     uint64_t id;                 /* unique for the life of the process */
     unsigned passes;             /* loop thread: passes since the last reap */
+    lb__lane *cursor;            /* loop thread: the lane the pass is at */
 } lb__inbox;
 
 int lb__inbox_init(lb__inbox *inbox);
@@ -103,10 +111,33 @@ static inline bool lb__inbox_has_work(const lb__inbox *inbox) {
  * of them once drained. Loop thread. */
 void lb__inbox_begin(lb__inbox *inbox);
 
+static inline lb__lane *lb__lane_after(const lb__lane *lane) {
+    return atomic_load_explicit(&lane->next, memory_order_acquire);
+}
+
+void lb__lane_next_segment(lb__lane *lane);
+
+/* Takes the next published post of a lane; the caller checked there is
+ * one. */
+static inline lb__post lb__lane_pop(lb__lane *lane) {
+    if (__builtin_expect(lane->head_pos == LB__LANE_SEGMENT_POSTS, 0))
+        lb__lane_next_segment(lane);
+    lane->consumed++;
+    return lane->head->posts[lane->head_pos++];
+}
+
 /* Takes the pass's next post: lanes oldest first (a thread whose lane was
  * replaced keeps its order), each lane in its order. Returns false when
  * the pass is done. Loop thread. */
-bool lb__inbox_next(lb__inbox *inbox, lb__post *post);
+static inline bool lb__inbox_next(lb__inbox *inbox, lb__post *post) {
+    for (lb__lane *lane = inbox->cursor; lane; lane = inbox->cursor = lb__lane_after(lane)) {
+        if (lane->consumed < lane->batch_end) {
+            *post = lb__lane_pop(lane);
+            return true;
+        }
+    }
+    return false;
+}
 
 /* Marks the inbox closed (later posts get -EBADF) and drops every post not
  * run yet, calling its drop function. Loop thread. */

@@ -25,7 +25,7 @@ static void drop(lb_loop *loop, void *data) {
 }
 
 static uintptr_t next_data(lb__inbox *in) {
-    lb__post p;
+    lb__post p = {0};
     assert_true(lb__inbox_next(in, &p));
     return (uintptr_t)p.data;
 }
@@ -40,7 +40,7 @@ static size_t count_lanes(const lb__inbox *in) {
 static void test_inbox_pass_takes_what_was_published(void **state) {
     (void)state;
     lb__inbox in;
-    lb__post p;
+    lb__post p = {0};
     assert_int_equal(lb__inbox_init(&in), 0);
     assert_false(lb__inbox_has_work(&in));
     assert_int_equal(lb__inbox_post(&in, nop, (void *)1, NULL), 0);
