@@ -390,8 +390,13 @@ int lb_task_cancel(lb_task *task) {
         lb_future_cancel(task->awaiting);
         break;
     case LB__WAIT_TIMER:
-        if (lb_handle_cancel(task->timer) == 1 && lb__task_schedule_step(task) == 0)
+        /* The step first: if there is no memory for it, the timer stays
+         * and delivers the cancellation when it fires, late but never
+         * lost. */
+        if (lb__task_schedule_step(task) == 0) {
+            lb_handle_cancel(task->timer);
             task->wait = LB__WAIT_STEP;
+        }
         break;
     default:
         break; /* a step is queued already */
