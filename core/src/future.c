@@ -128,9 +128,19 @@ lb_future *lb_future_unref(lb_future *future) {
         /* The last reference may go on another thread (a future handed
          * out by lb_loop_thread_submit): the loop's thread frees it. */
         const void *owner = lb__loop_thread(future->loop);
-        if (owner && owner != lb__thread_self() &&
-            lb__post_internal(future->loop, free_on_loop, future, free_on_loop) == 0)
-            return NULL;
+        if (owner && owner != lb__thread_self()) {
+            int r;
+            /* Freeing it here would race with the loop: when memory is
+             * short, wait for it rather (as finished executor jobs do).
+             * A closed loop (-EBADF) no longer touches its futures. */
+            while ((r = lb__post_internal(future->loop, free_on_loop, future, free_on_loop)) ==
+                   -ENOMEM) {
+                struct timespec ts = {0, 1000 * 1000};
+                nanosleep(&ts, NULL);
+            }
+            if (r == 0)
+                return NULL;
+        }
         future_free(future);
     }
     else if (old == 0)
