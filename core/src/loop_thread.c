@@ -35,8 +35,11 @@ static void *thread_main(void *arg) {
     if (r < 0)
         return NULL;
     lb_loop_run_forever(loop);
+    /* The loop may have stopped itself (lb_loop_stop from one of its
+     * callbacks): closed, it turns away later calls and submissions with
+     * -EBADF; the reference goes only in lb_loop_thread_stop, so that
+     * those calls never touch freed memory. */
     lb_loop_close(loop);
-    lb_loop_unref(loop);
     return NULL;
 }
 
@@ -153,10 +156,12 @@ int lb_loop_thread_stop(lb_loop_thread *thread) {
     lb_assert_return(thread, -EINVAL);
     if (lb__thread_self() == thread->loop_thread_id)
         return lb__fail(thread->loop, -EDEADLK, "lb_loop_thread_stop: called on the loop thread");
+    /* -EBADF: the loop stopped on its own already; join all the same. */
     int r = lb_loop_call_soon_threadsafe(thread->loop, stop_loop, NULL);
-    if (r < 0)
+    if (r < 0 && r != -EBADF)
         return r;
     pthread_join(thread->tid, NULL);
+    lb_loop_unref(thread->loop);
     pthread_cond_destroy(&thread->cond);
     pthread_mutex_destroy(&thread->lock);
     lb__free(thread);
