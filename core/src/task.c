@@ -311,6 +311,9 @@ int lb_await(lb_future *future, void **value) {
     lb_assert_return(future, -EINVAL);
     if (future->loop != t->loop)
         return lb__fail(t->loop, -EXDEV, "lb_await: the future belongs to another loop");
+    if (future == t->future)
+        return lb__fail(t->loop, -EDEADLK, "lb_await: task %s cannot await its own future",
+                        t->name);
     if (take_cancel(t)) {
         lb_future_cancel(future);
         return -ECANCELED;
