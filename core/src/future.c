@@ -195,6 +195,10 @@ int lb__future_complete(lb_future *f, int state, void *value, lb_destroy_fn dest
     return 0;
 }
 
+static bool owner_completes(const lb_future *f) {
+    return f->hooks && f->hooks->owner_completes;
+}
+
 static int check_settable(lb_future *f, const char *func) {
     if (!f)
         return lb__fail(NULL, -EINVAL, "%s: future is NULL", func);
@@ -203,6 +207,10 @@ static int check_settable(lb_future *f, const char *func) {
         return r;
     if (atomic_load_explicit(&f->state, memory_order_relaxed) != LB__FUTURE_PENDING)
         return lb__fail(f->loop, -EALREADY, "%s: future %p is already done", func, (void *)f);
+    if (owner_completes(f))
+        return lb__fail(f->loop, -EPERM,
+                        "%s: future %p belongs to a task and completes when the task ends", func,
+                        (void *)f);
     return 0;
 }
 
@@ -268,7 +276,9 @@ static void threadsafe_apply(lb_loop *loop, void *data) {
     threadsafe_set *req = data;
     lb_future *f = req->future;
     int r;
-    if (req->error)
+    if (owner_completes(f))
+        r = -EPERM; /* dropped as a late result would be */
+    else if (req->error)
         r = lb__future_complete(f, LB__FUTURE_ERROR, NULL, NULL, req->error);
     else
         r = lb__future_complete(f, LB__FUTURE_RESULT, req->value, req->destroy, 0);

@@ -129,7 +129,8 @@ static int future_cancel_hook(lb_future *future, void *data) {
     return lb_task_cancel(data);
 }
 
-static const lb__future_hooks task_future_hooks = {.cancel = future_cancel_hook};
+static const lb__future_hooks task_future_hooks = {.cancel = future_cancel_hook,
+                                                   .owner_completes = true};
 
 int lb_task_spawn(lb_loop *loop, lb_task_fn fn, void *data, const lb_task_options *opts,
                   lb_task **ret) {
