@@ -245,7 +245,11 @@ static void task_finish(lb_task *t) {
 
     lb_future *f = t->future;
     if (t->status == 0) {
-        lb__future_complete(f, LB__FUTURE_RESULT, t->result, t->result_destroy, 0);
+        /* Close may have cancelled the future of a task that would not
+         * end: the result then has nowhere to go. */
+        if (lb__future_complete(f, LB__FUTURE_RESULT, t->result, t->result_destroy, 0) < 0 &&
+            t->result_destroy)
+            t->result_destroy(t->result);
     } else if (t->status == -ECANCELED) {
         if (t->result_destroy)
             t->result_destroy(t->result);
