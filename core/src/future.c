@@ -143,9 +143,13 @@ lb_future *lb_future_unref(lb_future *future) {
         }
         future_free(future);
     }
-    else if (old == 0)
+    else if (old == 0) {
+        /* Unref once too often: undo, so that every later call is
+         * reported too instead of counting down from UINT_MAX. */
+        atomic_fetch_add_explicit(&future->refs, 1, memory_order_relaxed);
         lb__log(LB_LOG_ERROR, "lb_future_unref: future %p has no reference left",
                 (void *)future);
+    }
     return NULL;
 }
 
