@@ -80,7 +80,10 @@ lb_loop *lb_loop_thread_loop(const lb_loop_thread *thread) {
 
 int lb_loop_thread_call(lb_loop_thread *thread, lb_callback cb, void *data) {
     lb_assert_return(thread, -EINVAL);
-    return lb_loop_call_soon_threadsafe(thread->loop, cb, data);
+    int r = lb_loop_call_soon_threadsafe(thread->loop, cb, data);
+    if (r == -EBADF)
+        return lb__fail(thread->loop, r, "lb_loop_thread_call: the loop thread is stopped");
+    return r;
 }
 
 typedef struct submit_request {
