@@ -4,6 +4,7 @@
 #include "error.h"
 #include "loop_internal.h"
 
+#include <limits.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -110,7 +111,10 @@ static void poll_backend(lb_loop *loop, int64_t timeout_ns) {
                 /* Kernels before 5.11 (and valgrind): whole ms, rounded
                  * up, never down, or the loop would wake early and spin. */
                 atomic_store_explicit(&have_pwait2, false, memory_order_relaxed);
-                int ms = (int)((timeout_ns + 999999) / 1000000);
+                int64_t ms64 = (timeout_ns + 999999) / 1000000;
+                /* Beyond INT_MAX ms (24.8 days) the conversion would wrap,
+                 * to a negative timeout that never wakes for the timer. */
+                int ms = ms64 > INT_MAX ? INT_MAX : (int)ms64;
                 n = epoll_wait(loop->epoll_fd, events, MAX_EVENTS, ms);
             }
         }
