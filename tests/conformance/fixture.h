@@ -44,5 +44,6 @@ int run_executor_tests(void);
 int run_signal_tests(void);
 int run_loop_thread_tests(void);
 int run_debug_tests(void);
+int run_misuse_tests(void);
 
 #endif
