@@ -642,9 +642,10 @@ static void walk_double_unref_freed(misuse *m) {
         record(m, "the sanitizer's report contains none of the row's phrases: %.200s", report);
 }
 #else
+/* Only a sanitizer build can see a use after free: the row is skipped
+ * before this could run (see test_misuse_row). */
 static void walk_double_unref_freed(misuse *m) {
-    (void)m;
-    skip(); /* only a sanitizer build can see a use after free */
+    record(m, "walked without a sanitizer");
 }
 #endif
 
@@ -1222,6 +1223,10 @@ static void test_misuse_row(void **state) {
     if (!walk)
         fail_msg("docs/errors.md has a row '%s' that no check walks", r->id);
 
+#ifndef MISUSE_ASAN
+    if (r->kind == OUTCOME_ASAN)
+        skip(); /* before anything is allocated: skip() does not return */
+#endif
     misuse m = {.row = r, .loop = fixture_loop_new()};
     lb_set_log_handler(capture_log, &m);
     walk(&m);
