@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -841,6 +842,46 @@ static void walk_unwatchable_fd(misuse *m) {
     fclose(file);
 }
 
+/* Closes the pipe end at fd and makes fd name a fresh pipe's write end. */
+static fd_pair reuse_number(int fd) {
+    fd_pair fresh = make_pipe();
+    close(fd);
+    assert_int_equal(dup2(fresh.w, fd), fd);
+    close(fresh.w);
+    fresh.w = fd;
+    return fresh;
+}
+
+static void walk_fd_closed_while_watched(misuse *m) {
+    bool old_ran = false, new_ran = false;
+    /* Watched, closed, and its number reused: watching the new file
+     * drops the old watch, whose callback never runs for it. */
+    fd_pair a = make_pipe();
+    assert_int_equal(lb_loop_add_reader(m->loop, a.r, set_flag, &old_ran), 0);
+    fd_pair b = reuse_number(a.r);
+    assert_int_equal(lb_loop_add_writer(m->loop, b.w, set_flag, &new_ran), 0);
+    check_logged(m, "lb_loop_add_writer on a reused fd");
+    fixture_run_until(m->loop, &new_ran, 10.0);
+    EXPECT(m, !old_ran);
+    EXPECT(m, lb_loop_remove_writer(m->loop, b.w) == 1);
+    close(a.w);
+    close_pipe(b);
+
+    /* Watched both ways, closed, reused: removing one direction drops
+     * the other, which belonged to the old file. */
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(lb_loop_add_reader(m->loop, sv[0], set_flag, &old_ran), 0);
+    assert_int_equal(lb_loop_add_writer(m->loop, sv[0], set_flag, &old_ran), 0);
+    fd_pair c = reuse_number(sv[0]);
+    EXPECT(m, lb_loop_remove_reader(m->loop, c.w) == 1);
+    check_logged(m, "lb_loop_remove_reader on a reused fd");
+    EXPECT(m, lb_loop_remove_writer(m->loop, c.w) == 0);
+    close(sv[1]);
+    close_pipe(c);
+    EXPECT(m, !old_ran);
+}
+
 static void walk_signal_out_of_range(misuse *m) {
     CHECK(m, lb_loop_add_signal_handler(m->loop, 0, nop, NULL));
     CHECK(m, lb_loop_add_signal_handler(m->loop, -3, nop, NULL));
@@ -1193,6 +1234,7 @@ static const struct {
     {"wait-on-loop-thread", walk_wait_on_loop_thread},
     {"bad-fd", walk_bad_fd},
     {"unwatchable-fd", walk_unwatchable_fd},
+    {"fd-closed-while-watched", walk_fd_closed_while_watched},
     {"signal-out-of-range", walk_signal_out_of_range},
     {"signal-uncatchable", walk_signal_uncatchable},
     {"future-done-twice", walk_future_done_twice},
