@@ -1046,13 +1046,19 @@ static void stop_self(lb_loop *loop, void *data) {
     lb_loop_stop(loop);
 }
 
-static void wait_closed(lb_loop *loop) {
+/* Waits (on this thread, the loop runs on another) until cond(arg) or
+ * ten seconds passed; returns cond(arg). */
+static bool eventually(bool (*cond)(void *arg), void *arg) {
     double deadline = fixture_now() + 10.0;
-    while (!lb_loop_is_closed(loop) && fixture_now() < deadline) {
+    while (!cond(arg) && fixture_now() < deadline) {
         struct timespec ts = {0, 1000 * 1000};
         nanosleep(&ts, NULL);
     }
-    assert_true(lb_loop_is_closed(loop));
+    return cond(arg);
+}
+
+static bool loop_closed(void *loop) {
+    return lb_loop_is_closed(loop);
 }
 
 static void walk_stopped_loop_thread(misuse *m) {
@@ -1060,7 +1066,7 @@ static void walk_stopped_loop_thread(misuse *m) {
     lb_future *f = NULL;
     assert_int_equal(lb_loop_thread_start(&lt, NULL), 0);
     assert_int_equal(lb_loop_thread_call(lt, stop_self, NULL), 0);
-    wait_closed(lb_loop_thread_loop(lt));
+    assert_true(eventually(loop_closed, lb_loop_thread_loop(lt)));
     CHECK(m, lb_loop_thread_submit(lt, task_nop, NULL, NULL, &f));
     CHECK(m, lb_loop_thread_call(lt, nop, NULL));
     assert_int_equal(lb_loop_thread_stop(lt), 0);
@@ -1081,16 +1087,15 @@ static void stop_from_inside(lb_loop *loop, void *data) {
     atomic_store(&s->done, true);
 }
 
+static bool self_stop_done(void *arg) {
+    return atomic_load(&((self_stop *)arg)->done);
+}
+
 static void walk_loop_thread_self(misuse *m) {
     self_stop s = {.m = m};
     assert_int_equal(lb_loop_thread_start(&s.lt, NULL), 0);
     assert_int_equal(lb_loop_thread_call(s.lt, stop_from_inside, &s), 0);
-    double deadline = fixture_now() + 10.0;
-    while (!atomic_load(&s.done) && fixture_now() < deadline) {
-        struct timespec ts = {0, 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    assert_true(atomic_load(&s.done));
+    assert_true(eventually(self_stop_done, &s));
     assert_int_equal(lb_loop_thread_stop(s.lt), 0);
 }
 

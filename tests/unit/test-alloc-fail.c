@@ -235,12 +235,15 @@ static bool settled_always(probe *p) {
     return true;
 }
 
-/* call_soon: enough to outgrow the handle slab's first chunk; some kept
- * and cancelled. */
-static void body_call_soon(probe *p) {
+/* 300 callbacks, enough to outgrow the handle slab's first chunk (and
+ * for timers, to grow the heap several times); some kept and cancelled. */
+static void schedule_many(probe *p, bool timers) {
     for (int i = 0; i < 300; i++) {
         lb_handle **keep = i % 10 == 0 ? &p->handles[p->n_handles] : NULL;
-        if (CHECKED(p, lb_loop_call_soon(p->loop, count_cb, p, keep)) < 0)
+        int r = timers ? CHECKED(p, lb_loop_call_later(p->loop, (double)(i % 7) * 0.0003,
+                                                       count_cb, p, keep))
+                       : CHECKED(p, lb_loop_call_soon(p->loop, count_cb, p, keep));
+        if (r < 0)
             return;
         atomic_fetch_add(&p->accepted, 1);
         if (keep) {
@@ -249,28 +252,19 @@ static void body_call_soon(probe *p) {
                 p->cancelled++;
         }
     }
+}
+
+static void body_call_soon(probe *p) {
+    schedule_many(p, false);
+}
+
+static void body_call_later(probe *p) {
+    schedule_many(p, true);
 }
 
 static void release_handles(probe *p) {
     for (size_t i = 0; i < p->n_handles; i++)
         lb_handle_unref(p->handles[i]);
-}
-
-/* call_later: enough to grow the timer heap several times; some kept
- * and cancelled. */
-static void body_call_later(probe *p) {
-    for (int i = 0; i < 300; i++) {
-        lb_handle **keep = i % 10 == 0 ? &p->handles[p->n_handles] : NULL;
-        double delay = (double)(i % 7) * 0.0003;
-        if (CHECKED(p, lb_loop_call_later(p->loop, delay, count_cb, p, keep)) < 0)
-            return;
-        atomic_fetch_add(&p->accepted, 1);
-        if (keep) {
-            p->n_handles++;
-            if (i % 20 == 0 && lb_handle_cancel(*keep) == 1)
-                p->cancelled++;
-        }
-    }
 }
 
 static void destroy_counted(void *value) {
