@@ -190,8 +190,12 @@ int lb_task_spawn(lb_loop *loop, lb_task_fn fn, void *data, const lb_task_option
     return 0;
 
 fail:
-    if (t->stack)
+    if (t->stack) {
+        /* The fiber was made on the stack (under TSan it holds a fiber of
+         * the sanitizer's own). */
+        lb__fiber_destroy(&t->fiber);
         lb__stack_release(ts->stacks, t->stack);
+    }
     if (t->future) {
         t->future->hooks = NULL;
         lb_future_unref(t->future);
