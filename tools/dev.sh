@@ -3,14 +3,16 @@
 #
 #   tools/dev.sh deps     install the Debian packages that are missing (as root)
 #   tools/dev.sh build    configure and build (build/normal)
-#   tools/dev.sh test     deps + every test suite: normal, ASan+UBSan,
-#                         ucontext fibers, TSan (threaded tests), valgrind
+#   tools/dev.sh test     deps + every CI job: normal, ASan+UBSan, ucontext
+#                         fibers, TSan (threaded tests), valgrind, fuzz
+#                         (60 s), stress; prints the time of each job
 #   tools/dev.sh demo     deps + build + run the main demo (the GTK4 app;
 #                         under Xvfb when there is no display)
 #   tools/dev.sh bench    deps + the benchmark workloads side by side with
 #                         the peers (tools/bench.sh; --quick, --no-peers)
 #
-# Environment: JOBS (ninja parallelism, default: CPU count).
+# Environment: JOBS (ninja parallelism, default: CPU count), FUZZ_SECONDS
+# (how long the fuzz job fuzzes, default 60).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,6 +24,7 @@ packages=(
   libglib2.0-dev libgtk-4-dev tcl-dev tk-dev
   xvfb xauth imagemagick xdotool valgrind
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+  clang libclang-rt-14-dev
 )
 
 log() { printf '\n== %s\n' "$*"; }
@@ -93,46 +96,109 @@ PY
   fi
 }
 
-cmd_test() {
-  cmd_deps
-  local failed=()
+# The CI jobs. Each returns non-zero when it failed; a build that fails
+# fails its job.
 
+job_normal() {
   log "build: normal (--werror)"
-  cmd_build
-  suite "normal" build/normal || failed+=(normal)
+  cmd_build || return 1
+  # The stress suite is a job of its own.
+  suite "normal" build/normal --no-suite stress
+}
 
+job_asan() {
   log "build: ASan+UBSan"
-  configure build/asan --werror -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
-  ninja -C build/asan -j "$jobs"
+  configure build/asan --werror -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug &&
+    ninja -C build/asan -j "$jobs" || return 1
   ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    suite "asan+ubsan" build/asan || failed+=(asan)
+    suite "asan+ubsan" build/asan --no-suite stress
+}
 
+job_ucontext() {
   log "build: ucontext fiber switch"
-  configure build/ucontext --werror -Dfiber_switch=ucontext
-  ninja -C build/ucontext -j "$jobs"
-  suite "ucontext" build/ucontext --suite conformance --suite unit || failed+=(ucontext)
+  configure build/ucontext --werror -Dfiber_switch=ucontext &&
+    ninja -C build/ucontext -j "$jobs" || return 1
+  suite "ucontext" build/ucontext --suite conformance --suite unit
+}
 
+# ThreadSanitizer tracks at most 8,128 threads and fibers: the threaded
+# groups only, and the threaded stress groups at a fifth of their size.
+job_tsan() {
   log "build: TSan (threaded tests)"
-  configure build/tsan --werror -Db_sanitize=thread -Db_lundef=false
-  ninja -C build/tsan -j "$jobs"
+  configure build/tsan --werror -Db_sanitize=thread -Db_lundef=false &&
+    ninja -C build/tsan -j "$jobs" || return 1
+  local rc=0 stress=() t
+  for t in $(meson test -C build/tsan --list 2>/dev/null | grep -o 'stress-[a-z]*$'); do
+    stress+=("$t")
+  done
   LB_TEST_GROUPS=threadsafe,future,executor,signal,loop_thread TSAN_OPTIONS=halt_on_error=1 \
-    suite "tsan" build/tsan conformance-native unit-inbox || failed+=(tsan)
+    suite "tsan" build/tsan conformance-native unit-inbox || rc=1
+  LB_STRESS_GROUPS=posts,close_race,signals LB_STRESS_SCALE=0.2 TSAN_OPTIONS=halt_on_error=1 \
+    suite "tsan stress" build/tsan "${stress[@]}" || rc=1
+  return $rc
+}
 
-  log "valgrind memcheck: conformance"
+# The conformance suite on every driver built, the allocation failure
+# sweep and the fuzz corpus: 0 errors, 0 definite or indirect leaks.
+job_valgrind() {
+  log "valgrind memcheck"
   local supp=""
   for f in "$root"/tests/valgrind/*.supp; do supp="$supp --suppressions=$f"; done
-  local vtests="conformance-native" listed
+  local vtests="conformance-native unit-alloc-fail fuzz-replay" listed
   listed=$(meson test -C build/normal --list 2>/dev/null)
   for d in glib tk; do
     grep -q "conformance-$d" <<<"$listed" && vtests="$vtests conformance-$d"
   done
   suite "valgrind" build/normal $vtests \
     --wrapper "valgrind --error-exitcode=1 --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect$supp -q" \
-    --timeout-multiplier 4 || failed+=(valgrind)
+    --timeout-multiplier 4
+}
+
+# libFuzzer on the loop (tests/fuzz) for FUZZ_SECONDS. New inputs go to
+# build/fuzz/corpus; a crash fails the job and leaves its input in
+# build/fuzz/artifacts.
+job_fuzz() {
+  log "fuzz: ${FUZZ_SECONDS:-60} s (clang, libFuzzer, ASan+UBSan)"
+  CC=clang configure build/fuzz --werror -Db_sanitize=address,undefined -Db_lundef=false \
+    -Ddemos=false &&
+    ninja -C build/fuzz -j "$jobs" tests/fuzz/fuzz-loop || return 1
+  mkdir -p build/fuzz/corpus build/fuzz/artifacts
+  local rc=0
+  ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    build/fuzz/tests/fuzz/fuzz-loop -max_total_time="${FUZZ_SECONDS:-60}" -timeout=10 \
+      -print_final_stats=1 -artifact_prefix=build/fuzz/artifacts/ \
+      build/fuzz/corpus tests/fuzz/corpus >build/fuzz/fuzz.log 2>&1 || rc=$?
+  grep -E "DONE|stat::number_of_executed_units|stat::new_units_added" build/fuzz/fuzz.log | sed 's/^/   /'
+  if [ $rc -ne 0 ]; then
+    tail -40 build/fuzz/fuzz.log
+    echo "dev.sh: the fuzzer failed (input in build/fuzz/artifacts/); once fixed, copy the" \
+      "input to tests/fuzz/corpus/regression-<what> so every test run replays it" >&2
+    total_failed=$((total_failed + 1))
+    return 1
+  fi
+  total_passed=$((total_passed + 1))
+}
+
+job_stress() {
+  log "stress (normal build)"
+  suite "stress" build/normal --suite stress
+}
+
+cmd_test() {
+  cmd_deps
+  local failed=() times=() job start
+  for job in normal asan ucontext tsan valgrind fuzz stress; do
+    start=$SECONDS
+    "job_$job" || failed+=("$job")
+    times+=("$(printf '%-10s %5d s' "$job" $((SECONDS - start)))")
+  done
 
   echo
   echo "$total_passed passed, $total_failed failed"
+  log "time per job ($(nproc) cores)"
+  printf '   %s\n' "${times[@]}"
+  printf '   %-10s %5d s\n' total "$SECONDS"
   if [ ${#failed[@]} -ne 0 ]; then
     echo "dev.sh test: FAILED: ${failed[*]}" >&2
     exit 1

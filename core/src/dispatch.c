@@ -4,6 +4,7 @@
 #include "error.h"
 #include "loop_internal.h"
 
+#include <limits.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -115,7 +116,10 @@ static void poll_backend(lb_loop *loop, int64_t timeout_ns) {
                 /* Kernels before 5.11 (and valgrind): whole ms, rounded
                  * up, never down, or the loop would wake early and spin. */
                 atomic_store_explicit(&have_pwait2, false, memory_order_relaxed);
-                int ms = (int)((timeout_ns + 999999) / 1000000);
+                int64_t ms64 = (timeout_ns + 999999) / 1000000;
+                /* Beyond INT_MAX ms (24.8 days) the conversion would wrap,
+                 * to a negative timeout that never wakes for the timer. */
+                int ms = ms64 > INT_MAX ? INT_MAX : (int)ms64;
                 n = epoll_wait(loop->epoll_fd, events, MAX_EVENTS, ms);
             }
         }
@@ -231,6 +235,37 @@ static __attribute__((noinline)) bool run_posts(lb_loop *loop, budget *b) {
     return true;
 }
 
+/* Phase 4 under a budget. Returns false if the budget ran out. */
+static bool run_ready(lb_loop *loop, budget *b) {
+    size_t ntodo = loop->ready.count;
+    lb__ready_entry e;
+    while (ntodo-- > 0 && lb__ready_pop(&loop->ready, &e)) {
+        run_entry(loop, &e);
+        if (over_budget(b))
+            return false;
+    }
+    return true;
+}
+
+/* Phases 3 and 4 of a hosted dispatch, within its budget. A phase that
+ * spends the whole budget must not starve the other (a flood of posts
+ * would hold back every timer and callback): the phase that did not get
+ * its turn goes first in the next iteration. */
+static __attribute__((noinline)) void run_hosted_phases(lb_loop *loop, int64_t budget_ns,
+                                                        bool now_fresh) {
+    budget b = {.ns = budget_ns, .deadline = now_fresh ? loop->now + budget_ns : 0};
+    bool lanes = lb__inbox_has_lanes(&loop->inbox);
+    if (loop->ready_first) {
+        loop->ready_first = false;
+        if (run_ready(loop, &b) && lanes)
+            run_posts(loop, &b);
+    } else if (!lanes || run_posts(loop, &b)) {
+        run_ready(loop, &b);
+    } else {
+        loop->ready_first = true;
+    }
+}
+
 /* One iteration: the phases in order. Returns 1 if work is still ready. */
 static inline int iterate(lb_loop *loop, int64_t poll_timeout_ns, int64_t budget_ns) {
     loop->iterations++;
@@ -251,25 +286,18 @@ static inline int iterate(lb_loop *loop, int64_t poll_timeout_ns, int64_t budget
     if (loop->timers.n)
         collect_timers(loop, coarse, now_fresh);
 
-    /* Phase 3: posts from other threads, in posting order. */
-    budget b = {.ns = budget_ns};
-    if (budget_ns != INT64_MAX && now_fresh)
-        b.deadline = loop->now + budget_ns;
-    bool budget_hit = lb__inbox_has_lanes(&loop->inbox) && !run_posts(loop, &b);
-
-    /* Phase 4: the callbacks that were ready when the iteration started;
-     * what they schedule runs in the next one. */
-    size_t ntodo = budget_hit ? 0 : loop->ready.count;
-    lb__ready_entry e;
+    /* Phases 3 and 4: posts from other threads, in each thread's order,
+     * then the callbacks that were ready when the iteration started
+     * (what they schedule runs in the next one). */
     if (budget_ns == INT64_MAX) {
+        if (lb__inbox_has_lanes(&loop->inbox))
+            run_posts(loop, &(budget){.ns = INT64_MAX});
+        size_t ntodo = loop->ready.count;
+        lb__ready_entry e;
         while (ntodo-- > 0 && lb__ready_pop(&loop->ready, &e))
             run_entry(loop, &e);
     } else {
-        while (ntodo-- > 0 && lb__ready_pop(&loop->ready, &e)) {
-            run_entry(loop, &e);
-            if (over_budget(&b))
-                break;
-        }
+        run_hosted_phases(loop, budget_ns, now_fresh);
     }
     return work_ready(loop) ? 1 : 0;
 }

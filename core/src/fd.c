@@ -35,6 +35,9 @@ static lb__watch *lookup(const lb_loop *loop, int fd) {
     return loop->watches[fd];
 }
 
+/* Registers what w wants with epoll. Returns 0, a negative errno, or
+ * -ENOENT when the kernel no longer knows the file w registered: its fd
+ * was closed while watched (and its number maybe reused since). */
 static int update_epoll(lb_loop *loop, lb__watch *w) {
     uint32_t want = (w->read_cb ? EPOLLIN : 0) | (w->write_cb ? EPOLLOUT : 0);
     if (want == 0) {
@@ -50,10 +53,9 @@ static int update_epoll(lb_loop *loop, lb__watch *w) {
     struct epoll_event ev = {.events = want, .data.u64 = make_token(w)};
     int op = w->in_epoll ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     int r = epoll_ctl(loop->epoll_fd, op, w->fd, &ev);
-    if (r < 0 && op == EPOLL_CTL_MOD && errno == ENOENT) {
-        /* The fd was closed and its number reused: register it afresh. */
-        r = epoll_ctl(loop->epoll_fd, EPOLL_CTL_ADD, w->fd, &ev);
-    } else if (r < 0 && op == EPOLL_CTL_ADD && errno == EEXIST) {
+    if (r < 0 && op == EPOLL_CTL_MOD && (errno == ENOENT || errno == EBADF))
+        return -ENOENT;
+    if (r < 0 && op == EPOLL_CTL_ADD && errno == EEXIST) {
         r = epoll_ctl(loop->epoll_fd, EPOLL_CTL_MOD, w->fd, &ev);
     }
     if (r < 0)
@@ -61,6 +63,29 @@ static int update_epoll(lb_loop *loop, lb__watch *w) {
     w->in_epoll = true;
     w->events = want;
     return 0;
+}
+
+/* w's fd was closed while watched: what w still wanted belonged to the
+ * file that is gone. Its callbacks are dropped (keep names the direction
+ * the caller is setting right now), and a new generation makes events
+ * already queued for the old file miss. */
+static void forget_closed(lb_loop *loop, lb__watch *w, int keep, const char *func) {
+    lb__log(LB_LOG_WARNING,
+            "%s: fd %d was closed while watched; its old watch was dropped (remove a watch "
+            "before closing its fd)",
+            func, w->fd);
+    if (keep != DIR_READ) {
+        w->read_cb = NULL;
+        w->read_data = NULL;
+    }
+    if (keep != DIR_WRITE) {
+        w->write_cb = NULL;
+        w->write_data = NULL;
+    }
+    w->in_epoll = false;
+    w->events = 0;
+    w->read_queued = w->write_queued = false;
+    w->gen = ++loop->watch_gen;
 }
 
 static void free_watch(lb_loop *loop, lb__watch *w) {
@@ -108,6 +133,12 @@ static int add_watch(lb_loop *loop, int fd, int dir, lb_callback cb, void *data,
         w->write_data = data;
     }
     int r = update_epoll(loop, w);
+    if (r == -ENOENT) {
+        forget_closed(loop, w, dir, func);
+        old_cb = NULL; /* what it replaced belonged to the closed file */
+        old_data = NULL;
+        r = update_epoll(loop, w);
+    }
     if (r < 0) {
         if (dir == DIR_READ) {
             w->read_cb = old_cb;
@@ -116,7 +147,7 @@ static int add_watch(lb_loop *loop, int fd, int dir, lb_callback cb, void *data,
             w->write_cb = old_cb;
             w->write_data = old_data;
         }
-        if (fresh)
+        if (fresh || (!w->read_cb && !w->write_cb))
             free_watch(loop, w);
         if (r == -EPERM)
             return lb__fail(loop, -EPERM,
@@ -139,10 +170,10 @@ static int remove_watch(lb_loop *loop, int fd, int dir, const char *func) {
         w->write_cb = NULL;
         w->write_data = NULL;
     }
-    (void)update_epoll(loop, w);
+    if (update_epoll(loop, w) == -ENOENT)
+        forget_closed(loop, w, -1, func);
     if (!w->read_cb && !w->write_cb)
         free_watch(loop, w);
-    (void)func;
     return 1;
 }
 

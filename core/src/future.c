@@ -128,14 +128,28 @@ lb_future *lb_future_unref(lb_future *future) {
         /* The last reference may go on another thread (a future handed
          * out by lb_loop_thread_submit): the loop's thread frees it. */
         const void *owner = lb__loop_thread(future->loop);
-        if (owner && owner != lb__thread_self() &&
-            lb__post_internal(future->loop, free_on_loop, future, free_on_loop) == 0)
-            return NULL;
+        if (owner && owner != lb__thread_self()) {
+            int r;
+            /* Freeing it here would race with the loop: when memory is
+             * short, wait for it rather (as finished executor jobs do).
+             * A closed loop (-EBADF) no longer touches its futures. */
+            while ((r = lb__post_internal(future->loop, free_on_loop, future, free_on_loop)) ==
+                   -ENOMEM) {
+                struct timespec ts = {0, 1000 * 1000};
+                nanosleep(&ts, NULL);
+            }
+            if (r == 0)
+                return NULL;
+        }
         future_free(future);
     }
-    else if (old == 0)
+    else if (old == 0) {
+        /* Unref once too often: undo, so that every later call is
+         * reported too instead of counting down from UINT_MAX. */
+        atomic_fetch_add_explicit(&future->refs, 1, memory_order_relaxed);
         lb__log(LB_LOG_ERROR, "lb_future_unref: future %p has no reference left",
                 (void *)future);
+    }
     return NULL;
 }
 
@@ -185,6 +199,10 @@ int lb__future_complete(lb_future *f, int state, void *value, lb_destroy_fn dest
     return 0;
 }
 
+static bool owner_completes(const lb_future *f) {
+    return f->hooks && f->hooks->owner_completes;
+}
+
 static int check_settable(lb_future *f, const char *func) {
     if (!f)
         return lb__fail(NULL, -EINVAL, "%s: future is NULL", func);
@@ -193,6 +211,10 @@ static int check_settable(lb_future *f, const char *func) {
         return r;
     if (atomic_load_explicit(&f->state, memory_order_relaxed) != LB__FUTURE_PENDING)
         return lb__fail(f->loop, -EALREADY, "%s: future %p is already done", func, (void *)f);
+    if (owner_completes(f))
+        return lb__fail(f->loop, -EPERM,
+                        "%s: future %p belongs to a task and completes when the task ends", func,
+                        (void *)f);
     return 0;
 }
 
@@ -258,7 +280,9 @@ static void threadsafe_apply(lb_loop *loop, void *data) {
     threadsafe_set *req = data;
     lb_future *f = req->future;
     int r;
-    if (req->error)
+    if (owner_completes(f))
+        r = -EPERM; /* dropped as a late result would be */
+    else if (req->error)
         r = lb__future_complete(f, LB__FUTURE_ERROR, NULL, NULL, req->error);
     else
         r = lb__future_complete(f, LB__FUTURE_RESULT, req->value, req->destroy, 0);

@@ -19,6 +19,9 @@ typedef struct lb__future_hooks {
     int (*cancel)(lb_future *future, void *data);
     /* Called when the future is freed (may be NULL). */
     void (*free)(lb_future *future, void *data);
+    /* Only the owner completes the future (a task's, when the task
+     * ends): lb_future_set_result / _set_error refuse it. */
+    bool owner_completes;
 } lb__future_hooks;
 
 struct lb_future {

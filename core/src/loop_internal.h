@@ -60,6 +60,7 @@ struct lb_loop {
     uint32_t run_depth;      /* lb_loop_run_* frames active */
     uint32_t dispatch_depth; /* lb_driver_dispatch frames active */
     bool stopping;
+    bool ready_first;        /* hosted: the ready queue goes before posts */
     atomic_bool closed;
     bool closing;
     bool debug;

@@ -9,6 +9,7 @@
 #include "loop_internal.h"
 
 #include <pthread.h>
+#include <stdio.h>
 
 struct lb_loop_thread {
     pthread_t tid;
@@ -35,8 +36,11 @@ static void *thread_main(void *arg) {
     if (r < 0)
         return NULL;
     lb_loop_run_forever(loop);
+    /* The loop may have stopped itself (lb_loop_stop from one of its
+     * callbacks): closed, it turns away later calls and submissions with
+     * -EBADF; the reference goes only in lb_loop_thread_stop, so that
+     * those calls never touch freed memory. */
     lb_loop_close(loop);
-    lb_loop_unref(loop);
     return NULL;
 }
 
@@ -77,7 +81,10 @@ lb_loop *lb_loop_thread_loop(const lb_loop_thread *thread) {
 
 int lb_loop_thread_call(lb_loop_thread *thread, lb_callback cb, void *data) {
     lb_assert_return(thread, -EINVAL);
-    return lb_loop_call_soon_threadsafe(thread->loop, cb, data);
+    int r = lb_loop_call_soon_threadsafe(thread->loop, cb, data);
+    if (r == -EBADF)
+        return lb__fail(thread->loop, r, "lb_loop_thread_call: the loop thread is stopped");
+    return r;
 }
 
 typedef struct submit_request {
@@ -86,14 +93,17 @@ typedef struct submit_request {
     const lb_task_options *opts;
     lb_future *future;
     int status;
+    char detail[256]; /* the loop thread's message when status < 0 */
     bool done;
     pthread_mutex_t lock;
     pthread_cond_t cond;
 } submit_request;
 
-static void finish_request(submit_request *rq, int status) {
+static void finish_request(submit_request *rq, int status, const char *detail) {
     pthread_mutex_lock(&rq->lock);
     rq->status = status;
+    if (status < 0)
+        snprintf(rq->detail, sizeof rq->detail, "%s", detail);
     rq->done = true;
     pthread_cond_signal(&rq->cond);
     pthread_mutex_unlock(&rq->lock);
@@ -107,12 +117,15 @@ static void spawn_requested(lb_loop *loop, void *data) {
         rq->future = lb_future_ref(lb_task_future(t));
         lb_task_unref(t);
     }
-    finish_request(rq, r);
+    /* lb_error_detail() is per thread: the message travels back with the
+     * status. */
+    finish_request(rq, r, lb_error_detail());
 }
 
+/* The loop closed between accepting the request and running it. */
 static void spawn_dropped(lb_loop *loop, void *data) {
     (void)loop;
-    finish_request(data, -EBADF);
+    finish_request(data, -EBADF, "lb_loop_thread_submit: the loop thread is stopped");
 }
 
 int lb_loop_thread_submit(lb_loop_thread *thread, lb_task_fn fn, void *data,
@@ -133,6 +146,8 @@ int lb_loop_thread_submit(lb_loop_thread *thread, lb_task_fn fn, void *data,
             pthread_cond_wait(&rq.cond, &rq.lock);
         pthread_mutex_unlock(&rq.lock);
         r = rq.status;
+        if (r < 0)
+            lb__fail(NULL, r, "%s", rq.detail);
     } else {
         r = lb__fail(thread->loop, r, "lb_loop_thread_submit: %s",
                      r == -EBADF ? "the loop thread is stopped" : "out of memory");
@@ -153,10 +168,12 @@ int lb_loop_thread_stop(lb_loop_thread *thread) {
     lb_assert_return(thread, -EINVAL);
     if (lb__thread_self() == thread->loop_thread_id)
         return lb__fail(thread->loop, -EDEADLK, "lb_loop_thread_stop: called on the loop thread");
+    /* -EBADF: the loop stopped on its own already; join all the same. */
     int r = lb_loop_call_soon_threadsafe(thread->loop, stop_loop, NULL);
-    if (r < 0)
+    if (r < 0 && r != -EBADF)
         return r;
     pthread_join(thread->tid, NULL);
+    lb_loop_unref(thread->loop);
     pthread_cond_destroy(&thread->cond);
     pthread_mutex_destroy(&thread->lock);
     lb__free(thread);

@@ -112,6 +112,8 @@ static void run_signal(lb_loop *loop, void *data) {
 void lb__signals_readable(lb_loop *loop) {
     lb__signals *s = loop->signals;
     unsigned char buf[64];
+    bool retry[NSIG] = {false};
+    bool any_retry = false;
     ssize_t n;
     while ((n = read(s->read_fd, buf, sizeof buf)) > 0) {
         for (ssize_t i = 0; i < n; i++) {
@@ -120,6 +122,18 @@ void lb__signals_readable(lb_loop *loop) {
                 continue;
             if (lb__call_soon_internal(loop, run_signal, (void *)(intptr_t)signo))
                 s->pending[signo] = true;
+            else
+                retry[signo] = any_retry = true;
+        }
+    }
+    /* Out of memory for the callback's handle: put the signal back in the
+     * pipe, which keeps it readable, so the next poll tries again instead
+     * of losing the signal. */
+    for (int signo = 1; any_retry && signo < NSIG; signo++) {
+        if (retry[signo]) {
+            unsigned char b = (unsigned char)signo;
+            ssize_t w = write(s->write_fd, &b, 1);
+            (void)w; /* a full pipe holds a wakeup already */
         }
     }
 }

@@ -147,7 +147,8 @@ static int future_cancel_hook(lb_future *future, void *data) {
     return lb_task_cancel(data);
 }
 
-static const lb__future_hooks task_future_hooks = {.cancel = future_cancel_hook};
+static const lb__future_hooks task_future_hooks = {.cancel = future_cancel_hook,
+                                                   .owner_completes = true};
 
 int lb_task_spawn(lb_loop *loop, lb_task_fn fn, void *data, const lb_task_options *opts,
                   lb_task **ret) {
@@ -222,8 +223,12 @@ int lb_task_spawn(lb_loop *loop, lb_task_fn fn, void *data, const lb_task_option
     return 0;
 
 fail:
-    if (t->stack)
+    if (t->stack) {
+        /* The fiber was made on the stack (under TSan it holds a fiber of
+         * the sanitizer's own). */
+        lb__fiber_destroy(&t->fiber);
         lb__stack_release(ts->stacks, t->stack);
+    }
     if (t->future) {
         t->future->hooks = NULL;
         lb_future_unref(t->future);
@@ -280,7 +285,11 @@ static void task_finish(lb_task *t) {
 
     lb_future *f = t->future;
     if (t->status == 0) {
-        lb__future_complete(f, LB__FUTURE_RESULT, t->result, t->result_destroy, 0);
+        /* Close may have cancelled the future of a task that would not
+         * end: the result then has nowhere to go. */
+        if (lb__future_complete(f, LB__FUTURE_RESULT, t->result, t->result_destroy, 0) < 0 &&
+            t->result_destroy)
+            t->result_destroy(t->result);
     } else if (t->status == -ECANCELED) {
         if (t->result_destroy)
             t->result_destroy(t->result);
@@ -357,6 +366,9 @@ int lb_await(lb_future *future, void **value) {
     lb_assert_return(future, -EINVAL);
     if (future->loop != t->loop)
         return lb__fail(t->loop, -EXDEV, "lb_await: the future belongs to another loop");
+    if (future == t->future)
+        return lb__fail(t->loop, -EDEADLK, "lb_await: task %s cannot await its own future",
+                        t->name);
     if (take_cancel(t)) {
         lb_future_cancel(future);
         return -ECANCELED;
@@ -445,8 +457,13 @@ int lb_task_cancel(lb_task *task) {
         lb_future_cancel(task->awaiting);
         break;
     case LB__WAIT_TIMER:
-        if (lb_handle_cancel(task->timer) == 1 && lb__task_schedule_step(task) == 0)
+        /* The step first: if there is no memory for it, the timer stays
+         * and delivers the cancellation when it fires, late but never
+         * lost. */
+        if (lb__task_schedule_step(task) == 0) {
+            lb_handle_cancel(task->timer);
             task->wait = LB__WAIT_STEP;
+        }
         break;
     default:
         break; /* a step is queued already */

@@ -3,7 +3,9 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifdef LB_TEST_GLIB
 const lb_driver *lb_driver_glib(void);
@@ -43,6 +45,30 @@ double fixture_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static bool selected(const char *list, const char *name) {
+    if (!list || !*list)
+        return true;
+    size_t n = strlen(name);
+    for (const char *p = list; (p = strstr(p, name)); p += n)
+        if ((p == list || p[-1] == ',') && (p[n] == ',' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
+int fixture_main(const char *suite, const fixture_group *groups, size_t n,
+                 const char *groups_env, unsigned watchdog_s) {
+    const char *driver = getenv("LB_DRIVER");
+    const char *only = getenv(groups_env);
+    printf("%s suite on driver '%s'\n", suite, driver && *driver ? driver : "native");
+    fixture_register_bridges();
+    alarm(watchdog_s);
+    int failed = 0;
+    for (size_t i = 0; i < n; i++)
+        if (selected(only, groups[i].name))
+            failed += groups[i].run();
+    return failed ? 1 : 0;
 }
 
 typedef struct until_state {

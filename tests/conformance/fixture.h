@@ -31,6 +31,19 @@ void fixture_run_until(lb_loop *loop, const volatile bool *flag, double timeout_
 /* Monotonic seconds. */
 double fixture_now(void);
 
+/* A group of tests: one concept's file. run returns its failure count. */
+typedef struct fixture_group {
+    const char *name;
+    int (*run)(void);
+} fixture_group;
+
+/* A suite's main: registers the bridges, arms a watchdog (a hung test
+ * fails the suite instead of wedging CI) and runs the groups that the
+ * environment variable groups_env lists (comma-separated; all when unset)
+ * on the driver LB_DRIVER names. Returns the exit status. */
+int fixture_main(const char *suite, const fixture_group *groups, size_t n,
+                 const char *groups_env, unsigned watchdog_s);
+
 /* The groups, one per concept file. Each returns its failure count. */
 int run_loop_tests(void);
 int run_schedule_tests(void);
@@ -45,5 +58,6 @@ int run_executor_tests(void);
 int run_signal_tests(void);
 int run_loop_thread_tests(void);
 int run_debug_tests(void);
+int run_misuse_tests(void);
 
 #endif

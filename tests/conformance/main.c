@@ -6,17 +6,7 @@
  * fewer than the task tests create). */
 #include "fixture.h"
 
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
-
-typedef struct group {
-    const char *name;
-    int (*run)(void);
-} group;
-
-static const group groups[] = {
+static const fixture_group groups[] = {
     {"loop", run_loop_tests},
     {"schedule", run_schedule_tests},
     {"timers", run_timer_tests},
@@ -30,28 +20,10 @@ static const group groups[] = {
     {"signal", run_signal_tests},
     {"loop_thread", run_loop_thread_tests},
     {"debug", run_debug_tests},
+    {"misuse", run_misuse_tests},
 };
 
-static bool selected(const char *list, const char *name) {
-    if (!list || !*list)
-        return true;
-    size_t n = strlen(name);
-    for (const char *p = list; (p = strstr(p, name)); p += n)
-        if ((p == list || p[-1] == ',') && (p[n] == ',' || p[n] == '\0'))
-            return true;
-    return false;
-}
-
 int main(void) {
-    const char *driver = getenv("LB_DRIVER");
-    const char *only = getenv("LB_TEST_GROUPS");
-    printf("conformance suite on driver '%s'\n", driver && *driver ? driver : "native");
-    fixture_register_bridges();
-    /* A hung test must fail the suite, never wedge CI. */
-    alarm(600);
-    int failed = 0;
-    for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++)
-        if (selected(only, groups[i].name))
-            failed += groups[i].run();
-    return failed ? 1 : 0;
+    return fixture_main("conformance", groups, sizeof groups / sizeof groups[0],
+                        "LB_TEST_GROUPS", 600);
 }

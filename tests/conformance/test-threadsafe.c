@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -192,12 +193,73 @@ static void test_threadsafe_race_close(void **state) {
     lb_loop_unref(loop);
 }
 
+/* A thread that never stops posting must not hold back the loop's own
+ * callbacks and timers: they run while the flood goes on. */
+typedef struct endless {
+    lb_loop *loop;
+    atomic_long posted, ran;
+    atomic_bool stop;
+    int ticks;
+} endless;
+
+/* Each post costs about a microsecond, so the posts waiting at any time
+ * (up to 50,000) outlast a hosted driver's dispatch budget many times. */
+static void endless_cb(lb_loop *loop, void *data) {
+    (void)loop;
+    double until = fixture_now() + 1e-6;
+    while (fixture_now() < until)
+        ;
+    atomic_fetch_add(&((endless *)data)->ran, 1);
+}
+
+static void *endless_poster(void *data) {
+    endless *e = data;
+    while (!atomic_load(&e->stop)) {
+        /* Far enough ahead to keep every iteration busy with posts. */
+        if (atomic_load(&e->posted) - atomic_load(&e->ran) > 50000) {
+            sched_yield();
+            continue;
+        }
+        if (lb_loop_call_soon_threadsafe(e->loop, endless_cb, e) == 0)
+            atomic_fetch_add(&e->posted, 1);
+    }
+    return NULL;
+}
+
+static void endless_tick(lb_loop *loop, void *data) {
+    endless *e = data;
+    if (++e->ticks == 20)
+        lb_loop_stop(loop);
+    else
+        assert_int_equal(lb_loop_call_later(loop, 0.002, endless_tick, e, NULL), 0);
+}
+
+static void test_threadsafe_flood_does_not_starve_timers(void **state) {
+    (void)state;
+    endless e = {.loop = fixture_loop_new()};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, endless_poster, &e), 0);
+    assert_int_equal(lb_loop_call_later(e.loop, 0.002, endless_tick, &e, NULL), 0);
+    double t0 = fixture_now();
+    assert_int_equal(lb_loop_run_forever(e.loop), 0);
+    double took = fixture_now() - t0;
+    atomic_store(&e.stop, true);
+    pthread_join(th, NULL);
+    printf("# 20 timer ticks of 2 ms under a flood of posts: %.3f s, %ld posts ran\n", took,
+           atomic_load(&e.ran));
+    assert_int_equal(e.ticks, 20);
+    /* 40 ms of ticks; a starved loop took minutes (generous bound). */
+    assert_true(took < 10.0);
+    fixture_loop_free(e.loop);
+}
+
 int run_threadsafe_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_threadsafe_exactly_once),
         cmocka_unit_test(test_threadsafe_wakes_idle_loop),
         cmocka_unit_test(test_threadsafe_closed_loop),
         cmocka_unit_test(test_threadsafe_race_close),
+        cmocka_unit_test(test_threadsafe_flood_does_not_starve_timers),
     };
     return cmocka_run_group_tests_name("threadsafe", tests, NULL, NULL);
 }

@@ -35,12 +35,14 @@ LB_EXPORT lb_future *lb_future_unref(lb_future *future);
 /* Completes the future with value. destroy (may be NULL) is called on
  * value when the future is freed, or at once if this call fails.
  * Returns 0; -EINVAL; -EALREADY if the future is already done; -EBADF if
- * its loop is closed. Loop thread only. */
+ * its loop is closed; -EPERM for a task's future (lb_task_future()),
+ * which completes when its task ends. Loop thread only. */
 LB_EXPORT int lb_future_set_result(lb_future *future, void *value, lb_destroy_fn destroy);
 
 /* Completes the future with error (a negative errno; -ECANCELED is not an
  * error but a cancellation: use lb_future_cancel()).
- * Returns 0; -EINVAL (error >= 0 or -ECANCELED); -EALREADY; -EBADF. */
+ * Returns 0; -EINVAL (error >= 0 or -ECANCELED); -EALREADY; -EBADF;
+ * -EPERM (a task's future). */
 LB_EXPORT int lb_future_set_error(lb_future *future, int error);
 
 /* Cancels the future if it is pending. Returns 1 if it was cancelled, 0
@@ -50,8 +52,8 @@ LB_EXPORT int lb_future_cancel(lb_future *future);
 /* lb_future_set_result() from any thread: the result is set on the
  * loop's thread, in posting order. Returns 0 when the request was
  * accepted (whether the future is still pending by then is not known:
- * a late result is destroyed); -EINVAL; -EBADF if the loop is closed
- * (destroy has been called on value). */
+ * a late result, or one for a task's future, is destroyed); -EINVAL;
+ * -EBADF if the loop is closed (destroy has been called on value). */
 LB_EXPORT int lb_future_set_result_threadsafe(lb_future *future, void *value,
                                               lb_destroy_fn destroy);
 

@@ -38,8 +38,11 @@ LB_EXPORT int lb_loop_thread_submit(lb_loop_thread *thread, lb_task_fn fn, void 
                                     const lb_task_options *opts, lb_future **ret);
 
 /* Stops the loop (tasks still running are cancelled and unwound by its
- * close), joins the thread and frees everything. Returns 0, -EINVAL,
- * -EDEADLK (called on the loop thread). */
+ * close), joins the thread and frees everything. A loop that stopped
+ * itself (lb_loop_stop from one of its callbacks) is closed at once and
+ * refuses calls and submissions with -EBADF; stop is still needed to
+ * join the thread and free it. Returns 0, -EINVAL, -EDEADLK (called on
+ * the loop thread). */
 LB_EXPORT int lb_loop_thread_stop(lb_loop_thread *thread);
 
 #ifdef __cplusplus

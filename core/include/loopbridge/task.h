@@ -77,7 +77,8 @@ LB_EXPORT lb_task *lb_task_unref(lb_task *task);
  * lb_future_result() (0 and the value in *value, the error, or
  * -ECANCELED). If the task is cancelled while waiting, returns
  * -ECANCELED and cancels future. value may be NULL.
- * Outside a task returns -EPERM at once. */
+ * Outside a task returns -EPERM at once; -EXDEV for a future of another
+ * loop; -EDEADLK for the task's own future (it would never complete). */
 LB_EXPORT int lb_await(lb_future *future, void **value);
 
 /* Suspends the calling task for seconds (0: one loop iteration).
