@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* ------------------------------------------------------------------ */
 /* Lanes                                                               */
@@ -145,7 +146,7 @@ static void sweep_dead_lanes(void) {
 static atomic_uint_fast64_t next_inbox_id = 1;
 
 int lb__inbox_init(lb__inbox *inbox) {
-    *inbox = (lb__inbox){0};
+    memset(inbox, 0, sizeof *inbox);
     int r = pthread_mutex_init(&inbox->lock, NULL);
     if (r)
         return -r;

@@ -16,6 +16,13 @@
 #endif
 #endif
 
+#if defined(__has_include)
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#define LB_HAVE_MEMCHECK 1
+#endif
+#endif
+
 #ifdef LB_ASAN
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
@@ -227,6 +234,13 @@ static void copy_unchecked(unsigned char *dst, const unsigned char *src, size_t 
 #endif
 
 void lb__fiber_copy_frames(void *dst, const void *src, size_t len, bool to_stack) {
+#ifdef LB_HAVE_MEMCHECK
+    /* Memcheck marks stack memory inaccessible when a stack pointer
+     * passes above it (another task's frames returned there): make the
+     * frames' place addressable again; the copy brings their definedness. */
+    if (to_stack)
+        VALGRIND_MAKE_MEM_UNDEFINED(dst, len);
+#endif
 #ifdef LB_ASAN
     if (to_stack)
         ASAN_UNPOISON_MEMORY_REGION(dst, len);
