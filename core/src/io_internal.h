@@ -2,9 +2,12 @@
 #ifndef LB_IO_INTERNAL_H
 #define LB_IO_INTERNAL_H
 
-/* What the I/O layer shares with the fd watches of fd.c. */
+/* What the I/O layer (io.c, stream.c, server.c, dns.c, process.c) shares
+ * with the fd watches of fd.c. */
 
 #include "future_internal.h"
+
+#include <sys/types.h>
 
 enum { LB__IO_READ = 0, LB__IO_WRITE = 1 };
 
@@ -34,5 +37,29 @@ void lb__fd_wait_withdraw(lb_loop *loop, int fd, int dir, lb_future *future);
 /* Drops the interest that LB__IO_KEEP waits left registered for fd, and
  * the fd's watch if nothing else uses it. Call it before closing fd. */
 void lb__fd_forget(lb_loop *loop, int fd);
+
+/* write(2) that never raises SIGPIPE: send(MSG_NOSIGNAL) on a socket
+ * (is_socket: 1 yes, 0 no, -1 unknown: try send first), else write with
+ * SIGPIPE blocked in the calling thread and a SIGPIPE it caused
+ * discarded. Returns the bytes written or -errno (-EAGAIN when full). */
+ssize_t lb__io_write(int fd, const void *buf, size_t len, int is_socket);
+
+/* read(2) returning the count or -errno, retrying on EINTR. */
+ssize_t lb__io_read(int fd, void *buf, size_t len);
+
+/* The running task's loop, or -EPERM with a message naming func. */
+int lb__io_task_loop(const char *func, lb_loop **ret);
+
+/* Awaits readiness of fd in dir for at most timeout seconds (< 0: no
+ * limit) in the running task. Returns 0, -ETIMEDOUT, -ECANCELED, or an
+ * error of lb__fd_wait(). The fd is unwatched again when it returns. */
+int lb__io_wait(lb_loop *loop, int fd, int dir, unsigned flags, double timeout);
+
+/* Seconds left until deadline (an lb__clock_ns() time; INT64_MAX: none),
+ * as a timeout for lb__io_wait(): -1 for none, 0 once passed. */
+double lb__io_remaining(int64_t deadline);
+
+/* The deadline timeout seconds from now (timeout < 0: INT64_MAX). */
+int64_t lb__io_deadline(double timeout);
 
 #endif

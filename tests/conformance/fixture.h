@@ -31,6 +31,22 @@ void fixture_run_until(lb_loop *loop, const volatile bool *flag, double timeout_
 /* Monotonic seconds. */
 double fixture_now(void);
 
+/* Spawns fn(task, data) as a task on loop and returns a reference. */
+lb_task *fixture_spawn(lb_loop *loop, lb_task_fn fn, void *data);
+
+/* Runs the loop until task ended, or fails the test after timeout_s
+ * seconds; drops the caller's reference and returns the task's status
+ * (0, its error, or -ECANCELED). */
+int fixture_finish(lb_loop *loop, lb_task *task, double timeout_s);
+
+/* The number of file descriptors open in the process, so that a test can
+ * check it leaked none. */
+int fixture_count_fds(void);
+
+/* fixture_count_fds() once loop ran a timer, so that what the driver's
+ * host opens on first use (Tcl's notifier pipe) is in the count. */
+int fixture_fd_baseline(lb_loop *loop);
+
 /* The groups, one per concept file. Each returns its failure count. */
 int run_loop_tests(void);
 int run_schedule_tests(void);
@@ -44,5 +60,6 @@ int run_executor_tests(void);
 int run_signal_tests(void);
 int run_loop_thread_tests(void);
 int run_debug_tests(void);
+int run_io_tests(void);
 
 #endif

@@ -29,6 +29,7 @@ static const group groups[] = {
     {"signal", run_signal_tests},
     {"loop_thread", run_loop_thread_tests},
     {"debug", run_debug_tests},
+    {"io", run_io_tests},
 };
 
 static bool selected(const char *list, const char *name) {

@@ -11,5 +11,6 @@
 #include <loopbridge/task.h>
 #include <loopbridge/executor.h>
 #include <loopbridge/loop_thread.h>
+#include <loopbridge/io.h>
 
 #endif
