@@ -62,4 +62,12 @@ double lb__io_remaining(int64_t deadline);
 /* The deadline timeout seconds from now (timeout < 0: INT64_MAX). */
 int64_t lb__io_deadline(double timeout);
 
+/* getaddrinfo without a thread, when host needs no lookup: a numeric
+ * address, or NULL (the wildcard or loopback address), with a numeric or
+ * NULL service. Returns 0 with the list in *ret, a negative errno, or 1:
+ * host is a name, which needs lb_getaddrinfo(). Any context. */
+struct addrinfo;
+int lb__resolve_numeric(const lb_loop *loop, const char *host, const char *service,
+                        const struct addrinfo *hints, struct addrinfo **ret);
+
 #endif

@@ -61,5 +61,6 @@ int run_signal_tests(void);
 int run_loop_thread_tests(void);
 int run_debug_tests(void);
 int run_io_tests(void);
+int run_dns_tests(void);
 
 #endif

@@ -30,6 +30,7 @@ static const group groups[] = {
     {"loop_thread", run_loop_thread_tests},
     {"debug", run_debug_tests},
     {"io", run_io_tests},
+    {"dns", run_dns_tests},
 };
 
 static bool selected(const char *list, const char *name) {

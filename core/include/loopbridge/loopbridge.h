@@ -12,5 +12,6 @@
 #include <loopbridge/executor.h>
 #include <loopbridge/loop_thread.h>
 #include <loopbridge/io.h>
+#include <loopbridge/dns.h>
 
 #endif
