@@ -62,5 +62,7 @@ int run_loop_thread_tests(void);
 int run_debug_tests(void);
 int run_io_tests(void);
 int run_dns_tests(void);
+int run_stream_tests(void);
+int run_server_tests(void);
 
 #endif

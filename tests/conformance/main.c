@@ -31,6 +31,8 @@ static const group groups[] = {
     {"debug", run_debug_tests},
     {"io", run_io_tests},
     {"dns", run_dns_tests},
+    {"stream", run_stream_tests},
+    {"server", run_server_tests},
 };
 
 static bool selected(const char *list, const char *name) {

@@ -13,5 +13,6 @@
 #include <loopbridge/loop_thread.h>
 #include <loopbridge/io.h>
 #include <loopbridge/dns.h>
+#include <loopbridge/stream.h>
 
 #endif
