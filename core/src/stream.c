@@ -2,12 +2,20 @@
 /* Buffered streams. Reads are pulled by the reading task: the buffer
  * fills only inside a read call, and a frame that is not complete stays
  * in it. Writes are pushed: what the fd does not take at once is copied
- * and sent by a done callback on the fd's writability future, so that
+ * and sent from a writer watch on the fd (lb_loop_add_writer), so that
  * writing never waits and works from plain callbacks too.
  *
  * The read side keeps its epoll interest between reads (LB__IO_KEEP): a
  * task that reads, answers and reads again costs no epoll_ctl. The
- * stream owns its fd and forgets the interest before closing it. */
+ * stream owns its fd and forgets the interest before closing it.
+ *
+ * Nothing here hinges on a queued callback holding a reference:
+ * lb_loop_close() drops the callbacks still queued once its tasks have
+ * ended, so such a reference could leak. A watch's queued event holds
+ * none (it finds the watch again by fd). A closing stream whose last
+ * reference goes while data is queued holds itself, with a pending
+ * "keeper" future: close cancels pending futures through their hooks,
+ * and the keeper's hook aborts the stream and releases it. */
 #include <loopbridge/stream.h>
 #include <loopbridge/task.h>
 
@@ -48,13 +56,14 @@ struct lb_stream {
     char *wbuf;
     size_t wstart, wend, wcap;
     int write_error;       /* sticky: sending stopped for good */
-    lb_future *write_wait; /* the flush's writability wait (its callback owns it) */
+    bool writer_on;        /* the writer watch sends the queue */
     lb_future *progress;   /* completed when sending progressed, failed or the fd closed */
     bool eof_pending, eof_sent;
 
     /* Closing. */
     bool closing, aborted, closed;
     int close_status;
+    lb_future *keeper; /* pending while the stream holds itself */
 };
 
 static size_t rbuffered(const lb_stream *s) {
@@ -102,8 +111,13 @@ lb_stream *lb_stream_ref(lb_stream *stream) {
     return stream;
 }
 
+static int hold_self(lb_stream *s);
+
 lb_stream *lb_stream_unref(lb_stream *stream) {
     if (!stream || --stream->refs > 0)
+        return NULL;
+    /* Closed with data still queued: it lives on until that is sent. */
+    if (stream->closing && !stream->closed && stream->writer_on && hold_self(stream) == 0)
         return NULL;
     if (!stream->closed)
         lb_stream_abort(stream);
@@ -183,6 +197,49 @@ static int wait_progress(lb_stream *s, int64_t deadline) {
 /* Closing                                                             */
 /* ------------------------------------------------------------------ */
 
+/* A closing stream nobody holds keeps itself alive (one reference) until
+ * its data is out; release_self drops that reference from a callback,
+ * never from within the futures' own bookkeeping. */
+static void release_self(lb_loop *loop, void *data) {
+    lb_stream *s = data;
+    (void)loop;
+    lb_future *k = s->keeper;
+    s->keeper = NULL;
+    k->hooks = NULL;
+    lb__future_cancel_plain(k);
+    lb_future_unref(k);
+    lb_stream_unref(s);
+}
+
+static void queue_release(lb_stream *s) {
+    if (!lb__call_soon_internal(s->loop, release_self, s))
+        lb__log(LB_LOG_ERROR, "stream %p: out of memory while closing; it is leaked", (void *)s);
+}
+
+/* The loop closes: abort the stream if it is still sending, and release
+ * it (a release queued earlier was dropped by close, or the keeper would
+ * not be pending). */
+static int keeper_cancel(lb_future *f, void *data) {
+    lb_stream *s = data;
+    (void)f;
+    if (!s->closed)
+        lb_stream_abort(s); /* queues the release */
+    else
+        queue_release(s);
+    return 1;
+}
+
+static const lb__future_hooks keeper_hooks = {.cancel = keeper_cancel};
+
+static int hold_self(lb_stream *s) {
+    if (lb_future_new(s->loop, &s->keeper) < 0)
+        return -ENOMEM;
+    s->keeper->hooks = &keeper_hooks;
+    s->keeper->hooks_data = s;
+    s->refs = 1;
+    return 0;
+}
+
 /* A task waiting to read learns at once that the stream closed. */
 static void fail_reader(lb_stream *s) {
     lb_future *f = s->read_wait;
@@ -194,23 +251,28 @@ static void fail_reader(lb_stream *s) {
     lb__fail(s->loop, -EBADF, "the stream was closed while a task was reading it");
 }
 
+static void writer_off(lb_stream *s) {
+    if (s->writer_on) {
+        s->writer_on = false;
+        if (!lb_loop_is_closed(s->loop))
+            lb_loop_remove_writer(s->loop, s->fd);
+    }
+}
+
 static void finish_close(lb_stream *s) {
     if (s->closed)
         return;
     s->closing = s->closed = true;
     fail_reader(s);
-    lb_future *w = s->write_wait;
-    if (w) {
-        /* Its callback still runs, sees it is stale and lets go. */
-        s->write_wait = NULL;
-        lb_future_cancel(w);
-    }
+    writer_off(s);
     lb__fd_forget(s->loop, s->fd);
     close(s->fd);
     s->fd = -1;
     s->wstart = s->wend = 0;
     s->close_status = s->aborted ? 0 : s->write_error;
     notify_progress(s);
+    if (s->keeper)
+        queue_release(s);
 }
 
 int lb_stream_close(lb_stream *stream) {
@@ -219,8 +281,8 @@ int lb_stream_close(lb_stream *stream) {
         return 0;
     stream->closing = true;
     fail_reader(stream);
-    /* With data queued, the flush closes the fd once it is out. */
-    if (wbuffered(stream) == 0 || stream->write_error || !stream->write_wait)
+    /* With data queued, the writer closes the fd once it is out. */
+    if (wbuffered(stream) == 0 || stream->write_error || !stream->writer_on)
         finish_close(stream);
     return 0;
 }
@@ -245,42 +307,26 @@ static void send_queued(lb_stream *s);
 static void fail_sending(lb_stream *s, int error) {
     if (!s->write_error)
         s->write_error = error;
+    writer_off(s);
     s->wstart = s->wend = 0;
     notify_progress(s);
     if (s->closing)
         finish_close(s);
 }
 
-static void on_writable(lb_future *f, void *data) {
-    lb_stream *s = data;
-    bool current = s->write_wait == f;
-    int status = lb_future_result(f, NULL);
-    lb_future_unref(f);
-    if (current) {
-        s->write_wait = NULL;
-        if (status < 0)
-            fail_sending(s, status); /* cancelled: the loop is closing */
-        else
-            send_queued(s);
-    }
-    lb_stream_unref(s);
+static void on_writable(lb_loop *loop, void *data) {
+    (void)loop;
+    send_queued(data);
 }
 
-/* Has the loop send the queue once the fd is writable. */
-static int start_flush(lb_stream *s) {
-    lb_future *f = NULL;
-    int r = lb__fd_wait(s->loop, s->fd, LB__IO_WRITE, 0, &f);
-    if (r < 0)
-        return r;
-    r = lb_future_add_done_callback(f, on_writable, s);
-    if (r < 0) {
-        lb_future_cancel(f);
-        lb_future_unref(f);
-        return r;
-    }
-    s->write_wait = f;
-    lb_stream_ref(s);
-    return 0;
+/* Has the loop send the queue as the fd turns writable. */
+static int writer_on(lb_stream *s) {
+    if (s->writer_on)
+        return 0;
+    int r = lb_loop_add_writer(s->loop, s->fd, on_writable, s);
+    if (r == 0)
+        s->writer_on = true;
+    return r;
 }
 
 static void send_queued(lb_stream *s) {
@@ -298,12 +344,13 @@ static void send_queued(lb_stream *s) {
         progressed = true;
     }
     if (wbuffered(s) > 0) {
-        int r = start_flush(s);
+        int r = writer_on(s);
         if (r < 0) {
             fail_sending(s, r);
             return;
         }
     } else {
+        writer_off(s);
         s->wstart = s->wend = 0;
         if (s->eof_pending && !s->eof_sent) {
             s->eof_sent = true;
@@ -375,8 +422,8 @@ int lb_stream_write(lb_stream *stream, const void *buf, size_t len) {
     }
     if (enqueue(s, p, len) < 0)
         return lb__fail(s->loop, -ENOMEM, "lb_stream_write: out of memory");
-    if (!s->write_wait) {
-        int r = start_flush(s);
+    if (!s->writer_on) {
+        int r = writer_on(s);
         if (r < 0) {
             s->write_error = r;
             s->wstart = s->wend = 0;

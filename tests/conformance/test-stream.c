@@ -549,24 +549,69 @@ static void test_stream_misuse(void **state) {
     fixture_loop_free(loop);
 }
 
-/* Closing the loop with a stream still sending: its flush is cancelled
- * and the fd closed; the object lives on until its last reference. */
+/* A stream closed with data queued is kept until the data is out, even
+ * once its last reference went; the loop closing first aborts it. A
+ * stream the caller still holds keeps its fd until its last reference. */
 static void test_stream_loop_close_while_sending(void **state) {
     (void)state;
+    int fds = fixture_count_fds();
     lb_loop *loop = fixture_loop_new();
+    int a[2], b[2];
+    make_socketpair(a);
+    make_socketpair(b);
+    static char data[1 << 20];
+    lb_stream *dropped = NULL, *held = NULL;
+    assert_int_equal(lb_stream_new(loop, a[1], NULL, &dropped), 0);
+    assert_int_equal(lb_stream_new(loop, b[1], NULL, &held), 0);
+    assert_int_equal(lb_stream_write(dropped, data, sizeof data), 0);
+    assert_int_equal(lb_stream_write(held, data, sizeof data), 0);
+    assert_true(lb_stream_write_buffered(dropped) > 0);
+    lb_stream_close(dropped);
+    lb_stream_unref(dropped); /* it holds itself until the rest is sent... */
+    lb_stream_close(held);
+    fixture_loop_free(loop); /* ...or the loop closes */
+    assert_int_equal(lb_stream_write(held, "x", 1), -EBADF);
+    lb_stream_unref(held);
+    close(a[0]);
+    close(b[0]);
+    assert_int_equal(fixture_count_fds(), fds);
+}
+
+/* The same, when the data does get out: the peer reads all of it. */
+typedef struct drain_all {
+    lb_stream *r;
+    size_t got;
+} drain_all;
+
+static int read_to_end(lb_task *t, void *data) {
+    drain_all *d = data;
+    (void)t;
+    char buf[65536];
+    ssize_t n;
+    while ((n = lb_stream_read(d->r, buf, sizeof buf)) > 0)
+        d->got += (size_t)n;
+    return (int)n;
+}
+
+static void test_stream_close_then_unref_sends_everything(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    int fds = fixture_fd_baseline(loop);
     int fd[2];
     make_socketpair(fd);
-    lb_stream *w = NULL;
-    assert_int_equal(lb_stream_new(loop, fd[1], NULL, &w), 0);
     static char data[1 << 20];
+    lb_stream *w = NULL;
+    drain_all d = {0};
+    assert_int_equal(lb_stream_new(loop, fd[1], NULL, &w), 0);
+    assert_int_equal(lb_stream_new(loop, fd[0], NULL, &d.r), 0);
     assert_int_equal(lb_stream_write(w, data, sizeof data), 0);
-    assert_true(lb_stream_write_buffered(w) > 0);
     lb_stream_close(w);
-    fixture_loop_free(loop);
-    assert_int_equal(lb_stream_fd(w), -1);
-    assert_int_equal(lb_stream_write(w, "x", 1), -EBADF);
     lb_stream_unref(w);
-    close(fd[0]);
+    assert_int_equal(fixture_finish(loop, fixture_spawn(loop, read_to_end, &d), 60), 0);
+    assert_int_equal(d.got, sizeof data);
+    lb_stream_unref(d.r);
+    assert_int_equal(fixture_count_fds(), fds);
+    fixture_loop_free(loop);
 }
 
 int run_stream_tests(void) {
@@ -583,6 +628,7 @@ int run_stream_tests(void) {
         cmocka_unit_test(test_stream_write_eof),
         cmocka_unit_test(test_stream_misuse),
         cmocka_unit_test(test_stream_loop_close_while_sending),
+        cmocka_unit_test(test_stream_close_then_unref_sends_everything),
     };
     return cmocka_run_group_tests_name("stream", tests, NULL, NULL);
 }

@@ -70,8 +70,9 @@ LB_EXPORT int lb_stream_new(lb_loop *loop, int fd, const lb_stream_options *opts
 LB_EXPORT lb_stream *lb_stream_ref(lb_stream *stream);
 
 /* Drops a reference; returns NULL. The last one aborts the stream if it
- * is still open (unsent data is dropped; close it first to send it: a
- * closing stream lives until its data is out). NULL is a no-op. */
+ * is still open (unsent data is dropped). Close it first to have the data
+ * sent: a closing stream lives on until its data is out, or until its
+ * loop closes. NULL is a no-op. */
 LB_EXPORT lb_stream *lb_stream_unref(lb_stream *stream);
 
 /* The stream's fd (borrowed, for getsockopt and the like), or -1 once it
