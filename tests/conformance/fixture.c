@@ -123,3 +123,10 @@ int fixture_fd_baseline(lb_loop *loop) {
     fixture_run_until(loop, &done, 10);
     return fixture_count_fds();
 }
+
+int fixture_fds_without_loop(void) {
+    lb_loop *loop = fixture_loop_new();
+    fixture_fd_baseline(loop);
+    fixture_loop_free(loop);
+    return fixture_count_fds();
+}

@@ -47,6 +47,11 @@ int fixture_count_fds(void);
  * host opens on first use (Tcl's notifier pipe) is in the count. */
 int fixture_fd_baseline(lb_loop *loop);
 
+/* fixture_count_fds() once a loop was made, run and closed, for tests that
+ * compare it with the count after their own loop closed (the descriptors
+ * a loop opens as needed, its signal pipe, are closed with it). */
+int fixture_fds_without_loop(void);
+
 /* The groups, one per concept file. Each returns its failure count. */
 int run_loop_tests(void);
 int run_schedule_tests(void);
@@ -64,5 +69,6 @@ int run_io_tests(void);
 int run_dns_tests(void);
 int run_stream_tests(void);
 int run_server_tests(void);
+int run_process_tests(void);
 
 #endif

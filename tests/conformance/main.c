@@ -33,6 +33,7 @@ static const group groups[] = {
     {"dns", run_dns_tests},
     {"stream", run_stream_tests},
     {"server", run_server_tests},
+    {"process", run_process_tests},
 };
 
 static bool selected(const char *list, const char *name) {

@@ -14,5 +14,6 @@
 #include <loopbridge/io.h>
 #include <loopbridge/dns.h>
 #include <loopbridge/stream.h>
+#include <loopbridge/process.h>
 
 #endif
