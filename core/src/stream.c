@@ -48,6 +48,7 @@ struct lb_stream {
     char *rbuf;
     size_t rstart, rend, rcap;
     bool eof;           /* the peer ended the stream */
+    bool drained;       /* the last read was short: the fd had nothing more */
     int read_error;     /* sticky: returned once the buffer is consumed */
     bool reading;       /* a task is inside a read call */
     lb_future *read_wait; /* its readiness wait (borrowed) */
@@ -551,10 +552,23 @@ static ssize_t read_some(lb_stream *s, void *dst, size_t cap, int64_t deadline) 
         return 0;
     if (s->read_error)
         return s->read_error;
+    /* A short read emptied the socket or pipe at that instant: await
+     * readiness rather than try a read that would most likely fail with
+     * EAGAIN (the kept, level-triggered interest reports at once data
+     * that came meanwhile). In a request-reply exchange this saves one
+     * system call per message. */
+    if (s->drained) {
+        s->drained = false;
+        int r = wait_readable(s, deadline);
+        if (r < 0)
+            return r;
+    }
     for (;;) {
         ssize_t n = lb__io_read(s->fd, dst, cap);
-        if (n > 0)
+        if (n > 0) {
+            s->drained = (size_t)n < cap;
             return n;
+        }
         if (n == 0) {
             s->eof = true;
             return 0;
