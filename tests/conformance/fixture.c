@@ -130,3 +130,16 @@ int fixture_fds_without_loop(void) {
     fixture_loop_free(loop);
     return fixture_count_fds();
 }
+
+static void cancel_check(lb_loop *loop, void *data) {
+    fixture_canceller *k = data;
+    if (*k->waiting && ++k->polls > 2) {
+        assert_int_equal(lb_task_cancel(k->target), 1);
+        return;
+    }
+    assert_int_equal(lb_loop_call_later(loop, 0.005, cancel_check, k, NULL), 0);
+}
+
+void fixture_cancel_when_waiting(lb_loop *loop, fixture_canceller *canceller) {
+    assert_int_equal(lb_loop_call_soon(loop, cancel_check, canceller, NULL), 0);
+}

@@ -39,6 +39,18 @@ lb_task *fixture_spawn(lb_loop *loop, lb_task_fn fn, void *data);
  * (0, its error, or -ECANCELED). */
 int fixture_finish(lb_loop *loop, lb_task *task, double timeout_s);
 
+/* Cancels target once *waiting is true and the loop ran a few more
+ * iterations, so that the task is suspended in the call under test
+ * (tests set *waiting right before that call). The caller keeps the
+ * struct alive until the task ended. */
+typedef struct fixture_canceller {
+    lb_task *target;
+    const bool *waiting;
+    int polls;
+} fixture_canceller;
+
+void fixture_cancel_when_waiting(lb_loop *loop, fixture_canceller *canceller);
+
 /* The number of file descriptors open in the process, so that a test can
  * check it leaked none. */
 int fixture_count_fds(void);

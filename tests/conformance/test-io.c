@@ -129,30 +129,14 @@ static void test_io_read_timeout(void **state) {
     fixture_loop_free(loop);
 }
 
-typedef struct canceller {
-    lb_task *target;
-    const bool *waiting;
-    int polls;
-} canceller;
-
-/* Cancels target once it is suspended in the call under test. */
-static void cancel_when_waiting(lb_loop *loop, void *data) {
-    canceller *k = data;
-    if (*k->waiting && ++k->polls > 2) {
-        assert_int_equal(lb_task_cancel(k->target), 1);
-        return;
-    }
-    assert_int_equal(lb_loop_call_later(loop, 0.005, cancel_when_waiting, k, NULL), 0);
-}
-
 static void test_io_read_cancel(void **state) {
     (void)state;
     lb_loop *loop = fixture_loop_new();
     rw c = {.timeout = -1};
     make_socketpair(c.fd);
     lb_task *t = fixture_spawn(loop, read_task, &c);
-    canceller k = {.target = t, .waiting = &c.waiting};
-    assert_int_equal(lb_loop_call_soon(loop, cancel_when_waiting, &k, NULL), 0);
+    fixture_canceller k = {.target = t, .waiting = &c.waiting};
+    fixture_cancel_when_waiting(loop, &k);
     assert_int_equal(fixture_finish(loop, t, 10), -ECANCELED);
     assert_int_equal(c.n, -ECANCELED);
     assert_unwatched(loop, c.fd[0]);
@@ -234,8 +218,8 @@ static void test_io_write_cancel_full_pipe(void **state) {
     assert_int_equal(pipe2(b.fd, O_NONBLOCK | O_CLOEXEC), 0);
     b.out = calloc(1, b.len);
     lb_task *w = fixture_spawn(loop, big_writer, &b);
-    canceller k = {.target = w, .waiting = &b.waiting};
-    assert_int_equal(lb_loop_call_soon(loop, cancel_when_waiting, &k, NULL), 0);
+    fixture_canceller k = {.target = w, .waiting = &b.waiting};
+    fixture_cancel_when_waiting(loop, &k);
     assert_int_equal(fixture_finish(loop, w, 10), -ECANCELED);
     assert_int_equal(b.wrote, -ECANCELED);
     assert_unwatched(loop, b.fd[1]);
@@ -499,8 +483,8 @@ static void test_io_accept_cancel_and_timeout(void **state) {
     conn c = {.timeout = -1};
     c.listen_fd = listen_loopback(16, &c.addr);
     lb_task *a = fixture_spawn(loop, accept_task, &c);
-    canceller k = {.target = a, .waiting = &c.waiting};
-    assert_int_equal(lb_loop_call_soon(loop, cancel_when_waiting, &k, NULL), 0);
+    fixture_canceller k = {.target = a, .waiting = &c.waiting};
+    fixture_cancel_when_waiting(loop, &k);
     assert_int_equal(fixture_finish(loop, a, 10), -ECANCELED);
     assert_unwatched(loop, c.listen_fd);
     c.timeout = 0.03;
@@ -530,8 +514,8 @@ static void test_io_connect_cancel_and_timeout(void **state) {
 
     c.timeout = -1;
     lb_task *k = fixture_spawn(loop, connect_task, &c);
-    canceller kc = {.target = k, .waiting = &c.waiting};
-    assert_int_equal(lb_loop_call_soon(loop, cancel_when_waiting, &kc, NULL), 0);
+    fixture_canceller kc = {.target = k, .waiting = &c.waiting};
+    fixture_cancel_when_waiting(loop, &kc);
     assert_int_equal(fixture_finish(loop, k, 10), -ECANCELED);
     assert_unwatched(loop, c.client);
     close(c.client);

@@ -264,20 +264,6 @@ static void test_process_spawn_errors(void **state) {
     assert_int_equal(fixture_count_fds(), fds);
 }
 
-typedef struct canceller {
-    lb_task *target;
-    const bool *waiting;
-} canceller;
-
-static void cancel_when_waiting(lb_loop *loop, void *data) {
-    canceller *k = data;
-    if (*k->waiting) {
-        lb_task_cancel(k->target);
-        return;
-    }
-    assert_int_equal(lb_loop_call_later(loop, 0.005, cancel_when_waiting, k, NULL), 0);
-}
-
 /* A cancelled or timed-out wait leaves the process running; kill and
  * terminate end it. */
 static void test_process_kill_terminate_and_cancelled_wait(void **state) {
@@ -286,8 +272,8 @@ static void test_process_kill_terminate_and_cancelled_wait(void **state) {
     const char *sleep30[] = {"sleep", "30", NULL};
     run r = {.p = spawn(loop, sleep30, NULL), .timeout = -1};
     lb_task *t = fixture_spawn(loop, collect_and_wait, &r);
-    canceller k = {.target = t, .waiting = &r.waiting};
-    assert_int_equal(lb_loop_call_soon(loop, cancel_when_waiting, &k, NULL), 0);
+    fixture_canceller k = {.target = t, .waiting = &r.waiting};
+    fixture_cancel_when_waiting(loop, &k);
     assert_int_equal(fixture_finish(loop, t, 30), 0);
     assert_int_equal(r.wait_status, -ECANCELED);
     assert_int_equal(lb_process_returncode(r.p, NULL), -EAGAIN);

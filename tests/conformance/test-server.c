@@ -52,6 +52,13 @@ typedef struct client {
     int status;
 } client;
 
+/* A server on 127.0.0.1 with a port of the kernel's choosing. */
+static lb_server *local_server(lb_loop *loop, lb_stream_handler handler, echo_stats *st) {
+    lb_server *srv = NULL;
+    assert_int_equal(lb_start_server(loop, "127.0.0.1", 0, handler, st, NULL, &srv), 0);
+    return srv;
+}
+
 static int open_client(const client *c, lb_stream **s) {
     if (c->path)
         return lb_open_unix_connection(c->path, NULL, 30, s);
@@ -114,8 +121,7 @@ static void test_server_tcp_echo_100_clients(void **state) {
     lb_loop *loop = fixture_loop_new();
     int fds = fixture_fd_baseline(loop);
     echo_stats st = {0};
-    lb_server *srv = NULL;
-    assert_int_equal(lb_start_server(loop, "127.0.0.1", 0, echo_handler, &st, NULL, &srv), 0);
+    lb_server *srv = local_server(loop, echo_handler, &st);
     int port = lb_server_port(srv);
     assert_true(port > 0);
     client c = {.host = "127.0.0.1", .port = (uint16_t)port};
@@ -234,8 +240,7 @@ static void test_server_close_and_cancel_connections(void **state) {
     lb_loop *loop = fixture_loop_new();
     int fds = fixture_fd_baseline(loop);
     echo_stats st = {0};
-    lb_server *srv = NULL;
-    assert_int_equal(lb_start_server(loop, "127.0.0.1", 0, silent_handler, &st, NULL, &srv), 0);
+    lb_server *srv = local_server(loop, silent_handler, &st);
     uint16_t port = (uint16_t)lb_server_port(srv);
     idle_client cs[3] = {{.port = port}, {.port = port}, {.port = port}};
     lb_task *ct[3];
@@ -290,8 +295,7 @@ static void test_server_handler_error_reported(void **state) {
     lb_loop *loop = fixture_loop_new();
     reports rep = {0};
     assert_int_equal(lb_loop_set_exception_handler(loop, count_reports, &rep), 0);
-    lb_server *srv = NULL;
-    assert_int_equal(lb_start_server(loop, "127.0.0.1", 0, failing_handler, NULL, NULL, &srv), 0);
+    lb_server *srv = local_server(loop, failing_handler, NULL);
     idle_client c = {.port = (uint16_t)lb_server_port(srv)};
     assert_int_equal(fixture_finish(loop, fixture_spawn(loop, idle_client_task, &c), 30), 0);
     assert_int_equal(c.read_result, 0);
@@ -333,8 +337,7 @@ static void test_server_connect_errors_and_names(void **state) {
     lb_loop *loop = fixture_loop_new();
     int fds = fixture_fd_baseline(loop);
     echo_stats st = {0};
-    lb_server *srv = NULL;
-    assert_int_equal(lb_start_server(loop, "127.0.0.1", 0, echo_handler, &st, NULL, &srv), 0);
+    lb_server *srv = local_server(loop, echo_handler, &st);
     uint16_t port = (uint16_t)lb_server_port(srv);
     /* "localhost" is looked up on the executor, then connected to. */
     dial named = {.host = "localhost", .port = port, .timeout = 30};
@@ -388,8 +391,7 @@ static void test_server_loop_close_with_connections(void **state) {
     int fds = fixture_count_fds();
     lb_loop *loop = fixture_loop_new();
     echo_stats st = {0};
-    lb_server *srv = NULL;
-    assert_int_equal(lb_start_server(loop, "127.0.0.1", 0, silent_handler, &st, NULL, &srv), 0);
+    lb_server *srv = local_server(loop, silent_handler, &st);
     idle_client c = {.port = (uint16_t)lb_server_port(srv)};
     lb_task *ct = fixture_spawn(loop, idle_client_task, &c);
     wait_conns w = {srv, 1};

@@ -197,21 +197,6 @@ static void test_stream_readline(void **state) {
 
 /* ------------------------------------------------------------------ */
 
-typedef struct canceller {
-    lb_task *target;
-    const bool *waiting;
-    int polls;
-} canceller;
-
-static void cancel_when_waiting(lb_loop *loop, void *data) {
-    canceller *k = data;
-    if (*k->waiting && ++k->polls > 2) {
-        lb_task_cancel(k->target);
-        return;
-    }
-    assert_int_equal(lb_loop_call_later(loop, 0.005, cancel_when_waiting, k, NULL), 0);
-}
-
 /* A read_exactly cancelled in the middle of a frame keeps what arrived;
  * the next call completes the frame. */
 static void test_stream_cancel_read_keeps_data(void **state) {
@@ -222,8 +207,8 @@ static void test_stream_cancel_read_keeps_data(void **state) {
     assert_int_equal(write(fd[1], "half", 4), 4);
     reader r = {.s = stream_of(loop, fd[0], 0), .op = 0, .len = 8};
     lb_task *t = fixture_spawn(loop, reader_task, &r);
-    canceller k = {.target = t, .waiting = &r.waiting};
-    assert_int_equal(lb_loop_call_soon(loop, cancel_when_waiting, &k, NULL), 0);
+    fixture_canceller k = {.target = t, .waiting = &r.waiting};
+    fixture_cancel_when_waiting(loop, &k);
     assert_int_equal(fixture_finish(loop, t, 10), 0);
     assert_int_equal(r.results[0], -ECANCELED);
     assert_int_equal(lb_stream_buffered(r.s), 4);
