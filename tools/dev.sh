@@ -116,7 +116,7 @@ cmd_test() {
   log "build: TSan (threaded tests)"
   configure build/tsan --werror -Db_sanitize=thread -Db_lundef=false
   ninja -C build/tsan -j "$jobs"
-  LB_TEST_GROUPS=threadsafe,future,executor,signal,loop_thread TSAN_OPTIONS=halt_on_error=1 \
+  LB_TEST_GROUPS=threadsafe,future,executor,signal,loop_thread,dns TSAN_OPTIONS=halt_on_error=1 \
     suite "tsan" build/tsan conformance-native unit-inbox || failed+=(tsan)
 
   log "valgrind memcheck: conformance"
