@@ -30,6 +30,13 @@ int lb__io_task_loop(const char *func, lb_loop **ret) {
     return 0;
 }
 
+bool lb__io_no_ref_left(unsigned refs, const char *what, const void *object) {
+    if (refs > 0)
+        return false;
+    lb__log(LB_LOG_ERROR, "%s_unref: %p has no reference left", what, object);
+    return true;
+}
+
 int64_t lb__io_deadline(double timeout) {
     if (timeout < 0 || timeout > 1e9)
         return INT64_MAX;

@@ -452,7 +452,8 @@ lb_process *lb_process_ref(lb_process *process) {
 }
 
 lb_process *lb_process_unref(lb_process *process) {
-    if (!process || --process->refs > 0)
+    if (!process || lb__io_no_ref_left(process->refs, "lb_process", process) ||
+        --process->refs > 0)
         return NULL;
     if (!process->watching)
         process_free(process);
@@ -520,9 +521,12 @@ int lb_process_wait(lb_process *process, double timeout, int *ret) {
 int lb_process_send_signal(lb_process *process, int signum) {
     lb_assert_return(process, -EINVAL);
     lb_assert_return(signum >= 0 && signum < NSIG, -EINVAL);
+    int r = lb__io_check_thread(process->loop);
+    if (r < 0)
+        return r;
     if (process->exited)
         return lb__fail(process->loop, -ESRCH, "process %d has exited", (int)process->pid);
-    int r = -1;
+    r = -1;
 #ifdef SYS_pidfd_send_signal
     if (process->pidfd >= 0)
         r = (int)syscall(SYS_pidfd_send_signal, process->pidfd, signum, NULL, 0);

@@ -253,6 +253,9 @@ static void close_listeners(lb_server *srv) {
 
 int lb_server_close(lb_server *server, bool cancel_connections) {
     lb_assert_return(server, -EINVAL);
+    int r = lb__io_check_thread(server->loop);
+    if (r < 0)
+        return r;
     if (!server->closed) {
         server->closed = true;
         close_listeners(server);
@@ -322,7 +325,7 @@ static void server_release(lb_server *srv) {
 }
 
 lb_server *lb_server_unref(lb_server *server) {
-    if (!server || --server->refs > 0)
+    if (!server || lb__io_no_ref_left(server->refs, "lb_server", server) || --server->refs > 0)
         return NULL;
     lb_server_close(server, false);
     server_release(server);

@@ -115,7 +115,7 @@ lb_stream *lb_stream_ref(lb_stream *stream) {
 static int hold_self(lb_stream *s);
 
 lb_stream *lb_stream_unref(lb_stream *stream) {
-    if (!stream || --stream->refs > 0)
+    if (!stream || lb__io_no_ref_left(stream->refs, "lb_stream", stream) || --stream->refs > 0)
         return NULL;
     /* Closed with data still queued: it lives on until that is sent. */
     if (stream->closing && !stream->closed && stream->writer_on && hold_self(stream) == 0)
@@ -278,6 +278,9 @@ static void finish_close(lb_stream *s) {
 
 int lb_stream_close(lb_stream *stream) {
     lb_assert_return(stream, -EINVAL);
+    int r = lb__io_check_thread(stream->loop);
+    if (r < 0)
+        return r;
     if (stream->closing)
         return 0;
     stream->closing = true;
@@ -290,6 +293,9 @@ int lb_stream_close(lb_stream *stream) {
 
 int lb_stream_abort(lb_stream *stream) {
     lb_assert_return(stream, -EINVAL);
+    int r = lb__io_check_thread(stream->loop);
+    if (r < 0)
+        return r;
     if (stream->closed)
         return 0;
     stream->closing = stream->aborted = true;
@@ -476,6 +482,7 @@ int lb_stream_flush(lb_stream *stream) {
 int lb_stream_write_eof(lb_stream *stream) {
     lb_assert_return(stream, -EINVAL);
     lb_stream *s = stream;
+    LB__CHECK_LOOP(s->loop);
     if (!s->is_socket)
         return lb__fail(s->loop, -ENOTSOCK,
                         "lb_stream_write_eof: the stream is not a socket; close it instead");

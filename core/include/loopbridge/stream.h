@@ -132,9 +132,10 @@ LB_EXPORT int lb_stream_write(lb_stream *stream, const void *buf, size_t len);
 LB_EXPORT size_t lb_stream_write_buffered(const lb_stream *stream);
 
 /* Backpressure: returns at once while at most the write limit is
- * buffered, else awaits until a quarter of it is left. Returns 0, the
- * send error, -ETIMEDOUT, -ECANCELED (what is buffered is still sent),
- * -EBADF if the stream was aborted or closed, -EPERM outside a task. */
+ * buffered, else awaits until a quarter of it is left (after
+ * lb_stream_close() too, while the rest is sent). Returns 0, the send
+ * error, -ETIMEDOUT, -ECANCELED (what is buffered is still sent), -EBADF
+ * if the stream was aborted, -EPERM outside a task. */
 LB_EXPORT int lb_stream_drain(lb_stream *stream);
 
 /* Awaits until everything queued was sent. Errors as lb_stream_drain(). */
