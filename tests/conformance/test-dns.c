@@ -16,10 +16,15 @@ static atomic_int lookups_started;
 static atomic_bool hold_lookups;
 static sem_t release_lookup;
 
+/* Whether to hold is read before the lookup is counted: the test posts
+ * the release once it saw the count, and may clear hold_lookups right
+ * after, so reading it later could skip the wait and leave the post for
+ * the next held lookup. */
 static void count_lookup(void *data) {
     (void)data;
+    bool hold = atomic_load(&hold_lookups);
     atomic_fetch_add(&lookups_started, 1);
-    if (atomic_load(&hold_lookups))
+    if (hold)
         sem_wait(&release_lookup);
 }
 
