@@ -2,7 +2,9 @@
 # Side-by-side benchmarks: loopbridge's workloads (tests/bench/bench.c) on
 # every driver it was built with (native, glib, tk), and the peer programs
 # of ../shared/bench/peers (asyncio, uvloop, gbulb, libuv, glib, tcl) when
-# that directory is there, interleaved in one session: run 1 of every
+# that directory is there, plus our own peers for W11, which the shared
+# ones lack (tests/bench/peers: libuv in C, asyncio and uvloop with
+# asyncio streams), interleaved in one session: run 1 of every
 # workload of every implementation, then run 2, ... Each workload runs in
 # its own process. The workloads are defined in
 # ../shared/bench/WORKLOADS.md.
@@ -13,7 +15,8 @@
 #
 # Environment: RUNS (runs per workload), TIMEOUT (seconds per process,
 # default 120; 60 with --quick), DRIVERS (default "native glib tk"), PEERS (default
-# "asyncio uvloop gbulb libuv glib tcl"), JOBS (ninja parallelism).
+# "asyncio uvloop gbulb libuv glib tcl"), WORKLOADS (default all, e.g.
+# "W11"), JOBS (ninja parallelism).
 #
 # Writes build/bench/results-<timestamp>.jsonl (one JSON line per
 # workload run, the peers' format plus "run" and "proc_maxrss_kb"),
@@ -30,7 +33,7 @@ for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
     --no-peers) peers_on=0 ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -123,33 +126,70 @@ elif [ "$peers_on" = 1 ]; then
   say "no peers: $peers_dir/run.sh not found"
 fi
 
+# Our own W11 peers (tests/bench/peers): the shared peers do not run W11.
+own_dir=$root/tests/bench/peers
+shared_impls=$peer_impls
+w11_peers=""
+if [ "$peers_on" = 1 ]; then
+  mkdir -p "$peer_bin"
+  for p in $peers; do
+    case "$p" in
+      libuv)
+        if pkg-config --exists libuv 2>/dev/null &&
+           gcc -O2 -Wall -o "$peer_bin/uv_echo" "$own_dir/uv_echo.c" $(pkg-config --cflags --libs libuv) \
+             >>"$log" 2>&1; then
+          w11_peers="$w11_peers libuv"
+        else
+          say "W11 peer libuv: libuv missing or build failed (see $log), skipped"
+        fi ;;
+      asyncio|uvloop)
+        if "$PY" "$own_dir/py_echo.py" --loop "$p" --versions >/dev/null 2>>"$log"; then
+          w11_peers="$w11_peers $p"
+        else
+          say "W11 peer $p: cannot load (see $log), skipped"
+        fi ;;
+    esac
+  done
+  for p in $w11_peers; do
+    case " $peer_impls " in *" $p "*) ;; *) peer_impls="$peer_impls $p" ;; esac
+  done
+fi
+has_w11_peer() { case " $w11_peers " in *" $1 "*) return 0 ;; esac; return 1; }
+has_shared_peer() { case " $shared_impls " in *" $1 "*) return 0 ;; esac; return 1; }
+
 # ---------------------------------------------------------------- versions
 versions=$out_dir/versions-$stamp.json
 {
   for i in $lb_impls; do LB_DRIVER=${i#loopbridge-} "$bench" version; done
   for p in $peer_impls; do
     case "$p" in
-      libuv) "$peer_bin/uv_peers" version ;;
+      libuv) if [ -x "$peer_bin/uv_peers" ]; then "$peer_bin/uv_peers" version; else "$peer_bin/uv_echo" version; fi ;;
       glib) "$peer_bin/glib_peers" version ;;
       tcl) "$peer_bin/tcl_peers" version ;;
-      *) "$PY" "$peers_dir/py_peers.py" --loop "$p" --versions ;;
+      *) if [ -f "$peers_dir/py_peers.py" ]; then "$PY" "$peers_dir/py_peers.py" --loop "$p" --versions
+         else "$PY" "$own_dir/py_echo.py" --loop "$p" --versions; fi ;;
     esac
   done
 } > "$versions" 2>>"$log"
 
 # ---------------------------------------------------------------- workloads
-all_workloads="W1 W2 W3 W4 W5 W6 W7 W8 W9 W10 G1 G2 G3 G4"
+all_workloads=${WORKLOADS:-"W1 W2 W3 W4 W5 W6 W7 W8 W9 W10 W11 G1 G2 G3 G4"}
 
+# W11 comes from our own peers, the rest from the shared ones.
 workloads_of() {
+  local shared="" own=""
+  has_w11_peer "$1" && own="W11"
   case "$1" in
-    loopbridge-*-shared) echo "W6 W7" ;; # tasks on the loop's shared stack
-    loopbridge-native) echo "W1 W2 W3 W4 W5 W6 W7 W8 W9 W10 G2 G3" ;; # G1, G4 need a host loop
-    loopbridge-*) echo "W1 W2 W3 W4 W5 W6 W7 W8 W9 W10 G1 G2 G3 G4" ;;
-    libuv) echo "W1 W2 W3 W4 W5 W9" ;;
-    glib) echo "W1 W2 W3 W4 W5 W9 G2" ;;
-    tcl) echo "W1 W2 W3 W4 W5 G2" ;;
-    asyncio|uvloop|gbulb) echo "W1 W2 W3 W4 W5 W6 W7 W8 W9" ;;
+    loopbridge-*-shared) echo "W6 W7"; return ;; # tasks on the loop's shared stack
+    loopbridge-native) echo "W1 W2 W3 W4 W5 W6 W7 W8 W9 W10 W11 G2 G3"; return ;; # G1, G4 need a host loop
+    loopbridge-*) echo "W1 W2 W3 W4 W5 W6 W7 W8 W9 W10 W11 G1 G2 G3 G4"; return ;;
+    libuv) shared="W1 W2 W3 W4 W5 W9" ;;
+    glib) shared="W1 W2 W3 W4 W5 W9 G2" ;;
+    tcl) shared="W1 W2 W3 W4 W5 G2" ;;
+    asyncio|uvloop|gbulb) shared="W1 W2 W3 W4 W5 W6 W7 W8 W9" ;;
   esac
+  has_shared_peer "$1" || shared=""
+  echo "$shared $own"
 }
 
 # The default n of each workload (WORKLOADS.md; G2: timers, G4: ms of
@@ -165,6 +205,7 @@ default_n() {
     *:G2) echo 1000 ;;
     *:G3) echo 5000 ;;
     *:G4) echo 2000 ;;
+    *:W11) echo 10000 ;; # milliseconds of echo
   esac
 }
 
@@ -174,14 +215,16 @@ has_workload() { case " $(workloads_of "$1") " in *" $2 "*) return 0 ;; esac; re
 run_one() {
   local impl=$1 w=$2 r=$3 n="" cmd=() rssf outf line rc rss
   [ "$quick" = 1 ] && n=$(( $(default_n "$impl" "$w") / 10 ))
-  case "$impl" in
-    loopbridge-*-shared)
+  case "$impl:$w" in
+    libuv:W11) cmd=("$peer_bin/uv_echo" W11 ${n:+"$n"}) ;;
+    asyncio:W11|uvloop:W11) cmd=("$PY" "$own_dir/py_echo.py" --loop "$impl" --workload W11 ${n:+--n "$n"}) ;;
+    loopbridge-*-shared:*)
       local d=${impl#loopbridge-}
       cmd=(env "LB_DRIVER=${d%-shared}" "$bench" "${w}s" ${n:+"$n"}) ;;
     loopbridge-*) cmd=(env "LB_DRIVER=${impl#loopbridge-}" "$bench" "$w" ${n:+"$n"}) ;;
-    libuv) cmd=("$peer_bin/uv_peers" "$w" ${n:+"$n"}) ;;
-    glib) cmd=("$peer_bin/glib_peers" "$w" ${n:+"$n"}) ;;
-    tcl) cmd=("$peer_bin/tcl_peers" "$w" ${n:+"$n"}) ;;
+    libuv:*) cmd=("$peer_bin/uv_peers" "$w" ${n:+"$n"}) ;;
+    glib:*) cmd=("$peer_bin/glib_peers" "$w" ${n:+"$n"}) ;;
+    tcl:*) cmd=("$peer_bin/tcl_peers" "$w" ${n:+"$n"}) ;;
     *) cmd=("$PY" "$peers_dir/py_peers.py" --loop "$impl" --workload "$w" ${n:+--n "$n"}) ;;
   esac
   rssf=$(mktemp) outf=$(mktemp)

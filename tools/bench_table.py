@@ -55,6 +55,8 @@ OTHER = [
     ("W6", "rss_delta_kb", "W6 peak RSS delta KiB", True),
     ("W7", "create_ns", "W7 ns/task creation", True),
     ("W7", "overhead_s", "W7 overhead s (wall - 1.0)", True),
+    ("W11", "median_us", "W11 echo median round trip us", True),
+    ("W11", "p99_us", "W11 echo p99 round trip us", True),
     ("G1", "p99_gap_ms", "G1 p99 gap ms", True),
     ("G1", "first_tick_late_ms", "G1 first tick late ms", True),
     ("G2", "wakeups", "G2 wakeups in 5 s", True),

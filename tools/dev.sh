@@ -132,7 +132,7 @@ job_tsan() {
   for t in $(meson test -C build/tsan --list 2>/dev/null | grep -o 'stress-[a-z]*$'); do
     stress+=("$t")
   done
-  LB_TEST_GROUPS=threadsafe,future,executor,signal,loop_thread TSAN_OPTIONS=halt_on_error=1 \
+  LB_TEST_GROUPS=threadsafe,future,executor,signal,loop_thread,dns TSAN_OPTIONS=halt_on_error=1 \
     suite "tsan" build/tsan conformance-native unit-inbox || rc=1
   LB_STRESS_GROUPS=posts,close_race,signals LB_STRESS_SCALE=0.2 TSAN_OPTIONS=halt_on_error=1 \
     suite "tsan stress" build/tsan "${stress[@]}" || rc=1

@@ -7,6 +7,7 @@
 
 #include "alloc.h"
 #include "error.h"
+#include "executor_internal.h"
 #include "future_internal.h"
 #include "task_internal.h"
 
@@ -24,6 +25,7 @@ typedef struct job {
     lb_future *future;
     lb_work_fn fn;
     void *data;
+    lb_destroy_fn data_destroy; /* the job owns data (may be NULL) */
     void *result;
     int status;
     int state;      /* under the executor's lock */
@@ -75,6 +77,8 @@ int lb_executor_new(lb_executor **ret, size_t threads) {
 
 static void job_free(job *j) {
     lb_loop *loop = j->loop;
+    if (j->data_destroy)
+        j->data_destroy(j->data);
     if (j->future) {
         j->future->hooks = NULL;
         lb_future_unref(j->future);
@@ -203,6 +207,11 @@ lb_executor *lb__loop_default_executor(lb_loop *loop, int *error);
 
 int lb_loop_run_in_executor(lb_loop *loop, lb_executor *executor, lb_work_fn fn, void *data,
                             lb_future **ret) {
+    return lb__loop_run_in_executor_owned(loop, executor, fn, data, NULL, ret);
+}
+
+int lb__loop_run_in_executor_owned(lb_loop *loop, lb_executor *executor, lb_work_fn fn,
+                                   void *data, lb_destroy_fn data_destroy, lb_future **ret) {
     LB__CHECK_LOOP(loop);
     lb_assert_return(fn, -EINVAL);
     lb_assert_return(ret, -EINVAL);
@@ -226,6 +235,7 @@ int lb_loop_run_in_executor(lb_loop *loop, lb_executor *executor, lb_work_fn fn,
     j->loop = lb_loop_ref(loop);
     j->fn = fn;
     j->data = data;
+    j->data_destroy = data_destroy; /* not called on the failure paths below */
     j->state = JOB_QUEUED;
 
     pthread_mutex_lock(&executor->lock);

@@ -4,9 +4,16 @@
  * ever watch that one descriptor. Readiness becomes a handle in the ready
  * queue, run in the same iteration as asyncio does; the handle names its
  * watch by (fd, generation), so a watch removed or replaced meanwhile is
- * never called through a stale pointer. */
+ * never called through a stale pointer.
+ *
+ * A direction is used either by a callback (lb_loop_add_reader/writer) or
+ * by one waiter (a future the I/O layer awaits), never both: readiness is
+ * consumed by whoever reads first, so sharing it would split the data
+ * between them at random. A waiter's future completes while the backend
+ * is polled, so the task awaiting it resumes in that same iteration. */
 #include "alloc.h"
 #include "error.h"
+#include "io_internal.h"
 #include "loop_internal.h"
 
 #include <fcntl.h>
@@ -21,6 +28,8 @@ struct lb__watch {
     bool read_queued, write_queued;
     lb_callback read_cb, write_cb;
     void *read_data, *write_data;
+    lb_future *waiter[2]; /* by direction; holds a reference */
+    bool kept[2];         /* interest left registered after a waiter */
 };
 
 enum { DIR_READ = 0, DIR_WRITE = 1 };
@@ -35,11 +44,24 @@ static lb__watch *lookup(const lb_loop *loop, int fd) {
     return loop->watches[fd];
 }
 
+static bool uses(const lb__watch *w, int dir) {
+    return (dir == DIR_READ ? w->read_cb != NULL : w->write_cb != NULL) || w->waiter[dir] ||
+           w->kept[dir];
+}
+
+static bool unused(const lb__watch *w) {
+    return !uses(w, DIR_READ) && !uses(w, DIR_WRITE);
+}
+
+static uint32_t wanted(const lb__watch *w) {
+    return (uses(w, DIR_READ) ? EPOLLIN : 0) | (uses(w, DIR_WRITE) ? EPOLLOUT : 0);
+}
+
 /* Registers what w wants with epoll. Returns 0, a negative errno, or
  * -ENOENT when the kernel no longer knows the file w registered: its fd
  * was closed while watched (and its number maybe reused since). */
 static int update_epoll(lb_loop *loop, lb__watch *w) {
-    uint32_t want = (w->read_cb ? EPOLLIN : 0) | (w->write_cb ? EPOLLOUT : 0);
+    uint32_t want = wanted(w);
     if (want == 0) {
         if (w->in_epoll) {
             /* EBADF/ENOENT: the caller closed the fd first, and the
@@ -65,22 +87,37 @@ static int update_epoll(lb_loop *loop, lb__watch *w) {
     return 0;
 }
 
+static void free_watch(lb_loop *loop, lb__watch *w) {
+    loop->watches[w->fd] = NULL;
+    loop->watches_live--;
+    lb__free(w);
+}
+
 /* w's fd was closed while watched: what w still wanted belonged to the
- * file that is gone. Its callbacks are dropped (keep names the direction
- * the caller is setting right now), and a new generation makes events
- * already queued for the old file miss. */
+ * file that is gone. Its callbacks are dropped and its waiters fail with
+ * -EBADF (keep names the direction the caller is setting right now), and
+ * a new generation makes events already queued for the old file miss. */
 static void forget_closed(lb_loop *loop, lb__watch *w, int keep, const char *func) {
     lb__log(LB_LOG_WARNING,
             "%s: fd %d was closed while watched; its old watch was dropped (remove a watch "
             "before closing its fd)",
             func, w->fd);
-    if (keep != DIR_READ) {
-        w->read_cb = NULL;
-        w->read_data = NULL;
-    }
-    if (keep != DIR_WRITE) {
-        w->write_cb = NULL;
-        w->write_data = NULL;
+    for (int dir = DIR_READ; dir <= DIR_WRITE; dir++) {
+        if (dir == keep)
+            continue;
+        if (dir == DIR_READ) {
+            w->read_cb = NULL;
+            w->read_data = NULL;
+        } else {
+            w->write_cb = NULL;
+            w->write_data = NULL;
+        }
+        w->kept[dir] = false;
+        lb_future *f = w->waiter[dir];
+        if (f) {
+            w->waiter[dir] = NULL;
+            lb__future_complete(f, LB__FUTURE_ERROR, NULL, NULL, -EBADF);
+        }
     }
     w->in_epoll = false;
     w->events = 0;
@@ -88,10 +125,62 @@ static void forget_closed(lb_loop *loop, lb__watch *w, int keep, const char *fun
     w->gen = ++loop->watch_gen;
 }
 
-static void free_watch(lb_loop *loop, lb__watch *w) {
-    loop->watches[w->fd] = NULL;
-    loop->watches_live--;
-    lb__free(w);
+/* update_epoll(), and when the kernel forgot the file (its fd was closed
+ * while watched), the same again once the old file's watch is dropped.
+ * *stale says that happened. */
+static int update_epoll_fresh(lb_loop *loop, lb__watch *w, int keep, const char *func,
+                              bool *stale) {
+    int r = update_epoll(loop, w);
+    *stale = r == -ENOENT;
+    if (*stale) {
+        forget_closed(loop, w, keep, func);
+        r = update_epoll(loop, w);
+    }
+    return r;
+}
+
+/* The watch of fd, made (and the table grown) if there is none yet;
+ * *fresh says it was made now. NULL with an error in *error. */
+static lb__watch *watch_for(lb_loop *loop, int fd, const char *func, bool *fresh, int *error) {
+    *fresh = false;
+    lb__watch *w = lookup(loop, fd);
+    if (w)
+        return w;
+    if (fd < 0 || fcntl(fd, F_GETFD) < 0) {
+        *error = lb__fail(loop, -EBADF, "%s: fd %d is not an open file descriptor", func, fd);
+        return NULL;
+    }
+    if ((size_t)fd >= loop->watches_cap) {
+        size_t cap = loop->watches_cap ? loop->watches_cap : 64;
+        while (cap <= (size_t)fd)
+            cap *= 2;
+        lb__watch **v = lb__realloc(loop->watches, cap * sizeof *v);
+        if (!v) {
+            *error = lb__fail(loop, -ENOMEM, "%s: out of memory", func);
+            return NULL;
+        }
+        memset(v + loop->watches_cap, 0, (cap - loop->watches_cap) * sizeof *v);
+        loop->watches = v;
+        loop->watches_cap = cap;
+    }
+    w = lb__calloc(1, sizeof *w);
+    if (!w) {
+        *error = lb__fail(loop, -ENOMEM, "%s: out of memory", func);
+        return NULL;
+    }
+    w->fd = fd;
+    w->gen = ++loop->watch_gen;
+    loop->watches[fd] = w;
+    loop->watches_live++;
+    *fresh = true;
+    return w;
+}
+
+static int epoll_failed(lb_loop *loop, int fd, int r, const char *func) {
+    if (r == -EPERM)
+        return lb__fail(loop, -EPERM,
+                        "%s: fd %d cannot be watched (regular files are always ready)", func, fd);
+    return lb__fail(loop, r, "%s: epoll_ctl on fd %d: %s", func, fd, strerror(-r));
 }
 
 static int add_watch(lb_loop *loop, int fd, int dir, lb_callback cb, void *data,
@@ -100,31 +189,16 @@ static int add_watch(lb_loop *loop, int fd, int dir, lb_callback cb, void *data,
     lb_assert_return(cb, -EINVAL);
     if (fd < 0 || fcntl(fd, F_GETFD) < 0)
         return lb__fail(loop, -EBADF, "%s: fd %d is not an open file descriptor", func, fd);
-    if ((size_t)fd >= loop->watches_cap) {
-        size_t cap = loop->watches_cap ? loop->watches_cap : 64;
-        while (cap <= (size_t)fd)
-            cap *= 2;
-        lb__watch **v = lb__realloc(loop->watches, cap * sizeof *v);
-        if (!v)
-            return lb__fail(loop, -ENOMEM, "%s: out of memory", func);
-        memset(v + loop->watches_cap, 0, (cap - loop->watches_cap) * sizeof *v);
-        loop->watches = v;
-        loop->watches_cap = cap;
-    }
-    lb__watch *w = loop->watches[fd];
-    bool fresh = false;
-    if (!w) {
-        w = lb__calloc(1, sizeof *w);
-        if (!w)
-            return lb__fail(loop, -ENOMEM, "%s: out of memory", func);
-        w->fd = fd;
-        w->gen = ++loop->watch_gen;
-        loop->watches[fd] = w;
-        loop->watches_live++;
-        fresh = true;
-    }
+    lb__watch *w = lookup(loop, fd);
+    if (w && w->waiter[dir])
+        return lb__fail(loop, -EBUSY, "%s: a task is awaiting fd %d in that direction", func, fd);
+    bool fresh;
+    int r = 0;
+    if (!(w = watch_for(loop, fd, func, &fresh, &r)))
+        return r;
     lb_callback old_cb = dir == DIR_READ ? w->read_cb : w->write_cb;
     void *old_data = dir == DIR_READ ? w->read_data : w->write_data;
+    w->kept[dir] = false; /* the callback takes the interest over */
     if (dir == DIR_READ) {
         w->read_cb = cb;
         w->read_data = data;
@@ -132,12 +206,11 @@ static int add_watch(lb_loop *loop, int fd, int dir, lb_callback cb, void *data,
         w->write_cb = cb;
         w->write_data = data;
     }
-    int r = update_epoll(loop, w);
-    if (r == -ENOENT) {
-        forget_closed(loop, w, dir, func);
+    bool stale;
+    r = update_epoll_fresh(loop, w, dir, func, &stale);
+    if (stale) {
         old_cb = NULL; /* what it replaced belonged to the closed file */
         old_data = NULL;
-        r = update_epoll(loop, w);
     }
     if (r < 0) {
         if (dir == DIR_READ) {
@@ -147,13 +220,9 @@ static int add_watch(lb_loop *loop, int fd, int dir, lb_callback cb, void *data,
             w->write_cb = old_cb;
             w->write_data = old_data;
         }
-        if (fresh || (!w->read_cb && !w->write_cb))
+        if (fresh || unused(w))
             free_watch(loop, w);
-        if (r == -EPERM)
-            return lb__fail(loop, -EPERM,
-                            "%s: fd %d cannot be watched (regular files are always ready)", func,
-                            fd);
-        return lb__fail(loop, r, "%s: epoll_ctl on fd %d: %s", func, fd, strerror(-r));
+        return epoll_failed(loop, fd, r, func);
     }
     return 0;
 }
@@ -172,7 +241,7 @@ static int remove_watch(lb_loop *loop, int fd, int dir, const char *func) {
     }
     if (update_epoll(loop, w) == -ENOENT)
         forget_closed(loop, w, -1, func);
-    if (!w->read_cb && !w->write_cb)
+    if (unused(w))
         free_watch(loop, w);
     return 1;
 }
@@ -213,6 +282,8 @@ static void fd_ready(lb_loop *loop, void *data) {
     }
 }
 
+static void wake_waiters(lb_loop *loop, lb__watch *w, uint32_t events);
+
 void lb__watch_event(lb_loop *loop, uint64_t token, uint32_t events) {
     int fd = (int)(uint32_t)token;
     lb__watch *w = lookup(loop, fd);
@@ -233,6 +304,8 @@ void lb__watch_event(lb_loop *loop, uint64_t token, uint32_t events) {
             w->write_queued = true;
         }
     }
+    if (w->waiter[DIR_READ] || w->waiter[DIR_WRITE] || w->kept[DIR_READ] || w->kept[DIR_WRITE])
+        wake_waiters(loop, w, events);
 }
 
 void lb__watches_close(lb_loop *loop) {
@@ -240,6 +313,8 @@ void lb__watches_close(lb_loop *loop) {
         lb__watch *w = loop->watches[fd];
         if (w) {
             w->read_cb = w->write_cb = NULL;
+            w->waiter[DIR_READ] = w->waiter[DIR_WRITE] = NULL;
+            w->kept[DIR_READ] = w->kept[DIR_WRITE] = false;
             (void)update_epoll(loop, w);
             free_watch(loop, w);
         }
@@ -247,4 +322,126 @@ void lb__watches_close(lb_loop *loop) {
     lb__free(loop->watches);
     loop->watches = NULL;
     loop->watches_cap = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Waiters (the I/O layer's awaitable readiness)                       */
+/* ------------------------------------------------------------------ */
+
+/* The watch points at its waiters without holding a reference: every way
+ * a waiter's future ends (readiness, cancellation, being freed while
+ * pending) clears the pointer first. */
+static uintptr_t waiter_key(int fd, int dir) {
+    return ((uintptr_t)(unsigned)fd << 1) | (uintptr_t)dir;
+}
+
+static void withdraw(lb_loop *loop, uintptr_t key, lb_future *future) {
+    if (lb__loop_closed(loop))
+        return; /* close freed every watch */
+    int fd = (int)(key >> 1), dir = (int)(key & 1);
+    lb__watch *w = lookup(loop, fd);
+    if (!w || w->waiter[dir] != future)
+        return;
+    w->waiter[dir] = NULL;
+    if (wanted(w) != w->events)
+        (void)update_epoll(loop, w);
+    if (unused(w))
+        free_watch(loop, w);
+}
+
+static int waiter_cancel(lb_future *future, void *data) {
+    withdraw(future->loop, (uintptr_t)data, future);
+    return lb__future_cancel_plain(future);
+}
+
+static void waiter_free(lb_future *future, void *data) {
+    withdraw(future->loop, (uintptr_t)data, future);
+}
+
+static const lb__future_hooks waiter_hooks = {.cancel = waiter_cancel, .free = waiter_free};
+
+int lb__fd_wait(lb_loop *loop, int fd, int dir, unsigned flags, lb_future **ret) {
+    static const char func[] = "lb__fd_wait";
+    LB__CHECK_LOOP(loop);
+    lb__watch *w = lookup(loop, fd);
+    if (w && (dir == DIR_READ ? w->read_cb : w->write_cb))
+        return lb__fail(loop, -EBUSY, "fd %d has a %s callback (lb_loop_add_%s); it cannot be "
+                        "awaited in that direction too", fd, dir == DIR_READ ? "reader" : "writer",
+                        dir == DIR_READ ? "reader" : "writer");
+    if (w && w->waiter[dir])
+        return lb__fail(loop, -EBUSY, "another task is already awaiting fd %d for %s", fd,
+                        dir == DIR_READ ? "reading" : "writing");
+    bool fresh;
+    int r = 0;
+    if (!(w = watch_for(loop, fd, func, &fresh, &r)))
+        return r;
+    lb_future *f = NULL;
+    r = lb_future_new(loop, &f);
+    if (r < 0) {
+        if (fresh)
+            free_watch(loop, w);
+        return r;
+    }
+    bool was_kept = w->kept[dir];
+    w->waiter[dir] = f;
+    w->kept[dir] = flags & LB__IO_KEEP;
+    /* A kept interest is still registered: no syscall. */
+    if (wanted(w) != w->events || !w->in_epoll) {
+        bool stale;
+        r = update_epoll_fresh(loop, w, dir, func, &stale);
+        if (r < 0) {
+            w->waiter[dir] = NULL;
+            w->kept[dir] = was_kept;
+            if (fresh || unused(w))
+                free_watch(loop, w);
+            lb_future_unref(f);
+            return epoll_failed(loop, fd, r, "awaiting readiness");
+        }
+    }
+    f->hooks = &waiter_hooks;
+    f->hooks_data = (void *)waiter_key(fd, dir);
+    *ret = f;
+    return 0;
+}
+
+void lb__fd_wait_withdraw(lb_loop *loop, int fd, int dir, lb_future *future) {
+    withdraw(loop, waiter_key(fd, dir), future);
+}
+
+void lb__fd_forget(lb_loop *loop, int fd) {
+    if (!loop || lb__loop_closed(loop))
+        return;
+    lb__watch *w = lookup(loop, fd);
+    if (!w)
+        return;
+    w->kept[DIR_READ] = w->kept[DIR_WRITE] = false;
+    if (wanted(w) != w->events)
+        (void)update_epoll(loop, w);
+    if (unused(w))
+        free_watch(loop, w);
+}
+
+/* Readiness for the waiters, and for interest kept with nobody waiting,
+ * which is dropped (level-triggered epoll would report it every poll). */
+static void wake_waiters(lb_loop *loop, lb__watch *w, uint32_t events) {
+    bool failed = events & (EPOLLERR | EPOLLHUP);
+    bool changed = false;
+    for (int dir = DIR_READ; dir <= DIR_WRITE; dir++) {
+        uint32_t bit = dir == DIR_READ ? EPOLLIN : EPOLLOUT;
+        if (!(events & bit) && !failed)
+            continue;
+        lb_future *f = w->waiter[dir];
+        if (f) {
+            w->waiter[dir] = NULL;
+            lb__future_complete(f, LB__FUTURE_RESULT, NULL, NULL, 0);
+            changed = true;
+        } else if (w->kept[dir] && !(dir == DIR_READ ? w->read_cb : w->write_cb)) {
+            w->kept[dir] = false;
+            changed = true;
+        }
+    }
+    if (changed && wanted(w) != w->events)
+        (void)update_epoll(loop, w);
+    if (changed && unused(w))
+        free_watch(loop, w);
 }

@@ -163,22 +163,24 @@ lb_loop *lb_future_get_loop(const lb_future *future) {
 
 static void run_done_callback(lb_loop *loop, void *data) {
     lb_handle *h = lb__current(loop);
-    lb_future *f = h->aux;
-    lb_future_callback cb = (lb_future_callback)h->aux2;
-    cb(f, data);
-    lb_future_unref(f);
+    ((lb_future_callback)h->aux2)(h->aux, data);
 }
 
-/* Moves the done callbacks to the ready queue; each holds a reference to
- * the future until it ran. */
+/* Queues a done callback. It holds a reference to the future until it ran
+ * or was dropped (at close): the handle lets go of it. */
+static void queue_callback(lb_future *f, lb_handle *h) {
+    lb_future_ref(f);
+    h->flags |= LB__HANDLE_FUTURE_REF;
+    lb__ready_push_handle(&f->loop->ready, h);
+}
+
+/* Moves the done callbacks to the ready queue. */
 static void schedule_callbacks(lb_future *f) {
-    lb_loop *loop = f->loop;
     lb_handle *h = f->cb_head;
     f->cb_head = f->cb_tail = NULL;
     while (h) {
         lb_handle *next = h->next;
-        lb_future_ref(f);
-        lb__ready_push_handle(&loop->ready, h);
+        queue_callback(f, h);
         h = next;
     }
 }
@@ -385,8 +387,7 @@ int lb_future_add_done_callback(lb_future *future, lb_future_callback cb, void *
     h->aux = future;
     h->aux2 = (void *)cb;
     if (atomic_load_explicit(&future->state, memory_order_relaxed) != LB__FUTURE_PENDING) {
-        lb_future_ref(future);
-        lb__ready_push_handle(&loop->ready, h);
+        queue_callback(future, h);
         return 0;
     }
     h->next = NULL;

@@ -9,6 +9,9 @@ enum {
     LB__HANDLE_TIMER = 1u << 1,
     LB__HANDLE_DONE = 1u << 2,  /* ran, or was dropped at close */
     LB__HANDLE_HELD = 1u << 3,  /* a reference was handed to the user */
+    /* aux holds a reference to a future, dropped with the handle: a done
+     * callback keeps its future alive until it ran or was dropped. */
+    LB__HANDLE_FUTURE_REF = 1u << 4,
 };
 
 /* A scheduled call that needs more than a ready-queue entry: a timer, a

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* loopbridge's side of the benchmark workloads (shared/bench/WORKLOADS.md):
- * W1-W10 and G1-G4 on the driver LB_DRIVER names, one JSON line per
+ * W1-W11 and G1-G4 on the driver LB_DRIVER names, one JSON line per
  * workload in the peers' format ("peer" names the implementation, "impl"
  * says what the workload calls). Usage: bench [W1,W2,...] [n]. Run each
  * workload in its own process (peak RSS is per process); tools/bench.sh
- * does, next to the peers.
+ * does, next to the peers. W11's n is its duration in milliseconds.
  *
  * G1 and G4 need a host toolkit loop and run on the glib and tk drivers
  * only; on the native driver they print an "error": "not applicable"
@@ -527,6 +527,90 @@ static void w10(long n) {
     end_line("lb_loop_add_reader per socketpair, 1-byte read per event");
 }
 
+/* ---------------- W11: TCP echo ---------------- */
+/* A server (lb_start_server: a task per connection) and 100 client tasks
+ * in this process on 127.0.0.1; each client sends 64 bytes, awaits the
+ * echo, and again, for n milliseconds. Round trips are timed one by one. */
+#define W11_CLIENTS 100
+#define W11_MSG 64
+static int64_t *w11_rtt;
+static long w11_nrtt, w11_cap;
+static int64_t w11_end;
+static int w11_port, w11_clients_left, w11_errors;
+
+static int w11_echo(lb_stream *s, void *d) {
+    (void)d;
+    char buf[W11_MSG];
+    ssize_t n;
+    while ((n = lb_stream_read_exactly(s, buf, sizeof buf)) == W11_MSG) {
+        int r = lb_stream_write(s, buf, sizeof buf);
+        if (r == 0)
+            r = lb_stream_drain(s);
+        if (r < 0)
+            return r;
+    }
+    return n < 0 ? (int)n : 0;
+}
+
+static int w11_client(lb_task *t, void *d) {
+    (void)t;
+    (void)d;
+    lb_stream *s = NULL;
+    int r = lb_open_connection("127.0.0.1", (uint16_t)w11_port, NULL, 10, &s);
+    char msg[W11_MSG], got[W11_MSG];
+    memset(msg, 'e', sizeof msg);
+    while (r == 0) {
+        int64_t t0 = now_ns();
+        r = lb_stream_write(s, msg, sizeof msg);
+        if (r == 0 && lb_stream_read_exactly(s, got, sizeof got) != W11_MSG)
+            r = -EPIPE;
+        int64_t t1 = now_ns();
+        if (r < 0)
+            break;
+        if (w11_nrtt == w11_cap) {
+            w11_cap = w11_cap ? w11_cap * 2 : 1 << 16;
+            w11_rtt = realloc(w11_rtt, w11_cap * sizeof *w11_rtt);
+        }
+        w11_rtt[w11_nrtt++] = t1 - t0;
+        if (t1 >= w11_end)
+            break;
+    }
+    if (r < 0)
+        w11_errors++;
+    lb_stream_unref(s);
+    if (--w11_clients_left == 0)
+        lb_loop_stop(loop);
+    return 0;
+}
+
+static void w11(long ms) {
+    lb_server *srv = NULL;
+    check(lb_start_server(loop, "127.0.0.1", 0, w11_echo, NULL, NULL, &srv), "lb_start_server");
+    w11_port = lb_server_port(srv);
+    w11_nrtt = 0;
+    w11_errors = 0;
+    w11_clients_left = W11_CLIENTS;
+    double t0 = now_s();
+    w11_end = now_ns() + ms * 1000000;
+    for (int i = 0; i < W11_CLIENTS; i++)
+        check(lb_task_spawn(loop, w11_client, NULL, NULL, NULL), "spawn");
+    check(lb_loop_run_forever(loop), "run");
+    double dt = now_s() - t0;
+    lb_server_close(srv, true);
+    lb_server_unref(srv);
+    qsort(w11_rtt, w11_nrtt, sizeof *w11_rtt, cmp_i64);
+    printf("{\"peer\": \"%s\", \"workload\": \"W11_echo\", \"n\": %ld, \"seconds\": %.4f, "
+           "\"msgs_per_s\": %.1f, \"median_us\": %.3f, \"p99_us\": %.3f, \"connections\": %d, "
+           "\"message_bytes\": %d, \"errors\": %d",
+           peer, w11_nrtt, dt, w11_nrtt / dt, w11_nrtt ? median_of(w11_rtt, w11_nrtt) / 1e3 : 0,
+           w11_nrtt ? pct_of(w11_rtt, w11_nrtt, 99) / 1e3 : 0, W11_CLIENTS, W11_MSG, w11_errors);
+    end_line("lb_start_server (task per connection) + 100 lb_open_connection tasks; "
+             "lb_stream_write + lb_stream_read_exactly");
+    free(w11_rtt);
+    w11_rtt = NULL;
+    w11_cap = 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* GUI workloads                                                       */
 /* ------------------------------------------------------------------ */
@@ -971,7 +1055,7 @@ int main(int argc, char **argv) {
 #ifdef LB_BENCH_TK
     lb_driver_register(lb_driver_tk());
 #endif
-    const char *sel = argc > 1 ? argv[1] : "W1,W2,W3,W4,W5,W6,W7,W8,W9,W10,G1,G2,G3,G4";
+    const char *sel = argc > 1 ? argv[1] : "W1,W2,W3,W4,W5,W6,W7,W8,W9,W10,W11,G1,G2,G3,G4";
     long nover = argc > 2 ? atol(argv[2]) : 0;
     char buf[256];
     snprintf(buf, sizeof buf, "%s", sel);
@@ -1004,6 +1088,8 @@ int main(int argc, char **argv) {
             w9(nover ? nover : 100000);
         else if (!strcmp(w, "W10"))
             w10(nover ? nover : 100000);
+        else if (!strcmp(w, "W11"))
+            w11(nover ? nover : 10000);
         else if (!strcmp(w, "G1"))
             g1(nover ? nover : 1000000);
         else if (!strcmp(w, "G2"))

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "fixture.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,4 +98,74 @@ void fixture_run_until(lb_loop *loop, const volatile bool *flag, double timeout_
     assert_int_equal(lb_loop_run_forever(loop), 0);
     if (st.timed_out)
         fail_msg("condition not reached within %.1f s", timeout_s);
+}
+
+lb_task *fixture_spawn(lb_loop *loop, lb_task_fn fn, void *data) {
+    lb_task *t = NULL;
+    int r = lb_task_spawn(loop, fn, data, NULL, &t);
+    if (r < 0)
+        fail_msg("lb_task_spawn: %s (%s)", lb_strerror(r), lb_error_detail());
+    return t;
+}
+
+static void guard_expired(lb_loop *loop, void *data) {
+    *(bool *)data = true;
+    lb_loop_stop(loop);
+}
+
+int fixture_finish(lb_loop *loop, lb_task *task, double timeout_s) {
+    bool expired = false;
+    lb_handle *guard = NULL;
+    assert_int_equal(lb_loop_call_later(loop, timeout_s, guard_expired, &expired, &guard), 0);
+    int r = lb_loop_run_until_complete(loop, lb_task_future(task));
+    lb_handle_cancel(guard);
+    lb_handle_unref(guard);
+    if (expired || r < 0)
+        fail_msg("task %s did not end within %.1f s", lb_task_name(task), timeout_s);
+    int status = lb_future_result(lb_task_future(task), NULL);
+    lb_task_unref(task);
+    return status;
+}
+
+int fixture_count_fds(void) {
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1; /* the directory's own descriptor */
+}
+
+static void settled(lb_loop *loop, void *data) {
+    *(bool *)data = true;
+    (void)loop;
+}
+
+int fixture_fd_baseline(lb_loop *loop) {
+    bool done = false;
+    assert_int_equal(lb_loop_call_later(loop, 0.001, settled, &done, NULL), 0);
+    fixture_run_until(loop, &done, 10);
+    return fixture_count_fds();
+}
+
+int fixture_fds_without_loop(void) {
+    lb_loop *loop = fixture_loop_new();
+    fixture_fd_baseline(loop);
+    fixture_loop_free(loop);
+    return fixture_count_fds();
+}
+
+static void cancel_check(lb_loop *loop, void *data) {
+    fixture_canceller *k = data;
+    if (*k->waiting && ++k->polls > 2) {
+        assert_int_equal(lb_task_cancel(k->target), 1);
+        return;
+    }
+    assert_int_equal(lb_loop_call_later(loop, 0.005, cancel_check, k, NULL), 0);
+}
+
+void fixture_cancel_when_waiting(lb_loop *loop, fixture_canceller *canceller) {
+    assert_int_equal(lb_loop_call_soon(loop, cancel_check, canceller, NULL), 0);
 }

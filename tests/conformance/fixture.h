@@ -43,6 +43,38 @@ typedef struct fixture_group {
  * on the driver LB_DRIVER names. Returns the exit status. */
 int fixture_main(const char *suite, const fixture_group *groups, size_t n,
                  const char *groups_env, unsigned watchdog_s);
+/* Spawns fn(task, data) as a task on loop and returns a reference. */
+lb_task *fixture_spawn(lb_loop *loop, lb_task_fn fn, void *data);
+
+/* Runs the loop until task ended, or fails the test after timeout_s
+ * seconds; drops the caller's reference and returns the task's status
+ * (0, its error, or -ECANCELED). */
+int fixture_finish(lb_loop *loop, lb_task *task, double timeout_s);
+
+/* Cancels target once *waiting is true and the loop ran a few more
+ * iterations, so that the task is suspended in the call under test
+ * (tests set *waiting right before that call). The caller keeps the
+ * struct alive until the task ended. */
+typedef struct fixture_canceller {
+    lb_task *target;
+    const bool *waiting;
+    int polls;
+} fixture_canceller;
+
+void fixture_cancel_when_waiting(lb_loop *loop, fixture_canceller *canceller);
+
+/* The number of file descriptors open in the process, so that a test can
+ * check it leaked none. */
+int fixture_count_fds(void);
+
+/* fixture_count_fds() once loop ran a timer, so that what the driver's
+ * host opens on first use (Tcl's notifier pipe) is in the count. */
+int fixture_fd_baseline(lb_loop *loop);
+
+/* fixture_count_fds() once a loop was made, run and closed, for tests that
+ * compare it with the count after their own loop closed (the descriptors
+ * a loop opens as needed, its signal pipe, are closed with it). */
+int fixture_fds_without_loop(void);
 
 /* The groups, one per concept file. Each returns its failure count. */
 int run_loop_tests(void);
@@ -59,5 +91,10 @@ int run_signal_tests(void);
 int run_loop_thread_tests(void);
 int run_debug_tests(void);
 int run_misuse_tests(void);
+int run_io_tests(void);
+int run_dns_tests(void);
+int run_stream_tests(void);
+int run_server_tests(void);
+int run_process_tests(void);
 
 #endif

@@ -21,6 +21,11 @@ static const fixture_group groups[] = {
     {"loop_thread", run_loop_thread_tests},
     {"debug", run_debug_tests},
     {"misuse", run_misuse_tests},
+    {"io", run_io_tests},
+    {"dns", run_dns_tests},
+    {"stream", run_stream_tests},
+    {"server", run_server_tests},
+    {"process", run_process_tests},
 };
 
 int main(void) {

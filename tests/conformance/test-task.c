@@ -656,6 +656,58 @@ static int stubborn(lb_task *task, void *data) {
     return 0;
 }
 
+/* A task unwinding at close completes a future whose done callback is
+ * then queued; close drops that callback without running it, and the
+ * future (and its value) must still be freed. */
+typedef struct close_unwinder {
+    lb_future *never;  /* what the task awaits until close cancels it */
+    lb_future *result; /* the task's reference: completed while it unwinds */
+    int destroyed;
+} close_unwinder;
+
+static close_unwinder *the_close_unwinder;
+
+static void count_destroy(void *value) {
+    (void)value;
+    the_close_unwinder->destroyed++;
+}
+
+static void ignore_done(lb_future *f, void *data) {
+    (void)f;
+    (void)data;
+}
+
+static int unwind_and_complete(lb_task *task, void *data) {
+    (void)task;
+    close_unwinder *u = data;
+    int r = lb_await(u->never, NULL);
+    if (r == -ECANCELED)
+        assert_int_equal(lb_future_set_result(u->result, u, count_destroy), 0);
+    u->result = lb_future_unref(u->result); /* only its done callback holds it now */
+    return r;
+}
+
+static void test_task_close_frees_futures_of_dropped_callbacks(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    close_unwinder u = {0};
+    the_close_unwinder = &u;
+    assert_int_equal(lb_future_new(loop, &u.never), 0);
+    assert_int_equal(lb_future_new(loop, &u.result), 0);
+    assert_int_equal(lb_future_add_done_callback(u.result, ignore_done, NULL), 0);
+    lb_task *t = spawn(loop, unwind_and_complete, &u, "unwinder");
+    /* Let it start and wait, then close under it. */
+    lb_loop_stop(loop);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    lb_task_unref(t);
+    assert_int_equal(lb_loop_close(loop), 0);
+    /* Whether the callback ran or was dropped, the future went, and its
+     * value's destroy function ran. */
+    assert_int_equal(u.destroyed, 1);
+    lb_future_unref(u.never);
+    lb_loop_unref(loop);
+}
+
 static void test_task_close_reports_stubborn_task(void **state) {
     (void)state;
     lb_loop *loop = fixture_loop_new();
@@ -688,6 +740,7 @@ int run_task_tests(void) {
         cmocka_unit_test(test_task_group_waiter_cancelled),
         cmocka_unit_test(test_task_close_cancels_live_tasks),
         cmocka_unit_test(test_task_close_reports_stubborn_task),
+        cmocka_unit_test(test_task_close_frees_futures_of_dropped_callbacks),
     };
     return cmocka_run_group_tests_name("task", tests, NULL, NULL);
 }

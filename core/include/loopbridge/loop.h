@@ -162,7 +162,9 @@ LB_EXPORT lb_handle *lb_handle_unref(lb_handle *handle);
  * replaces the callback. A hang-up or error on fd counts as readable.
  * Returns 0; -EBADF if fd is not an open descriptor or the loop is closed;
  * -EPERM if fd cannot be watched (a regular file is always ready);
- * -EINVAL; -ENOMEM; -EPERM from another thread. */
+ * -EBUSY while a task awaits fd in the same direction (loopbridge/io.h:
+ * readiness goes to one consumer); -EINVAL; -ENOMEM; -EPERM from another
+ * thread. */
 LB_EXPORT int lb_loop_add_reader(lb_loop *loop, int fd, lb_callback cb, void *data);
 
 /* Stops watching fd for reading. Returns 1 if a reader was removed, 0 if

@@ -11,5 +11,9 @@
 #include <loopbridge/task.h>
 #include <loopbridge/executor.h>
 #include <loopbridge/loop_thread.h>
+#include <loopbridge/io.h>
+#include <loopbridge/dns.h>
+#include <loopbridge/stream.h>
+#include <loopbridge/process.h>
 
 #endif

@@ -9,6 +9,10 @@
 #  - the cancelled progress task stopped (its bar did not move after the
 #    cancel) while the other two finished;
 #  - the worker thread and the GIO file load reported back;
+#  - Fetch downloaded the whole megabyte from the demo's own server in
+#    many reads (the bar moved as bytes arrived), and the clock kept
+#    ticking meanwhile (the download takes at least 0.96 s: the server
+#    paces 64 chunks 15 ms apart);
 #  - the screenshot taken mid-task is a real picture (not uniform).
 # A warning about the session bus (no D-Bus under Xvfb) is harmless.
 # Usage: test-gtk4-demo.sh DEMO OUTDIR
@@ -32,6 +36,7 @@ expect "^progress 2: finished$"
 expect "^worker: done$"
 expect "^file: loaded"
 expect "^screenshot: "
+expect "^fetch: received 1048576 of 1048576 bytes"
 
 # Order: Loading... before Done!
 first=$(printf '%s\n' "$log" | grep "^label:" | head -1)
@@ -55,6 +60,13 @@ bar0=$(echo "$bars" | awk '{ sub("%", "", $1); print $1 }')
   { echo "FAIL: cancelled at '$at_cancel'%, bar at quit '$bar0'%"; fail=1; }
 [ "$(echo "$bars" | awk '{ print $2, $3 }')" = "100% 100%" ] ||
   { echo "FAIL: bars at quit: $bars"; fail=1; }
+
+# The download: in pieces, with the window live.
+reads=$(printf '%s\n' "$log" | sed -n 's/^fetch: .* in \([0-9]*\) reads.*/\1/p')
+fticks=$(printf '%s\n' "$log" | sed -n 's/^fetch: .*clock ticked \([0-9]*\) times.*/\1/p')
+[ -n "$reads" ] && [ "$reads" -ge 10 ] || { echo "FAIL: the fetch took '$reads' reads"; fail=1; }
+[ -n "$fticks" ] && [ "$fticks" -ge 5 ] ||
+  { echo "FAIL: the clock ticked '$fticks' times during the fetch"; fail=1; }
 
 # The screenshot.
 [ -s "$out" ] || { echo "FAIL: no screenshot"; fail=1; }

@@ -1,0 +1,16 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef LB_EXECUTOR_INTERNAL_H
+#define LB_EXECUTOR_INTERNAL_H
+
+#include <loopbridge/executor.h>
+
+/* lb_loop_run_in_executor() for a job that owns data: data_destroy(data)
+ * runs on the loop's thread once the job is over, whether fn ran, the job
+ * was withdrawn before it started, or its result was discarded because
+ * the future was cancelled meanwhile. So data may hold what fn produces
+ * and free it when nobody is left to take it. On failure the caller keeps
+ * data. */
+int lb__loop_run_in_executor_owned(lb_loop *loop, lb_executor *executor, lb_work_fn fn,
+                                   void *data, lb_destroy_fn data_destroy, lb_future **ret);
+
+#endif
