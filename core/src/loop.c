@@ -501,21 +501,28 @@ int lb_loop_call_at(lb_loop *loop, double when, lb_callback cb, void *data, lb_h
 
 /* Wakes the loop from any thread. The count of wakers in flight lets
  * close wait until none can still touch the eventfd or the driver's
- * state it is about to release. */
-static void wake_now(lb_loop *loop) {
-    uint64_t one = 1;
-    /* EAGAIN means the counter is saturated: the loop is awake anyway. */
-    ssize_t n = write(loop->wake_fd, &one, sizeof one);
-    (void)n;
+ * state it is about to release. A driver that owns the wakeup
+ * (LB_DRIVER_CAP_WAKEUP) is woken through its entry alone, unless the
+ * core is what sleeps (in its own epoll_wait) or the caller asked for
+ * every way (lb_loop_wakeup). */
+static void wake_now(lb_loop *loop, bool write_eventfd) {
+    if (write_eventfd || !(loop->driver->caps & LB_DRIVER_CAP_WAKEUP)) {
+        uint64_t one = 1;
+        /* EAGAIN means the counter is saturated: the loop is awake anyway. */
+        ssize_t n = write(loop->wake_fd, &one, sizeof one);
+        (void)n;
+    }
     if (loop->driver->wakeup)
         loop->driver->wakeup(loop, loop->driver_state);
 }
 
 void lb__loop_wake(lb_loop *loop) {
     atomic_fetch_add(&loop->wakers, 1);
-    if (!lb__loop_closed(loop) && atomic_load(&loop->wakeup_armed) &&
-        atomic_exchange(&loop->wakeup_armed, false))
-        wake_now(loop);
+    if (!lb__loop_closed(loop) && atomic_load(&loop->wakeup_armed) != LB__ARMED_NO) {
+        int armed = atomic_exchange(&loop->wakeup_armed, LB__ARMED_NO);
+        if (armed != LB__ARMED_NO)
+            wake_now(loop, armed == LB__ARMED_CORE);
+    }
     atomic_fetch_sub(&loop->wakers, 1);
 }
 
@@ -526,7 +533,7 @@ int lb_loop_wakeup(lb_loop *loop) {
     if (lb__loop_closed(loop))
         r = lb__fail(loop, -EBADF, "lb_loop_wakeup: loop is closed");
     else
-        wake_now(loop);
+        wake_now(loop, true);
     atomic_fetch_sub(&loop->wakers, 1);
     return r;
 }
