@@ -193,6 +193,14 @@ static int run_checks(lb_loop *loop, const char *func) {
     LB__CHECK_LOOP(loop);
     if (loop->run_depth > 0)
         return lb__fail(loop, -EBUSY, "%s: this event loop is already running", func);
+    /* A hosted loop that its host dispatches (Tk_MainLoop, a GTK app)
+     * has no run frame, but a callback or task of it must not run it
+     * again either: that would nest the host's loop inside itself. */
+    if (loop->dispatch_depth > 0)
+        return lb__fail(loop, -EBUSY,
+                        "%s: this event loop is already running (called from one of its "
+                        "callbacks or tasks; spawn a task or await the future instead)",
+                        func);
     if (running_loop && running_loop != loop)
         return lb__fail(loop, -EBUSY,
                         "%s: cannot run the loop while another loop is running on this thread",
