@@ -1,12 +1,24 @@
 /* SPDX-License-Identifier: MIT */
-/* The Tk driver: a Tcl event source on the loop's thread. The core's
- * backend fd goes to the notifier through one Tcl_CreateFileHandler, the
- * core's deadline through Tcl_SetMaxBlockTime (rounded up: the notifier
- * truncates to milliseconds, and waking early would spin). Ready work
- * runs from one queued "drain" event; when a drain uses up its budget
- * with work left, the next drain is queued from an idle callback, after
- * the redraws Tk queued, so the window keeps painting. Every timer stays
- * in the core's heap (Tcl's timer list is sorted by linear insertion). */
+/* The Tk driver: a Tcl event source on the loop's thread.
+ *
+ * The core's backend fd (its epoll instance: watched fds, signals) goes
+ * to the notifier through one Tcl_CreateFileHandler, the core's next
+ * deadline through Tcl_SetMaxBlockTime, rounded up to whole milliseconds
+ * (Tcl 9's epoll notifier truncates to them, and waking before the
+ * deadline would find nothing due and spin). Every timer stays in the
+ * core's heap: Tcl keeps its own in a list sorted by linear insertion.
+ *
+ * Ready work runs from one queued "drain" event, never by asking Tcl for
+ * a zero block time: on Tcl 8.6 that is a round trip through the
+ * notifier thread, several times the cost of a queued event. A drain
+ * runs iterations of the core until nothing is ready or its budget is
+ * spent; with work left it steps aside until an idle callback, queued
+ * after the redraws Tk has pending, so the window keeps painting.
+ *
+ * Another thread's post wakes the loop's thread with Tcl_ThreadAlert
+ * alone (the driver owns the wakeup, LB_DRIVER_CAP_WAKEUP): the core's
+ * eventfd is not written, so Tcl 8.6's notifier thread, which selects on
+ * the backend fd, is not woken for nothing. */
 #include <loopbridge/tk.h>
 
 #include <errno.h>
@@ -15,21 +27,24 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+/* One budget is the most a Tk redraw or a Tcl `after` waits for the loop
+ * while it is flooded: 1 ms keeps a 60 Hz tick within about 17 ms. */
 #define DEFAULT_BUDGET_NS (1000 * 1000)
 /* Tcl 8.6's select notifier writes fd_sets of FD_SETSIZE bits. */
 #define TCL_FD_LIMIT 1024
 
 typedef struct tk_state {
     lb_loop *loop;
-    Tcl_Interp *interp;
-    int fd;          /* what the file handler watches */
-    int owned_fd;    /* a dup below TCL_FD_LIMIT, or -1 */
-    Tcl_WideInt budget_ns;
-    int drain_queued;
-    int stepped_aside;
+    Tcl_Interp *interp; /* errors go to its bgerror; may be NULL */
     Tcl_ThreadId thread;
+    int fd;       /* what the file handler watches */
+    int owned_fd; /* a dup of the backend fd below TCL_FD_LIMIT, or -1 */
+    Tcl_WideInt budget_ns;
+    bool drain_queued;  /* a drain event waits in Tcl's queue */
+    bool stepped_aside; /* until resume_after_idle runs */
 } tk_state;
 
 typedef struct drain_event {
@@ -37,7 +52,14 @@ typedef struct drain_event {
     tk_state *state;
 } drain_event;
 
+static Tcl_WideInt clock_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (Tcl_WideInt)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 static int drain_proc(Tcl_Event *ev, int flags);
+static void file_proc(ClientData data, int mask);
 
 static void queue_drain(tk_state *st) {
     if (st->drain_queued || st->stepped_aside)
@@ -45,70 +67,94 @@ static void queue_drain(tk_state *st) {
     drain_event *ev = (drain_event *)ckalloc(sizeof *ev);
     ev->header.proc = drain_proc;
     ev->state = st;
-    st->drain_queued = 1;
+    st->drain_queued = true;
     Tcl_QueueEvent(&ev->header, TCL_QUEUE_TAIL);
 }
 
-static void file_proc(ClientData data, int mask);
-
+/* Tcl runs idle callbacks only once no event is pending, and while the
+ * backend fd is readable (a watched fd with data the loop has not read
+ * yet) the notifier would queue a file event on every pass: the file
+ * handler goes while the driver steps aside, or idle callbacks would
+ * never run and neither would the loop (a livelock). */
 static void resume_after_idle(ClientData data) {
     tk_state *st = data;
-    st->stepped_aside = 0;
+    st->stepped_aside = false;
     Tcl_CreateFileHandler(st->fd, TCL_READABLE, file_proc, st);
     queue_drain(st);
 }
 
+static void step_aside(tk_state *st) {
+    st->stepped_aside = true;
+    Tcl_DeleteFileHandler(st->fd);
+    Tcl_DoWhenIdle(resume_after_idle, st);
+}
+
+/* Iterations of the core until nothing is ready or the budget is spent,
+ * so that a chain of callbacks (each scheduling the next) does not cost a
+ * trip through Tcl's event loop per link. A callback may run a nested
+ * event loop (update, vwait, tk_messageBox) that drains recursively;
+ * the state this reads is the loop's, valid at any depth. */
 static void drain(tk_state *st) {
-    int r = lb_driver_dispatch(st->loop, 0, st->budget_ns);
-    if (r > 0 && !lb_driver_stop_requested(st->loop) && !st->stepped_aside) {
-        /* Work left: Tk's idle callbacks (redraws) first. Tcl runs idle
-         * callbacks only once no event is pending, and while the backend
-         * fd is readable (a wakeup not read yet, a watched fd with data)
-         * the notifier queues a file event on every pass: the file
-         * handler goes until the idle callback brings it back, or the
-         * idle callbacks would never run. */
-        st->stepped_aside = 1;
-        Tcl_DeleteFileHandler(st->fd);
-        Tcl_DoWhenIdle(resume_after_idle, st);
+    Tcl_WideInt budget = st->budget_ns;
+    Tcl_WideInt end = clock_ns() + budget;
+    int r;
+    for (;;) {
+        r = lb_driver_dispatch(st->loop, 0, budget);
+        if (r <= 0 || lb_driver_stop_requested(st->loop))
+            break;
+        budget = end - clock_ns();
+        if (budget <= 0)
+            break;
     }
+    /* Not when a stop is pending: the run entry must see it at once. */
+    if (r > 0 && !st->stepped_aside && !lb_driver_stop_requested(st->loop))
+        step_aside(st);
+}
+
+static bool serves_loop(int flags) {
+    return flags & (TCL_FILE_EVENTS | TCL_TIMER_EVENTS);
 }
 
 static int drain_proc(Tcl_Event *ev, int flags) {
     tk_state *st = ((drain_event *)ev)->state;
     /* `update idletasks` services only idle work: keep the event. */
-    if (!(flags & (TCL_FILE_EVENTS | TCL_TIMER_EVENTS)))
+    if (!serves_loop(flags))
         return 0;
-    st->drain_queued = 0;
+    st->drain_queued = false;
     drain(st);
     return 1;
 }
 
 static void file_proc(ClientData data, int mask) {
-    tk_state *st = data;
     (void)mask;
-    queue_drain(st);
+    queue_drain(data);
 }
 
 static void setup_proc(ClientData data, int flags) {
     tk_state *st = data;
-    if (!(flags & (TCL_FILE_EVENTS | TCL_TIMER_EVENTS)) || st->drain_queued ||
-        st->stepped_aside)
+    if (!serves_loop(flags) || st->drain_queued || st->stepped_aside)
         return;
     Tcl_WideInt ns = lb_driver_prepare(st->loop);
     if (ns < 0)
         return;
-    /* Ready now (work scheduled from outside a drain: a Tk command, a
-     * callback of another source): do not block; check_proc queues the
-     * drain. */
-    Tcl_WideInt ms = ns == 0 ? 0 : (ns + 999999) / 1000000;
+    if (ns == 0) {
+        /* Work scheduled from outside a drain (a Tk command, a Tcl
+         * timer, another event source) is ready: the notifier must not
+         * block. An alert to this thread returns from the wait at once,
+         * without the notifier-thread round trip of a zero block time,
+         * and check_proc queues the drain. */
+        if (!(flags & TCL_DONT_WAIT))
+            Tcl_ThreadAlert(st->thread);
+        return;
+    }
+    Tcl_WideInt ms = (ns + 999999) / 1000000;
     Tcl_Time t = {(long)(ms / 1000), (long)(ms % 1000) * 1000};
     Tcl_SetMaxBlockTime(&t);
 }
 
 static void check_proc(ClientData data, int flags) {
     tk_state *st = data;
-    if (!(flags & (TCL_FILE_EVENTS | TCL_TIMER_EVENTS)) || st->drain_queued ||
-        st->stepped_aside)
+    if (!serves_loop(flags) || st->drain_queued || st->stepped_aside)
         return;
     if (lb_driver_prepare(st->loop) == 0)
         queue_drain(st);
@@ -200,7 +246,7 @@ static int is_ours(Tcl_Event *ev, ClientData data) {
 static void tk_detach(lb_loop *loop, void *state) {
     tk_state *st = state;
     (void)loop;
-    Tcl_DeleteFileHandler(st->fd);
+    Tcl_DeleteFileHandler(st->fd); /* a no-op while stepped aside */
     Tcl_DeleteEventSource(setup_proc, check_proc, st);
     Tcl_DeleteEvents(is_ours, st);
     Tcl_CancelIdleCall(resume_after_idle, st);
@@ -211,9 +257,9 @@ static void tk_detach(lb_loop *loop, void *state) {
     ckfree((char *)st);
 }
 
-/* Another thread posted work: besides the core's eventfd (which wakes
- * the notifier thread Tcl 8.6 runs select() in), alert the loop's thread
- * directly. Either reaches it; the alert is the shorter way. */
+/* Another thread posted work to a loop whose thread may be asleep in the
+ * notifier: the alert returns it from Tcl_WaitForEvent, and check_proc
+ * finds the posts and queues a drain. */
 static void tk_wakeup(lb_loop *loop, void *state) {
     tk_state *st = state;
     (void)loop;
@@ -233,7 +279,7 @@ static int tk_run(lb_loop *loop, void *state) {
 static const lb_driver tk_driver = {
     .abi_version = LB_DRIVER_ABI_VERSION,
     .name = "tk",
-    .caps = LB_DRIVER_CAP_HOSTED | LB_DRIVER_CAP_NESTED,
+    .caps = LB_DRIVER_CAP_HOSTED | LB_DRIVER_CAP_NESTED | LB_DRIVER_CAP_WAKEUP,
     .attach = tk_attach,
     .detach = tk_detach,
     .run = tk_run,
