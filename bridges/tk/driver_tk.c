@@ -26,6 +26,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,6 +46,11 @@ typedef struct tk_state {
     Tcl_WideInt budget_ns;
     bool drain_queued;  /* a drain event waits in Tcl's queue */
     bool stepped_aside; /* until resume_after_idle runs */
+    /* Drains that follow each other closely (less than a budget apart)
+     * form a streak: Tcl serviced an event in every pass, so its idle
+     * callbacks did not run in between. 0: no streak. */
+    Tcl_WideInt streak_start_ns;
+    Tcl_WideInt last_drain_end_ns;
 } tk_state;
 
 typedef struct drain_event {
@@ -59,7 +65,7 @@ static Tcl_WideInt clock_ns(void) {
 }
 
 static int drain_proc(Tcl_Event *ev, int flags);
-static void file_proc(ClientData data, int mask);
+static void file_proc(void *data, int mask);
 
 static void queue_drain(tk_state *st) {
     if (st->drain_queued || st->stepped_aside)
@@ -76,9 +82,10 @@ static void queue_drain(tk_state *st) {
  * yet) the notifier would queue a file event on every pass: the file
  * handler goes while the driver steps aside, or idle callbacks would
  * never run and neither would the loop (a livelock). */
-static void resume_after_idle(ClientData data) {
+static void resume_after_idle(void *data) {
     tk_state *st = data;
     st->stepped_aside = false;
+    st->streak_start_ns = 0; /* Tcl's idle callbacks just ran */
     Tcl_CreateFileHandler(st->fd, TCL_READABLE, file_proc, st);
     queue_drain(st);
 }
@@ -91,23 +98,33 @@ static void step_aside(tk_state *st) {
 
 /* Iterations of the core until nothing is ready or the budget is spent,
  * so that a chain of callbacks (each scheduling the next) does not cost a
- * trip through Tcl's event loop per link. A callback may run a nested
- * event loop (update, vwait, tk_messageBox) that drains recursively;
- * the state this reads is the loop's, valid at any depth. */
+ * trip through Tcl's event loop per link. The driver steps aside when
+ * work is left, and also when drains have followed each other for a
+ * budget's time: a stream of short drains (posts from a busy thread, a
+ * socket that is always readable) services an event in every pass of
+ * Tcl's loop, and would starve its idle callbacks as surely as one long
+ * drain. A callback may run a nested event loop (update, vwait,
+ * tk_messageBox) that drains recursively; the state this reads is the
+ * loop's, valid at any depth. */
 static void drain(tk_state *st) {
+    Tcl_WideInt start = clock_ns();
+    if (st->streak_start_ns == 0 || start - st->last_drain_end_ns > st->budget_ns)
+        st->streak_start_ns = start;
     Tcl_WideInt budget = st->budget_ns;
-    Tcl_WideInt end = clock_ns() + budget;
     int r;
     for (;;) {
         r = lb_driver_dispatch(st->loop, 0, budget);
         if (r <= 0 || lb_driver_stop_requested(st->loop))
             break;
-        budget = end - clock_ns();
+        budget = start + st->budget_ns - clock_ns();
         if (budget <= 0)
             break;
     }
+    Tcl_WideInt end = clock_ns();
+    st->last_drain_end_ns = end;
+    bool busy = r > 0 || end - st->streak_start_ns >= st->budget_ns;
     /* Not when a stop is pending: the run entry must see it at once. */
-    if (r > 0 && !st->stepped_aside && !lb_driver_stop_requested(st->loop))
+    if (busy && !st->stepped_aside && !lb_driver_stop_requested(st->loop))
         step_aside(st);
 }
 
@@ -125,12 +142,12 @@ static int drain_proc(Tcl_Event *ev, int flags) {
     return 1;
 }
 
-static void file_proc(ClientData data, int mask) {
+static void file_proc(void *data, int mask) {
     (void)mask;
     queue_drain(data);
 }
 
-static void setup_proc(ClientData data, int flags) {
+static void setup_proc(void *data, int flags) {
     tk_state *st = data;
     if (!serves_loop(flags) || st->drain_queued || st->stepped_aside)
         return;
@@ -152,7 +169,7 @@ static void setup_proc(ClientData data, int flags) {
     Tcl_SetMaxBlockTime(&t);
 }
 
-static void check_proc(ClientData data, int flags) {
+static void check_proc(void *data, int flags) {
     tk_state *st = data;
     if (!serves_loop(flags) || st->drain_queued || st->stepped_aside)
         return;
@@ -160,13 +177,27 @@ static void check_proc(ClientData data, int flags) {
         queue_drain(st);
 }
 
+/* Errors the loop reports (a task's error nobody retrieved, ...) go to
+ * Tcl's background error handler (bgerror, or `interp bgerror`), which
+ * Tcl calls from an idle callback. The interp may be running a script
+ * (a callback inside vwait): its result is kept. */
 static void to_background_error(lb_loop *loop, const lb_exception_context *ctx, void *data) {
     tk_state *st = data;
-    (void)loop;
-    Tcl_SetObjResult(st->interp, Tcl_ObjPrintf("loopbridge: %s%s%s", ctx->message,
-                                               ctx->error ? ": " : "",
-                                               ctx->error ? lb_strerror(ctx->error) : ""));
+    if (Tcl_InterpDeleted(st->interp)) {
+        lb_loop_default_exception_handler(loop, ctx);
+        return;
+    }
+    Tcl_InterpState saved = Tcl_SaveInterpState(st->interp, TCL_OK);
+    Tcl_SetObjResult(st->interp,
+                     Tcl_ObjPrintf("loopbridge: %s", ctx->message ? ctx->message : "error"));
+    /* The error code names the errno, as Tcl's own POSIX errors do. */
+    if (ctx->error) {
+        char code[16];
+        snprintf(code, sizeof code, "%d", -ctx->error);
+        Tcl_SetErrorCode(st->interp, "LOOPBRIDGE", code, lb_strerror(ctx->error), (char *)NULL);
+    }
     Tcl_BackgroundException(st->interp, TCL_ERROR);
+    Tcl_RestoreInterpState(st->interp, saved);
 }
 
 /* A thread whose notifier this driver brought up has Tcl's thread data
@@ -239,7 +270,7 @@ static int tk_attach(lb_loop *loop, void *arg, void **state) {
     return 0;
 }
 
-static int is_ours(Tcl_Event *ev, ClientData data) {
+static int is_ours(Tcl_Event *ev, void *data) {
     return ev->proc == drain_proc && ((drain_event *)ev)->state == data;
 }
 
