@@ -40,7 +40,7 @@ static void test_tk_idle_costs_no_cpu(void **state) {
     lb_loop *loop = tk_loop_new(interp);
     for (int i = 0; i < 1000; i++)
         assert_int_equal(lb_loop_call_later(loop, 60 + i * 0.001, nop, NULL, NULL), 0);
-    tk_idle_cost c = tk_measure_idle(interp, loop, 2.0);
+    tk_idle_cost c = tk_measure_idle(loop, 2.0);
     printf("# idle: %.2f ms CPU over 2 s, %ld wakeups, %ld dispatches\n", c.cpu_s * 1000,
            c.wakeups, c.dispatches);
     if (tk_timing_checked())
@@ -251,55 +251,19 @@ static void test_tk_worker_updates_arrive_in_order(void **state) {
 
 typedef struct nested {
     Tcl_Interp *interp;
-    bool inside;
-    int task_ticks_inside;
-    int timer_ticks_inside;
+    tk_ticks ticks;
     bool modal_task_done;
 } nested;
 
-static int ticking_task(lb_task *task, void *data) {
-    nested *n = data;
-    (void)task;
-    for (;;) {
-        if (lb_sleep(0.01) < 0)
-            return -ECANCELED;
-        if (n->inside)
-            n->task_ticks_inside++;
-    }
-}
-
-static void ticking_timer(lb_loop *loop, void *data) {
-    nested *n = data;
-    if (n->inside)
-        n->timer_ticks_inside++;
-    lb_loop_call_later(loop, 0.01, ticking_timer, n, NULL);
-}
-
 static void vwait_300ms(nested *n) {
-    n->inside = true;
+    n->ticks.inside = true;
     tk_eval(n->interp, "after 300 {set ::modal_done 1}; vwait ::modal_done");
-    n->inside = false;
+    n->ticks.inside = false;
 }
 
 static void open_vwait(lb_loop *loop, void *data) {
     vwait_300ms(data);
     lb_loop_stop(loop);
-}
-
-static lb_task *start_tickers(lb_loop *loop, nested *n) {
-    lb_task *ticker = NULL;
-    assert_int_equal(lb_task_spawn(loop, ticking_task, n, NULL, &ticker), 0);
-    assert_int_equal(lb_loop_call_soon(loop, ticking_timer, n, NULL), 0);
-    return ticker;
-}
-
-static void check_ticks(lb_task *ticker, nested *n, const char *where) {
-    printf("# %s: %d task ticks, %d timer ticks in 0.3 s\n", where, n->task_ticks_inside,
-           n->timer_ticks_inside);
-    assert_true(n->task_ticks_inside >= 5);
-    assert_true(n->timer_ticks_inside >= 5);
-    lb_task_cancel(ticker);
-    lb_task_unref(ticker);
 }
 
 /* A callback waits in vwait; tasks and timers keep running. */
@@ -308,10 +272,10 @@ static void test_tk_tasks_tick_in_vwait_from_callback(void **state) {
     Tcl_Interp *interp = tk_interp_new();
     lb_loop *loop = tk_loop_new(interp);
     nested n = {.interp = interp};
-    lb_task *ticker = start_tickers(loop, &n);
+    tk_ticks_start(loop, &n.ticks);
     assert_int_equal(lb_loop_call_later(loop, 0.05, open_vwait, &n, NULL), 0);
     assert_int_equal(lb_loop_run_forever(loop), 0);
-    check_ticks(ticker, &n, "vwait in a callback");
+    tk_ticks_check(&n.ticks, "vwait in a callback (0.3 s)");
     tk_loop_free(loop, interp);
 }
 
@@ -336,12 +300,12 @@ static void test_tk_tasks_tick_in_vwait_from_task(void **state) {
     Tcl_Interp *interp = tk_interp_new();
     lb_loop *loop = tk_loop_new(interp);
     nested n = {.interp = interp};
-    lb_task *ticker = start_tickers(loop, &n);
+    tk_ticks_start(loop, &n.ticks);
     lb_task *modal = NULL;
     assert_int_equal(lb_task_spawn(loop, vwait_task, &n, NULL, &modal), 0);
     assert_int_equal(lb_loop_run_forever(loop), 0);
     assert_true(n.modal_task_done);
-    check_ticks(ticker, &n, "vwait in a task");
+    tk_ticks_check(&n.ticks, "vwait in a task (0.3 s)");
     lb_task_unref(modal);
     tk_loop_free(loop, interp);
 }
@@ -351,14 +315,14 @@ static void test_tk_tasks_tick_in_vwait_from_task(void **state) {
 static void busy_with_update(lb_loop *loop, void *data) {
     nested *n = data;
     int64_t end = tk_now_ns() + 300 * 1000 * 1000;
-    n->inside = true;
+    n->ticks.inside = true;
     while (tk_now_ns() < end) {
         int64_t slice = tk_now_ns() + 2 * 1000 * 1000;
         while (tk_now_ns() < slice)
             ; /* work */
         tk_eval(n->interp, "update");
     }
-    n->inside = false;
+    n->ticks.inside = false;
     lb_loop_stop(loop);
 }
 
@@ -367,10 +331,10 @@ static void test_tk_tasks_tick_in_update(void **state) {
     Tcl_Interp *interp = tk_interp_new();
     lb_loop *loop = tk_loop_new(interp);
     nested n = {.interp = interp};
-    lb_task *ticker = start_tickers(loop, &n);
+    tk_ticks_start(loop, &n.ticks);
     assert_int_equal(lb_loop_call_later(loop, 0.05, busy_with_update, &n, NULL), 0);
     assert_int_equal(lb_loop_run_forever(loop), 0);
-    check_ticks(ticker, &n, "update in a callback");
+    tk_ticks_check(&n.ticks, "update in a callback (0.3 s)");
     tk_loop_free(loop, interp);
 }
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "tk-fixture.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,8 +114,7 @@ static void set_done(void *data) {
     *(bool *)data = true;
 }
 
-tk_idle_cost tk_measure_idle(Tcl_Interp *interp, lb_loop *loop, double seconds) {
-    (void)interp;
+tk_idle_cost tk_measure_idle(lb_loop *loop, double seconds) {
     /* What was pending from the setup runs first. */
     while (Tcl_DoOneEvent(TCL_ALL_EVENTS | TCL_DONT_WAIT))
         ;
@@ -138,4 +138,36 @@ tk_idle_cost tk_measure_idle(Tcl_Interp *interp, lb_loop *loop, double seconds) 
         .wakeups = wakeups,
         .dispatches = (long)(s1.iterations - s0.iterations),
     };
+}
+
+static int ticking_task(lb_task *task, void *data) {
+    tk_ticks *t = data;
+    (void)task;
+    for (;;) {
+        if (lb_sleep(0.01) < 0)
+            return -ECANCELED;
+        if (t->inside)
+            t->task_ticks_inside++;
+    }
+}
+
+static void ticking_timer(lb_loop *loop, void *data) {
+    tk_ticks *t = data;
+    if (t->inside)
+        t->timer_ticks_inside++;
+    lb_loop_call_later(loop, 0.01, ticking_timer, t, NULL);
+}
+
+void tk_ticks_start(lb_loop *loop, tk_ticks *ticks) {
+    assert_int_equal(lb_task_spawn(loop, ticking_task, ticks, NULL, &ticks->ticker), 0);
+    assert_int_equal(lb_loop_call_soon(loop, ticking_timer, ticks, NULL), 0);
+}
+
+void tk_ticks_check(tk_ticks *ticks, const char *where) {
+    printf("# %s: %d task ticks, %d timer ticks\n", where, ticks->task_ticks_inside,
+           ticks->timer_ticks_inside);
+    assert_true(ticks->task_ticks_inside >= 5);
+    assert_true(ticks->timer_ticks_inside >= 5);
+    lb_task_cancel(ticks->ticker);
+    ticks->ticker = lb_task_unref(ticks->ticker);
 }

@@ -51,13 +51,29 @@ int64_t tk_percentile(int64_t *v, size_t n, double p);
 
 /* What an idle stretch of the notifier cost. */
 typedef struct tk_idle_cost {
-    double cpu_s;         /* user + system CPU of the process */
-    long wakeups;         /* returns from Tcl_WaitForEvent */
-    long dispatches;      /* the loop's iterations */
+    double cpu_s;    /* user + system CPU of the process */
+    long wakeups;    /* returns from Tcl_WaitForEvent */
+    long dispatches; /* the loop's iterations */
 } tk_idle_cost;
 
 /* Runs the notifier (Tcl_DoOneEvent) for `seconds` of wall time, ended
  * by a Tcl `after` timer, and measures it. */
-tk_idle_cost tk_measure_idle(Tcl_Interp *interp, lb_loop *loop, double seconds);
+tk_idle_cost tk_measure_idle(lb_loop *loop, double seconds);
+
+/* A task that ticks with lb_sleep(0.01) and a timer due every 10 ms,
+ * counting their ticks while `inside` is set (while a test runs a nested
+ * event loop: vwait, update, a message box). */
+typedef struct tk_ticks {
+    bool inside;
+    int task_ticks_inside;
+    int timer_ticks_inside;
+    lb_task *ticker;
+} tk_ticks;
+
+void tk_ticks_start(lb_loop *loop, tk_ticks *ticks);
+
+/* Prints the counts, asserts both ticked at least 5 times inside, and
+ * cancels the task. */
+void tk_ticks_check(tk_ticks *ticks, const char *where);
 
 #endif
