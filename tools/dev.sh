@@ -119,13 +119,13 @@ cmd_test() {
   LB_TEST_GROUPS=threadsafe,future,executor,signal,loop_thread TSAN_OPTIONS=halt_on_error=1 \
     suite "tsan" build/tsan conformance-native unit-inbox || failed+=(tsan)
 
-  log "valgrind memcheck: conformance"
+  log "valgrind memcheck: conformance, Tk driver"
   local supp=""
   for f in "$root"/tests/valgrind/*.supp; do supp="$supp --suppressions=$f"; done
   local vtests="conformance-native" listed
   listed=$(meson test -C build/normal --list 2>/dev/null)
-  for d in glib tk; do
-    grep -q "conformance-$d" <<<"$listed" && vtests="$vtests conformance-$d"
+  for t in conformance-glib conformance-tk tk-driver tk-complaints; do
+    grep -q "/ $t\$" <<<"$listed" && vtests="$vtests $t"
   done
   suite "valgrind" build/normal $vtests \
     --wrapper "valgrind --error-exitcode=1 --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect$supp -q" \
