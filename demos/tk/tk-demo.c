@@ -46,7 +46,6 @@ typedef struct app {
     Tcl_Interp *interp;
     lb_loop *loop;
     double start;
-    int tasks;
     /* The screenshot being taken: its job lives here, not on the task's
      * stack, as a job that started runs to its end even if the task is
      * cancelled. */
@@ -76,14 +75,11 @@ static void show(app *a, const char *var, const char *fmt, ...) {
 static int async_task(lb_task *task, void *data) {
     app *a = data;
     (void)task;
-    int id = ++a->tasks;
-    printf("%.3f task %d: started\n", now_s() - a->start, id);
     show(a, "status", "Loading...");
     int r = lb_sleep(2.0); /* loading; the window stays live meanwhile */
     if (r < 0)
         return r; /* cancelled: the window was closed */
     show(a, "status", "Done!");
-    printf("%.3f task %d: done\n", now_s() - a->start, id);
     return 0;
 }
 
