@@ -620,6 +620,10 @@ static void test_tk_backend_fd_kept_below_1024(void **state) {
 /* Settings                                                            */
 /* ------------------------------------------------------------------ */
 
+static void *set_budget_elsewhere(void *data) {
+    return (void *)(intptr_t)lb_tk_loop_set_budget(data, 0.01);
+}
+
 static void test_tk_budget_setting(void **state) {
     (void)state;
     Tcl_Interp *interp = tk_interp_new();
@@ -628,7 +632,13 @@ static void test_tk_budget_setting(void **state) {
     assert_int_equal(lb_tk_loop_set_budget(loop, -1), -EINVAL);
     assert_int_equal(lb_tk_loop_set_budget(loop, NAN), -EINVAL);
     assert_int_equal(lb_tk_loop_set_budget(NULL, 0.01), -EINVAL);
+    assert_int_equal(lb_tk_loop_set_budget(loop, INFINITY), 0);
     assert_int_equal(lb_tk_loop_set_budget(loop, 0.004), 0);
+    pthread_t th;
+    void *r;
+    assert_int_equal(pthread_create(&th, NULL, set_budget_elsewhere, loop), 0);
+    pthread_join(th, &r);
+    assert_int_equal((int)(intptr_t)r, -EPERM);
 
     lb_loop *native = NULL;
     assert_int_equal(lb_loop_new(&native, lb_driver_native()), 0);
