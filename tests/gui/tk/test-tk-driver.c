@@ -249,92 +249,34 @@ static void test_tk_worker_updates_arrive_in_order(void **state) {
 /* Nested event loops: vwait, update                                   */
 /* ------------------------------------------------------------------ */
 
-typedef struct nested {
-    Tcl_Interp *interp;
-    tk_ticks ticks;
-    bool modal_task_done;
-} nested;
-
-static void vwait_300ms(nested *n) {
-    n->ticks.inside = true;
-    tk_eval(n->interp, "after 300 {set ::modal_done 1}; vwait ::modal_done");
-    n->ticks.inside = false;
-}
-
-static void open_vwait(lb_loop *loop, void *data) {
-    vwait_300ms(data);
-    lb_loop_stop(loop);
-}
-
-/* A callback waits in vwait; tasks and timers keep running. */
+/* A callback waits in vwait; tasks and timers keep running, and end the
+ * wait. */
 static void test_tk_tasks_tick_in_vwait_from_callback(void **state) {
     (void)state;
     Tcl_Interp *interp = tk_interp_new();
     lb_loop *loop = tk_loop_new(interp);
-    nested n = {.interp = interp};
-    tk_ticks_start(loop, &n.ticks);
-    assert_int_equal(lb_loop_call_later(loop, 0.05, open_vwait, &n, NULL), 0);
-    assert_int_equal(lb_loop_run_forever(loop), 0);
-    tk_ticks_check(&n.ticks, "vwait in a callback (0.3 s)");
+    tk_run_modal(interp, loop, "vwait ::answer", "set ::answer 42", false, "vwait in a callback");
     tk_loop_free(loop, interp);
 }
 
 /* A task runs the vwait itself: the loop's dispatch then runs on that
  * task's stack, other tasks keep running, and the task goes on (and
  * awaits again) once the vwait returned. */
-static int vwait_task(lb_task *task, void *data) {
-    nested *n = data;
-    (void)task;
-    if (lb_sleep(0.02) < 0)
-        return -ECANCELED;
-    vwait_300ms(n);
-    if (lb_sleep(0.01) < 0)
-        return -ECANCELED;
-    n->modal_task_done = true;
-    lb_loop_stop(lb_loop_get_running());
-    return 0;
-}
-
 static void test_tk_tasks_tick_in_vwait_from_task(void **state) {
     (void)state;
     Tcl_Interp *interp = tk_interp_new();
     lb_loop *loop = tk_loop_new(interp);
-    nested n = {.interp = interp};
-    tk_ticks_start(loop, &n.ticks);
-    lb_task *modal = NULL;
-    assert_int_equal(lb_task_spawn(loop, vwait_task, &n, NULL, &modal), 0);
-    assert_int_equal(lb_loop_run_forever(loop), 0);
-    assert_true(n.modal_task_done);
-    tk_ticks_check(&n.ticks, "vwait in a task (0.3 s)");
-    lb_task_unref(modal);
+    tk_run_modal(interp, loop, "vwait ::answer", "set ::answer 42", true, "vwait in a task");
     tk_loop_free(loop, interp);
 }
 
-/* A callback does long work and calls `update` now and then, as Tk code
- * that keeps its window alive does: tasks and timers run inside it. */
-static void busy_with_update(lb_loop *loop, void *data) {
-    nested *n = data;
-    int64_t end = tk_now_ns() + 300 * 1000 * 1000;
-    n->ticks.inside = true;
-    while (tk_now_ns() < end) {
-        int64_t slice = tk_now_ns() + 2 * 1000 * 1000;
-        while (tk_now_ns() < slice)
-            ; /* work */
-        tk_eval(n->interp, "update");
-    }
-    n->ticks.inside = false;
-    lb_loop_stop(loop);
-}
-
+/* A callback does long work and calls `update` now and then: tasks and
+ * timers run inside it. */
 static void test_tk_tasks_tick_in_update(void **state) {
     (void)state;
     Tcl_Interp *interp = tk_interp_new();
     lb_loop *loop = tk_loop_new(interp);
-    nested n = {.interp = interp};
-    tk_ticks_start(loop, &n.ticks);
-    assert_int_equal(lb_loop_call_later(loop, 0.05, busy_with_update, &n, NULL), 0);
-    assert_int_equal(lb_loop_run_forever(loop), 0);
-    tk_ticks_check(&n.ticks, "update in a callback (0.3 s)");
+    tk_run_busy_with_update(interp, loop, "update in a callback");
     tk_loop_free(loop, interp);
 }
 

@@ -140,8 +140,17 @@ tk_idle_cost tk_measure_idle(lb_loop *loop, double seconds) {
     };
 }
 
+/* A task and a timer ticking every 10 ms, counting their ticks while
+ * `inside` is set (while a nested event loop runs). */
+typedef struct ticks {
+    bool inside;
+    int task_ticks_inside;
+    int timer_ticks_inside;
+    lb_task *ticker;
+} ticks;
+
 static int ticking_task(lb_task *task, void *data) {
-    tk_ticks *t = data;
+    ticks *t = data;
     (void)task;
     for (;;) {
         if (lb_sleep(0.01) < 0)
@@ -152,22 +161,121 @@ static int ticking_task(lb_task *task, void *data) {
 }
 
 static void ticking_timer(lb_loop *loop, void *data) {
-    tk_ticks *t = data;
+    ticks *t = data;
     if (t->inside)
         t->timer_ticks_inside++;
     lb_loop_call_later(loop, 0.01, ticking_timer, t, NULL);
 }
 
-void tk_ticks_start(lb_loop *loop, tk_ticks *ticks) {
-    assert_int_equal(lb_task_spawn(loop, ticking_task, ticks, NULL, &ticks->ticker), 0);
-    assert_int_equal(lb_loop_call_soon(loop, ticking_timer, ticks, NULL), 0);
+static void ticks_start(lb_loop *loop, ticks *t) {
+    assert_int_equal(lb_task_spawn(loop, ticking_task, t, NULL, &t->ticker), 0);
+    assert_int_equal(lb_loop_call_soon(loop, ticking_timer, t, NULL), 0);
 }
 
-void tk_ticks_check(tk_ticks *ticks, const char *where) {
-    printf("# %s: %d task ticks, %d timer ticks\n", where, ticks->task_ticks_inside,
-           ticks->timer_ticks_inside);
-    assert_true(ticks->task_ticks_inside >= 5);
-    assert_true(ticks->timer_ticks_inside >= 5);
-    lb_task_cancel(ticks->ticker);
-    ticks->ticker = lb_task_unref(ticks->ticker);
+static void ticks_check(ticks *t, const char *where) {
+    printf("# %s: %d task ticks, %d timer ticks inside\n", where, t->task_ticks_inside,
+           t->timer_ticks_inside);
+    assert_true(t->task_ticks_inside >= 5);
+    assert_true(t->timer_ticks_inside >= 5);
+    lb_task_cancel(t->ticker);
+    t->ticker = lb_task_unref(t->ticker);
+}
+
+typedef struct modal {
+    Tcl_Interp *interp;
+    ticks ticks;
+    const char *open;
+    const char *close;
+    bool closed;
+    bool opener_went_on;
+} modal;
+
+static void wait_modal(modal *m) {
+    m->ticks.inside = true;
+    tk_eval(m->interp, m->open);
+    m->ticks.inside = false;
+}
+
+static void open_from_callback(lb_loop *loop, void *data) {
+    wait_modal(data);
+    lb_loop_stop(loop);
+}
+
+static int open_from_task(lb_task *task, void *data) {
+    modal *m = data;
+    (void)task;
+    if (lb_sleep(0.02) < 0)
+        return -ECANCELED;
+    wait_modal(m);
+    if (lb_sleep(0.01) < 0)
+        return -ECANCELED;
+    m->opener_went_on = true;
+    lb_loop_stop(lb_loop_get_running());
+    return 0;
+}
+
+static int closer(lb_task *task, void *data) {
+    modal *m = data;
+    (void)task;
+    while (m->ticks.task_ticks_inside < 10 || m->ticks.timer_ticks_inside < 10)
+        if (lb_sleep(0.01) < 0)
+            return -ECANCELED;
+    tk_eval(m->interp, m->close);
+    m->closed = true;
+    return 0;
+}
+
+static void give_up(lb_loop *loop, void *data) {
+    (void)loop;
+    (void)data;
+    fail_msg("the modal wait never ended: loopbridge did not run inside it");
+}
+
+void tk_run_modal(Tcl_Interp *interp, lb_loop *loop, const char *open, const char *close,
+                  bool from_task, const char *where) {
+    modal m = {.interp = interp, .open = open, .close = close};
+    ticks_start(loop, &m.ticks);
+    assert_int_equal(lb_task_spawn(loop, closer, &m, NULL, NULL), 0);
+    lb_handle *bound = NULL;
+    assert_int_equal(lb_loop_call_later(loop, 20, give_up, NULL, &bound), 0);
+    lb_task *opener = NULL;
+    if (from_task)
+        assert_int_equal(lb_task_spawn(loop, open_from_task, &m, NULL, &opener), 0);
+    else
+        assert_int_equal(lb_loop_call_later(loop, 0.02, open_from_callback, &m, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    assert_true(m.closed);
+    if (from_task)
+        assert_true(m.opener_went_on);
+    ticks_check(&m.ticks, where);
+    lb_handle_cancel(bound);
+    lb_handle_unref(bound);
+    lb_task_unref(opener);
+}
+
+typedef struct busy {
+    Tcl_Interp *interp;
+    ticks ticks;
+} busy;
+
+static void busy_with_update(lb_loop *loop, void *data) {
+    busy *b = data;
+    int64_t end = tk_now_ns() + 300 * 1000 * 1000;
+    b->ticks.inside = true;
+    while (tk_now_ns() < end) {
+        int64_t slice = tk_now_ns() + 2 * 1000 * 1000;
+        while (tk_now_ns() < slice)
+            ; /* work */
+        tk_eval(b->interp, "update");
+    }
+    b->ticks.inside = false;
+    lb_loop_stop(loop);
+}
+
+void tk_run_busy_with_update(Tcl_Interp *interp, lb_loop *loop, const char *where) {
+    busy b = {.interp = interp};
+    ticks_start(loop, &b.ticks);
+    assert_int_equal(lb_loop_call_later(loop, 0.02, busy_with_update, &b, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    ticks_check(&b.ticks, where);
 }

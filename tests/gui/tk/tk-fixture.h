@@ -60,20 +60,20 @@ typedef struct tk_idle_cost {
  * by a Tcl `after` timer, and measures it. */
 tk_idle_cost tk_measure_idle(lb_loop *loop, double seconds);
 
-/* A task that ticks with lb_sleep(0.01) and a timer due every 10 ms,
- * counting their ticks while `inside` is set (while a test runs a nested
- * event loop: vwait, update, a message box). */
-typedef struct tk_ticks {
-    bool inside;
-    int task_ticks_inside;
-    int timer_ticks_inside;
-    lb_task *ticker;
-} tk_ticks;
+/* Runs a modal wait that loopbridge must keep running in: a task and a
+ * timer tick every 10 ms; `open` (a Tcl script that waits: vwait,
+ * tkwait, tk_messageBox) runs from a loop callback, or from a task when
+ * from_task; once both tickers ticked 10 times inside the wait, a task
+ * evaluates `close` (a script that ends it), so the wait ends only if the
+ * loop ran inside it. A task that opened the wait must go on, and await
+ * again, after it. Runs the loop (lb_loop_run_forever) until then, and
+ * fails the test if the wait has not ended after 20 s. */
+void tk_run_modal(Tcl_Interp *interp, lb_loop *loop, const char *open, const char *close,
+                  bool from_task, const char *where);
 
-void tk_ticks_start(lb_loop *loop, tk_ticks *ticks);
-
-/* Prints the counts, asserts both ticked at least 5 times inside, and
- * cancels the task. */
-void tk_ticks_check(tk_ticks *ticks, const char *where);
+/* A loop callback works for 0.3 s and evaluates `update` every 2 ms, as
+ * Tk code that keeps its window alive does; a task and a timer ticking
+ * every 10 ms must tick at least 5 times each inside it. */
+void tk_run_busy_with_update(Tcl_Interp *interp, lb_loop *loop, const char *where);
 
 #endif
