@@ -147,6 +147,7 @@ typedef struct ticks {
     int task_ticks_inside;
     int timer_ticks_inside;
     lb_task *ticker;
+    lb_handle *timer; /* the next tick, cancelled when the test is done */
 } ticks;
 
 static int ticking_task(lb_task *task, void *data) {
@@ -164,12 +165,13 @@ static void ticking_timer(lb_loop *loop, void *data) {
     ticks *t = data;
     if (t->inside)
         t->timer_ticks_inside++;
-    lb_loop_call_later(loop, 0.01, ticking_timer, t, NULL);
+    t->timer = lb_handle_unref(t->timer);
+    lb_loop_call_later(loop, 0.01, ticking_timer, t, &t->timer);
 }
 
 static void ticks_start(lb_loop *loop, ticks *t) {
     assert_int_equal(lb_task_spawn(loop, ticking_task, t, NULL, &t->ticker), 0);
-    assert_int_equal(lb_loop_call_soon(loop, ticking_timer, t, NULL), 0);
+    assert_int_equal(lb_loop_call_soon(loop, ticking_timer, t, &t->timer), 0);
 }
 
 static void ticks_check(ticks *t, const char *where) {
@@ -177,8 +179,11 @@ static void ticks_check(ticks *t, const char *where) {
            t->timer_ticks_inside);
     assert_true(t->task_ticks_inside >= 5);
     assert_true(t->timer_ticks_inside >= 5);
+    /* Both stop here: t lives on the caller's stack. */
     lb_task_cancel(t->ticker);
     t->ticker = lb_task_unref(t->ticker);
+    lb_handle_cancel(t->timer);
+    t->timer = lb_handle_unref(t->timer);
 }
 
 typedef struct modal {
