@@ -140,15 +140,16 @@ job_tsan() {
 }
 
 # The conformance suite on every driver built, the allocation failure
-# sweep and the fuzz corpus: 0 errors, 0 definite or indirect leaks.
+# sweep, the fuzz corpus and the Tk driver's Tcl-only tests: 0 errors, 0
+# definite or indirect leaks.
 job_valgrind() {
   log "valgrind memcheck"
   local supp=""
   for f in "$root"/tests/valgrind/*.supp; do supp="$supp --suppressions=$f"; done
   local vtests="conformance-native unit-alloc-fail fuzz-replay" listed
   listed=$(meson test -C build/normal --list 2>/dev/null)
-  for d in glib tk; do
-    grep -q "conformance-$d" <<<"$listed" && vtests="$vtests conformance-$d"
+  for t in conformance-glib conformance-tk tk-driver tk-complaints; do
+    grep -q "/ $t\$" <<<"$listed" && vtests="$vtests $t"
   done
   suite "valgrind" build/normal $vtests \
     --wrapper "valgrind --error-exitcode=1 --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect$supp -q" \

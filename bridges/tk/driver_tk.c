@@ -1,12 +1,24 @@
 /* SPDX-License-Identifier: MIT */
-/* The Tk driver: a Tcl event source on the loop's thread. The core's
- * backend fd goes to the notifier through one Tcl_CreateFileHandler, the
- * core's deadline through Tcl_SetMaxBlockTime (rounded up: the notifier
- * truncates to milliseconds, and waking early would spin). Ready work
- * runs from one queued "drain" event; when a drain uses up its budget
- * with work left, the next drain is queued from an idle callback, after
- * the redraws Tk queued, so the window keeps painting. Every timer stays
- * in the core's heap (Tcl's timer list is sorted by linear insertion). */
+/* The Tk driver: a Tcl event source on the loop's thread.
+ *
+ * The core's backend fd (its epoll instance: watched fds, signals) goes
+ * to the notifier through one Tcl_CreateFileHandler, the core's next
+ * deadline through Tcl_SetMaxBlockTime, rounded up to whole milliseconds
+ * (Tcl 9's epoll notifier truncates to them, and waking before the
+ * deadline would find nothing due and spin). Every timer stays in the
+ * core's heap: Tcl keeps its own in a list sorted by linear insertion.
+ *
+ * Ready work runs from one queued "drain" event, never by asking Tcl for
+ * a zero block time: on Tcl 8.6 that is a round trip through the
+ * notifier thread, several times the cost of a queued event. A drain
+ * runs iterations of the core until nothing is ready or its budget is
+ * spent; with work left it steps aside until an idle callback, queued
+ * after the redraws Tk has pending, so the window keeps painting.
+ *
+ * Another thread's post wakes the loop's thread with Tcl_ThreadAlert
+ * alone (the driver owns the wakeup, LB_DRIVER_CAP_WAKEUP): the core's
+ * eventfd is not written, so Tcl 8.6's notifier thread, which selects on
+ * the backend fd, is not woken for nothing. */
 #include <loopbridge/tk.h>
 
 #include <errno.h>
@@ -14,22 +26,34 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
-#define DEFAULT_BUDGET_NS (1000 * 1000)
+/* One budget, plus a pass through Tcl's notifier, is the most a Tk
+ * redraw or a Tcl `after` waits for the loop while it is flooded. An
+ * `after 16` tick already comes 16.1 to 16.4 ms apart on an idle
+ * notifier; 0.5 ms keeps it within 17 ms (1 ms did not), at no cost
+ * measurable in the throughput of a flood. */
+#define DEFAULT_BUDGET_NS (500 * 1000)
 /* Tcl 8.6's select notifier writes fd_sets of FD_SETSIZE bits. */
 #define TCL_FD_LIMIT 1024
 
 typedef struct tk_state {
     lb_loop *loop;
-    Tcl_Interp *interp;
-    int fd;          /* what the file handler watches */
-    int owned_fd;    /* a dup below TCL_FD_LIMIT, or -1 */
-    Tcl_WideInt budget_ns;
-    int drain_queued;
-    int stepped_aside;
+    Tcl_Interp *interp; /* errors go to its bgerror; may be NULL */
     Tcl_ThreadId thread;
+    int fd;       /* what the file handler watches */
+    int owned_fd; /* a dup of the backend fd below TCL_FD_LIMIT, or -1 */
+    Tcl_WideInt budget_ns;
+    bool drain_queued;  /* a drain event waits in Tcl's queue */
+    bool stepped_aside; /* until resume_after_idle runs */
+    /* Drains that follow each other closely (less than a budget apart)
+     * form a streak: Tcl serviced an event in every pass, so its idle
+     * callbacks did not run in between. 0: no streak. */
+    Tcl_WideInt streak_start_ns;
+    Tcl_WideInt last_drain_end_ns;
 } tk_state;
 
 typedef struct drain_event {
@@ -37,7 +61,14 @@ typedef struct drain_event {
     tk_state *state;
 } drain_event;
 
+static Tcl_WideInt clock_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (Tcl_WideInt)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 static int drain_proc(Tcl_Event *ev, int flags);
+static void file_proc(void *data, int mask);
 
 static void queue_drain(tk_state *st) {
     if (st->drain_queued || st->stepped_aside)
@@ -45,82 +76,131 @@ static void queue_drain(tk_state *st) {
     drain_event *ev = (drain_event *)ckalloc(sizeof *ev);
     ev->header.proc = drain_proc;
     ev->state = st;
-    st->drain_queued = 1;
+    st->drain_queued = true;
     Tcl_QueueEvent(&ev->header, TCL_QUEUE_TAIL);
 }
 
-static void file_proc(ClientData data, int mask);
-
-static void resume_after_idle(ClientData data) {
+/* Tcl runs idle callbacks only once no event is pending, and while the
+ * backend fd is readable (a watched fd with data the loop has not read
+ * yet) the notifier would queue a file event on every pass: the file
+ * handler goes while the driver steps aside, or idle callbacks would
+ * never run and neither would the loop (a livelock). */
+static void resume_after_idle(void *data) {
     tk_state *st = data;
-    st->stepped_aside = 0;
+    st->stepped_aside = false;
+    st->streak_start_ns = 0; /* Tcl's idle callbacks just ran */
     Tcl_CreateFileHandler(st->fd, TCL_READABLE, file_proc, st);
     queue_drain(st);
 }
 
+static void step_aside(tk_state *st) {
+    st->stepped_aside = true;
+    Tcl_DeleteFileHandler(st->fd);
+    Tcl_DoWhenIdle(resume_after_idle, st);
+}
+
+/* Iterations of the core until nothing is ready or the budget is spent,
+ * so that a chain of callbacks (each scheduling the next) does not cost a
+ * trip through Tcl's event loop per link. The driver steps aside when
+ * work is left, and also when drains have followed each other for a
+ * budget's time: a stream of short drains (posts from a busy thread, a
+ * socket that is always readable) services an event in every pass of
+ * Tcl's loop, and would starve its idle callbacks as surely as one long
+ * drain. A callback may run a nested event loop (update, vwait,
+ * tk_messageBox) that drains recursively; the state this reads is the
+ * loop's, valid at any depth. */
 static void drain(tk_state *st) {
-    int r = lb_driver_dispatch(st->loop, 0, st->budget_ns);
-    if (r > 0 && !lb_driver_stop_requested(st->loop) && !st->stepped_aside) {
-        /* Work left: Tk's idle callbacks (redraws) first. Tcl runs idle
-         * callbacks only once no event is pending, and while the backend
-         * fd is readable (a wakeup not read yet, a watched fd with data)
-         * the notifier queues a file event on every pass: the file
-         * handler goes until the idle callback brings it back, or the
-         * idle callbacks would never run. */
-        st->stepped_aside = 1;
-        Tcl_DeleteFileHandler(st->fd);
-        Tcl_DoWhenIdle(resume_after_idle, st);
+    Tcl_WideInt start = clock_ns();
+    if (st->streak_start_ns == 0 || start - st->last_drain_end_ns > st->budget_ns)
+        st->streak_start_ns = start;
+    Tcl_WideInt budget = st->budget_ns;
+    int r;
+    for (;;) {
+        r = lb_driver_dispatch(st->loop, 0, budget);
+        if (r <= 0 || lb_driver_stop_requested(st->loop))
+            break;
+        budget = start + st->budget_ns - clock_ns();
+        if (budget <= 0)
+            break;
     }
+    Tcl_WideInt end = clock_ns();
+    st->last_drain_end_ns = end;
+    bool busy = r > 0 || end - st->streak_start_ns >= st->budget_ns;
+    /* Not when a stop is pending: the run entry must see it at once. */
+    if (busy && !st->stepped_aside && !lb_driver_stop_requested(st->loop))
+        step_aside(st);
+}
+
+static bool serves_loop(int flags) {
+    return flags & (TCL_FILE_EVENTS | TCL_TIMER_EVENTS);
 }
 
 static int drain_proc(Tcl_Event *ev, int flags) {
     tk_state *st = ((drain_event *)ev)->state;
     /* `update idletasks` services only idle work: keep the event. */
-    if (!(flags & (TCL_FILE_EVENTS | TCL_TIMER_EVENTS)))
+    if (!serves_loop(flags))
         return 0;
-    st->drain_queued = 0;
+    st->drain_queued = false;
     drain(st);
     return 1;
 }
 
-static void file_proc(ClientData data, int mask) {
-    tk_state *st = data;
+static void file_proc(void *data, int mask) {
     (void)mask;
-    queue_drain(st);
+    queue_drain(data);
 }
 
-static void setup_proc(ClientData data, int flags) {
+static void setup_proc(void *data, int flags) {
     tk_state *st = data;
-    if (!(flags & (TCL_FILE_EVENTS | TCL_TIMER_EVENTS)) || st->drain_queued ||
-        st->stepped_aside)
+    if (!serves_loop(flags) || st->drain_queued || st->stepped_aside)
         return;
     Tcl_WideInt ns = lb_driver_prepare(st->loop);
     if (ns < 0)
         return;
-    /* Ready now (work scheduled from outside a drain: a Tk command, a
-     * callback of another source): do not block; check_proc queues the
-     * drain. */
-    Tcl_WideInt ms = ns == 0 ? 0 : (ns + 999999) / 1000000;
+    if (ns == 0) {
+        /* Work scheduled from outside a drain (a Tk command, a Tcl
+         * timer, another event source) is ready: the notifier must not
+         * block. An alert to this thread returns from the wait at once,
+         * without the notifier-thread round trip of a zero block time,
+         * and check_proc queues the drain. */
+        if (!(flags & TCL_DONT_WAIT))
+            Tcl_ThreadAlert(st->thread);
+        return;
+    }
+    Tcl_WideInt ms = (ns + 999999) / 1000000;
     Tcl_Time t = {(long)(ms / 1000), (long)(ms % 1000) * 1000};
     Tcl_SetMaxBlockTime(&t);
 }
 
-static void check_proc(ClientData data, int flags) {
+static void check_proc(void *data, int flags) {
     tk_state *st = data;
-    if (!(flags & (TCL_FILE_EVENTS | TCL_TIMER_EVENTS)) || st->drain_queued ||
-        st->stepped_aside)
+    if (!serves_loop(flags) || st->drain_queued || st->stepped_aside)
         return;
     if (lb_driver_prepare(st->loop) == 0)
         queue_drain(st);
 }
 
+/* Errors the loop reports (a task's error nobody retrieved, ...) go to
+ * Tcl's background error handler (bgerror, or `interp bgerror`), which
+ * Tcl calls from an idle callback. The interp may be running a script
+ * (a callback inside vwait): its result is kept. */
 static void to_background_error(lb_loop *loop, const lb_exception_context *ctx, void *data) {
     tk_state *st = data;
-    (void)loop;
-    Tcl_SetObjResult(st->interp, Tcl_ObjPrintf("loopbridge: %s%s%s", ctx->message,
-                                               ctx->error ? ": " : "",
-                                               ctx->error ? lb_strerror(ctx->error) : ""));
+    if (Tcl_InterpDeleted(st->interp)) {
+        lb_loop_default_exception_handler(loop, ctx);
+        return;
+    }
+    Tcl_InterpState saved = Tcl_SaveInterpState(st->interp, TCL_OK);
+    Tcl_SetObjResult(st->interp,
+                     Tcl_ObjPrintf("loopbridge: %s", ctx->message ? ctx->message : "error"));
+    /* The error code names the errno, as Tcl's own POSIX errors do. */
+    if (ctx->error) {
+        char code[16];
+        snprintf(code, sizeof code, "%d", -ctx->error);
+        Tcl_SetErrorCode(st->interp, "LOOPBRIDGE", code, lb_strerror(ctx->error), (char *)NULL);
+    }
     Tcl_BackgroundException(st->interp, TCL_ERROR);
+    Tcl_RestoreInterpState(st->interp, saved);
 }
 
 /* A thread whose notifier this driver brought up has Tcl's thread data
@@ -193,14 +273,14 @@ static int tk_attach(lb_loop *loop, void *arg, void **state) {
     return 0;
 }
 
-static int is_ours(Tcl_Event *ev, ClientData data) {
+static int is_ours(Tcl_Event *ev, void *data) {
     return ev->proc == drain_proc && ((drain_event *)ev)->state == data;
 }
 
 static void tk_detach(lb_loop *loop, void *state) {
     tk_state *st = state;
     (void)loop;
-    Tcl_DeleteFileHandler(st->fd);
+    Tcl_DeleteFileHandler(st->fd); /* a no-op while stepped aside */
     Tcl_DeleteEventSource(setup_proc, check_proc, st);
     Tcl_DeleteEvents(is_ours, st);
     Tcl_CancelIdleCall(resume_after_idle, st);
@@ -211,9 +291,9 @@ static void tk_detach(lb_loop *loop, void *state) {
     ckfree((char *)st);
 }
 
-/* Another thread posted work: besides the core's eventfd (which wakes
- * the notifier thread Tcl 8.6 runs select() in), alert the loop's thread
- * directly. Either reaches it; the alert is the shorter way. */
+/* Another thread posted work to a loop whose thread may be asleep in the
+ * notifier: the alert returns it from Tcl_WaitForEvent, and check_proc
+ * finds the posts and queues a drain. */
 static void tk_wakeup(lb_loop *loop, void *state) {
     tk_state *st = state;
     (void)loop;
@@ -233,7 +313,7 @@ static int tk_run(lb_loop *loop, void *state) {
 static const lb_driver tk_driver = {
     .abi_version = LB_DRIVER_ABI_VERSION,
     .name = "tk",
-    .caps = LB_DRIVER_CAP_HOSTED | LB_DRIVER_CAP_NESTED,
+    .caps = LB_DRIVER_CAP_HOSTED | LB_DRIVER_CAP_NESTED | LB_DRIVER_CAP_WAKEUP,
     .attach = tk_attach,
     .detach = tk_detach,
     .run = tk_run,
@@ -255,11 +335,15 @@ int lb_tk_loop_new(lb_loop **ret, Tcl_Interp *interp) {
 }
 
 int lb_tk_loop_set_budget(lb_loop *loop, double seconds) {
+    if (!loop)
+        return -EINVAL;
     if (lb_loop_is_closed(loop))
         return -EBADF;
-    if (!loop || strcmp(lb_loop_driver_name(loop), "tk") != 0 || isnan(seconds) || seconds <= 0)
+    if (strcmp(lb_loop_driver_name(loop), tk_driver.name) != 0 || isnan(seconds) || seconds <= 0)
         return -EINVAL;
     tk_state *st = lb_driver_state(loop);
-    st->budget_ns = (Tcl_WideInt)(seconds * 1e9);
+    if (Tcl_GetCurrentThread() != st->thread)
+        return -EPERM;
+    st->budget_ns = seconds >= 86400.0 ? INT64_MAX / 2 : (Tcl_WideInt)ceil(seconds * 1e9);
     return 0;
 }

@@ -84,7 +84,7 @@ int64_t lb_driver_prepare(lb_loop *loop) {
         return 0;
     int64_t t = sleep_budget(loop);
     if (t != 0) {
-        atomic_store(&loop->wakeup_armed, true);
+        atomic_store(&loop->wakeup_armed, LB__ARMED_HOST);
         if (lb__inbox_has_work(&loop->inbox))
             t = 0;
     }
@@ -98,7 +98,7 @@ static void poll_backend(lb_loop *loop, int64_t timeout_ns) {
     if (timeout_ns == 0) {
         n = epoll_wait(loop->epoll_fd, events, MAX_EVENTS, 0);
     } else {
-        atomic_store(&loop->wakeup_armed, true);
+        atomic_store(&loop->wakeup_armed, LB__ARMED_CORE);
         if (lb__inbox_has_work(&loop->inbox)) {
             timeout_ns = 0;
         }
@@ -123,7 +123,7 @@ static void poll_backend(lb_loop *loop, int64_t timeout_ns) {
                 n = epoll_wait(loop->epoll_fd, events, MAX_EVENTS, ms);
             }
         }
-        atomic_store_explicit(&loop->wakeup_armed, false, memory_order_relaxed);
+        atomic_store_explicit(&loop->wakeup_armed, LB__ARMED_NO, memory_order_relaxed);
     }
     loop->last_poll = lb__clock_ns();
     loop->callbacks_at_poll = loop->callbacks_run;

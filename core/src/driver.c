@@ -26,6 +26,10 @@ int lb__driver_validate(const lb_driver *driver) {
     if (!driver->attach || !driver->detach || !driver->run)
         return lb__fail(NULL, -EINVAL, "driver '%s' lacks a required entry (attach, detach, run)",
                         driver->name);
+    if ((driver->caps & LB_DRIVER_CAP_WAKEUP) && !driver->wakeup)
+        return lb__fail(NULL, -EINVAL,
+                        "driver '%s' declares LB_DRIVER_CAP_WAKEUP without a wakeup entry",
+                        driver->name);
     return 0;
 }
 

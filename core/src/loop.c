@@ -191,6 +191,14 @@ static int run_checks(lb_loop *loop, const char *func) {
     LB__CHECK_LOOP(loop);
     if (loop->run_depth > 0)
         return lb__fail(loop, -EBUSY, "%s: this event loop is already running", func);
+    /* A hosted loop that its host dispatches (Tk_MainLoop, a GTK app)
+     * has no run frame, but a callback or task of it must not run it
+     * again either: that would nest the host's loop inside itself. */
+    if (loop->dispatch_depth > 0)
+        return lb__fail(loop, -EBUSY,
+                        "%s: this event loop is already running (called from one of its "
+                        "callbacks or tasks; spawn a task or await the future instead)",
+                        func);
     if (running_loop && running_loop != loop)
         return lb__fail(loop, -EBUSY,
                         "%s: cannot run the loop while another loop is running on this thread",
@@ -525,12 +533,17 @@ int lb_loop_call_at(lb_loop *loop, double when, lb_callback cb, void *data, lb_h
 
 /* Wakes the loop from any thread. The count of wakers in flight lets
  * close wait until none can still touch the eventfd or the driver's
- * state it is about to release. */
-static void wake_now(lb_loop *loop) {
-    uint64_t one = 1;
-    /* EAGAIN means the counter is saturated: the loop is awake anyway. */
-    ssize_t n = write(loop->wake_fd, &one, sizeof one);
-    (void)n;
+ * state it is about to release. A driver that owns the wakeup
+ * (LB_DRIVER_CAP_WAKEUP) is woken through its entry alone, unless the
+ * core is what sleeps (in its own epoll_wait) or the caller asked for
+ * every way (lb_loop_wakeup). */
+static void wake_now(lb_loop *loop, bool write_eventfd) {
+    if (write_eventfd || !(loop->driver->caps & LB_DRIVER_CAP_WAKEUP)) {
+        uint64_t one = 1;
+        /* EAGAIN means the counter is saturated: the loop is awake anyway. */
+        ssize_t n = write(loop->wake_fd, &one, sizeof one);
+        (void)n;
+    }
     if (loop->driver->wakeup)
         loop->driver->wakeup(loop, loop->driver_state);
 }
@@ -540,11 +553,14 @@ static void wake_now(lb_loop *loop) {
  * loop, arming the flag before it sleeps, sees the post, or the post sees
  * the flag. An awake loop costs the poster this one load. */
 void lb__loop_wake(lb_loop *loop) {
-    if (!atomic_load(&loop->wakeup_armed))
+    if (atomic_load(&loop->wakeup_armed) == LB__ARMED_NO)
         return;
     atomic_fetch_add(&loop->wakers, 1);
-    if (!lb__loop_closed(loop) && atomic_exchange(&loop->wakeup_armed, false))
-        wake_now(loop);
+    if (!lb__loop_closed(loop)) {
+        int armed = atomic_exchange(&loop->wakeup_armed, LB__ARMED_NO);
+        if (armed != LB__ARMED_NO)
+            wake_now(loop, armed == LB__ARMED_CORE);
+    }
     atomic_fetch_sub(&loop->wakers, 1);
 }
 
@@ -555,7 +571,7 @@ int lb_loop_wakeup(lb_loop *loop) {
     if (lb__loop_closed(loop))
         r = lb__fail(loop, -EBADF, "lb_loop_wakeup: loop is closed");
     else
-        wake_now(loop);
+        wake_now(loop, true);
     atomic_fetch_sub(&loop->wakers, 1);
     return r;
 }

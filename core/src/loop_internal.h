@@ -27,6 +27,13 @@
  * its budget. */
 #define LB__BUDGET_CHECK_EVERY 16
 
+/* Who may be asleep when another thread posts (lb_loop.wakeup_armed). */
+enum {
+    LB__ARMED_NO = 0,   /* nobody: the loop is awake and sees the post */
+    LB__ARMED_HOST = 1, /* the host loop (lb_driver_prepare was called) */
+    LB__ARMED_CORE = 2, /* the core itself, in epoll_wait on its backend fd */
+};
+
 typedef struct lb__watch lb__watch;
 typedef struct lb__signals lb__signals;
 
@@ -69,7 +76,7 @@ struct lb_loop {
     int64_t last_poll;  /* when the backend fd was last polled */
     uint64_t callbacks_at_poll; /* callbacks_run then */
     int64_t coarse_lag; /* lb__clock_coarse_lag_ns() */
-    atomic_bool wakeup_armed;
+    atomic_int wakeup_armed; /* LB__ARMED_* */
     atomic_uint wakers; /* threads inside lb__loop_wake / lb_loop_wakeup */
 
     lb__ready_queue ready;

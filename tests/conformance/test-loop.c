@@ -161,6 +161,11 @@ static void test_loop_bad_driver_table(void **state) {
     bad = *lb_driver_native();
     bad.run = NULL;
     assert_int_equal(lb_loop_new(&loop, &bad), -EINVAL);
+    /* Owning the wakeup needs a wakeup entry. */
+    bad = *lb_driver_native();
+    bad.caps |= LB_DRIVER_CAP_WAKEUP;
+    assert_int_equal(lb_loop_new(&loop, &bad), -EINVAL);
+    assert_non_null(strstr(lb_error_detail(), "wakeup"));
     assert_null(loop);
 }
 

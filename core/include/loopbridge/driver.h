@@ -19,7 +19,8 @@
  *
  * Cross-thread wakeups need nothing from the driver: the core writes its
  * eventfd, which makes the backend fd readable, which wakes any host that
- * polls it. A driver may offer a faster wakeup through its wakeup entry.
+ * polls it. A driver may offer a faster wakeup through its wakeup entry,
+ * and with LB_DRIVER_CAP_WAKEUP own it: the core then skips the eventfd.
  *
  * All of these run on the loop's thread, except the wakeup entry. */
 
@@ -39,6 +40,15 @@ enum {
     /* The host loop may be re-entered from a callback (nested main loops);
      * the driver then dispatches recursively. */
     LB_DRIVER_CAP_NESTED = 1u << 1,
+    /* The driver's wakeup entry alone wakes its host, so a post from
+     * another thread calls it without writing the core's eventfd (a host
+     * that polls the backend fd from a thread of its own, as Tcl 8.6's
+     * notifier does, would otherwise be woken twice, the slower way
+     * too). The core still writes the eventfd while it blocks on the
+     * backend fd itself (lb_driver_dispatch() with a poll timeout, as
+     * lb_loop_close() does while executor jobs report back) and for
+     * lb_loop_wakeup(). Requires the wakeup entry. */
+    LB_DRIVER_CAP_WAKEUP = 1u << 2,
 };
 
 struct lb_driver {
@@ -60,11 +70,12 @@ struct lb_driver {
      * or a negative errno. */
     int (*run)(lb_loop *loop, void *state);
 
-    /* Optional. Called from any thread, after the core wrote its
-     * eventfd, when work was posted to a loop whose host may be asleep:
-     * a host that can be woken more directly than through the backend
-     * fd does it here. Called with no lock held; the core guarantees the
-     * driver state is not detached meanwhile. */
+    /* Optional (required with LB_DRIVER_CAP_WAKEUP). Called from any
+     * thread, after the core wrote its eventfd (or instead, with
+     * LB_DRIVER_CAP_WAKEUP), when work was posted to a loop whose host
+     * may be asleep: a host that can be woken more directly than through
+     * the backend fd does it here. Called with no lock held; the core
+     * guarantees the driver state is not detached meanwhile. */
     void (*wakeup)(lb_loop *loop, void *state);
 };
 

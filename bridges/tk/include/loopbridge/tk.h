@@ -19,18 +19,30 @@ extern "C" {
 #endif
 
 /* The Tk driver, for lb_loop_new_full(&loop, lb_driver_tk(), interp)
- * (interp may be NULL). */
+ * (interp may be NULL). Loading the library also registers it, so
+ * LB_DRIVER=tk finds it. Any thread. */
 LB_EXPORT const lb_driver *lb_driver_tk(void);
 
-/* Creates a loop in the calling thread's Tcl notifier. With an interp,
- * errors reported to the loop's exception handler go to Tcl's
- * background error handler (Tcl_BackgroundException, i.e. bgerror).
- * Returns 0 or a negative errno (see lb_loop_new; -EMFILE when no file
- * descriptor below 1024 is free for Tcl 8.6's select-based notifier). */
+/* Creates a loop in the calling thread's Tcl notifier, bringing that
+ * notifier up if the thread has none yet; the loop belongs to this
+ * thread for good. Tk_MainLoop(), vwait or Tcl_DoOneEvent() on this
+ * thread run it; so does lb_loop_run_forever(). With an interp (which
+ * the loop keeps alive with Tcl_Preserve until it is closed), errors
+ * reported to the loop's exception handler go to Tcl's background error
+ * handler (bgerror), with the error code {LOOPBRIDGE errno message};
+ * interp may be NULL. Close the loop (lb_loop_close) before Tcl_Finalize.
+ * Returns 0 and stores the loop in *ret, or a negative errno (see
+ * lb_loop_new_full; -EMFILE when no file descriptor below 1024 is free
+ * for Tcl 8.6's select-based notifier), leaving *ret untouched. */
 LB_EXPORT int lb_tk_loop_new(lb_loop **ret, Tcl_Interp *interp);
 
-/* How long one dispatch may run callbacks before the loop lets Tk's
- * idle work (redraws) run; default 1 ms. Returns 0, -EINVAL, -EBADF. */
+/* How long the loop may keep Tcl busy before it lets Tk's idle work
+ * (redraws) and Tcl's other events run; default 0.5 ms. A longer budget
+ * trades how late a redraw or a Tcl `after` can be for fewer passes
+ * through Tcl's notifier while work floods the loop.
+ * Budgets of a day or more mean none: the loop never steps aside.
+ * Returns 0, -EINVAL (seconds not positive, or not a Tk loop), -EBADF
+ * (closed loop), -EPERM (called from another thread than the loop's). */
 LB_EXPORT int lb_tk_loop_set_budget(lb_loop *loop, double seconds);
 
 #ifdef __cplusplus
