@@ -271,7 +271,7 @@ lb__glib_state *lb__glib_state_of(const lb_loop *loop) {
 
 int lb_glib_loop_new(lb_loop **ret, GMainContext *context) {
     if (!ret)
-        return -EINVAL;
+        return lb_driver_fail(-EINVAL, "lb_glib_loop_new: ret is NULL");
     lb_glib_install_log_handler();
     return lb_loop_new_full(ret, &glib_driver, context);
 }
@@ -281,33 +281,41 @@ GMainContext *lb_glib_loop_get_context(const lb_loop *loop) {
     return st ? st->context : NULL;
 }
 
-int lb_glib_loop_set_priority(lb_loop *loop, int priority) {
-    if (!loop)
-        return -EINVAL;
-    if (lb_loop_is_closed(loop))
-        return -EBADF;
+lb__glib_state *lb__glib_loop(const lb_loop *loop, const char *func, int *error) {
     lb__glib_state *st = lb__glib_state_of(loop);
     if (!st)
-        return -EINVAL;
+        *error = !loop ? lb_driver_fail(-EINVAL, "%s: loop is NULL", func)
+               : lb_loop_is_closed(loop)
+                   ? lb_driver_fail(-EBADF, "%s: loop is closed", func)
+                   : lb_driver_fail(-EINVAL, "%s: the loop runs on the %s driver, not glib", func,
+                                    lb_loop_driver_name(loop));
+    return st;
+}
+
+int lb_glib_loop_set_priority(lb_loop *loop, int priority) {
+    int r = 0;
+    lb__glib_state *st = lb__glib_loop(loop, __func__, &r);
+    if (!st)
+        return r;
     g_source_set_priority(st->source, priority);
     return 0;
 }
 
 int lb_glib_loop_get_priority(const lb_loop *loop) {
-    lb__glib_state *st = lb__glib_state_of(loop);
+    int r = 0;
+    lb__glib_state *st = lb__glib_loop(loop, __func__, &r);
     if (!st)
-        return loop && lb_loop_is_closed(loop) ? -EBADF : -EINVAL;
+        return r;
     return g_source_get_priority(st->source);
 }
 
 int lb_glib_loop_set_budget(lb_loop *loop, double seconds) {
-    if (!loop)
-        return -EINVAL;
-    if (lb_loop_is_closed(loop))
-        return -EBADF;
-    lb__glib_state *st = lb__glib_state_of(loop);
-    if (!st || isnan(seconds) || seconds <= 0)
-        return -EINVAL;
+    int r = 0;
+    lb__glib_state *st = lb__glib_loop(loop, __func__, &r);
+    if (!st)
+        return r;
+    if (isnan(seconds) || seconds <= 0)
+        return lb_driver_fail(-EINVAL, "%s: the budget must be positive", __func__);
     /* Anything beyond a day is "no budget": the loop never steps aside. */
     st->budget_ns = seconds >= 86400.0 ? G_MAXINT64 : (gint64)ceil(seconds * 1e9);
     return 0;

@@ -63,15 +63,14 @@ void lb__glib_release_ops(lb__glib_state *st) {
 }
 
 int lb_gio_op_new(lb_loop *loop, lb_gio_op **ret) {
-    if (!loop || !ret)
-        return -EINVAL;
-    if (lb_loop_is_closed(loop))
-        return -EBADF;
-    lb__glib_state *st = lb__glib_state_of(loop);
+    if (!ret)
+        return lb_driver_fail(-EINVAL, "%s: ret is NULL", __func__);
+    int r = 0;
+    lb__glib_state *st = lb__glib_loop(loop, __func__, &r);
     if (!st)
-        return -EINVAL;
+        return r;
     lb_future *future = NULL;
-    int r = lb_future_new(loop, &future);
+    r = lb_future_new(loop, &future);
     if (r < 0)
         return r;
     lb_gio_op *op = g_new0(lb_gio_op, 1);
@@ -132,7 +131,7 @@ void lb_gio_op_ready(GObject *source, GAsyncResult *result, gpointer data) {
 
 int lb_gio_op_await(lb_gio_op *op, GAsyncResult **result) {
     if (!op)
-        return -EINVAL;
+        return lb_driver_fail(-EINVAL, "%s: op is NULL", __func__);
     void *value = NULL;
     int r = lb_await(op->future, &value);
     /* At once rather than one iteration later in the done callback. */

@@ -27,6 +27,10 @@ struct lb__glib_state {
  * (or is closed). */
 lb__glib_state *lb__glib_state_of(const lb_loop *loop);
 
+/* lb__glib_state_of(), or NULL with *error set to -EINVAL (NULL loop, not
+ * a glib loop) or -EBADF (closed) and a message naming func. */
+lb__glib_state *lb__glib_loop(const lb_loop *loop, const char *func, int *error);
+
 /* Called by the driver's detach: releases the ops still registered. */
 void lb__glib_release_ops(lb__glib_state *st);
 

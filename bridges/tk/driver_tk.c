@@ -259,7 +259,10 @@ static int tk_attach(lb_loop *loop, void *arg, void **state) {
             if (low >= 0)
                 close(low);
             ckfree((char *)st);
-            return -EMFILE;
+            return lb_driver_fail(-EMFILE,
+                                  "the tk driver needs a descriptor below %d for Tcl 8.6's select "
+                                  "notifier, and none is free",
+                                  TCL_FD_LIMIT);
         }
         st->owned_fd = st->fd = low;
     }
@@ -330,20 +333,24 @@ __attribute__((constructor)) static void register_tk_driver(void) {
 
 int lb_tk_loop_new(lb_loop **ret, Tcl_Interp *interp) {
     if (!ret)
-        return -EINVAL;
+        return lb_driver_fail(-EINVAL, "lb_tk_loop_new: ret is NULL");
     return lb_loop_new_full(ret, &tk_driver, interp);
 }
 
 int lb_tk_loop_set_budget(lb_loop *loop, double seconds) {
+    static const char func[] = "lb_tk_loop_set_budget";
     if (!loop)
-        return -EINVAL;
+        return lb_driver_fail(-EINVAL, "%s: loop is NULL", func);
     if (lb_loop_is_closed(loop))
-        return -EBADF;
-    if (strcmp(lb_loop_driver_name(loop), tk_driver.name) != 0 || isnan(seconds) || seconds <= 0)
-        return -EINVAL;
+        return lb_driver_fail(-EBADF, "%s: loop is closed", func);
+    if (strcmp(lb_loop_driver_name(loop), tk_driver.name) != 0)
+        return lb_driver_fail(-EINVAL, "%s: the loop runs on the %s driver, not tk", func,
+                              lb_loop_driver_name(loop));
+    if (isnan(seconds) || seconds <= 0)
+        return lb_driver_fail(-EINVAL, "%s: the budget must be positive", func);
     tk_state *st = lb_driver_state(loop);
     if (Tcl_GetCurrentThread() != st->thread)
-        return -EPERM;
+        return lb_driver_fail(-EPERM, "%s: called from a thread other than the loop's", func);
     st->budget_ns = seconds >= 86400.0 ? INT64_MAX / 2 : (Tcl_WideInt)ceil(seconds * 1e9);
     return 0;
 }

@@ -22,8 +22,16 @@ int lb_driver_backend_fd(const lb_loop *loop) {
     return loop->epoll_fd;
 }
 
+/* A stop asked while no run entry runs the loop (a host drives it, or
+ * nothing does) waits for the next run: it is neither a reason to stop
+ * dispatching nor work to be ready for, or a host-driven loop would
+ * spin. */
+static inline bool stop_pending(const lb_loop *loop) {
+    return loop->stopping && loop->run_depth > 0;
+}
+
 bool lb_driver_stop_requested(const lb_loop *loop) {
-    return !loop || loop->stopping;
+    return !loop || stop_pending(loop);
 }
 
 void *lb_driver_state(const lb_loop *loop) {
@@ -31,7 +39,7 @@ void *lb_driver_state(const lb_loop *loop) {
 }
 
 static bool work_ready(const lb_loop *loop) {
-    return loop->ready.count > 0 || lb__inbox_has_work(&loop->inbox) || loop->stopping;
+    return loop->ready.count > 0 || lb__inbox_has_work(&loop->inbox) || stop_pending(loop);
 }
 
 /* Drops cancelled timers sitting at the top of the heap, and compacts the

@@ -3,6 +3,8 @@
 
 #include "loop_internal.h"
 
+#include <loopbridge/driver.h>
+
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,9 +21,9 @@ const char *lb_strerror(int error) {
     case EINVAL:
         return "invalid argument";
     case EBADF:
-        return "loop closed or bad file descriptor";
+        return "closed, or not an open file descriptor";
     case EBUSY:
-        return "loop already running";
+        return "busy: already running, or in use";
     case ECANCELED:
         return "cancelled";
     case ETIMEDOUT:
@@ -31,9 +33,9 @@ const char *lb_strerror(int error) {
     case EPERM:
         return "not permitted (wrong thread, or outside a task)";
     case ENOENT:
-        return "no such driver";
+        return "not found";
     case EAGAIN:
-        return "not done yet";
+        return "not ready yet";
     case EALREADY:
         return "already done";
     case EDEADLK:
@@ -41,7 +43,7 @@ const char *lb_strerror(int error) {
     case EXDEV:
         return "object belongs to another loop";
     case EINTR:
-        return "loop stopped before the future completed";
+        return "interrupted: the loop stopped first";
     default:
         return strerror(error);
     }
@@ -58,6 +60,14 @@ int lb__fail(const lb_loop *loop, int error, const char *fmt, ...) {
     va_end(ap);
     if (loop && loop->debug)
         lb__log(LB_LOG_WARNING, "%s (%s)", detail, lb_strerror(error));
+    return error;
+}
+
+int lb_driver_fail(int error, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
     return error;
 }
 

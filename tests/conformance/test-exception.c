@@ -68,7 +68,7 @@ static void test_exception_debug_logs_misuse(void **state) {
     assert_true(s.count >= 1);
     assert_non_null(strstr(s.last, "already done"));
     assert_non_null(strstr(lb_error_detail(), "already done"));
-    assert_string_equal(lb_strerror(-EBUSY), "loop already running");
+    assert_string_equal(lb_strerror(-EBUSY), "busy: already running, or in use");
     lb_future_unref(f);
     fixture_loop_free(loop);
 }

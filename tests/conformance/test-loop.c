@@ -65,6 +65,25 @@ static void test_loop_stop_before_run(void **state) {
     fixture_loop_free(loop);
 }
 
+/* A stop asked while nothing runs the loop waits for the next run: a
+ * host that dispatches the loop meanwhile (a toolkit's own main loop) is
+ * not told to hurry, or it would spin. */
+static void test_loop_stop_waits_for_a_run(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    int count = 0;
+    assert_int_equal(lb_loop_stop(loop), 0);
+    assert_false(lb_driver_stop_requested(loop));
+    assert_int_equal(lb_driver_prepare(loop), -1); /* nothing to do: sleep */
+    assert_int_equal(lb_loop_call_later(loop, 30, count_cb, &count, NULL), 0);
+    assert_true(lb_driver_prepare(loop) > 0);
+    /* The next run still stops after one iteration. */
+    assert_int_equal(lb_loop_call_soon(loop, count_cb, &count, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    assert_int_equal(count, 1);
+    fixture_loop_free(loop);
+}
+
 typedef struct reentry {
     int run_forever;
     int run_until;
@@ -302,6 +321,7 @@ int run_loop_tests(void) {
         cmocka_unit_test(test_loop_unref_closes),
         cmocka_unit_test(test_loop_stop_from_callback),
         cmocka_unit_test(test_loop_stop_before_run),
+        cmocka_unit_test(test_loop_stop_waits_for_a_run),
         cmocka_unit_test(test_loop_reentry_is_busy),
         cmocka_unit_test(test_loop_closed_is_ebadf),
         cmocka_unit_test(test_loop_null_arguments),

@@ -111,9 +111,19 @@ LB_EXPORT int64_t lb_driver_prepare(lb_loop *loop);
  * Returns 1 if work is still ready, 0 if not, or a negative errno. */
 LB_EXPORT int lb_driver_dispatch(lb_loop *loop, int64_t poll_timeout_ns, int64_t budget_ns);
 
-/* True once lb_loop_stop() asked the running loop to stop; run entries
- * return then. */
+/* True once lb_loop_stop() asked the loop to stop while a run entry
+ * (lb_loop_run_*) runs it; run entries return then. A stop asked while
+ * the host drives the loop outside lb_loop_run_* waits for the next run
+ * and reads false here (and does not make lb_driver_prepare() return 0). */
 LB_EXPORT bool lb_driver_stop_requested(const lb_loop *loop);
+
+/* For driver and bridge authors: records the message (printf-style) as
+ * the calling thread's lb_error_detail() and returns error (a negative
+ * errno), so that a failing path reads
+ * `return lb_driver_fail(-EMFILE, "no descriptor below %d is free", 1024);`.
+ * Any thread. */
+LB_EXPORT int lb_driver_fail(int error, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* The driver state stored by attach, for driver helpers that only get the
  * loop. */

@@ -56,8 +56,10 @@ LB_EXPORT int lb_loop_run_forever(lb_loop *loop);
 LB_EXPORT int lb_loop_run_until_complete(lb_loop *loop, lb_future *future);
 
 /* Asks the running loop to stop after the callbacks of the current
- * iteration. When the loop is not running, the next run stops after one
- * iteration (asyncio's behaviour). Returns 0; -EBADF if closed; -EPERM
+ * iteration. When the loop is not running (including a hosted loop its
+ * toolkit drives outside lb_loop_run_*), the next run stops after one
+ * iteration (asyncio's behaviour); until then the request changes
+ * nothing. Returns 0; -EBADF if closed; -EPERM
  * from another thread while it runs (post lb_loop_stop through
  * lb_loop_call_soon_threadsafe() instead). */
 LB_EXPORT int lb_loop_stop(lb_loop *loop);

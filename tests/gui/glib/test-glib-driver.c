@@ -752,6 +752,7 @@ static void test_glib_priority_and_budget(void **state) {
     assert_int_equal(lb_loop_new(&native, lb_driver_native()), 0);
     assert_int_equal(lb_glib_loop_set_priority(native, 0), -EINVAL);
     assert_int_equal(lb_glib_loop_set_budget(native, 0.01), -EINVAL);
+    assert_non_null(strstr(lb_error_detail(), "not glib"));
     assert_null(lb_glib_loop_get_context(native));
     free_loop(native);
 
@@ -759,6 +760,7 @@ static void test_glib_priority_and_budget(void **state) {
     assert_int_equal(lb_glib_loop_set_priority(loop, 0), -EBADF);
     assert_int_equal(lb_glib_loop_get_priority(loop), -EBADF);
     assert_int_equal(lb_glib_loop_set_budget(loop, 0.01), -EBADF);
+    assert_non_null(strstr(lb_error_detail(), "closed"));
     assert_true(isnan(lb_glib_loop_get_budget(loop)));
     assert_null(lb_glib_loop_get_context(loop));
     lb_loop_unref(loop);

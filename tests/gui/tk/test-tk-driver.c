@@ -571,6 +571,7 @@ static void test_tk_budget_setting(void **state) {
     Tcl_Interp *interp = tk_interp_new();
     lb_loop *loop = tk_loop_new(interp);
     assert_int_equal(lb_tk_loop_set_budget(loop, 0), -EINVAL);
+    assert_non_null(strstr(lb_error_detail(), "positive"));
     assert_int_equal(lb_tk_loop_set_budget(loop, -1), -EINVAL);
     assert_int_equal(lb_tk_loop_set_budget(loop, NAN), -EINVAL);
     assert_int_equal(lb_tk_loop_set_budget(NULL, 0.01), -EINVAL);
