@@ -16,6 +16,8 @@
  * Events are printed on stdout ("label: Loading...", "ticks: ..."). */
 #include <loopbridge/glib.h>
 
+#include "download-server.h"
+
 #include <gtk/gtk.h>
 #include <math.h>
 #include <pthread.h>
@@ -25,13 +27,6 @@
 #include <time.h>
 
 #define PROGRESS_TASKS 3
-
-/* What "Fetch" downloads: FETCH_SIZE bytes, sent by the demo's own server
- * in FETCH_CHUNK pieces FETCH_PACE seconds apart (about a second in all),
- * like a slow network would. */
-#define FETCH_SIZE (1024 * 1024)
-#define FETCH_CHUNK (16 * 1024)
-#define FETCH_PACE 0.015
 
 typedef struct png_job {
     GdkTexture *texture;
@@ -303,29 +298,6 @@ static void on_load_file(GtkButton *b, gpointer data) {
 
 /* ---------------- Fetch: a download over TCP, awaited in a task -------- */
 
-/* The demo's own server: answers "GET\n" with "SIZE n\n" and n bytes,
- * paced like a slow network. Each connection is a task of its own. */
-static int serve_download(lb_stream *s, void *data) {
-    (void)data;
-    char request[64];
-    ssize_t n = lb_stream_readline(s, request, sizeof request);
-    if (n <= 0)
-        return (int)n;
-    char header[32];
-    int len = snprintf(header, sizeof header, "SIZE %d\n", FETCH_SIZE);
-    int r = lb_stream_write(s, header, (size_t)len);
-    static char chunk[FETCH_CHUNK];
-    for (size_t sent = 0; r == 0 && sent < FETCH_SIZE; sent += FETCH_CHUNK) {
-        memset(chunk, 'a' + (int)(sent / FETCH_CHUNK) % 26, sizeof chunk);
-        r = lb_stream_write(s, chunk, sizeof chunk);
-        if (r == 0)
-            r = lb_stream_drain(s);
-        if (r == 0)
-            r = lb_sleep(FETCH_PACE);
-    }
-    return r;
-}
-
 static int fetch_task(lb_task *task, void *data) {
     app *a = data;
     (void)task;
@@ -563,7 +535,7 @@ static void activate(GtkApplication *gtk, gpointer data) {
     a->fetch_label = gtk_label_new("1 MiB from a local server");
     gtk_box_append(GTK_BOX(r), a->fetch_label);
     /* The server runs in this process, on a port the kernel picks. */
-    if (lb_start_server(a->loop, "127.0.0.1", 0, serve_download, a, NULL, &a->server) < 0) {
+    if (download_server_start(a->loop, &a->server) < 0) {
         gtk_label_set_text(GTK_LABEL(a->fetch_label), lb_error_detail());
         gtk_widget_set_sensitive(a->fetch, FALSE);
     }

@@ -7,11 +7,17 @@
  * driven by loopbridge ticks every 100 ms throughout. Click again while
  * a task runs and a second one starts; both finish.
  *
+ * "Fetch" downloads a megabyte from a server the demo runs itself on a
+ * loopback port, in a task that awaits each read while a progress bar
+ * moves: the window stays live during network I/O too.
+ *
  * The loop is a Tcl event source (lb_tk_loop_new): Tk_MainLoop() runs
  * it, nothing else is needed. What the window shows is also printed on
  * stdout, one line per change with the seconds since start, for tests. */
 #include <loopbridge/loopbridge.h>
 #include <loopbridge/tk.h>
+
+#include "download-server.h"
 
 #include <errno.h>
 #include <spawn.h>
@@ -27,8 +33,9 @@ extern char **environ;
 
 static const char *usage =
     "usage: tk-demo [--screenshot FILE] [--quit-after SECONDS] [--eval SCRIPT]\n"
-    "  --screenshot FILE     press the button, then save the window as FILE\n"
-    "                        1 s later, mid-task (ImageMagick's import)\n"
+    "  --screenshot FILE     press the button (and Fetch 0.5 s later), then\n"
+    "                        save the window as FILE 1 s later, mid-task\n"
+    "                        (ImageMagick's import)\n"
     "  --quit-after SECONDS  close the window after SECONDS\n"
     "  --eval SCRIPT         evaluate a Tcl script once the window is built\n"
     "                        (tests press the button with `.run invoke` or\n"
@@ -40,7 +47,12 @@ static const char *window_script =
     "label .label -textvariable status -width 24 -font {Helvetica 16}\n"
     "button .run -text {Run async task} -command on_button_click\n"
     "label .counter -textvariable counter -font {Courier 14}\n"
-    "pack .label .run .counter -padx 24 -pady 8\n";
+    "frame .net\n"
+    "button .net.fetch -text Fetch -command on_fetch\n"
+    "ttk::progressbar .net.bar -variable fetch_percent -length 160\n"
+    "label .net.status -textvariable fetch_status -width 20\n"
+    "pack .net.fetch .net.bar .net.status -side left -padx 4\n"
+    "pack .label .run .counter .net -padx 24 -pady 8\n";
 
 typedef struct app {
     Tcl_Interp *interp;
@@ -51,6 +63,9 @@ typedef struct app {
      * cancelled. */
     char window_id[32];
     const char *screenshot;
+    long ticks;        /* of the counter */
+    lb_server *server; /* the local download server */
+    bool fetching;
 } app;
 
 static double now_s(void) {
@@ -107,8 +122,71 @@ static int counter_task(lb_task *task, void *data) {
         due += 0.1;
         if (lb_sleep(due - lb_loop_time(a->loop)) < 0)
             return -ECANCELED;
+        a->ticks = n;
         show(a, "counter", "tick %ld", n);
     }
+}
+
+/* ---------------- Fetch: a download over TCP, awaited in a task -------- */
+
+static int fetch_task(lb_task *task, void *data) {
+    app *a = data;
+    (void)task;
+    lb_stream *s = NULL;
+    long got = 0, size = 0, ticks_before = a->ticks;
+    double started = now_s();
+    int reads = 0;
+    int r = lb_open_connection("127.0.0.1", (uint16_t)lb_server_port(a->server), NULL, 5.0, &s);
+    if (r == 0)
+        r = lb_stream_write(s, "GET\n", 4);
+    char line[64];
+    ssize_t n = r < 0 ? r : lb_stream_readline(s, line, sizeof line - 1);
+    if (n > 0) {
+        line[n] = '\0';
+        sscanf(line, "SIZE %ld", &size);
+    }
+    if (n < 0)
+        r = (int)n;
+    else if (size <= 0)
+        r = -EPROTO;
+    /* Read as the bytes come, whatever the pieces; Tk redraws and takes
+     * clicks between two reads. */
+    static char buf[64 * 1024];
+    while (r == 0 && got < size && (n = lb_stream_read(s, buf, sizeof buf)) > 0) {
+        got += n;
+        reads++;
+        Tcl_SetVar2Ex(a->interp, "fetch_percent", NULL, Tcl_NewDoubleObj(100.0 * got / size),
+                      TCL_GLOBAL_ONLY);
+        show(a, "fetch_status", "%ld of %ld KiB", got / 1024, size / 1024);
+    }
+    if (r == 0 && n < 0)
+        r = (int)n;
+    if (r == 0)
+        printf("fetch: received %ld of %ld bytes in %d reads in %.2f s, counter ticked %ld "
+               "times meanwhile\n",
+               got, size, reads, now_s() - started, a->ticks - ticks_before);
+    else if (r != -ECANCELED)
+        show(a, "fetch_status", "failed: %s", lb_strerror(r));
+    lb_stream_unref(s);
+    a->fetching = false;
+    return r;
+}
+
+/* The Fetch button's command: one download at a time. */
+static int on_fetch(void *data, Tcl_Interp *interp, int objc, Tcl_Obj *const objv[]) {
+    app *a = data;
+    (void)objc;
+    (void)objv;
+    if (a->fetching || !a->server)
+        return TCL_OK;
+    show(a, "fetch_status", "connecting...");
+    lb_task_options o = {.name = "fetch"};
+    if (lb_task_spawn(a->loop, fetch_task, a, &o, NULL) < 0) {
+        Tcl_SetObjResult(interp, Tcl_ObjPrintf("cannot start the fetch: %s", lb_error_detail()));
+        return TCL_ERROR;
+    }
+    a->fetching = true;
+    return TCL_OK;
 }
 
 /* ---------------- options: screenshot and quit ---------------- */
@@ -134,7 +212,10 @@ static int screenshot_task(lb_task *task, void *data) {
     app *a = data;
     (void)task;
     Tcl_Eval(a->interp, ".run invoke");
-    if (lb_sleep(1.0) < 0) /* mid-task */
+    if (lb_sleep(0.5) < 0)
+        return -ECANCELED;
+    Tcl_Eval(a->interp, ".net.fetch invoke");
+    if (lb_sleep(0.5) < 0) /* mid-task, mid-download */
         return -ECANCELED;
     Tcl_Eval(a->interp, "winfo id .");
     snprintf(a->window_id, sizeof a->window_id, "%s", Tcl_GetStringResult(a->interp));
@@ -182,11 +263,19 @@ int main(int argc, char **argv) {
         return 1;
     }
     Tcl_CreateObjCommand(a.interp, "on_button_click", on_button_click, &a, NULL);
+    Tcl_CreateObjCommand(a.interp, "on_fetch", on_fetch, &a, NULL);
     if (Tcl_Eval(a.interp, window_script) != TCL_OK) {
         fprintf(stderr, "tk-demo: %s\n", Tcl_GetStringResult(a.interp));
         return 1;
     }
     show(&a, "status", "Press the button");
+    /* The server runs in this process, in the same loop. */
+    if (download_server_start(a.loop, &a.server) < 0) {
+        show(&a, "fetch_status", "no server: %s", lb_error_detail());
+        Tcl_Eval(a.interp, ".net.fetch configure -state disabled");
+    } else {
+        show(&a, "fetch_status", "1 MiB from a local server");
+    }
     lb_task_spawn(a.loop, counter_task, &a, NULL, NULL);
 
     if (a.screenshot)
@@ -198,8 +287,10 @@ int main(int argc, char **argv) {
 
     Tk_MainLoop(); /* until the window is closed */
 
-    /* Close cancels the tasks still running (the counter) and waits for
+    /* The server stops listening; close cancels the tasks still running
+     * (the counter, a download, the server's connections) and waits for
      * them to unwind. */
+    lb_server_unref(a.server);
     lb_loop_close(a.loop);
     lb_loop_unref(a.loop);
     Tcl_DeleteInterp(a.interp);

@@ -1,8 +1,9 @@
 #!/bin/sh
-# Drives the Tk demo under Xvfb, twice:
+# Drives the Tk demo under Xvfb, three times:
 #  1. two real X clicks on the button (xdotool), 0.5 s apart;
 #  2. --screenshot (the demo presses its button with `invoke` and saves
-#     the window 1 s later) and a second press by `event generate`.
+#     the window 1 s later) and a second press by `event generate`;
+#  3. Fetch, a download from the demo's own local server.
 # Each run checks that the label goes "Press the button", "Loading...",
 # "Loading...", "Done!", "Done!"; that the two tasks overlapped and both
 # finished; that the counter (a loopbridge task due every 100 ms) ticked
@@ -96,6 +97,21 @@ if [ -s "$shot" ]; then
 else
   failed "no screenshot"
 fi
+
+# ---------------------------------------------------------------- run 3
+# Fetch: a megabyte from the demo's own server over loopback TCP, read by
+# a task while the progress bar moves and the counter keeps ticking.
+log=$(timeout 60 xvfb-run -a "$demo" --quit-after 3 --eval 'after 200 {.net.fetch invoke}' 2>&1)
+rc=$?
+echo "== run 3: fetch"
+printf '%s\n' "$log" | grep -v " counter: " | grep -v "fetch_status: [0-9]* of" 
+[ $rc -eq 0 ] || failed "run 3 exited with $rc"
+printf '%s\n' "$log" | grep -q '^fetch: received 1048576 of 1048576 bytes' ||
+  failed "the fetch did not receive the whole megabyte"
+steps=$(printf '%s\n' "$log" | grep -c 'fetch_status: [0-9]* of 1024 KiB')
+[ "$steps" -ge 10 ] || failed "the progress moved $steps times (at least 10 expected)"
+ticked=$(printf '%s\n' "$log" | sed -n 's/^fetch: .*counter ticked \([0-9]*\) times.*/\1/p')
+[ "${ticked:-0}" -ge 5 ] || failed "the counter ticked ${ticked:-0} times during the fetch"
 
 [ $fail -eq 0 ] && echo "PASS: tk demo"
 exit $fail
