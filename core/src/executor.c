@@ -39,6 +39,7 @@ struct lb_executor {
     job *head, *tail;
     size_t max_threads;
     size_t idle;
+    size_t waking; /* idle workers signalled and not yet awake */
     size_t nthreads;
     pthread_t *threads;
     bool shutdown;
@@ -85,7 +86,7 @@ static void job_free(job *j) {
     }
     atomic_fetch_sub(&loop->executor_jobs, 1);
     lb__free(j);
-    lb_loop_unref(loop);
+    lb__loop_unhold(loop);
 }
 
 static void job_complete(lb_loop *loop, void *data) {
@@ -131,50 +132,69 @@ static void job_post(job *j) {
 /* Workers                                                             */
 /* ------------------------------------------------------------------ */
 
+/* A worker takes the lock once per job: to mark the job it ran finished
+ * and take the next one together. */
 static void *worker_main(void *arg) {
     lb_executor *e = arg;
     worker_of = e;
+    job *done = NULL; /* finished, to be posted once the lock is released */
     pthread_mutex_lock(&e->lock);
     for (;;) {
+        if (done)
+            done->state = JOB_FINISHED;
         while (!e->head && !e->shutdown) {
+            if (done) {
+                /* Post before sleeping: its loop may be waiting for it. */
+                pthread_mutex_unlock(&e->lock);
+                job_post(done);
+                done = NULL;
+                pthread_mutex_lock(&e->lock);
+                continue;
+            }
             e->idle++;
             pthread_cond_wait(&e->work, &e->lock);
             e->idle--;
+            if (e->waking > 0)
+                e->waking--;
         }
         job *j = e->head;
-        if (!j)
-            break; /* shut down and drained */
-        e->head = j->next;
-        if (!e->head)
-            e->tail = NULL;
-        if (j->cancelled || (e->shutdown && e->cancel_pending)) {
-            j->status = -ECANCELED;
-            j->state = JOB_FINISHED;
-            pthread_mutex_unlock(&e->lock);
-            job_post(j);
-            pthread_mutex_lock(&e->lock);
-            continue;
+        if (j) {
+            e->head = j->next;
+            if (!e->head)
+                e->tail = NULL;
         }
-        j->state = JOB_RUNNING;
+        bool cancelled = j && (j->cancelled || (e->shutdown && e->cancel_pending));
+        if (j)
+            j->state = cancelled ? JOB_FINISHED : JOB_RUNNING;
         pthread_mutex_unlock(&e->lock);
-        j->result = NULL;
-        j->status = j->fn(j->data, &j->result);
-        pthread_mutex_lock(&e->lock);
-        j->state = JOB_FINISHED;
-        pthread_mutex_unlock(&e->lock);
-        job_post(j);
+        if (done)
+            job_post(done);
+        done = NULL;
+        if (!j)
+            return NULL; /* shut down and drained */
+        if (cancelled) {
+            j->status = -ECANCELED;
+            job_post(j);
+        } else {
+            j->result = NULL;
+            j->status = j->fn(j->data, &j->result);
+            done = j;
+        }
         pthread_mutex_lock(&e->lock);
     }
-    pthread_mutex_unlock(&e->lock);
-    return NULL;
 }
 
-/* Under the lock: wakes an idle worker or starts one. */
+/* Under the lock: wakes an idle worker or starts one. A burst of jobs
+ * signals each idle worker once, not once per job (a signal to a
+ * sleeping worker is a system call). */
 static int dispatch_locked(lb_executor *e) {
-    if (e->idle > 0) {
+    if (e->idle > e->waking) {
+        e->waking++;
         pthread_cond_signal(&e->work);
         return 0;
     }
+    if (e->idle > 0)
+        return 0; /* a worker is on its way */
     if (e->nthreads < e->max_threads) {
         int r = pthread_create(&e->threads[e->nthreads], NULL, worker_main, e);
         if (r == 0) {
@@ -232,7 +252,8 @@ int lb__loop_run_in_executor_owned(lb_loop *loop, lb_executor *executor, lb_work
         return r;
     }
     j->executor = executor;
-    j->loop = lb_loop_ref(loop);
+    j->loop = loop;
+    lb__loop_hold(loop);
     j->fn = fn;
     j->data = data;
     j->data_destroy = data_destroy; /* not called on the failure paths below */
@@ -266,8 +287,8 @@ int lb__loop_run_in_executor_owned(lb_loop *loop, lb_executor *executor, lb_work
 
 fail:
     lb_future_unref(j->future);
-    lb_loop_unref(loop);
     lb__free(j);
+    lb__loop_unhold(loop);
     return r;
 }
 
