@@ -50,6 +50,7 @@ OTHER = [
     ("W3", "overhead_s", "W3 overhead s (wall - 1.0)", True),
     ("W3", "max_late_ms", "W3 max lateness ms", True),
     ("W3", "max_late_after_setup_ms", "W3 max lateness ms (deadline after setup)", True),
+    ("W3", "min_late_ms", "W3 min lateness ms (below 0: a timer fired early)", None),
     ("W4", "lost", "W4 lost posts (must be 0)", None),
     ("W5", "p99_us", "W5 p99 us", True),
     ("W6", "rss_delta_kb", "W6 peak RSS delta KiB", True),

@@ -10,6 +10,7 @@
 #                         under Xvfb when there is no display)
 #   tools/dev.sh bench    deps + the benchmark workloads side by side with
 #                         the peers (tools/bench.sh; --quick, --no-peers)
+#   tools/dev.sh api      regenerates docs/api.md from the public headers
 #
 # Environment: JOBS (ninja parallelism, default: CPU count), FUZZ_SECONDS
 # (how long the fuzz job fuzzes, default 60).
@@ -26,6 +27,10 @@ packages=(
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
   clang libclang-rt-14-dev
 )
+
+# Where the public headers are: docs/api.md is generated from them.
+api_dirs=("$root/core/include/loopbridge" "$root/bridges/glib/include/loopbridge"
+          "$root/bridges/tk/include/loopbridge")
 
 log() { printf '\n== %s\n' "$*"; }
 
@@ -233,5 +238,6 @@ case "${1:-}" in
   test) cmd_test ;;
   demo) shift; cmd_demo "$@" ;;
   bench) shift; cmd_deps; exec "$root/tools/bench.sh" "$@" ;;
-  *) echo "usage: tools/dev.sh deps|build|test|demo|bench" >&2; exit 2 ;;
+  api) exec python3 "$root/tools/gen-api.py" "$root/docs/api.md" "${api_dirs[@]}" ;;
+  *) echo "usage: tools/dev.sh deps|build|test|demo|bench|api" >&2; exit 2 ;;
 esac

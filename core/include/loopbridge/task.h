@@ -185,7 +185,14 @@ LB_EXPORT int lb_shield(lb_future *future, lb_future **ret);
  * by lb_group_wait(); the first child that fails cancels its siblings. */
 typedef struct lb_group lb_group;
 
+/* Creates an empty group on loop; *ret gets its one reference.
+ * Returns 0, -EINVAL, -EBADF (closed loop), -ENOMEM, -EPERM (wrong
+ * thread). Loop thread. */
 LB_EXPORT int lb_group_new(lb_loop *loop, lb_group **ret);
+
+/* Drops the group; returns NULL. Children still running go on running
+ * (cancel them first, or lb_group_wait(), to end them with the group).
+ * NULL is a no-op. Loop thread. */
 LB_EXPORT lb_group *lb_group_unref(lb_group *group);
 
 /* Spawns a child task into group (as lb_task_spawn). After a child
