@@ -157,7 +157,7 @@ job_valgrind() {
     grep -q "/ $t\$" <<<"$listed" && vtests="$vtests $t"
   done
   suite "valgrind" build/normal $vtests \
-    --wrapper "valgrind --error-exitcode=1 --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect$supp -q" \
+    --wrapper "valgrind --error-exitcode=1 --child-silent-after-fork=yes --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect$supp -q" \
     --timeout-multiplier 4
 }
 

@@ -4,6 +4,7 @@
 #include "fixture.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <semaphore.h>
 #include <stdatomic.h>
@@ -14,25 +15,45 @@ void lb__test_dns_before_lookup(void (*hook)(void *), void *data);
 
 static atomic_int lookups_started;
 static atomic_bool hold_lookups;
-static sem_t release_lookup;
 
-/* Whether to hold is read before the lookup is counted: the test posts
- * the release once it saw the count, and may clear hold_lookups right
- * after, so reading it later could skip the wait and leave the post for
- * the next held lookup. */
+/* Held lookups wait for a release in the order they were held: each takes
+ * a ticket and waits until that many releases were made. A semaphore would
+ * not do: a release wakes one waiter, but a lookup that starts before the
+ * woken one runs can take the count first, and the wrong lookup goes on
+ * (valgrind's scheduler made that happen). */
+static pthread_mutex_t hold_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hold_changed = PTHREAD_COND_INITIALIZER;
+static unsigned held, released;
+
+static void release_lookup(void) {
+    pthread_mutex_lock(&hold_lock);
+    released++;
+    pthread_cond_broadcast(&hold_changed);
+    pthread_mutex_unlock(&hold_lock);
+}
+
+/* Whether to hold is read before the lookup is counted: the test releases
+ * once it saw the count, and may clear hold_lookups right after, so
+ * reading it later could skip the wait and leave the release for the next
+ * held lookup. */
 static void count_lookup(void *data) {
     (void)data;
     bool hold = atomic_load(&hold_lookups);
+    pthread_mutex_lock(&hold_lock);
+    unsigned ticket = hold ? ++held : 0;
+    pthread_mutex_unlock(&hold_lock);
     atomic_fetch_add(&lookups_started, 1);
-    if (hold)
-        sem_wait(&release_lookup);
+    pthread_mutex_lock(&hold_lock);
+    while (released < ticket)
+        pthread_cond_wait(&hold_changed, &hold_lock);
+    pthread_mutex_unlock(&hold_lock);
 }
 
 static int dns_setup(void **state) {
     (void)state;
     atomic_store(&lookups_started, 0);
     atomic_store(&hold_lookups, false);
-    sem_init(&release_lookup, 0, 0);
+    held = released = 0;
     lb__test_dns_before_lookup(count_lookup, NULL);
     return 0;
 }
@@ -40,7 +61,6 @@ static int dns_setup(void **state) {
 static int dns_teardown(void **state) {
     (void)state;
     lb__test_dns_before_lookup(NULL, NULL);
-    sem_destroy(&release_lookup);
     return 0;
 }
 
@@ -146,7 +166,7 @@ static int cancel_once_running(lb_task *t, void *data) {
     /* The task returns without waiting for the lookup it abandoned. */
     int r = lb_await(lb_task_future(c->lookup), NULL);
     c->lookups_when_cancelled = atomic_load(&lookups_started);
-    sem_post(&release_lookup);
+    release_lookup();
     return r == -ECANCELED ? 0 : -EPROTO;
 }
 
@@ -172,7 +192,7 @@ static void test_dns_cancel_running_lookup(void **state) {
     atomic_store(&hold_lookups, true);
     query slow = {.host = "localhost", .service = "80", .timeout = 0.02};
     assert_int_equal(fixture_finish(loop, fixture_spawn(loop, query_task, &slow), 30), -ETIMEDOUT);
-    sem_post(&release_lookup);
+    release_lookup();
     fixture_loop_free(loop); /* waits for the abandoned lookups to end */
 }
 

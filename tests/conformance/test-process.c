@@ -216,7 +216,11 @@ static void test_process_env_cwd_and_redirects(void **state) {
 
 /* Valgrind runs glibc's vfork-style posix_spawn as a plain fork, where
  * an exec failure can no longer be reported to the parent: the child
- * exits with 127 instead (what a shell does). */
+ * exits with 127 instead (what a shell does), or with valgrind's
+ * --error-exitcode (1 in tools/dev.sh) when memcheck, checking the copy of
+ * this process at its exit, finds a block only another thread pointed to
+ * at the fork (the copy has no other threads; tools/dev.sh passes
+ * --child-silent-after-fork so that report stays out of the log). */
 static bool under_valgrind(void) {
     const char *p = getenv("LD_PRELOAD");
     return p && strstr(p, "vgpreload");
@@ -230,7 +234,8 @@ static void assert_spawn_fails(lb_loop *loop, const char *const argv[],
     if (r == 0 && under_valgrind()) {
         run ran = {.p = p};
         run_to_end(loop, &ran);
-        assert_int_equal(ran.code, 127);
+        if (ran.code != 1)
+            assert_int_equal(ran.code, 127);
         lb_process_unref(p);
         return;
     }
