@@ -17,6 +17,12 @@ void lb__free(void *ptr);
  * fails until reset with -1 (the default). Process-wide, thread-safe. */
 __attribute__((visibility("default"))) void lb__test_alloc_fail_after(long after);
 
+/* Test hook: after `after` more successful allocations, exactly one
+ * allocation fails and the later ones succeed again: the recovery paths
+ * that a lasting shortage never reaches (a failure in the middle of work
+ * that goes on). -1 resets. Process-wide, thread-safe. */
+__attribute__((visibility("default"))) void lb__test_alloc_fail_once(long after);
+
 /* Test hook: how many allocations succeeded since the process started. */
 __attribute__((visibility("default"))) long lb__test_alloc_count(void);
 

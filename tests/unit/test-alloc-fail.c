@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Allocation failure. Each scenario makes a loop and a series of public
  * calls; the sweep runs it again and again, making allocation number N
- * (and every later one) fail, for N = 0, 1, 2, ... until a run completes
- * without reaching the failure. Every call must then succeed or return
+ * fail, for N = 0, 1, 2, ... until a run completes without reaching the
+ * failure: twice for each N, once with every later allocation failing
+ * too, once with N failing alone. Every call must then succeed or return
  * -ENOMEM with a message in lb_error_detail(); once allocations succeed
  * again, everything the loop accepted must happen exactly once, the loop
  * must run and close, and nothing may leak (the ASan and valgrind jobs
@@ -163,57 +164,70 @@ static void quiet_handler(lb_loop *loop, const lb_exception_context *context, vo
         problem("unexpected report: %s", context->message);
 }
 
+/* One run of scenario s with allocation n made to fail: with arm
+ * lb__test_alloc_fail_after, n and every later one while the body runs;
+ * with lb__test_alloc_fail_once, n alone. Returns how many allocations
+ * succeeded meanwhile; *failures gets how many calls returned -ENOMEM. */
+static long run_failing(const scenario *s, long n, void (*arm)(long), const char *how,
+                        long *failures) {
+    probe p = {.fds = {-1, -1}};
+    long before = lb__test_alloc_count();
+    reset_detail();
+    arm(n);
+    if (CHECKED(&p, lb_loop_new(&p.loop, lb_driver_native())) == 0) {
+        lb_loop_set_exception_handler(p.loop, quiet_handler, NULL);
+        s->body(&p);
+        /* The loop must keep running while allocations fail, and lose
+         * nothing it had accepted. */
+        run_iterations(&p, ARMED_ITERATIONS);
+    }
+    arm(-1);
+    long made = lb__test_alloc_count() - before;
+
+    if (p.loop) {
+        if (!run_while_not(&p, s->settled, SETTLE_SECONDS))
+            problem("not settled (accepted %ld, ran %ld, cancelled %ld)",
+                    atomic_load(&p.accepted), atomic_load(&p.ran), p.cancelled);
+        if (atomic_load(&p.ran) > atomic_load(&p.accepted) - p.cancelled)
+            problem("a callback ran twice or after being cancelled");
+        if (s->cleanup)
+            s->cleanup(&p);
+        /* What the loop still holds (and close releases) has run its drop
+         * path by now. */
+        int r = lb_loop_close(p.loop);
+        if (r != 0)
+            problem("lb_loop_close returned %d (%s)", r, lb_error_detail());
+        p.loop = lb_loop_unref(p.loop);
+        if (atomic_load(&p.destroys) != p.expected_destroys)
+            problem("%ld values destroyed, %ld expected", atomic_load(&p.destroys),
+                    p.expected_destroys);
+    }
+    if (atomic_load(&problems) != 0)
+        fail_msg("%s, failing allocation %ld %s: %s", s->name, n, how, first_problem);
+    *failures = atomic_load(&p.failures);
+    return made;
+}
+
 static void sweep(const scenario *s) {
-    long n;
+    long n, failures;
     atomic_store(&problems, 0);
     for (n = 0;; n++) {
         assert_true(n < SWEEP_LIMIT);
-        probe p = {.fds = {-1, -1}};
-        long before = lb__test_alloc_count();
-        reset_detail();
-        lb__test_alloc_fail_after(n);
-        if (CHECKED(&p, lb_loop_new(&p.loop, lb_driver_native())) == 0) {
-            lb_loop_set_exception_handler(p.loop, quiet_handler, NULL);
-            s->body(&p);
-            /* The loop must keep running while allocations fail, and
-             * lose nothing it had accepted. */
-            run_iterations(&p, ARMED_ITERATIONS);
-        }
-        lb__test_alloc_fail_after(-1);
-        long made = lb__test_alloc_count() - before;
-
-        if (p.loop) {
-            if (!run_while_not(&p, s->settled, SETTLE_SECONDS))
-                problem("%s, failure at allocation %ld: not settled (accepted %ld, ran %ld, "
-                        "cancelled %ld)",
-                        s->name, n, atomic_load(&p.accepted), atomic_load(&p.ran), p.cancelled);
-            if (atomic_load(&p.ran) > atomic_load(&p.accepted) - p.cancelled)
-                problem("%s: a callback ran twice or after being cancelled", s->name);
-            if (s->cleanup)
-                s->cleanup(&p);
-            /* What the loop still holds (and close releases) has run its
-             * drop path by now. */
-            int r = lb_loop_close(p.loop);
-            if (r != 0)
-                problem("%s: lb_loop_close returned %d (%s)", s->name, r, lb_error_detail());
-            p.loop = lb_loop_unref(p.loop);
-            if (atomic_load(&p.destroys) != p.expected_destroys)
-                problem("%s: %ld values destroyed, %ld expected", s->name,
-                        atomic_load(&p.destroys), p.expected_destroys);
-        }
-        if (atomic_load(&problems) != 0)
-            fail_msg("%s, failure at allocation %ld: %s", s->name, n, first_problem);
+        long made = run_failing(s, n, lb__test_alloc_fail_after, "and every later one", &failures);
         if (made < n) {
             /* Nothing failed in this run: every call must have worked. */
-            assert_int_equal(atomic_load(&p.failures), 0);
+            assert_int_equal(failures, 0);
             break;
         }
+        /* The same point failing alone: the work around it goes on. */
+        run_failing(s, n, lb__test_alloc_fail_once, "alone", &failures);
     }
     /* The run at n completed without a failure, so the scenario makes
      * about n - 1 allocations (threads make the count vary a little);
      * one that allocates nothing would test nothing. */
     assert_true(n >= 2);
-    printf("# %s: %ld allocation points, each made to fail\n", s->name, n - 1);
+    printf("# %s: %ld allocation points, each made to fail alone and from there on\n", s->name,
+           n - 1);
 }
 
 static void count_cb(lb_loop *loop, void *data) {
