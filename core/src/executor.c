@@ -78,6 +78,7 @@ int lb_executor_new(lb_executor **ret, size_t threads) {
 
 static void job_free(job *j) {
     lb_loop *loop = j->loop;
+    lb_executor *e = j->executor;
     if (j->data_destroy)
         j->data_destroy(j->data);
     if (j->future) {
@@ -87,6 +88,9 @@ static void job_free(job *j) {
     atomic_fetch_sub(&loop->executor_jobs, 1);
     lb__free(j);
     lb__loop_unhold(loop);
+    /* Last: when this was the pool's last reference, its threads are idle
+     * (no job is left anywhere), so shutting it down waits for nothing. */
+    lb_executor_unref(e);
 }
 
 static void job_complete(lb_loop *loop, void *data) {
@@ -277,6 +281,11 @@ int lb__loop_run_in_executor_owned(lb_loop *loop, lb_executor *executor, lb_work
     else
         executor->head = j;
     executor->tail = j;
+    /* A job keeps its pool alive until its future let go of it: the
+     * future's cancel hook takes the pool's lock, and dropping the pool
+     * meanwhile (lb_loop_set_default_executor) must neither free that
+     * lock nor wait for the job on the loop's thread. */
+    atomic_fetch_add(&executor->refs, 1);
     atomic_fetch_add(&loop->executor_jobs, 1);
     pthread_mutex_unlock(&executor->lock);
 

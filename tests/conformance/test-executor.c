@@ -59,6 +59,7 @@ typedef struct batch {
 static void count_done(lb_future *f, void *data) {
     batch *b = data;
     assert_true(lb_future_is_done(f));
+    assert_ptr_equal(lb_loop_get_running(), b->loop); /* completed on the loop's thread */
     if (++b->done == b->n)
         lb_loop_stop(b->loop);
 }
@@ -143,6 +144,72 @@ static void test_executor_cancel_queued_job(void **state) {
     fixture_loop_free(loop);
 }
 
+/* Opens the gate after 5 s if the test has not: a regression (a replace
+ * that waits for the job) then fails instead of hanging. */
+static void *open_gate_later(void *data) {
+    gate *g = data;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    pthread_mutex_lock(&g->lock);
+    while (!g->open && pthread_cond_timedwait(&g->cond, &g->lock, &until) == 0)
+        ;
+    g->open = true;
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->lock);
+    return NULL;
+}
+
+/* Replacing the default executor while one of its jobs runs returns at
+ * once (the loop's thread never waits for a pool), and the futures of the
+ * old pool's jobs stay usable: cancelling one takes the old pool's lock,
+ * which its jobs keep alive. */
+static void test_executor_replace_default_while_busy(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    lb_executor *ex = NULL;
+    assert_int_equal(lb_executor_new(&ex, 1), 0);
+    assert_int_equal(lb_loop_set_default_executor(loop, ex), 0);
+    lb_executor_unref(ex); /* the loop and the jobs hold it from now on */
+    gate g = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    pthread_t watchdog;
+    assert_int_equal(pthread_create(&watchdog, NULL, open_gate_later, &g), 0);
+    lb_future *busy = NULL, *queued = NULL, *fresh = NULL;
+    assert_int_equal(lb_loop_run_in_executor(loop, NULL, wait_at_gate, &g, &busy), 0);
+    pthread_mutex_lock(&g.lock);
+    while (!g.entered)
+        pthread_cond_wait(&g.cond, &g.lock);
+    pthread_mutex_unlock(&g.lock);
+    assert_int_equal(lb_loop_run_in_executor(loop, NULL, must_not_run, NULL, &queued), 0);
+
+    assert_int_equal(lb_loop_set_default_executor(loop, NULL), 0);
+    pthread_mutex_lock(&g.lock);
+    bool still_held = !g.open;
+    pthread_mutex_unlock(&g.lock);
+    assert_true(still_held);
+    assert_int_equal(lb_future_cancel(queued), 1);
+
+    pthread_mutex_lock(&g.lock);
+    g.open = true;
+    pthread_cond_broadcast(&g.cond);
+    pthread_mutex_unlock(&g.lock);
+    pthread_join(watchdog, NULL);
+    assert_int_equal(lb_loop_run_until_complete(loop, busy), 0);
+    assert_int_equal(lb_future_result(busy, NULL), 0);
+    assert_true(lb_future_is_cancelled(queued));
+    /* A new default pool is made on demand. */
+    assert_int_equal(lb_loop_run_in_executor(loop, NULL, square, (void *)5, &fresh), 0);
+    assert_int_equal(lb_loop_run_until_complete(loop, fresh), 0);
+    void *v = NULL;
+    assert_int_equal(lb_future_result(fresh, &v), 0);
+    assert_int_equal((intptr_t)v, 25);
+    lb_future_unref(busy);
+    lb_future_unref(queued);
+    lb_future_unref(fresh);
+    fixture_loop_free(loop);
+    assert_int_equal(atomic_load(&ran_cancelled_job), 0);
+}
+
 typedef struct to_thread_case {
     int status;
     intptr_t value;
@@ -200,6 +267,7 @@ int run_executor_tests(void) {
         cmocka_unit_test(test_executor_result_and_error),
         cmocka_unit_test(test_executor_many_jobs),
         cmocka_unit_test(test_executor_cancel_queued_job),
+        cmocka_unit_test(test_executor_replace_default_while_busy),
         cmocka_unit_test(test_executor_to_thread),
         cmocka_unit_test(test_executor_close_with_jobs),
     };

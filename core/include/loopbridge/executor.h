@@ -33,7 +33,10 @@ LB_EXPORT int lb_executor_new(lb_executor **ret, size_t threads);
 LB_EXPORT int lb_executor_shutdown(lb_executor *executor, bool wait, bool cancel_pending);
 
 /* Drops the reference; the last one shuts the pool down (waiting, and
- * running what was queued). Returns NULL. */
+ * running what was queued). Every submitted job holds a reference until
+ * its completion reached its loop, so the last one goes only once no job
+ * is left and then waits for idle threads alone. Returns NULL. Any
+ * thread. */
 LB_EXPORT lb_executor *lb_executor_unref(lb_executor *executor);
 
 /* Runs fn(data) on executor (NULL: the loop's default executor, made on
@@ -46,8 +49,11 @@ LB_EXPORT int lb_loop_run_in_executor(lb_loop *loop, lb_executor *executor, lb_w
                                       void *data, lb_future **ret);
 
 /* Replaces the loop's default executor (the loop takes a reference; NULL
- * returns to making one on demand). The previous one is shut down once
- * its work is done. Returns 0, -EINVAL, -EBADF. */
+ * returns to making one on demand). The previous one stops taking work;
+ * its running and queued jobs finish and deliver their results as usual,
+ * and it is freed after the last of them, without the loop's thread ever
+ * waiting for it. Returns 0, -EINVAL, -EBADF, -EPERM (wrong thread).
+ * Loop thread. */
 LB_EXPORT int lb_loop_set_default_executor(lb_loop *loop, lb_executor *executor);
 
 /* Inside a task: runs fn(data) on the loop's default executor and awaits
