@@ -20,7 +20,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -263,8 +262,7 @@ __attribute__((constructor)) static void register_glib_driver(void) {
 lb__glib_state *lb__glib_state_of(const lb_loop *loop) {
     if (!loop || lb_loop_is_closed(loop))
         return NULL;
-    const char *name = lb_loop_driver_name(loop);
-    if (!name || strcmp(name, glib_driver.name) != 0)
+    if (lb_loop_driver(loop) != &glib_driver)
         return NULL;
     return lb_driver_state(loop);
 }

@@ -343,7 +343,7 @@ int lb_tk_loop_set_budget(lb_loop *loop, double seconds) {
         return lb_driver_fail(-EINVAL, "%s: loop is NULL", func);
     if (lb_loop_is_closed(loop))
         return lb_driver_fail(-EBADF, "%s: loop is closed", func);
-    if (strcmp(lb_loop_driver_name(loop), tk_driver.name) != 0)
+    if (lb_loop_driver(loop) != &tk_driver)
         return lb_driver_fail(-EINVAL, "%s: the loop runs on the %s driver, not tk", func,
                               lb_loop_driver_name(loop));
     if (isnan(seconds) || seconds <= 0)

@@ -23,18 +23,36 @@ const char *lb__symbol_name(const void *fn, char *buf, size_t size) {
     return buf;
 }
 
+void lb__debug_note_task(lb_loop *loop, const void *fn, const char *name) {
+    loop->resumed_fn = fn;
+    snprintf(loop->resumed_name, sizeof loop->resumed_name, "%s", name);
+}
+
+/* A callback that resumed a task is named after the task: its name and
+ * its function, which is where the time went (the callback itself is a
+ * step, a timer or a done callback of the library). */
 void lb__debug_call(lb_loop *loop, lb_callback cb, void *data) {
+    loop->resumed_fn = NULL;
     int64_t t0 = lb__clock_ns();
     cb(loop, data);
     int64_t took = lb__clock_ns() - t0;
+    const void *who = loop->resumed_fn ? loop->resumed_fn : (const void *)cb;
     if (took > loop->slowest_ns) {
         loop->slowest_ns = took;
-        loop->slowest_fn = (const void *)cb;
+        loop->slowest_fn = who;
     }
     if (took >= loop->slow_callback_ns) {
         char name[128];
-        lb__log(LB_LOG_WARNING, "slow callback: %s took %.3f s (slow_callback_duration is %.3f s)",
-                lb__symbol_name((const void *)cb, name, sizeof name), (double)took / 1e9,
-                (double)loop->slow_callback_ns / 1e9);
+        lb__symbol_name(who, name, sizeof name);
+        if (loop->resumed_fn)
+            lb__log(LB_LOG_WARNING,
+                    "slow callback: task %s (%s) took %.3f s before it awaited "
+                    "(slow_callback_duration is %.3f s)",
+                    loop->resumed_name, name, (double)took / 1e9,
+                    (double)loop->slow_callback_ns / 1e9);
+        else
+            lb__log(LB_LOG_WARNING,
+                    "slow callback: %s took %.3f s (slow_callback_duration is %.3f s)", name,
+                    (double)took / 1e9, (double)loop->slow_callback_ns / 1e9);
     }
 }

@@ -38,6 +38,10 @@ void *lb_driver_state(const lb_loop *loop) {
     return loop ? loop->driver_state : NULL;
 }
 
+const lb_driver *lb_loop_driver(const lb_loop *loop) {
+    return loop ? loop->driver : NULL;
+}
+
 static bool work_ready(const lb_loop *loop) {
     return loop->ready.count > 0 || lb__inbox_has_work(&loop->inbox) || stop_pending(loop);
 }

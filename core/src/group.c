@@ -41,7 +41,7 @@ static void group_release(lb_group *g) {
 }
 
 lb_group *lb_group_unref(lb_group *group) {
-    if (group)
+    if (group && !lb__refuse_off_thread(group->loop, __func__))
         group_release(group);
     return NULL;
 }

@@ -55,6 +55,11 @@ void lb__handle_release(lb_handle *h) {
 
 int lb_handle_cancel(lb_handle *handle) {
     lb_assert_return(handle, -EINVAL);
+    if (!lb__loop_closed(handle->loop)) {
+        int r = lb__check_thread(handle->loop, __func__);
+        if (r < 0)
+            return r;
+    }
     if (handle->flags & (LB__HANDLE_CANCELLED | LB__HANDLE_DONE))
         return 0;
     handle->flags |= LB__HANDLE_CANCELLED;
@@ -74,13 +79,14 @@ double lb_handle_when(const lb_handle *handle) {
 }
 
 lb_handle *lb_handle_ref(lb_handle *handle) {
-    if (handle)
-        handle->refs++;
+    if (!handle || lb__refuse_off_thread(handle->loop, __func__))
+        return NULL;
+    handle->refs++;
     return handle;
 }
 
 lb_handle *lb_handle_unref(lb_handle *handle) {
-    if (handle) {
+    if (handle && !lb__refuse_off_thread(handle->loop, __func__)) {
         if (handle->refs == 0) {
             lb__log(LB_LOG_ERROR, "lb_handle_unref: handle %p has no reference left", (void *)handle);
             return NULL;

@@ -49,8 +49,8 @@ ssize_t lb__io_read(int fd, void *buf, size_t len);
 
 /* 0 if the calling thread may use loop's I/O objects, -EPERM otherwise. A
  * closed loop has no thread: its objects may then be released anywhere. */
-static inline int lb__io_check_thread(const lb_loop *loop) {
-    return lb__loop_closed(loop) ? 0 : lb__check_thread(loop);
+static inline int lb__io_check_thread(const lb_loop *loop, const char *func) {
+    return lb__loop_closed(loop) ? 0 : lb__check_thread(loop, func);
 }
 
 /* Logs a reference count that would go below zero; true if it would. */

@@ -23,11 +23,21 @@ _Thread_local char lb__thread_token;
 static _Thread_local lb_loop *running_loop;
 _Thread_local lb_task *lb__current_task;
 
-int lb__fail_wrong_thread(const lb_loop *loop) {
+int lb__fail_wrong_thread(const lb_loop *loop, const char *func) {
     return lb__fail(loop, -EPERM,
-                    "loop %p is used from a thread that does not run it; post with "
+                    "%s: loop %p is used from a thread that does not run it; post with "
                     "lb_loop_call_soon_threadsafe()",
-                    (const void *)loop);
+                    func, (const void *)loop);
+}
+
+bool lb__log_off_thread(const lb_loop *loop, const char *func) {
+    if (lb__loop_closed(loop))
+        return false;
+    lb__log(LB_LOG_ERROR,
+            "%s: called on a thread that does not run loop %p; refused (a reference is "
+            "leaked rather than raced)",
+            func, (const void *)loop);
+    return true;
 }
 
 int lb__loop_check(const lb_loop *loop, const char *func) {
@@ -35,7 +45,7 @@ int lb__loop_check(const lb_loop *loop, const char *func) {
         return lb__fail(NULL, -EINVAL, "%s: loop is NULL", func);
     if (lb__loop_closed(loop))
         return lb__fail(loop, -EBADF, "%s: loop %p is closed", func, (const void *)loop);
-    return lb__check_thread(loop);
+    return lb__check_thread(loop, func);
 }
 
 static int64_t seconds_to_ns(double s);
@@ -159,7 +169,15 @@ lb_loop *lb_loop_unref(lb_loop *loop) {
         /* Closing takes and drops references of its own (futures and
          * handles it releases); keep one so it does not recurse here. */
         atomic_store(&loop->refs, 1);
-        (void)lb_loop_close(loop);
+        if (lb_loop_close(loop) < 0) {
+            /* Another thread runs it, or its host dispatches it: freeing
+             * it would leave that thread with freed memory. */
+            lb__log(LB_LOG_ERROR,
+                    "lb_loop_unref: the last reference of open loop %p was dropped on a "
+                    "thread that cannot close it (%s); the loop is leaked",
+                    (void *)loop, lb_error_detail());
+            return NULL;
+        }
         if (atomic_fetch_sub_explicit(&loop->refs, 1, memory_order_acq_rel) != 1)
             return NULL;
     }

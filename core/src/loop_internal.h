@@ -115,6 +115,11 @@ struct lb_loop {
     int64_t slow_callback_ns;
     int64_t slowest_ns;
     const void *slowest_fn;
+    /* Debug mode: the task the running callback resumed last, copied (it
+     * may end and be freed before the callback returns), so that a slow
+     * task step is named after the task rather than the step. */
+    const void *resumed_fn;
+    char resumed_name[32];
     int64_t lag_ns, max_lag_ns;
 };
 
@@ -124,19 +129,35 @@ static inline const void *lb__thread_self(void) {
     return &lb__thread_token;
 }
 
-int lb__fail_wrong_thread(const lb_loop *loop) __attribute__((cold));
+/* -EPERM with a message that names func, the public function called. */
+int lb__fail_wrong_thread(const lb_loop *loop, const char *func) __attribute__((cold));
 
-/* 0 if the calling thread may use loop, else -EPERM with a message.
- * Callers check `closed` first. */
-static inline int lb__check_thread(const lb_loop *loop) {
+/* 0 if the calling thread may use loop, else -EPERM with a message naming
+ * func. Callers check `closed` first. */
+static inline int lb__check_thread(const lb_loop *loop, const char *func) {
     const void *t = atomic_load_explicit(&loop->thread, memory_order_relaxed);
     if (__builtin_expect(t != NULL && t != lb__thread_self(), 0))
-        return lb__fail_wrong_thread(loop);
+        return lb__fail_wrong_thread(loop, func);
     return 0;
 }
 
 static inline bool lb__loop_closed(const lb_loop *loop) {
     return atomic_load_explicit(&loop->closed, memory_order_relaxed);
+}
+
+bool lb__log_off_thread(const lb_loop *loop, const char *func) __attribute__((cold));
+
+/* For the calls that have no error code to return (the ref and unref of
+ * objects whose counts are plain integers owned by the loop's thread):
+ * true, with an error logged naming func, when the calling thread may not
+ * touch loop's objects; the call is then refused, which leaks a reference
+ * instead of racing the loop's thread. A closed loop's objects may be
+ * released anywhere. */
+static inline bool lb__refuse_off_thread(const lb_loop *loop, const char *func) {
+    const void *t = atomic_load_explicit(&loop->thread, memory_order_relaxed);
+    if (__builtin_expect(t == NULL || t == lb__thread_self(), 1))
+        return false;
+    return lb__log_off_thread(loop, func);
 }
 
 static inline const void *lb__loop_thread(const lb_loop *loop) {
@@ -230,6 +251,10 @@ void lb__loop_leave(lb_loop *loop, const lb__enter_state *st);
 /* Runs cb timing it (debug mode): slow callbacks are logged with their
  * function's name, and the slowest is kept for the stats. */
 void lb__debug_call(lb_loop *loop, lb_callback cb, void *data);
+
+/* Debug mode: notes that the running callback resumes the task whose
+ * function is fn and name is name. */
+void lb__debug_note_task(lb_loop *loop, const void *fn, const char *name);
 
 /* Reports an error through the exception handler. */
 void lb__report(lb_loop *loop, int error, lb_future *future, lb_task *task, const char *fmt, ...)

@@ -107,15 +107,17 @@ int lb_stream_new(lb_loop *loop, int fd, const lb_stream_options *opts, lb_strea
 }
 
 lb_stream *lb_stream_ref(lb_stream *stream) {
-    if (stream)
-        stream->refs++;
+    if (!stream || lb__refuse_off_thread(stream->loop, __func__))
+        return NULL;
+    stream->refs++;
     return stream;
 }
 
 static int hold_self(lb_stream *s);
 
 lb_stream *lb_stream_unref(lb_stream *stream) {
-    if (!stream || lb__io_no_ref_left(stream->refs, "lb_stream", stream) || --stream->refs > 0)
+    if (!stream || lb__refuse_off_thread(stream->loop, __func__) ||
+        lb__io_no_ref_left(stream->refs, "lb_stream", stream) || --stream->refs > 0)
         return NULL;
     /* Closed with data still queued: it lives on until that is sent. */
     if (stream->closing && !stream->closed && stream->writer_on && hold_self(stream) == 0)
@@ -278,7 +280,7 @@ static void finish_close(lb_stream *s) {
 
 int lb_stream_close(lb_stream *stream) {
     lb_assert_return(stream, -EINVAL);
-    int r = lb__io_check_thread(stream->loop);
+    int r = lb__io_check_thread(stream->loop, __func__);
     if (r < 0)
         return r;
     if (stream->closing)
@@ -293,7 +295,7 @@ int lb_stream_close(lb_stream *stream) {
 
 int lb_stream_abort(lb_stream *stream) {
     lb_assert_return(stream, -EINVAL);
-    int r = lb__io_check_thread(stream->loop);
+    int r = lb__io_check_thread(stream->loop, __func__);
     if (r < 0)
         return r;
     if (stream->closed)

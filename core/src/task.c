@@ -82,6 +82,8 @@ static void task_resume(lb_task *t) {
     t->caller = outer ? outer->fiber : thread_fiber;
     t->state = LB__TASK_RUNNING;
     t->wait = LB__WAIT_NONE;
+    if (__builtin_expect(t->loop->debug, 0))
+        lb__debug_note_task(t->loop, (const void *)t->fn, t->name);
     lb__current_task = t;
     lb__fiber_switch(&t->caller, &t->fiber);
     lb__current_task = outer;
@@ -240,13 +242,14 @@ fail:
 }
 
 lb_task *lb_task_ref(lb_task *task) {
-    if (task)
-        task->refs++;
+    if (!task || lb__refuse_off_thread(task->loop, __func__))
+        return NULL;
+    task->refs++;
     return task;
 }
 
 lb_task *lb_task_unref(lb_task *task) {
-    if (!task)
+    if (!task || lb__refuse_off_thread(task->loop, __func__))
         return NULL;
     if (task->refs == 0) {
         lb__log(LB_LOG_ERROR, "lb_task_unref: task %p has no reference left", (void *)task);
@@ -443,6 +446,11 @@ int lb_sleep(double seconds) {
 
 int lb_task_cancel(lb_task *task) {
     lb_assert_return(task, -EINVAL);
+    if (!lb__loop_closed(task->loop)) {
+        int r = lb__check_thread(task->loop, __func__);
+        if (r < 0)
+            return r;
+    }
     if (task->state == LB__TASK_DONE)
         return 0;
     task->cancel_requests++;

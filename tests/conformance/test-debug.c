@@ -51,6 +51,39 @@ static void test_debug_slow_callback_named(void **state) {
     fixture_loop_free(loop);
 }
 
+/* A task that blocks between two awaits, the common mistake inside tasks:
+ * the report names the task and its function, not the library's step. */
+__attribute__((visibility("default"))) int conformance_slow_task(lb_task *task, void *data);
+int conformance_slow_task(lb_task *task, void *data) {
+    (void)task;
+    (void)data;
+    int r = lb_sleep(0.001);
+    struct timespec ts = {0, 60 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    return r;
+}
+
+static void test_debug_slow_task_named(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    logged l = {0};
+    assert_int_equal(lb_loop_set_debug(loop, true), 0);
+    assert_int_equal(lb_loop_set_slow_callback_duration(loop, 0.02), 0);
+    lb_set_log_handler(capture, &l);
+    lb_task_options opts = {.name = "blocker"};
+    lb_task *t = NULL;
+    assert_int_equal(lb_task_spawn(loop, conformance_slow_task, NULL, &opts, &t), 0);
+    assert_int_equal(fixture_finish(loop, t, 10), 0);
+    lb_set_log_handler(NULL, NULL);
+    assert_int_equal(l.warnings, 1);
+    if (!strstr(l.last, "task blocker (conformance_slow_task) took"))
+        fail_msg("last warning: %s", l.last);
+    lb_loop_stats st;
+    assert_int_equal(lb_loop_get_stats(loop, &st), 0);
+    assert_string_equal(st.slowest_callback_name, "conformance_slow_task");
+    fixture_loop_free(loop);
+}
+
 static void nop(lb_loop *loop, void *data) {
     (void)loop;
     (void)data;
@@ -119,6 +152,7 @@ static void test_debug_lb_run(void **state) {
 int run_debug_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_debug_slow_callback_named),
+        cmocka_unit_test(test_debug_slow_task_named),
         cmocka_unit_test(test_debug_stats),
         cmocka_unit_test(test_debug_lb_run),
     };

@@ -715,6 +715,8 @@ typedef struct two_loops {
     lb_loop *other;
     lb_future *foreign;
     fd_pair pipe;
+    lb_task *task;     /* of m->loop, for the calls of another thread */
+    lb_handle *handle; /* likewise */
 } two_loops;
 
 static two_loops pair;
@@ -725,7 +727,7 @@ static void await_foreign(misuse *m) {
 }
 
 static void walk_other_loop(misuse *m) {
-    pair = (two_loops){m, fixture_loop_new(), NULL, {-1, -1}};
+    pair = (two_loops){m, fixture_loop_new(), NULL, {-1, -1}, NULL, NULL};
     lb_future *mine = NULL, *out = NULL;
     assert_int_equal(lb_future_new(pair.other, &pair.foreign), 0);
     assert_int_equal(lb_future_new(m->loop, &mine), 0);
@@ -756,7 +758,7 @@ static void run_second(misuse *m) {
 }
 
 static void walk_run_other_loop(misuse *m) {
-    pair = (two_loops){m, fixture_loop_new(), NULL, {-1, -1}};
+    pair = (two_loops){m, fixture_loop_new(), NULL, {-1, -1}, NULL, NULL};
     assert_int_equal(lb_future_new(pair.other, &pair.foreign), 0);
     run_in_callback(m, run_second);
     lb_future_unref(pair.foreign);
@@ -780,6 +782,8 @@ static void *wrong_thread_main(void *data) {
     CHECK(m, lb_future_cancel(f));
     CHECK(m, lb_future_add_done_callback(f, nop_done, NULL));
     CHECK(m, lb_task_spawn(loop, task_nop, NULL, NULL, NULL));
+    CHECK(m, lb_task_cancel(pair.task));
+    CHECK(m, lb_handle_cancel(pair.handle));
     CHECK(m, lb_loop_add_reader(loop, p.r, nop, NULL));
     CHECK(m, lb_loop_remove_reader(loop, p.r));
     CHECK(m, lb_loop_add_signal_handler(loop, SIGUSR1, nop, NULL));
@@ -799,13 +803,57 @@ static void from_other_thread(misuse *m) {
     pthread_join(th, NULL);
 }
 
+/* A task and a timer of m->loop for another thread to misuse; made in
+ * a callback, so that the loop is bound to this thread on every driver. */
+static void make_task_and_timer(misuse *m) {
+    assert_int_equal(lb_task_spawn(m->loop, task_nop, NULL, NULL, &pair.task), 0);
+    assert_int_equal(lb_loop_call_later(m->loop, 100.0, nop, NULL, &pair.handle), 0);
+}
+
+static void drop_task_and_timer(misuse *m) {
+    lb_handle_cancel(pair.handle);
+    pair.handle = lb_handle_unref(pair.handle);
+    assert_int_equal(fixture_finish(m->loop, pair.task, 10), 0); /* it was not cancelled */
+}
+
 static void walk_wrong_thread(misuse *m) {
-    pair = (two_loops){m, NULL, NULL, make_pipe()};
+    pair = (two_loops){m, NULL, NULL, make_pipe(), NULL, NULL};
     assert_int_equal(lb_future_new(m->loop, &pair.foreign), 0);
+    run_in_callback(m, make_task_and_timer);
     run_in_callback(m, from_other_thread);
     EXPECT(m, !lb_future_is_done(pair.foreign));
+    EXPECT(m, !lb_handle_is_cancelled(pair.handle));
     lb_future_unref(pair.foreign);
     close_pipe(pair.pipe);
+    drop_task_and_timer(m);
+}
+
+static void *wrong_thread_refs_main(void *data) {
+    misuse *m = data;
+    EXPECT(m, lb_task_ref(pair.task) == NULL);
+    check_logged(m, "lb_task_ref on another thread");
+    lb_task_unref(pair.task);
+    check_logged(m, "lb_task_unref on another thread");
+    EXPECT(m, lb_handle_ref(pair.handle) == NULL);
+    check_logged(m, "lb_handle_ref on another thread");
+    lb_handle_unref(pair.handle);
+    check_logged(m, "lb_handle_unref on another thread");
+    return NULL;
+}
+
+static void refs_from_other_thread(misuse *m) {
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, wrong_thread_refs_main, m), 0);
+    pthread_join(th, NULL);
+}
+
+/* The refused calls left the objects as they were: the references the
+ * test drops afterwards are still its own. */
+static void walk_wrong_thread_ref(misuse *m) {
+    pair = (two_loops){m, NULL, NULL, {-1, -1}, NULL, NULL};
+    run_in_callback(m, make_task_and_timer);
+    run_in_callback(m, refs_from_other_thread);
+    drop_task_and_timer(m);
 }
 
 static void wait_here(misuse *m) {
@@ -1236,6 +1284,7 @@ static const struct {
     {"run-inside-run", walk_run_inside_run},
     {"run-other-loop", walk_run_other_loop},
     {"wrong-thread", walk_wrong_thread},
+    {"wrong-thread-ref", walk_wrong_thread_ref},
     {"wait-on-loop-thread", walk_wait_on_loop_thread},
     {"bad-fd", walk_bad_fd},
     {"unwatchable-fd", walk_unwatchable_fd},

@@ -13,7 +13,12 @@
  *   and returns NULL, so `x = lb_x_unref(x);` clears the pointer.
  * - A loop belongs to the thread that runs it. Only functions whose name
  *   ends in _threadsafe, lb_future_wait(), lb_loop_wakeup() and the
- *   lb_loop_thread_* family may be called from other threads.
+ *   lb_loop_thread_* family may be called from other threads. Elsewhere a
+ *   loop-thread function fails with -EPERM; a ref or unref of an object
+ *   counted by its loop's thread (task, handle, group, stream, server,
+ *   process) is refused and logged, which leaks a reference rather than
+ *   racing the loop's thread. Futures, loops and executors may be
+ *   referenced from any thread.
  */
 
 #include <errno.h>

@@ -129,6 +129,10 @@ LB_EXPORT int lb_driver_fail(int error, const char *fmt, ...)
  * loop. */
 LB_EXPORT void *lb_driver_state(const lb_loop *loop);
 
+/* The driver table the loop runs on (NULL for NULL): a bridge compares it
+ * with its own before it trusts lb_driver_state(). Any thread. */
+LB_EXPORT const lb_driver *lb_loop_driver(const lb_loop *loop);
+
 #ifdef __cplusplus
 }
 #endif

@@ -38,8 +38,9 @@ LB_EXPORT lb_loop *lb_loop_ref(lb_loop *loop);
 
 /* Drops a reference and returns NULL. The last reference closes the loop
  * if it is not closed yet and frees it; dropping the last reference of a
- * running loop is a bug that is reported and leaks the loop rather than
- * freeing memory in use. NULL is a no-op. Any thread. */
+ * running loop, or of an open loop on a thread that may not close it, is
+ * a bug that is reported and leaks the loop rather than freeing memory in
+ * use. NULL is a no-op. Any thread. */
 LB_EXPORT lb_loop *lb_loop_unref(lb_loop *loop);
 
 /* Runs the loop until lb_loop_stop() is called. Makes the loop the
@@ -138,8 +139,9 @@ LB_EXPORT int lb_loop_wakeup(lb_loop *loop);
 /* ------------------------------------------------------------------ */
 
 /* Cancels a scheduled callback so that it never runs. Returns 1 if it was
- * cancelled, 0 if it had already run or been cancelled; -EINVAL for NULL.
- * Loop thread only. */
+ * cancelled, 0 if it had already run or been cancelled; -EINVAL for NULL;
+ * -EPERM on a thread that does not run the handle's open loop. Loop
+ * thread only. */
 LB_EXPORT int lb_handle_cancel(lb_handle *handle);
 
 /* True if the handle was cancelled. */
@@ -148,11 +150,13 @@ LB_EXPORT bool lb_handle_is_cancelled(const lb_handle *handle);
 /* The absolute loop time (seconds) of a timer handle; 0.0 for others. */
 LB_EXPORT double lb_handle_when(const lb_handle *handle);
 
-/* Takes a reference. Returns handle. Loop thread only. */
+/* Takes a reference. Returns handle (NULL, logged, on a thread that does
+ * not run the handle's open loop). Loop thread only. */
 LB_EXPORT lb_handle *lb_handle_ref(lb_handle *handle);
 
 /* Drops a reference; returns NULL. Dropping a reference does not cancel
- * the callback. NULL is a no-op. Loop thread only. */
+ * the callback. NULL is a no-op. Loop thread only (elsewhere refused and
+ * logged while the loop is open). */
 LB_EXPORT lb_handle *lb_handle_unref(lb_handle *handle);
 
 /* ------------------------------------------------------------------ */
@@ -243,7 +247,8 @@ LB_EXPORT bool lb_loop_get_debug(const lb_loop *loop);
 
 /* In debug mode, callbacks (and task steps) that run longer than seconds
  * are reported through the log handler with their function's name and
- * duration (default 0.1 s). Returns 0, -EINVAL, -EBADF. */
+ * duration (default 0.1 s); a task step by the task's name and function.
+ * Returns 0, -EINVAL, -EBADF. */
 LB_EXPORT int lb_loop_set_slow_callback_duration(lb_loop *loop, double seconds);
 
 /* What lb_loop_get_stats() reports. */

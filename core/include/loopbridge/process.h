@@ -71,12 +71,14 @@ typedef struct lb_process_options {
 LB_EXPORT int lb_process_spawn(lb_loop *loop, const char *const argv[],
                                const lb_process_options *opts, lb_process **ret);
 
-/* Takes a reference. Returns process. */
+/* Takes a reference. Returns process (NULL, logged, on a thread that does
+ * not run its open loop). Loop thread. */
 LB_EXPORT lb_process *lb_process_ref(lb_process *process);
 
 /* Drops a reference; returns NULL. The last one does not stop the
  * process: it is still reaped when it exits. Its pipes' streams are
- * released with the object (aborted if still open). NULL is a no-op. */
+ * released with the object (aborted if still open). NULL is a no-op.
+ * Loop thread (elsewhere refused and logged while the loop is open). */
 LB_EXPORT lb_process *lb_process_unref(lb_process *process);
 
 /* The child's process id. */

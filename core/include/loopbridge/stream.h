@@ -66,13 +66,15 @@ typedef struct lb_stream_options {
 LB_EXPORT int lb_stream_new(lb_loop *loop, int fd, const lb_stream_options *opts,
                             lb_stream **ret);
 
-/* Takes a reference. Returns stream. */
+/* Takes a reference. Returns stream (NULL, logged, on a thread that does
+ * not run its open loop). Loop thread. */
 LB_EXPORT lb_stream *lb_stream_ref(lb_stream *stream);
 
 /* Drops a reference; returns NULL. The last one aborts the stream if it
  * is still open (unsent data is dropped). Close it first to have the data
  * sent: a closing stream lives on until its data is out, or until its
- * loop closes. NULL is a no-op. */
+ * loop closes. NULL is a no-op. Loop thread (elsewhere refused and logged
+ * while the loop is open). */
 LB_EXPORT lb_stream *lb_stream_unref(lb_stream *stream);
 
 /* The stream's fd (borrowed, for getsockopt and the like), or -1 once it
@@ -222,12 +224,14 @@ LB_EXPORT int lb_server_close(lb_server *server, bool cancel_connections);
  * outside a task. */
 LB_EXPORT int lb_server_wait_closed(lb_server *server);
 
-/* Takes a reference. Returns server. */
+/* Takes a reference. Returns server (NULL, logged, on a thread that does
+ * not run its open loop). Loop thread. */
 LB_EXPORT lb_server *lb_server_ref(lb_server *server);
 
 /* Drops a reference; returns NULL. The last one closes the server
  * (lb_server_close(server, false)): connections still being served go
- * on, and the object is freed once they ended. NULL is a no-op. */
+ * on, and the object is freed once they ended. NULL is a no-op. Loop
+ * thread (elsewhere refused and logged while the loop is open). */
 LB_EXPORT lb_server *lb_server_unref(lb_server *server);
 
 /* ------------------------------------------------------------------ */

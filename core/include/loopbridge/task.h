@@ -66,11 +66,13 @@ typedef struct lb_task_options {
 LB_EXPORT int lb_task_spawn(lb_loop *loop, lb_task_fn fn, void *data, const lb_task_options *opts,
                             lb_task **ret);
 
-/* Takes a reference; returns task. */
+/* Takes a reference; returns task (NULL, logged, on a thread that does
+ * not run the task's open loop). Loop thread. */
 LB_EXPORT lb_task *lb_task_ref(lb_task *task);
 
 /* Drops a reference; returns NULL. A task runs to its end whether or not
- * anyone holds it. NULL is a no-op. */
+ * anyone holds it. NULL is a no-op. Loop thread (elsewhere refused and
+ * logged while the loop is open). */
 LB_EXPORT lb_task *lb_task_unref(lb_task *task);
 
 /* Suspends the calling task until future is done, then returns as
@@ -98,7 +100,8 @@ LB_EXPORT int lb_task_return(void *value, lb_destroy_fn destroy);
 
 /* Requests cancellation: the task's pending or next lb_await() returns
  * -ECANCELED. A task cancelled before it first ran never runs.
- * Returns 1 if requested, 0 if the task is done already; -EINVAL. */
+ * Returns 1 if requested, 0 if the task is done already; -EINVAL; -EPERM
+ * on a thread that does not run the task's open loop. Loop thread. */
 LB_EXPORT int lb_task_cancel(lb_task *task);
 
 /* True once cancellation was requested and not yet delivered or
@@ -192,7 +195,8 @@ LB_EXPORT int lb_group_new(lb_loop *loop, lb_group **ret);
 
 /* Drops the group; returns NULL. Children still running go on running
  * (cancel them first, or lb_group_wait(), to end them with the group).
- * NULL is a no-op. Loop thread. */
+ * NULL is a no-op. Loop thread (elsewhere refused and logged while the
+ * loop is open). */
 LB_EXPORT lb_group *lb_group_unref(lb_group *group);
 
 /* Spawns a child task into group (as lb_task_spawn). After a child
