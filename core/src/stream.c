@@ -143,6 +143,9 @@ int lb_stream_fd(const lb_stream *stream) {
 int lb_stream_set_timeout(lb_stream *stream, double seconds) {
     lb_assert_return(stream, -EINVAL);
     lb_assert_return(!isnan(seconds), -EINVAL);
+    int r = lb__io_check_thread(stream->loop, __func__);
+    if (r < 0)
+        return r;
     stream->timeout = seconds < 0 ? -1 : seconds;
     return 0;
 }

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* A SIGUSR1 storm: another thread sends the signal as fast as it can
  * while the loop runs a 1 ms ticker. The handler runs (deliveries may
- * coalesce), the ticker keeps its pace, and a signal sent after the
- * storm still gets through: nothing wedges. */
+ * coalesce), the ticker keeps its pace, and a signal sent once the storm
+ * has settled still gets through: nothing wedges. */
 #include "stress.h"
 
 #include <pthread.h>
@@ -15,10 +15,12 @@ typedef struct storm {
     lb_loop *loop;
     long to_send;
     atomic_long sent;
-    atomic_bool storm_over;
     atomic_long handled;
-    long handled_at_end;   /* handler runs when the storm was over */
-    bool final_seen;       /* a run after the storm ended */
+    /* Once the storm has settled: the handler's count before the last
+     * signal was sent (-1 until then). A run past it is that signal's. */
+    atomic_long handled_before_final;
+    atomic_int barrier_ran;
+    bool final_seen;
     long ticks;
     int64_t last_tick, max_gap;
 } storm;
@@ -26,8 +28,9 @@ typedef struct storm {
 static void on_usr1(lb_loop *loop, void *data) {
     storm *s = data;
     (void)loop;
-    atomic_fetch_add(&s->handled, 1);
-    if (atomic_load(&s->storm_over))
+    long before = atomic_load(&s->handled_before_final);
+    long now = atomic_fetch_add(&s->handled, 1) + 1;
+    if (before >= 0 && now > before)
         s->final_seen = true;
 }
 
@@ -41,14 +44,39 @@ static void tick(lb_loop *loop, void *data) {
         assert_int_equal(lb_loop_call_later(loop, 0.001, tick, s, NULL), 0);
 }
 
+static void barrier_cb(lb_loop *loop, void *data) {
+    storm *s = data;
+    (void)loop;
+    atomic_fetch_add(&s->barrier_ran, 1);
+}
+
+/* Round trips through the loop until one saw the handler's count
+ * unchanged: the storm's deliveries are in by then (a signal a thread
+ * sends itself is handled before kill() returns, and the handler's pipe
+ * is read in the iteration that follows). */
+static void settle(storm *s) {
+    long seen = -1;
+    for (;;) {
+        int target = atomic_load(&s->barrier_ran) + 1;
+        assert_int_equal(lb_loop_call_soon_threadsafe(s->loop, barrier_cb, s), 0);
+        while (atomic_load(&s->barrier_ran) < target)
+            usleep(100);
+        long now = atomic_load(&s->handled);
+        if (now == seen)
+            return;
+        seen = now;
+    }
+}
+
 static void *sender_main(void *data) {
     storm *s = data;
     for (long i = 0; i < s->to_send; i++) {
         kill(getpid(), SIGUSR1);
         atomic_fetch_add(&s->sent, 1);
     }
-    atomic_store(&s->storm_over, true);
-    /* Sent after the storm, so the loop must see it once more. */
+    settle(s);
+    /* Sent after the storm settled, so the loop must see it once more. */
+    atomic_store(&s->handled_before_final, atomic_load(&s->handled));
     kill(getpid(), SIGUSR1);
     atomic_fetch_add(&s->sent, 1);
     return NULL;
@@ -56,7 +84,8 @@ static void *sender_main(void *data) {
 
 static void test_signals_storm(void **state) {
     (void)state;
-    storm s = {.loop = fixture_loop_new(), .to_send = stress_size(100000, 500)};
+    storm s = {.loop = fixture_loop_new(), .to_send = stress_size(100000, 500),
+               .handled_before_final = -1};
     assert_int_equal(lb_loop_add_signal_handler(s.loop, SIGUSR1, on_usr1, &s), 0);
     assert_int_equal(lb_loop_call_soon(s.loop, tick, &s, NULL), 0);
     pthread_t th;

@@ -194,8 +194,9 @@ LB_EXPORT int lb_loop_remove_writer(lb_loop *loop, int fd);
  * Several loops may watch the same signal; each is called. The signal's
  * previous disposition is restored when the last loop stops watching it.
  * Returns 0; -EINVAL (signum out of range, or SIGKILL / SIGSTOP, which
- * cannot be caught); -EBADF (closed loop); -ENOMEM; -EMFILE; -EPERM
- * (wrong thread). Loop thread only. */
+ * cannot be caught); -EBADF (closed loop); -EBUSY (8 loops of the process
+ * watch signum already); -ENOMEM; -EMFILE; -EPERM (wrong thread). Loop
+ * thread only. */
 LB_EXPORT int lb_loop_add_signal_handler(lb_loop *loop, int signum, lb_callback cb, void *data);
 
 /* Stops watching signum. Returns 1 if a handler was removed, 0 if there

@@ -19,8 +19,10 @@
  *
  * Exit is noticed through a pidfd watched by the loop (Linux 5.3 and
  * later), or else through SIGCHLD: the loop then installs its own SIGCHLD
- * handler (lb_loop_add_signal_handler() on SIGCHLD), which replaces one
- * the application set on that loop. Either way only this module's own
+ * handler (lb_loop_add_signal_handler() on SIGCHLD) while it has
+ * children, which replaces one the application set on that loop (and
+ * removes it when the last child was reaped); at most 8 loops of a
+ * process can do that at once. Either way only this module's own
  * children are reaped (waitpid on their pids, never on -1).
  *
  * No zombies: every process is reaped by the loop as soon as it exits,
@@ -66,7 +68,8 @@ typedef struct lb_process_options {
  * one reference.
  * Returns 0; -ENOENT or -EACCES (the program cannot be run; the message
  * names it), -EINVAL (argv empty, a bad mode), -ENOMEM, -EMFILE, -EAGAIN
- * (the process limit), -EBADF (closed or closing loop), -EPERM (wrong
+ * (the process limit), -EBADF (closed or closing loop), -EBUSY (no
+ * pidfd, and 8 other loops watch SIGCHLD already), -EPERM (wrong
  * thread). Loop thread. */
 LB_EXPORT int lb_process_spawn(lb_loop *loop, const char *const argv[],
                                const lb_process_options *opts, lb_process **ret);

@@ -84,7 +84,7 @@ LB_EXPORT int lb_stream_fd(const lb_stream *stream);
 /* Sets the time limit, in seconds, of each call that waits on this
  * stream (< 0: none, the default). A call that runs out returns
  * -ETIMEDOUT and leaves the stream usable (what it read stays buffered).
- * Returns 0, -EINVAL. */
+ * Returns 0, -EINVAL, -EPERM (wrong thread). Loop thread. */
 LB_EXPORT int lb_stream_set_timeout(lb_stream *stream, double seconds);
 
 /* Reads up to len bytes: what is buffered, else what the fd has, awaiting

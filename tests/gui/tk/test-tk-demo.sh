@@ -34,7 +34,9 @@ check() {
   e1=$(printf '%s\n' "$log" | sed -n 's/^\([0-9.]*\) status: Done!$/\1/p' | sed -n 1p)
   awk -v t2="$t2" -v e1="$e1" 'BEGIN { exit !(t2 != "" && e1 != "" && t2 < e1) }' ||
     failed "the second task did not start while the first ran ($t2, $e1)"
-  # The counter during task 1: ticks, and the largest gap between two.
+  # The counter during task 1: ticks, and the largest gap between two
+  # (the 100 ms period plus what a stall added: at most 50 ms, where a
+  # run here shows about 1).
   printf '%s\n' "$log" | awk -v t1="$t1" -v e1="$e1" '
     / counter: tick / {
       t = $1
@@ -44,7 +46,7 @@ check() {
     }
     END {
       printf "counter during task 1: %d ticks, max gap %.0f ms\n", n, gap * 1000
-      exit !(n >= 15 && gap < 0.2)
+      exit !(n >= 15 && gap < 0.15)
     }' || failed "the counter stalled during the task"
 }
 
