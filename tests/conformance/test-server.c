@@ -314,13 +314,16 @@ typedef struct dial {
     uint16_t port;
     double timeout;
     int status;
+    bool waiting; /* in lb_open_connection */
 } dial;
 
 static int dial_task(lb_task *t, void *data) {
     dial *d = data;
     (void)t;
     lb_stream *s = NULL;
+    d->waiting = true;
     d->status = lb_open_connection(d->host, d->port, NULL, d->timeout, &s);
+    d->waiting = false;
     if (d->status == 0) {
         lb_stream_write(s, "hi\n", 3);
         char buf[8];
@@ -361,7 +364,8 @@ static void test_server_connect_errors_and_names(void **state) {
 }
 
 /* A connection whose handshake cannot finish (the listener's queue is
- * full): the timeout ends it and nothing is left open. */
+ * full): the timeout ends it, and so does cancelling the task, and
+ * nothing is left open. */
 static void test_server_connect_timeout(void **state) {
     (void)state;
     lb_loop *loop = fixture_loop_new();
@@ -377,6 +381,12 @@ static void test_server_connect_timeout(void **state) {
     dial d = {.host = "127.0.0.1", .port = ntohs(a.sin_port), .timeout = 0.05};
     assert_int_equal(fixture_finish(loop, fixture_spawn(loop, dial_task, &d), 30), 0);
     assert_int_equal(d.status, -ETIMEDOUT);
+    dial c = {.host = "127.0.0.1", .port = ntohs(a.sin_port), .timeout = -1};
+    lb_task *t = fixture_spawn(loop, dial_task, &c);
+    fixture_canceller k = {.target = t, .waiting = &c.waiting};
+    fixture_cancel_when_waiting(loop, &k);
+    assert_int_equal(fixture_finish(loop, t, 30), 0);
+    assert_int_equal(c.status, -ECANCELED);
     close(queued);
     close(lfd);
     assert_int_equal(fixture_count_fds(), fds);

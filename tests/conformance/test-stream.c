@@ -229,6 +229,125 @@ static void test_stream_cancel_read_keeps_data(void **state) {
     fixture_loop_free(loop);
 }
 
+/* read_until and readline cancelled before their delimiter came: the
+ * partial frame stays buffered and the next call completes it. */
+static void test_stream_cancel_read_until_and_readline(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    int fd[2];
+    make_socketpair(fd);
+    lb_stream *s = stream_of(loop, fd[0], 0);
+    const int ops[] = {1, 2};
+    const char *const first[] = {"par", "li"}, *const rest[] = {"tial\n", "ne\n"};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(write(fd[1], first[i], strlen(first[i])), (ssize_t)strlen(first[i]));
+        reader r = {.s = s, .op = ops[i], .delim = "\n"};
+        lb_task *t = fixture_spawn(loop, reader_task, &r);
+        fixture_canceller k = {.target = t, .waiting = &r.waiting};
+        fixture_cancel_when_waiting(loop, &k);
+        assert_int_equal(fixture_finish(loop, t, 10), 0);
+        assert_int_equal(r.results[0], -ECANCELED);
+        assert_int_equal(lb_stream_buffered(s), strlen(first[i]));
+        assert_int_equal(write(fd[1], rest[i], strlen(rest[i])), (ssize_t)strlen(rest[i]));
+        reader again = {.s = s, .op = ops[i], .delim = "\n", .max = 1};
+        assert_int_equal(fixture_finish(loop, fixture_spawn(loop, reader_task, &again), 10), 0);
+        size_t whole = strlen(first[i]) + strlen(rest[i]);
+        assert_int_equal(again.results[0], (ssize_t)whole);
+        char expect[16];
+        snprintf(expect, sizeof expect, "%s%s", first[i], rest[i]);
+        assert_memory_equal(again.buf, expect, whole);
+    }
+    lb_stream_unref(s);
+    close(fd[1]);
+    fixture_loop_free(loop);
+}
+
+#define QUEUED (64 * 1024)
+
+typedef struct sender {
+    lb_stream *s;
+    bool close_first; /* wait_closed instead of drain */
+    bool waiting;
+    int status;
+} sender;
+
+/* Queues more than the write limit with nobody reading, then waits in
+ * drain (or, closing, in wait_closed) until cancelled. */
+static int queue_and_wait(lb_task *t, void *data) {
+    sender *w = data;
+    (void)t;
+    static unsigned char block[QUEUED];
+    memset(block, 'q', sizeof block);
+    int r = lb_stream_write(w->s, block, sizeof block);
+    if (r < 0)
+        return r;
+    w->waiting = true;
+    if (w->close_first) {
+        lb_stream_close(w->s);
+        w->status = lb_stream_wait_closed(w->s);
+    } else {
+        w->status = lb_stream_drain(w->s);
+    }
+    w->waiting = false;
+    return 0;
+}
+
+typedef struct sink {
+    lb_stream *s;
+    size_t want, got;
+    bool eof;
+} sink;
+
+/* Reads until want bytes came (0: until end of stream). */
+static int sink_task(lb_task *t, void *data) {
+    sink *k = data;
+    (void)t;
+    char buf[8192];
+    while (k->want == 0 || k->got < k->want) {
+        ssize_t n = lb_stream_read(k->s, buf, sizeof buf);
+        if (n < 0)
+            return (int)n;
+        if (n == 0) {
+            k->eof = true;
+            break;
+        }
+        k->got += (size_t)n;
+    }
+    return 0;
+}
+
+/* drain and wait_closed cancelled while the peer reads nothing: they
+ * return -ECANCELED, and what was queued is still sent (and, closing,
+ * the stream still closes once it is out). */
+static void test_stream_cancel_drain_and_wait_closed(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    for (int closing = 0; closing < 2; closing++) {
+        int fd[2];
+        make_socketpair(fd);
+        int small = 4096;
+        setsockopt(fd[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+        setsockopt(fd[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+        lb_stream_options o = {.write_limit = 16384};
+        sender w = {.close_first = closing};
+        assert_int_equal(lb_stream_new(loop, fd[0], &o, &w.s), 0);
+        lb_task *t = fixture_spawn(loop, queue_and_wait, &w);
+        fixture_canceller k = {.target = t, .waiting = &w.waiting};
+        fixture_cancel_when_waiting(loop, &k);
+        assert_int_equal(fixture_finish(loop, t, 10), 0);
+        assert_int_equal(w.status, -ECANCELED);
+        assert_true(lb_stream_write_buffered(w.s) > 0);
+        sink in = {.s = stream_of(loop, fd[1], 0), .want = closing ? 0 : QUEUED};
+        assert_int_equal(fixture_finish(loop, fixture_spawn(loop, sink_task, &in), 30), 0);
+        assert_int_equal(in.got, QUEUED);
+        assert_int_equal(in.eof, closing); /* the close went on */
+        assert_int_equal(lb_stream_write_buffered(w.s), 0);
+        lb_stream_unref(w.s);
+        lb_stream_unref(in.s);
+    }
+    fixture_loop_free(loop);
+}
+
 typedef struct two {
     lb_stream *s;
     reader first;
@@ -606,6 +725,8 @@ int run_stream_tests(void) {
         cmocka_unit_test(test_stream_read_until_limit),
         cmocka_unit_test(test_stream_readline),
         cmocka_unit_test(test_stream_cancel_read_keeps_data),
+        cmocka_unit_test(test_stream_cancel_read_until_and_readline),
+        cmocka_unit_test(test_stream_cancel_drain_and_wait_closed),
         cmocka_unit_test(test_stream_one_reader_and_close_wakes_it),
         cmocka_unit_test(test_stream_write_backpressure),
         cmocka_unit_test(test_stream_close_flushes_abort_drops),
