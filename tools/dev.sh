@@ -27,6 +27,8 @@ packages=(
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
   clang libclang-rt-14-dev
 )
+# Only `bench` needs these: the plot of docs/performance.md.
+bench_packages=(gnuplot-nox)
 
 # Where the public headers are: docs/api.md is generated from them.
 api_dirs=("$root/core/include/loopbridge" "$root/bridges/glib/include/loopbridge"
@@ -34,9 +36,12 @@ api_dirs=("$root/core/include/loopbridge" "$root/bridges/glib/include/loopbridge
 
 log() { printf '\n== %s\n' "$*"; }
 
+# deps [PACKAGE...]: installs those of the packages (default: the build
+# and test packages) that are missing.
 cmd_deps() {
-  local missing=()
-  for p in "${packages[@]}"; do
+  local missing=() wanted=("$@")
+  [ ${#wanted[@]} -gt 0 ] || wanted=("${packages[@]}")
+  for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if [ ${#missing[@]} -eq 0 ]; then
@@ -237,7 +242,7 @@ case "${1:-}" in
   build) cmd_deps; cmd_build ;;
   test) cmd_test ;;
   demo) shift; cmd_demo "$@" ;;
-  bench) shift; cmd_deps; exec "$root/tools/bench.sh" "$@" ;;
+  bench) shift; cmd_deps; cmd_deps "${bench_packages[@]}"; exec "$root/tools/bench.sh" "$@" ;;
   api) exec python3 "$root/tools/gen-api.py" "$root/docs/api.md" "${api_dirs[@]}" ;;
   *) echo "usage: tools/dev.sh deps|build|test|demo|bench|api" >&2; exit 2 ;;
 esac
