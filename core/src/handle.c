@@ -55,11 +55,9 @@ void lb__handle_release(lb_handle *h) {
 
 int lb_handle_cancel(lb_handle *handle) {
     lb_assert_return(handle, -EINVAL);
-    if (!lb__loop_closed(handle->loop)) {
-        int r = lb__check_thread(handle->loop, __func__);
-        if (r < 0)
-            return r;
-    }
+    int r = lb__check_owner(handle->loop, __func__);
+    if (r < 0)
+        return r;
     if (handle->flags & (LB__HANDLE_CANCELLED | LB__HANDLE_DONE))
         return 0;
     handle->flags |= LB__HANDLE_CANCELLED;

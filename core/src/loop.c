@@ -40,6 +40,10 @@ bool lb__log_off_thread(const lb_loop *loop, const char *func) {
     return true;
 }
 
+int lb__fail_off_thread(const lb_loop *loop, const char *func) {
+    return lb__loop_closed(loop) ? 0 : lb__fail_wrong_thread(loop, func);
+}
+
 int lb__loop_check(const lb_loop *loop, const char *func) {
     if (!loop)
         return lb__fail(NULL, -EINVAL, "%s: loop is NULL", func);

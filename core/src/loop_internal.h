@@ -160,6 +160,17 @@ static inline bool lb__refuse_off_thread(const lb_loop *loop, const char *func) 
     return lb__log_off_thread(loop, func);
 }
 
+int lb__fail_off_thread(const lb_loop *loop, const char *func) __attribute__((cold));
+
+/* The same for calls that return an error code (cancels): 0, or -EPERM
+ * with a message naming func. One load in the common case. */
+static inline int lb__check_owner(const lb_loop *loop, const char *func) {
+    const void *t = atomic_load_explicit(&loop->thread, memory_order_relaxed);
+    if (__builtin_expect(t == NULL || t == lb__thread_self(), 1))
+        return 0;
+    return lb__fail_off_thread(loop, func);
+}
+
 static inline const void *lb__loop_thread(const lb_loop *loop) {
     return atomic_load_explicit(&loop->thread, memory_order_relaxed);
 }

@@ -446,11 +446,9 @@ int lb_sleep(double seconds) {
 
 int lb_task_cancel(lb_task *task) {
     lb_assert_return(task, -EINVAL);
-    if (!lb__loop_closed(task->loop)) {
-        int r = lb__check_thread(task->loop, __func__);
-        if (r < 0)
-            return r;
-    }
+    int r = lb__check_owner(task->loop, __func__);
+    if (r < 0)
+        return r;
     if (task->state == LB__TASK_DONE)
         return 0;
     task->cancel_requests++;
