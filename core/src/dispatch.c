@@ -283,8 +283,12 @@ static inline int iterate(lb_loop *loop, int64_t poll_timeout_ns, int64_t budget
     loop->iterations++;
 
     /* Phase 1: poll. A blocking poll only when nothing is ready; while
-     * callbacks keep coming, a non-blocking one when poll_due() says. */
-    int64_t coarse = lb__clock_coarse_ns();
+     * callbacks keep coming, a non-blocking one when poll_due() says. The
+     * clock matters only to what waits on time or I/O (timers, fds,
+     * signals): a chain of callbacks on a loop without them reads none,
+     * and polls by the count alone (posts are taken without a poll). */
+    bool timed = loop->timers.n || loop->watches_live || loop->signals;
+    int64_t coarse = timed ? lb__clock_coarse_ns() : loop->last_poll;
     bool now_fresh = false;
     if (poll_timeout_ns != 0 && work_ready(loop))
         poll_timeout_ns = 0;
@@ -336,8 +340,11 @@ int lb__dispatch_until_stopped(lb_loop *loop) {
     loop->dispatch_depth++;
     lb__enter_state st;
     lb__loop_enter(loop, &st);
+    /* What an iteration returns is what work_ready() would say before
+     * the next one: nothing runs in between. */
+    int ready = work_ready(loop);
     do
-        iterate(loop, work_ready(loop) ? 0 : lb_driver_prepare(loop), INT64_MAX);
+        ready = iterate(loop, ready ? 0 : lb_driver_prepare(loop), INT64_MAX);
     while (!loop->stopping);
     lb__loop_leave(loop, &st);
     loop->dispatch_depth--;
