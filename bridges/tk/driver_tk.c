@@ -229,9 +229,12 @@ static void init_thread_notifier(int have_interp) {
     if (ready)
         return;
     ready = 1;
-    Tcl_FindExecutable(NULL);
+    /* An interpreter means Tcl and the thread's notifier are up; calling
+     * Tcl_FindExecutable again would also set the system encoding anew,
+     * over what the application chose. */
     if (have_interp)
         return;
+    Tcl_FindExecutable(NULL);
     /* Making an interpreter initialises the thread's notifier and makes
      * it known to Tcl_ThreadAlert. */
     Tcl_Interp *probe = Tcl_CreateInterp();

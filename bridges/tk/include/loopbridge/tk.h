@@ -39,7 +39,10 @@ LB_EXPORT int lb_tk_loop_new(lb_loop **ret, Tcl_Interp *interp);
 /* How long the loop may keep Tcl busy before it lets Tk's idle work
  * (redraws) and Tcl's other events run; default 0.5 ms. A longer budget
  * trades how late a redraw or a Tcl `after` can be for fewer passes
- * through Tcl's notifier while work floods the loop.
+ * through Tcl's notifier while work floods the loop. Having stepped
+ * aside, the loop resumes from a Tcl idle callback: a host that calls
+ * Tcl_DoOneEvent() without TCL_IDLE_EVENTS must let idle work run now
+ * and then (Tk_MainLoop, vwait and update do).
  * Budgets of a day or more mean none: the loop never steps aside.
  * Returns 0, -EINVAL (seconds not positive, or not a Tk loop), -EBADF
  * (closed loop), -EPERM (called from another thread than the loop's). */
