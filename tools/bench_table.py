@@ -233,7 +233,7 @@ set style histogram clustered gap 1
 set style fill solid 0.85 border -1
 set boxwidth 0.9
 set logscale y
-set yrange [10:*]
+set yrange [1:*]
 set ylabel "ns per callback / hop / post / await-resume / link"
 set grid ytics
 set key outside right top
