@@ -2,6 +2,7 @@
 /* Debug mode and monitoring; lb_run. */
 #include "fixture.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -125,12 +126,40 @@ static void test_debug_stats(void **state) {
     lb_loop_unref(loop);
 }
 
+enum { BACKGROUND_TASKS = 100 };
+static int unwound;
+static atomic_bool job_finished;
+
+static int background(lb_task *task, void *data) {
+    (void)task;
+    (void)data;
+    int r = lb_sleep(3600);
+    if (r == -ECANCELED)
+        unwound++; /* its cleanup ran */
+    return r;
+}
+
+static int slow_job(void *data, void **ret) {
+    (void)data;
+    (void)ret;
+    struct timespec ts = {0, 30 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    atomic_store(&job_finished, true);
+    return 0;
+}
+
 static int main_task(lb_task *task, void *data) {
     int *cleanup = data;
     (void)task;
-    assert_non_null(lb_loop_get_running());
-    /* A background task that run() must cancel and let unwind. */
-    assert_int_equal(lb_task_spawn(lb_loop_get_running(), sleeper, NULL, NULL, NULL), 0);
+    lb_loop *loop = lb_loop_get_running();
+    assert_non_null(loop);
+    /* Background tasks that run() must cancel and let unwind, and a job
+     * still running on the default executor that it must wait for. */
+    for (int i = 0; i < BACKGROUND_TASKS; i++)
+        assert_int_equal(lb_task_spawn(loop, background, NULL, NULL, NULL), 0);
+    lb_future *job = NULL;
+    assert_int_equal(lb_loop_run_in_executor(loop, NULL, slow_job, NULL, &job), 0);
+    lb_future_unref(job);
     if (lb_sleep(0.001) < 0)
         return -ECANCELED;
     (*cleanup)++;
@@ -141,8 +170,12 @@ static void test_debug_lb_run(void **state) {
     (void)state;
     int cleanup = 0;
     void *result = NULL;
+    unwound = 0;
+    atomic_store(&job_finished, false);
     assert_int_equal(lb_run(main_task, &cleanup, &result), 0);
     assert_int_equal(cleanup, 1);
+    assert_int_equal(unwound, BACKGROUND_TASKS);
+    assert_true(atomic_load(&job_finished));
     assert_string_equal(result, "async result");
     free(result);
     assert_null(lb_loop_get_running());

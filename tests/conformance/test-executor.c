@@ -238,27 +238,44 @@ static void test_executor_to_thread(void **state) {
     fixture_loop_free(loop);
 }
 
+static atomic_int slow_jobs_started, slow_jobs_ran;
+
 static int slow_job(void *data, void **ret) {
     (void)data;
     (void)ret;
+    atomic_fetch_add(&slow_jobs_started, 1);
     struct timespec ts = {0, 50 * 1000 * 1000};
     nanosleep(&ts, NULL);
+    atomic_fetch_add(&slow_jobs_ran, 1);
     return 0;
 }
 
 /* Close waits for running jobs and cancels queued ones: nothing leaks,
- * no thread touches the loop afterwards. */
+ * no thread touches the loop afterwards, every job that started has
+ * finished, and every one that had not is cancelled and never runs. */
 static void test_executor_close_with_jobs(void **state) {
     (void)state;
     lb_loop *loop = fixture_loop_new();
+    lb_executor *two = NULL;
+    assert_int_equal(lb_executor_new(&two, 2), 0);
+    assert_int_equal(lb_loop_set_default_executor(loop, two), 0);
+    lb_executor_unref(two);
+    atomic_store(&slow_jobs_started, 0);
+    atomic_store(&slow_jobs_ran, 0);
     lb_future *fs[16];
     for (int i = 0; i < 16; i++)
         assert_int_equal(lb_loop_run_in_executor(loop, NULL, slow_job, NULL, &fs[i]), 0);
     fixture_loop_free(loop);
+    int cancelled = 0;
     for (int i = 0; i < 16; i++) {
         assert_true(lb_future_is_done(fs[i]));
+        cancelled += lb_future_is_cancelled(fs[i]);
         lb_future_unref(fs[i]);
     }
+    int started = atomic_load(&slow_jobs_started);
+    assert_int_equal(atomic_load(&slow_jobs_ran), started);
+    assert_true(started < 16); /* two threads, 16 jobs of 50 ms: close came first */
+    assert_true(cancelled >= 16 - started);
     (void)loop_thread_token;
 }
 
