@@ -5,6 +5,7 @@
 
 #include <dlfcn.h>
 #include <stdio.h>
+#include <string.h>
 
 /* The name of the function at fn: its symbol when the dynamic symbol
  * table has it (shared libraries; executables linked with -rdynamic),
@@ -23,15 +24,25 @@ const char *lb__symbol_name(const void *fn, char *buf, size_t size) {
     return buf;
 }
 
+/* The first task a callback resumes is the one it is named after (a
+ * shared-stack task that suspends may let parked ones run in the same
+ * callback). */
 void lb__debug_note_task(lb_loop *loop, const void *fn, const char *name) {
+    if (loop->resumed_fn)
+        return;
     loop->resumed_fn = fn;
     snprintf(loop->resumed_name, sizeof loop->resumed_name, "%s", name);
 }
 
 /* A callback that resumed a task is named after the task: its name and
  * its function, which is where the time went (the callback itself is a
- * step, a timer or a done callback of the library). */
+ * step, a timer or a done callback of the library). A task's nested main
+ * loop runs callbacks of its own inside: what they note is theirs, and
+ * the outer callback's note comes back after them. */
 void lb__debug_call(lb_loop *loop, lb_callback cb, void *data) {
+    const void *outer_fn = loop->resumed_fn;
+    char outer_name[sizeof loop->resumed_name];
+    memcpy(outer_name, loop->resumed_name, sizeof outer_name);
     loop->resumed_fn = NULL;
     int64_t t0 = lb__clock_ns();
     cb(loop, data);
@@ -55,4 +66,6 @@ void lb__debug_call(lb_loop *loop, lb_callback cb, void *data) {
                     "slow callback: %s took %.3f s (slow_callback_duration is %.3f s)", name,
                     (double)took / 1e9, (double)loop->slow_callback_ns / 1e9);
     }
+    loop->resumed_fn = outer_fn;
+    memcpy(loop->resumed_name, outer_name, sizeof outer_name);
 }

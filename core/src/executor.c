@@ -42,11 +42,13 @@ struct lb_executor {
     size_t waking;   /* idle workers signalled and not yet awake */
     size_t spinning; /* workers watching for work before they sleep */
     atomic_size_t queued; /* jobs in the queue, for spinning workers */
-    size_t nthreads;
+    size_t nthreads;      /* started */
+    size_t live_threads;  /* started and not returned yet */
     pthread_t *threads;
     bool shutdown;
     bool cancel_pending;
     bool joined;
+    bool detached; /* the last thread to return frees the pool */
 };
 
 static _Thread_local const lb_executor *worker_of;
@@ -79,6 +81,40 @@ int lb_executor_new(lb_executor **ret, size_t threads) {
 /* Completion on the loop's thread                                     */
 /* ------------------------------------------------------------------ */
 
+static void executor_free(lb_executor *e) {
+    pthread_cond_destroy(&e->work);
+    pthread_mutex_destroy(&e->lock);
+    lb__free(e->threads);
+    lb__free(e);
+}
+
+/* Drops a reference without waiting for anything: the last one shuts the
+ * pool down and frees it, at once if no thread of it runs, else through
+ * its last thread to return (the threads are detached). Any thread,
+ * the pool's own included. */
+static void executor_release(lb_executor *e) {
+    if (atomic_fetch_sub(&e->refs, 1) != 1)
+        return;
+    pthread_mutex_lock(&e->lock);
+    e->shutdown = true;
+    pthread_cond_broadcast(&e->work);
+    bool free_now = e->live_threads == 0;
+    if (!free_now) {
+        e->detached = true;
+        if (!e->joined)
+            for (size_t i = 0; i < e->nthreads; i++)
+                pthread_detach(e->threads[i]);
+        e->joined = true; /* nobody may join them now */
+    }
+    pthread_mutex_unlock(&e->lock);
+    if (free_now) {
+        if (!e->joined)
+            for (size_t i = 0; i < e->nthreads; i++)
+                pthread_join(e->threads[i], NULL); /* returned already */
+        executor_free(e);
+    }
+}
+
 static void job_free(job *j) {
     lb_loop *loop = j->loop;
     lb_executor *e = j->executor;
@@ -91,9 +127,10 @@ static void job_free(job *j) {
     atomic_fetch_sub(&loop->executor_jobs, 1);
     lb__free(j);
     lb__loop_unhold(loop);
-    /* Last: when this was the pool's last reference, its threads are idle
-     * (no job is left anywhere), so shutting it down waits for nothing. */
-    lb_executor_unref(e);
+    /* Last, and never waiting: this may run under the inbox's lock (a
+     * post dropped at close), which a worker of the pool can be waiting
+     * for. */
+    executor_release(e);
 }
 
 static void job_complete(lb_loop *loop, void *data) {
@@ -128,6 +165,7 @@ static void job_post(job *j) {
             lb__log(LB_LOG_ERROR, "executor: a job finished after its loop closed; its future "
                                   "is leaked");
             atomic_fetch_sub(&j->loop->executor_jobs, 1);
+            executor_release(j->executor); /* the pool still goes when it is let go */
             return;
         }
         struct timespec ts = {0, 1000 * 1000};
@@ -215,8 +253,15 @@ static void *worker_main(void *arg) {
         if (done)
             job_post(done);
         done = NULL;
-        if (!j)
-            return NULL; /* shut down and drained */
+        if (!j) {
+            /* Shut down and drained. */
+            pthread_mutex_lock(&e->lock);
+            bool last = --e->live_threads == 0 && e->detached;
+            pthread_mutex_unlock(&e->lock);
+            if (last)
+                executor_free(e);
+            return NULL;
+        }
         if (cancelled) {
             j->status = -ECANCELED;
             job_post(j);
@@ -247,6 +292,7 @@ static int dispatch_locked(lb_executor *e) {
         int r = pthread_create(&e->threads[e->nthreads], NULL, worker_main, e);
         if (r == 0) {
             e->nthreads++;
+            e->live_threads++;
             return 0;
         }
         if (e->nthreads == 0)
@@ -375,11 +421,15 @@ lb_executor *lb_executor_unref(lb_executor *executor) {
         return NULL;
     if (atomic_fetch_sub(&executor->refs, 1) != 1)
         return NULL;
+    if (worker_of == executor) {
+        /* A job dropping its own pool's last reference cannot wait for
+         * its own thread. */
+        atomic_fetch_add(&executor->refs, 1);
+        executor_release(executor);
+        return NULL;
+    }
     lb_executor_shutdown(executor, true, false);
-    pthread_cond_destroy(&executor->work);
-    pthread_mutex_destroy(&executor->lock);
-    lb__free(executor->threads);
-    lb__free(executor);
+    executor_free(executor);
     return NULL;
 }
 
