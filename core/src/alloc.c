@@ -1,30 +1,46 @@
 /* SPDX-License-Identifier: MIT */
 #include "alloc.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 
-/* -1 means "never fail". The counter is only consulted when a test armed
- * it, so the normal path costs one relaxed load. */
-static atomic_long fail_after = -1;
-static atomic_bool fail_once;
+/* The failure plan of a test. The normal path reads one relaxed flag;
+ * armed, every allocation consults the plan under a lock, so that a
+ * reset can never be undone by a thread that was counting meanwhile (a
+ * lock-free counter that failing threads reset to zero could be set back
+ * to zero after the reset, and allocation then failed for good). */
+static atomic_bool armed;
+static pthread_mutex_t plan_lock = PTHREAD_MUTEX_INITIALIZER;
+static long countdown; /* allocations that still succeed */
+static bool once;      /* then one fails, rather than all */
 static atomic_long alloc_count;
 
 static int should_fail(void) {
-    if (atomic_load_explicit(&fail_after, memory_order_relaxed) < 0)
+    if (!atomic_load_explicit(&armed, memory_order_relaxed))
         return 0;
-    long left = atomic_fetch_sub_explicit(&fail_after, 1, memory_order_relaxed);
-    if (left > 0)
-        return 0;
-    if (atomic_load_explicit(&fail_once, memory_order_relaxed)) {
-        /* The one that takes the counter to -1 fails; every later one
-         * finds it negative, or takes it further down. */
-        return left == 0;
+    int fail = 0;
+    pthread_mutex_lock(&plan_lock);
+    if (atomic_load_explicit(&armed, memory_order_relaxed)) {
+        if (countdown > 0) {
+            countdown--;
+        } else {
+            fail = 1;
+            if (once)
+                atomic_store_explicit(&armed, false, memory_order_relaxed);
+        }
     }
-    /* Keep failing: undo the decrement so the counter sticks at zero. */
-    atomic_store_explicit(&fail_after, 0, memory_order_relaxed);
-    return 1;
+    pthread_mutex_unlock(&plan_lock);
+    return fail;
+}
+
+static void set_plan(long after, bool fail_once) {
+    pthread_mutex_lock(&plan_lock);
+    countdown = after;
+    once = fail_once;
+    atomic_store_explicit(&armed, after >= 0, memory_order_relaxed);
+    pthread_mutex_unlock(&plan_lock);
 }
 
 void *lb__malloc(size_t size) {
@@ -59,13 +75,11 @@ void lb__free(void *ptr) {
 }
 
 void lb__test_alloc_fail_after(long after) {
-    atomic_store(&fail_once, false);
-    atomic_store(&fail_after, after < 0 ? -1 : after);
+    set_plan(after, false);
 }
 
 void lb__test_alloc_fail_once(long after) {
-    atomic_store(&fail_once, after >= 0);
-    atomic_store(&fail_after, after < 0 ? -1 : after);
+    set_plan(after, true);
 }
 
 long lb__test_alloc_count(void) {
