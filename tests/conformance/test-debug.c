@@ -128,7 +128,7 @@ static void test_debug_stats(void **state) {
 
 enum { BACKGROUND_TASKS = 100 };
 static int unwound;
-static atomic_bool job_finished;
+static atomic_bool job_started, job_finished;
 
 static int background(lb_task *task, void *data) {
     (void)task;
@@ -142,6 +142,7 @@ static int background(lb_task *task, void *data) {
 static int slow_job(void *data, void **ret) {
     (void)data;
     (void)ret;
+    atomic_store(&job_started, true);
     struct timespec ts = {0, 30 * 1000 * 1000};
     nanosleep(&ts, NULL);
     atomic_store(&job_finished, true);
@@ -160,8 +161,10 @@ static int main_task(lb_task *task, void *data) {
     lb_future *job = NULL;
     assert_int_equal(lb_loop_run_in_executor(loop, NULL, slow_job, NULL, &job), 0);
     lb_future_unref(job);
-    if (lb_sleep(0.001) < 0)
-        return -ECANCELED;
+    /* Running, not queued: close cancels a queued job instead. */
+    while (!atomic_load(&job_started))
+        if (lb_sleep(0.001) < 0)
+            return -ECANCELED;
     (*cleanup)++;
     return lb_task_return(strdup("async result"), free);
 }
@@ -171,6 +174,7 @@ static void test_debug_lb_run(void **state) {
     int cleanup = 0;
     void *result = NULL;
     unwound = 0;
+    atomic_store(&job_started, false);
     atomic_store(&job_finished, false);
     assert_int_equal(lb_run(main_task, &cleanup, &result), 0);
     assert_int_equal(cleanup, 1);
