@@ -76,7 +76,7 @@ static void test_debug_slow_task_named(void **state) {
     assert_int_equal(lb_task_spawn(loop, conformance_slow_task, NULL, &opts, &t), 0);
     assert_int_equal(fixture_finish(loop, t, 10), 0);
     lb_set_log_handler(NULL, NULL);
-    assert_int_equal(l.warnings, 1);
+    assert_true(l.warnings >= 1); /* under valgrind, other steps may be slow too */
     if (!strstr(l.last, "task blocker (conformance_slow_task) took"))
         fail_msg("last warning: %s", l.last);
     lb_loop_stats st;
