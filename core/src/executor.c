@@ -421,13 +421,8 @@ lb_executor *lb_executor_unref(lb_executor *executor) {
         return NULL;
     if (atomic_fetch_sub(&executor->refs, 1) != 1)
         return NULL;
-    if (worker_of == executor) {
-        /* A job dropping its own pool's last reference cannot wait for
-         * its own thread. */
-        atomic_fetch_add(&executor->refs, 1);
-        executor_release(executor);
-        return NULL;
-    }
+    /* Never on one of the pool's threads: whatever runs there is a job,
+     * which holds a reference until its completion reached its loop. */
     lb_executor_shutdown(executor, true, false);
     executor_free(executor);
     return NULL;
