@@ -144,6 +144,15 @@ static void test_executor_cancel_queued_job(void **state) {
     fixture_loop_free(loop);
 }
 
+/* Makes a pool of `threads` the loop's default executor, which the loop
+ * (and its jobs) alone hold. */
+static void use_default_pool(lb_loop *loop, size_t threads) {
+    lb_executor *pool = NULL;
+    assert_int_equal(lb_executor_new(&pool, threads), 0);
+    assert_int_equal(lb_loop_set_default_executor(loop, pool), 0);
+    lb_executor_unref(pool);
+}
+
 /* Opens the gate after 5 s if the test has not: a regression (a replace
  * that waits for the job) then fails instead of hanging. */
 static void *open_gate_later(void *data) {
@@ -167,10 +176,7 @@ static void *open_gate_later(void *data) {
 static void test_executor_replace_default_while_busy(void **state) {
     (void)state;
     lb_loop *loop = fixture_loop_new();
-    lb_executor *ex = NULL;
-    assert_int_equal(lb_executor_new(&ex, 1), 0);
-    assert_int_equal(lb_loop_set_default_executor(loop, ex), 0);
-    lb_executor_unref(ex); /* the loop and the jobs hold it from now on */
+    use_default_pool(loop, 1);
     gate g = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
     pthread_t watchdog;
     assert_int_equal(pthread_create(&watchdog, NULL, open_gate_later, &g), 0);
@@ -256,10 +262,7 @@ static int slow_job(void *data, void **ret) {
 static void test_executor_close_with_jobs(void **state) {
     (void)state;
     lb_loop *loop = fixture_loop_new();
-    lb_executor *two = NULL;
-    assert_int_equal(lb_executor_new(&two, 2), 0);
-    assert_int_equal(lb_loop_set_default_executor(loop, two), 0);
-    lb_executor_unref(two);
+    use_default_pool(loop, 2);
     atomic_store(&slow_jobs_started, 0);
     atomic_store(&slow_jobs_ran, 0);
     lb_future *fs[16];

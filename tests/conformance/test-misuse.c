@@ -797,10 +797,15 @@ static void *wrong_thread_main(void *data) {
     return NULL;
 }
 
-static void from_other_thread(misuse *m) {
+/* Runs thread_main(m) on a thread of its own and waits for it. */
+static void on_other_thread(misuse *m, void *(*thread_main)(void *)) {
     pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, wrong_thread_main, m), 0);
+    assert_int_equal(pthread_create(&th, NULL, thread_main, m), 0);
     pthread_join(th, NULL);
+}
+
+static void from_other_thread(misuse *m) {
+    on_other_thread(m, wrong_thread_main);
 }
 
 /* A task and a timer of m->loop for another thread to misuse; made in
@@ -842,9 +847,7 @@ static void *wrong_thread_refs_main(void *data) {
 }
 
 static void refs_from_other_thread(misuse *m) {
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, wrong_thread_refs_main, m), 0);
-    pthread_join(th, NULL);
+    on_other_thread(m, wrong_thread_refs_main);
 }
 
 /* The refused calls left the objects as they were: the references the
