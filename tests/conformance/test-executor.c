@@ -103,6 +103,21 @@ static int wait_at_gate(void *data, void **ret) {
     return 0;
 }
 
+/* Waits until a job stands at the gate. */
+static void gate_wait_entered(gate *g) {
+    pthread_mutex_lock(&g->lock);
+    while (!g->entered)
+        pthread_cond_wait(&g->cond, &g->lock);
+    pthread_mutex_unlock(&g->lock);
+}
+
+static void gate_open(gate *g) {
+    pthread_mutex_lock(&g->lock);
+    g->open = true;
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->lock);
+}
+
 static atomic_int ran_cancelled_job;
 
 static int must_not_run(void *data, void **ret) {
@@ -120,18 +135,12 @@ static void test_executor_cancel_queued_job(void **state) {
     gate g = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
     lb_future *busy = NULL, *queued = NULL;
     assert_int_equal(lb_loop_run_in_executor(loop, ex, wait_at_gate, &g, &busy), 0);
-    pthread_mutex_lock(&g.lock);
-    while (!g.entered)
-        pthread_cond_wait(&g.cond, &g.lock);
-    pthread_mutex_unlock(&g.lock);
+    gate_wait_entered(&g);
     /* The only worker is busy: this one waits in the queue. */
     assert_int_equal(lb_loop_run_in_executor(loop, ex, must_not_run, NULL, &queued), 0);
     assert_int_equal(lb_future_cancel(queued), 1);
     assert_true(lb_future_is_cancelled(queued));
-    pthread_mutex_lock(&g.lock);
-    g.open = true;
-    pthread_cond_broadcast(&g.cond);
-    pthread_mutex_unlock(&g.lock);
+    gate_open(&g);
     assert_int_equal(lb_loop_run_until_complete(loop, busy), 0);
     assert_int_equal(lb_executor_shutdown(ex, true, false), 0);
     assert_int_equal(atomic_load(&ran_cancelled_job), 0);
@@ -182,10 +191,7 @@ static void test_executor_replace_default_while_busy(void **state) {
     assert_int_equal(pthread_create(&watchdog, NULL, open_gate_later, &g), 0);
     lb_future *busy = NULL, *queued = NULL, *fresh = NULL;
     assert_int_equal(lb_loop_run_in_executor(loop, NULL, wait_at_gate, &g, &busy), 0);
-    pthread_mutex_lock(&g.lock);
-    while (!g.entered)
-        pthread_cond_wait(&g.cond, &g.lock);
-    pthread_mutex_unlock(&g.lock);
+    gate_wait_entered(&g);
     assert_int_equal(lb_loop_run_in_executor(loop, NULL, must_not_run, NULL, &queued), 0);
 
     assert_int_equal(lb_loop_set_default_executor(loop, NULL), 0);
@@ -195,10 +201,7 @@ static void test_executor_replace_default_while_busy(void **state) {
     assert_true(still_held);
     assert_int_equal(lb_future_cancel(queued), 1);
 
-    pthread_mutex_lock(&g.lock);
-    g.open = true;
-    pthread_cond_broadcast(&g.cond);
-    pthread_mutex_unlock(&g.lock);
+    gate_open(&g);
     pthread_join(watchdog, NULL);
     assert_int_equal(lb_loop_run_until_complete(loop, busy), 0);
     assert_int_equal(lb_future_result(busy, NULL), 0);

@@ -16,6 +16,15 @@ static void make_socketpair(int fd[2]) {
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fd), 0);
 }
 
+/* A pair whose kernel buffers from `from` to the other end are small, so
+ * that a stream writing on `from` soon uses its own buffer. */
+static void make_narrow_socketpair(int fd[2], int from) {
+    make_socketpair(fd);
+    int small = 4096;
+    setsockopt(fd[from], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    setsockopt(fd[1 - from], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+}
+
 /* The far end of the pair is written by timed callbacks, so that what a
  * reader gets arrives in separate pieces. */
 typedef struct feed {
@@ -324,10 +333,7 @@ static void test_stream_cancel_drain_and_wait_closed(void **state) {
     lb_loop *loop = fixture_loop_new();
     for (int closing = 0; closing < 2; closing++) {
         int fd[2];
-        make_socketpair(fd);
-        int small = 4096;
-        setsockopt(fd[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
-        setsockopt(fd[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+        make_narrow_socketpair(fd, 0);
         lb_stream_options o = {.write_limit = 16384};
         sender w = {.close_first = closing};
         assert_int_equal(lb_stream_new(loop, fd[0], &o, &w.s), 0);
@@ -445,11 +451,7 @@ static void test_stream_write_backpressure(void **state) {
     (void)state;
     lb_loop *loop = fixture_loop_new();
     int fd[2];
-    make_socketpair(fd);
-    /* Small kernel buffers, so that the stream's own buffer is used. */
-    int small = 4096;
-    setsockopt(fd[1], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
-    setsockopt(fd[0], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    make_narrow_socketpair(fd, 1);
     lb_stream_options o = {.write_limit = 16384};
     bulk b = {.out = malloc(BULK), .in = malloc(BULK)};
     for (size_t i = 0; i < BULK; i++)
