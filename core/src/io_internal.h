@@ -47,12 +47,6 @@ ssize_t lb__io_write(int fd, const void *buf, size_t len, int is_socket);
 /* read(2) returning the count or -errno, retrying on EINTR. */
 ssize_t lb__io_read(int fd, void *buf, size_t len);
 
-/* 0 if the calling thread may use loop's I/O objects, -EPERM otherwise. A
- * closed loop has no thread: its objects may then be released anywhere. */
-static inline int lb__io_check_thread(const lb_loop *loop, const char *func) {
-    return lb__loop_closed(loop) ? 0 : lb__check_thread(loop, func);
-}
-
 /* Logs a reference count that would go below zero; true if it would. */
 bool lb__io_no_ref_left(unsigned refs, const char *what, const void *object);
 

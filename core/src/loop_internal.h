@@ -162,8 +162,9 @@ static inline bool lb__refuse_off_thread(const lb_loop *loop, const char *func) 
 
 int lb__fail_off_thread(const lb_loop *loop, const char *func) __attribute__((cold));
 
-/* The same for calls that return an error code (cancels): 0, or -EPERM
- * with a message naming func. One load in the common case. */
+/* The same for calls that return an error code (cancels, the close of
+ * I/O objects): 0, or -EPERM with a message naming func. One load in the
+ * common case; a closed loop's objects may be used anywhere. */
 static inline int lb__check_owner(const lb_loop *loop, const char *func) {
     const void *t = atomic_load_explicit(&loop->thread, memory_order_relaxed);
     if (__builtin_expect(t == NULL || t == lb__thread_self(), 1))

@@ -522,7 +522,7 @@ int lb_process_wait(lb_process *process, double timeout, int *ret) {
 int lb_process_send_signal(lb_process *process, int signum) {
     lb_assert_return(process, -EINVAL);
     lb_assert_return(signum >= 0 && signum < NSIG, -EINVAL);
-    int r = lb__io_check_thread(process->loop, __func__);
+    int r = lb__check_owner(process->loop, __func__);
     if (r < 0)
         return r;
     if (process->exited)

@@ -253,7 +253,7 @@ static void close_listeners(lb_server *srv) {
 
 int lb_server_close(lb_server *server, bool cancel_connections) {
     lb_assert_return(server, -EINVAL);
-    int r = lb__io_check_thread(server->loop, __func__);
+    int r = lb__check_owner(server->loop, __func__);
     if (r < 0)
         return r;
     if (!server->closed) {

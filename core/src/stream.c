@@ -143,7 +143,7 @@ int lb_stream_fd(const lb_stream *stream) {
 int lb_stream_set_timeout(lb_stream *stream, double seconds) {
     lb_assert_return(stream, -EINVAL);
     lb_assert_return(!isnan(seconds), -EINVAL);
-    int r = lb__io_check_thread(stream->loop, __func__);
+    int r = lb__check_owner(stream->loop, __func__);
     if (r < 0)
         return r;
     stream->timeout = seconds < 0 ? -1 : seconds;
@@ -283,7 +283,7 @@ static void finish_close(lb_stream *s) {
 
 int lb_stream_close(lb_stream *stream) {
     lb_assert_return(stream, -EINVAL);
-    int r = lb__io_check_thread(stream->loop, __func__);
+    int r = lb__check_owner(stream->loop, __func__);
     if (r < 0)
         return r;
     if (stream->closing)
@@ -298,7 +298,7 @@ int lb_stream_close(lb_stream *stream) {
 
 int lb_stream_abort(lb_stream *stream) {
     lb_assert_return(stream, -EINVAL);
-    int r = lb__io_check_thread(stream->loop, __func__);
+    int r = lb__check_owner(stream->loop, __func__);
     if (r < 0)
         return r;
     if (stream->closed)
