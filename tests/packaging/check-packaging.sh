@@ -13,7 +13,8 @@
 #   subproject  builds tests/packaging/consumer with loopbridge as a meson
 #               subproject (the tree symlinked into a copy's subprojects/):
 #               only loopbridge's libraries may be built, no test and no
-#               demo, and the program must run
+#               demo; each bridge built must be found by its own name (the
+#               wrap's [provide]); and the program must run
 #   no-cmocka   configures the tree (demos included) where neither
 #               pkg-config nor cmake can find cmocka: the default
 #               (tests=auto) sets up, without tests
@@ -118,13 +119,14 @@ step_subproject() {
   cp -r "$consumer" "$src"
   ln -s "$root" "$src/subprojects/loopbridge"
   # Forced, so that a loopbridge installed on the machine is not used.
-  meson setup "$build" "$src" --force-fallback-for=loopbridge >"$work/consumer-setup.log" ||
+  meson setup "$build" "$src" --force-fallback-for=loopbridge,loopbridge-glib,loopbridge-tk \
+    >"$work/consumer-setup.log" ||
     { cat "$work/consumer-setup.log"; fail "the consumer's meson setup failed"; }
   ninja -C "$build" -j "$jobs" >"$work/consumer-build.log" ||
     { cat "$work/consumer-build.log"; fail "the consumer's build failed"; }
   meson introspect --targets "$build" >"$work/consumer-targets.json"
   meson introspect --tests "$build" >"$work/consumer-tests.json"
-  python3 - "$work/consumer-targets.json" "$work/consumer-tests.json" <<'PY' || fail "the subproject built more than its libraries"
+  python3 - "$work/consumer-targets.json" "$work/consumer-tests.json" "$work/consumer-setup.log" <<'PY' || fail "the subproject as a consumer sees it is wrong (above)"
 import json, sys
 targets = json.load(open(sys.argv[1]))
 tests = json.load(open(sys.argv[2]))
@@ -145,6 +147,11 @@ if "loopbridge" not in libraries:
 if own != ["consumer"] or own_tests != ["consumer"]:
     print("   expected the consumer's program and test alone", file=sys.stderr)
     ok = False
+log = open(sys.argv[3]).read()
+for bridge in ("loopbridge-glib", "loopbridge-tk"):
+    if bridge in libraries and "Message: %s: found" % bridge not in log:
+        print("   dependency('%s') did not find the subproject's bridge" % bridge, file=sys.stderr)
+        ok = False
 sys.exit(0 if ok else 1)
 PY
   "$build/consumer" | indent || fail "the consumer built with the subproject failed"
