@@ -57,10 +57,10 @@ say() { printf '== %s\n' "$*" >&2; }
 # ---------------------------------------------------------------- build
 say "build: build/release (buildtype=release, no sanitizers)"
 if [ -f build/release/build.ninja ]; then
-  meson configure build/release -Dbuildtype=release -Db_sanitize=none -Dtests=true >/dev/null ||
-    { echo "bench.sh: meson configure build/release failed" >&2; exit 1; }
+  meson setup --reconfigure build/release -Dbuildtype=release -Db_sanitize=none -Dtests=enabled >/dev/null ||
+    { echo "bench.sh: meson setup --reconfigure build/release failed" >&2; exit 1; }
 else
-  meson setup build/release -Dbuildtype=release -Db_sanitize=none -Dtests=true >/dev/null ||
+  meson setup build/release -Dbuildtype=release -Db_sanitize=none -Dtests=enabled >/dev/null ||
     { echo "bench.sh: meson setup build/release failed" >&2; exit 1; }
 fi
 ninja -C build/release -j "$jobs" tests/bench/bench >/dev/null ||

@@ -6,6 +6,8 @@
 #   tools/dev.sh test     deps + every CI job: normal, ASan+UBSan, ucontext
 #                         fibers, TSan (threaded tests), valgrind, fuzz
 #                         (60 s), stress; prints the time of each job
+#   tools/dev.sh test JOB...  deps + the jobs named, in that order (e.g.
+#                         `tools/dev.sh test packaging headers`)
 #   tools/dev.sh demo     deps + build + run the main demo (the GTK4 app;
 #                         under Xvfb when there is no display)
 #   tools/dev.sh bench    deps + the benchmark workloads side by side with
@@ -26,6 +28,7 @@ packages=(
   xvfb xauth imagemagick xdotool valgrind
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
   clang libclang-rt-14-dev
+  g++
 )
 # Only `bench` needs these: the plot of docs/performance.md.
 bench_packages=(gnuplot-nox)
@@ -58,12 +61,16 @@ cmd_deps() {
 }
 
 # configure DIR [meson options...]: set up (or reconfigure) a build dir.
+# Every build here runs tests: -Dtests=enabled makes a missing cmocka an
+# error instead of a build without them. A dir set up while tests was a
+# boolean option refuses the new value until it is reconfigured.
 configure() {
   local dir=$1; shift
   if [ -f "$dir/build.ninja" ]; then
-    meson configure "$dir" "$@" >/dev/null
+    meson configure "$dir" -Dtests=enabled "$@" >/dev/null 2>&1 ||
+      meson setup --reconfigure "$dir" -Dtests=enabled "$@" >/dev/null
   else
-    meson setup "$dir" "$@" >/dev/null
+    meson setup "$dir" -Dtests=enabled "$@" >/dev/null
   fi
 }
 
@@ -196,10 +203,49 @@ job_stress() {
   suite "stress" build/normal --suite stress
 }
 
+# check_steps NAME STEP...: runs tests/packaging/check-packaging.sh's steps
+# and counts the job as one result.
+check_steps() {
+  local name=$1; shift
+  if JOBS=$jobs "$root/tests/packaging/check-packaging.sh" "$@"; then
+    total_passed=$((total_passed + 1))
+  else
+    echo "dev.sh: the $name check failed" >&2
+    total_failed=$((total_failed + 1))
+    return 1
+  fi
+}
+
+# loopbridge as its users get it: the libraries alone installed into a
+# prefix (build/packaging/prefix) and a program built against them with
+# pkg-config; tests/packaging/consumer built with loopbridge as a meson
+# subproject, which must build nothing but the libraries; and a setup
+# without cmocka.
+job_packaging() {
+  log "packaging: install + pkg-config, subproject, no cmocka"
+  check_steps packaging install pkg-config subproject no-cmocka
+}
+
+# Every installed public header compiles alone as strict C11 and as C++
+# (-pedantic -Werror), with its pkg-config file's flags.
+job_headers() {
+  log "headers: each alone, gcc -std=c11 and g++, -pedantic -Werror"
+  check_steps headers install headers
+}
+
+# test [JOB...]: the jobs named, or every job.
 cmd_test() {
+  local all=(normal packaging headers asan ucontext tsan valgrind fuzz stress)
+  local chosen=("$@") failed=() times=() job start
+  [ ${#chosen[@]} -gt 0 ] || chosen=("${all[@]}")
+  for job in "${chosen[@]}"; do
+    if ! declare -F "job_$job" >/dev/null; then
+      echo "dev.sh test: no job '$job'; the jobs: ${all[*]}" >&2
+      exit 2
+    fi
+  done
   cmd_deps
-  local failed=() times=() job start
-  for job in normal asan ucontext tsan valgrind fuzz stress; do
+  for job in "${chosen[@]}"; do
     start=$SECONDS
     "job_$job" || failed+=("$job")
     times+=("$(printf '%-10s %5d s' "$job" $((SECONDS - start)))")
@@ -240,9 +286,9 @@ cmd_demo() {
 case "${1:-}" in
   deps) cmd_deps ;;
   build) cmd_deps; cmd_build ;;
-  test) cmd_test ;;
+  test) shift; cmd_test "$@" ;;
   demo) shift; cmd_demo "$@" ;;
   bench) shift; cmd_deps; cmd_deps "${bench_packages[@]}"; exec "$root/tools/bench.sh" "$@" ;;
   api) exec python3 "$root/tools/gen-api.py" "$root/docs/api.md" "${api_dirs[@]}" ;;
-  *) echo "usage: tools/dev.sh deps|build|test|demo|bench|api" >&2; exit 2 ;;
+  *) echo "usage: tools/dev.sh deps|build|test [JOB...]|demo|bench|api" >&2; exit 2 ;;
 esac

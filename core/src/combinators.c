@@ -22,11 +22,12 @@ typedef struct gather {
     lb_future *children[];
 } gather;
 
-/* The result handed out: the public struct, followed by a pointer back to
- * the gather that owns the children. */
+/* The result handed out: a pointer back to the gather that owns the
+ * children, the public struct, and the items it points to. */
 typedef struct gather_result {
     gather *owner;
     lb_gather_result pub;
+    lb_gather_item items[];
 } gather_result;
 
 static void gather_unref(gather *g) {
@@ -52,10 +53,11 @@ static void gather_complete(gather *g) {
     }
     gr->owner = g;
     gr->pub.n = g->n;
+    gr->pub.items = gr->items;
     for (size_t i = 0; i < g->n; i++) {
         void *v = NULL;
         int st = lb_future_result(g->children[i], &v);
-        gr->pub.items[i] = (lb_gather_item){.status = st, .value = st == 0 ? v : NULL};
+        gr->items[i] = (lb_gather_item){.status = st, .value = st == 0 ? v : NULL};
     }
     g->refs++;
     lb__future_complete(g->outer, LB__FUTURE_RESULT, &gr->pub, gather_result_free, 0);

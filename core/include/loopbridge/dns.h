@@ -14,6 +14,11 @@
 extern "C" {
 #endif
 
+/* Declared here too: strict C (-std=c11 without _POSIX_C_SOURCE) gets no
+ * struct addrinfo from <netdb.h>, and a struct first named in a parameter
+ * list would be a different type, visible only there. */
+struct addrinfo;
+
 /* Resolves host and service as getaddrinfo(3) does (either may be NULL,
  * not both; hints may be NULL, and only its ai_flags, ai_family,
  * ai_socktype and ai_protocol are read), inside a task. A numeric host

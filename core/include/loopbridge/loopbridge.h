@@ -5,6 +5,7 @@
 /* The umbrella header: include this one. */
 
 #include <loopbridge/common.h>
+#include <loopbridge/version.h>
 #include <loopbridge/loop.h>
 #include <loopbridge/future.h>
 #include <loopbridge/driver.h>

@@ -156,9 +156,12 @@ typedef struct lb_gather_item {
     void *value; /* the result when status is 0 (owned by its future) */
 } lb_gather_item;
 
+/* A gather's value: n outcomes in the order of the futures given. items
+ * points into the same allocation, which the gather future owns (a pointer
+ * rather than a flexible array member, which C++ lacks). */
 typedef struct lb_gather_result {
     size_t n;
-    lb_gather_item items[];
+    lb_gather_item *items; /* n outcomes */
 } lb_gather_result;
 
 enum {
