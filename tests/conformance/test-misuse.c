@@ -948,6 +948,14 @@ static void walk_signal_uncatchable(misuse *m) {
     CHECK(m, lb_loop_remove_signal_handler(m->loop, SIGKILL));
 }
 
+static void walk_signal_synchronous(misuse *m) {
+    CHECK(m, lb_loop_add_signal_handler(m->loop, SIGSEGV, nop, NULL));
+    CHECK(m, lb_loop_add_signal_handler(m->loop, SIGBUS, nop, NULL));
+    CHECK(m, lb_loop_add_signal_handler(m->loop, SIGFPE, nop, NULL));
+    CHECK(m, lb_loop_add_signal_handler(m->loop, SIGILL, nop, NULL));
+    CHECK(m, lb_loop_remove_signal_handler(m->loop, SIGSEGV));
+}
+
 /* ------------------------------------------------------------------ */
 /* Futures                                                             */
 /* ------------------------------------------------------------------ */
@@ -1294,6 +1302,7 @@ static const struct {
     {"fd-closed-while-watched", walk_fd_closed_while_watched},
     {"signal-out-of-range", walk_signal_out_of_range},
     {"signal-uncatchable", walk_signal_uncatchable},
+    {"signal-synchronous", walk_signal_synchronous},
     {"future-done-twice", walk_future_done_twice},
     {"task-future-by-hand", walk_task_future_by_hand},
     {"bad-error-code", walk_bad_error_code},
