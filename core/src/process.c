@@ -506,17 +506,21 @@ int lb_process_wait(lb_process *process, double timeout, int *ret) {
     int r = lb__io_task_loop(__func__, &loop);
     if (r < 0)
         return r;
-    if (!process->exited) {
-        lb_future *mine = NULL;
-        r = lb_shield(process->exit, &mine);
-        if (r < 0)
-            return r;
-        r = timeout < 0 ? lb_await(mine, NULL) : lb_wait_for(mine, timeout, NULL);
-        lb_future_unref(mine);
-        if (r < 0 && r != -ECHILD)
-            return r;
-    }
-    return lb_process_returncode(process, ret);
+    if (process->exited)
+        return lb_process_returncode(process, ret);
+    lb_future *mine = NULL;
+    r = lb_shield(process->exit, &mine);
+    if (r < 0)
+        return r;
+    /* Held while waiting: another task may drop the caller's last
+     * reference meanwhile, and the child's exit would then free it. */
+    process->refs++;
+    r = timeout < 0 ? lb_await(mine, NULL) : lb_wait_for(mine, timeout, NULL);
+    lb_future_unref(mine);
+    if (r >= 0 || r == -ECHILD)
+        r = lb_process_returncode(process, ret);
+    lb_process_unref(process);
+    return r;
 }
 
 int lb_process_send_signal(lb_process *process, int signum) {

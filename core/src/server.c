@@ -299,8 +299,12 @@ int lb_server_wait_closed(lb_server *server) {
     r = lb_shield(server->idle, &mine);
     if (r < 0)
         return r;
+    /* Held while waiting, as every waiting call holds its object: another
+     * task may drop the caller's last reference meanwhile. */
+    server->refs++;
     r = lb_await(mine, NULL);
     lb_future_unref(mine);
+    lb_server_unref(server);
     return r;
 }
 

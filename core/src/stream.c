@@ -445,7 +445,8 @@ int lb_stream_write(lb_stream *stream, const void *buf, size_t len) {
     return 0;
 }
 
-static int begin_wait(lb_stream *s, const char *func) {
+/* The checks of a call that may wait: in a task of the stream's loop. */
+static int check_wait(lb_stream *s, const char *func) {
     lb_assert_return(s, -EINVAL);
     lb_loop *loop = NULL;
     int r = lb__io_task_loop(func, &loop);
@@ -456,14 +457,28 @@ static int begin_wait(lb_stream *s, const char *func) {
     return 0;
 }
 
+/* check_wait(), and a reference held until end_wait(): another task may
+ * drop the last of the caller's while this one waits, and the stream
+ * must outlive the call that uses it. */
+static int begin_wait(lb_stream *s, const char *func) {
+    int r = check_wait(s, func);
+    if (r == 0)
+        s->refs++;
+    return r;
+}
+
+/* Drops begin_wait()'s reference (the stream may go with it) and passes
+ * the call's result on. */
+static ssize_t end_wait(lb_stream *s, ssize_t result) {
+    lb_stream_unref(s);
+    return result;
+}
+
 /* Awaits until at most `left` bytes are queued. */
 static int wait_sent(lb_stream *s, size_t left, const char *func) {
-    int r = begin_wait(s, func);
-    if (r < 0)
-        return r;
     int64_t deadline = lb__io_deadline(s->timeout);
     while (wbuffered(s) > left && !s->write_error && !s->closed) {
-        r = wait_progress(s, deadline);
+        int r = wait_progress(s, deadline);
         if (r < 0)
             return r;
     }
@@ -473,15 +488,23 @@ static int wait_sent(lb_stream *s, size_t left, const char *func) {
     return 0;
 }
 
+/* wait_sent() as a call of its own, holding the stream meanwhile. */
+static int wait_sent_held(lb_stream *s, size_t left, const char *func) {
+    int r = begin_wait(s, func);
+    if (r < 0)
+        return r;
+    return (int)end_wait(s, wait_sent(s, left, func));
+}
+
 int lb_stream_drain(lb_stream *stream) {
     lb_assert_return(stream, -EINVAL);
     if (wbuffered(stream) <= stream->write_high && !stream->write_error)
-        return begin_wait(stream, __func__);
-    return wait_sent(stream, stream->write_low, __func__);
+        return check_wait(stream, __func__);
+    return wait_sent_held(stream, stream->write_low, __func__);
 }
 
 int lb_stream_flush(lb_stream *stream) {
-    return wait_sent(stream, 0, __func__);
+    return wait_sent_held(stream, 0, __func__);
 }
 
 int lb_stream_write_eof(lb_stream *stream) {
@@ -504,27 +527,33 @@ int lb_stream_write_eof(lb_stream *stream) {
     return 0;
 }
 
-int lb_stream_wait_closed(lb_stream *stream) {
-    int r = begin_wait(stream, __func__);
-    if (r < 0)
-        return r;
+static int wait_closed(lb_stream *stream) {
     if (!stream->closing)
         return lb__fail(stream->loop, -EINVAL, "lb_stream_wait_closed: the stream is open");
     int64_t deadline = lb__io_deadline(stream->timeout);
     while (!stream->closed) {
-        r = wait_progress(stream, deadline);
+        int r = wait_progress(stream, deadline);
         if (r < 0)
             return r;
     }
     return stream->close_status;
 }
 
+int lb_stream_wait_closed(lb_stream *stream) {
+    int r = begin_wait(stream, __func__);
+    if (r < 0)
+        return r;
+    return (int)end_wait(stream, wait_closed(stream));
+}
+
 /* ------------------------------------------------------------------ */
 /* Reading                                                             */
 /* ------------------------------------------------------------------ */
 
+/* Every read call starts here and, once this succeeded, ends through
+ * end_read(); the reference it holds meanwhile is begin_wait()'s. */
 static int begin_read(lb_stream *s, const char *func) {
-    int r = begin_wait(s, func);
+    int r = check_wait(s, func);
     if (r < 0)
         return r;
     if (s->closing)
@@ -532,12 +561,13 @@ static int begin_read(lb_stream *s, const char *func) {
     if (s->reading)
         return lb__fail(s->loop, -EBUSY, "%s: another task is reading the stream", func);
     s->reading = true;
+    s->refs++;
     return 0;
 }
 
 static ssize_t end_read(lb_stream *s, ssize_t r) {
     s->reading = false;
-    return r;
+    return end_wait(s, r);
 }
 
 static int wait_readable(lb_stream *s, int64_t deadline) {

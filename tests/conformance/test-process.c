@@ -402,6 +402,29 @@ static void test_process_loop_close_reaps(void **state) {
     assert_int_equal(fixture_count_fds(), fds);
 }
 
+/* A task waits for a child while the last other reference goes: the wait
+ * holds one of its own, so it returns the exit code once the child ends
+ * (it read a freed process before). */
+static void test_process_unref_while_waited(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    const char *cat[] = {"cat", NULL};
+    lb_process_options o = {.in = LB_STDIO_PIPE, .out = LB_STDIO_DEVNULL};
+    run r = {.p = spawn(loop, cat, &o), .timeout = -1};
+    pid_t pid = lb_process_pid(r.p);
+    lb_stream *in = lb_stream_ref(lb_process_stdin(r.p));
+    lb_task *t = fixture_spawn(loop, collect_and_wait, &r);
+    fixture_run_until(loop, &r.waiting, 10);
+    lb_process_unref(r.p);
+    lb_stream_close(in); /* cat reads the end of its input and exits */
+    lb_stream_unref(in);
+    assert_int_equal(fixture_finish(loop, t, 30), 0);
+    assert_int_equal(r.wait_status, 0);
+    assert_int_equal(r.code, 0);
+    assert_reaped(pid);
+    fixture_loop_free(loop);
+}
+
 #define BOTH_WATCHES(test)                                                                     \
     cmocka_unit_test_setup_teardown(test, use_pidfd, restore),                                 \
         cmocka_unit_test_setup_teardown(test, use_sigchld, restore)
@@ -415,6 +438,7 @@ int run_process_tests(void) {
         BOTH_WATCHES(test_process_kill_terminate_and_cancelled_wait),
         BOTH_WATCHES(test_process_many_and_unheld),
         BOTH_WATCHES(test_process_loop_close_reaps),
+        BOTH_WATCHES(test_process_unref_while_waited),
     };
     return cmocka_run_group_tests_name("process", tests, NULL, NULL);
 }

@@ -97,7 +97,9 @@ LB_EXPORT lb_stream *lb_process_stderr(const lb_process *process);
 /* Awaits the process's exit, for at most timeout seconds (< 0: no limit),
  * and stores its return code in *ret (may be NULL): the exit status
  * (0..255), or -N if signal N ended it (asyncio's returncode).
- * Cancellation or the timeout leave the process running.
+ * Cancellation or the timeout leave the process running. The call holds
+ * a reference to the process while it waits (another task may drop the
+ * last of yours meanwhile).
  * Returns 0; -ETIMEDOUT; -ECANCELED; -ECHILD (someone else reaped it);
  * -EPERM outside a task. */
 LB_EXPORT int lb_process_wait(lb_process *process, double timeout, int *ret);

@@ -32,7 +32,10 @@
  * (lb_stream_close(), lb_stream_abort(), or its last reference); do not
  * close it yourself. Streams are loop-thread objects. Calls that wait
  * (reads, drain, flush, wait_closed) run inside a task and return -EPERM
- * elsewhere; at most one task reads a stream at a time (-EBUSY). */
+ * elsewhere; at most one task reads a stream at a time (-EBUSY). A call
+ * that waits holds a reference of its own until it returns, so another
+ * task may drop the last of yours meanwhile: the call ends as it would
+ * have, and the stream goes once it returned. */
 
 #include <loopbridge/common.h>
 
@@ -70,8 +73,9 @@ LB_EXPORT int lb_stream_new(lb_loop *loop, int fd, const lb_stream_options *opts
  * not run its open loop). Loop thread. */
 LB_EXPORT lb_stream *lb_stream_ref(lb_stream *stream);
 
-/* Drops a reference; returns NULL. The last one aborts the stream if it
- * is still open (unsent data is dropped). Close it first to have the data
+/* Drops a reference; returns NULL. The last one (a task waiting in a
+ * call on the stream holds one) aborts the stream if it is still open
+ * (unsent data is dropped). Close it first to have the data
  * sent: a closing stream lives on until its data is out, or until its
  * loop closes. NULL is a no-op. Loop thread (elsewhere refused and logged
  * while the loop is open). */
@@ -219,9 +223,9 @@ LB_EXPORT size_t lb_server_connections(const lb_server *server);
  * (also when closed already), -EINVAL. */
 LB_EXPORT int lb_server_close(lb_server *server, bool cancel_connections);
 
-/* Awaits until the server is closed and its last connection task ended.
- * Returns 0, -ECANCELED, -EINVAL if the server is not closed, -EPERM
- * outside a task. */
+/* Awaits until the server is closed and its last connection task ended,
+ * holding a reference to the server meanwhile. Returns 0, -ECANCELED,
+ * -EINVAL if the server is not closed, -EPERM outside a task. */
 LB_EXPORT int lb_server_wait_closed(lb_server *server);
 
 /* Takes a reference. Returns server (NULL, logged, on a thread that does
