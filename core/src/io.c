@@ -37,6 +37,15 @@ bool lb__io_no_ref_left(unsigned refs, const char *what, const void *object) {
     return true;
 }
 
+int lb__io_check_length(const lb_loop *loop, size_t len, const char *func) {
+    if (len <= SSIZE_MAX)
+        return 0;
+    return lb__fail(loop, -EINVAL,
+                    "%s: length %zu is too large (above SSIZE_MAX; a failed call's negative "
+                    "count passed on as a length?)",
+                    func, len);
+}
+
 int64_t lb__io_deadline(double timeout) {
     if (timeout < 0 || timeout > 1e9)
         return INT64_MAX;
@@ -177,6 +186,9 @@ ssize_t lb_read(int fd, void *buf, size_t len, double timeout) {
     if (r < 0)
         return r;
     lb_assert_return(buf || len == 0, -EINVAL);
+    r = lb__io_check_length(loop, len, __func__);
+    if (r < 0)
+        return r;
     int64_t deadline = lb__io_deadline(timeout);
     for (;;) {
         ssize_t n = lb__io_read(fd, buf, len);
@@ -211,8 +223,9 @@ ssize_t lb_write_some(int fd, const void *buf, size_t len, double timeout) {
     if (r < 0)
         return r;
     lb_assert_return(buf || len == 0, -EINVAL);
-    if (len == 0)
-        return 0;
+    r = lb__io_check_length(loop, len, __func__);
+    if (r < 0 || len == 0)
+        return r;
     return write_some(loop, fd, buf, len, lb__io_deadline(timeout), __func__);
 }
 
@@ -222,7 +235,9 @@ ssize_t lb_write(int fd, const void *buf, size_t len, double timeout) {
     if (r < 0)
         return r;
     lb_assert_return(buf || len == 0, -EINVAL);
-    lb_assert_return(len <= SSIZE_MAX, -EINVAL);
+    r = lb__io_check_length(loop, len, __func__);
+    if (r < 0)
+        return r;
     int64_t deadline = lb__io_deadline(timeout);
     size_t done = 0;
     while (done < len) {

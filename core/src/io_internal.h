@@ -44,6 +44,12 @@ void lb__fd_forget(lb_loop *loop, int fd);
  * discarded. Returns the bytes written or -errno (-EAGAIN when full). */
 ssize_t lb__io_write(int fd, const void *buf, size_t len, int is_socket);
 
+/* 0 if len fits in the ssize_t a read or write returns; else -EINVAL
+ * with a message naming func. A larger length is a caller's mistake,
+ * typically a failed call's negative count passed on as a length, which
+ * would send the memory after the buffer or overrun it. */
+int lb__io_check_length(const lb_loop *loop, size_t len, const char *func);
+
 /* read(2) returning the count or -errno, retrying on EINTR. */
 ssize_t lb__io_read(int fd, void *buf, size_t len);
 

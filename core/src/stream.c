@@ -378,9 +378,15 @@ static void send_queued(lb_stream *s) {
         finish_close(s);
 }
 
-/* Appends to the queue, compacting or growing it. */
+/* Appends to the queue, compacting or growing it. The queue never holds
+ * more than SSIZE_MAX bytes, so that its size and its doubling cannot
+ * overflow. */
 static int enqueue(lb_stream *s, const char *buf, size_t len) {
     size_t used = wbuffered(s);
+    if (len > (size_t)SSIZE_MAX - used)
+        return lb__fail(s->loop, -ENOMEM,
+                        "lb_stream_write: cannot queue %zu more bytes after %zu (out of memory)",
+                        len, used);
     if (s->wcap - s->wend < len) {
         if (s->wstart > 0) {
             memmove(s->wbuf, s->wbuf + s->wstart, used);
@@ -388,12 +394,13 @@ static int enqueue(lb_stream *s, const char *buf, size_t len) {
             s->wend = used;
         }
         if (s->wcap - s->wend < len) {
+            size_t need = used + len;
             size_t cap = s->wcap ? s->wcap : READ_CHUNK;
-            while (cap - used < len)
-                cap *= 2;
+            while (cap < need)
+                cap = cap > (size_t)SSIZE_MAX / 2 ? need : cap * 2;
             char *b = lb__realloc(s->wbuf, cap);
             if (!b)
-                return -ENOMEM;
+                return lb__fail(s->loop, -ENOMEM, "lb_stream_write: out of memory");
             s->wbuf = b;
             s->wcap = cap;
         }
@@ -415,8 +422,9 @@ int lb_stream_write(lb_stream *stream, const void *buf, size_t len) {
                         strerror(-s->write_error));
     if (s->eof_pending || s->eof_sent)
         return lb__fail(s->loop, -EPIPE, "lb_stream_write: after lb_stream_write_eof()");
-    if (len == 0)
-        return 0;
+    int r = lb__io_check_length(s->loop, len, __func__);
+    if (r < 0 || len == 0)
+        return r;
     const char *p = buf;
     if (wbuffered(s) == 0) {
         ssize_t n = lb__io_write(s->fd, p, len, s->is_socket);
@@ -432,10 +440,11 @@ int lb_stream_write(lb_stream *stream, const void *buf, size_t len) {
             len -= (size_t)n;
         }
     }
-    if (enqueue(s, p, len) < 0)
-        return lb__fail(s->loop, -ENOMEM, "lb_stream_write: out of memory");
+    r = enqueue(s, p, len);
+    if (r < 0)
+        return r;
     if (!s->writer_on) {
-        int r = writer_on(s);
+        r = writer_on(s);
         if (r < 0) {
             s->write_error = r;
             s->wstart = s->wend = 0;
@@ -672,8 +681,9 @@ ssize_t lb_stream_read(lb_stream *stream, void *buf, size_t len) {
     lb_stream *s = stream;
     if (!buf && len > 0)
         return end_read(s, lb__fail(s->loop, -EINVAL, "lb_stream_read: buf is NULL"));
-    if (len == 0)
-        return end_read(s, 0);
+    r = lb__io_check_length(s->loop, len, __func__);
+    if (r < 0 || len == 0)
+        return end_read(s, r);
     int64_t deadline = lb__io_deadline(s->timeout);
     if (rbuffered(s) == 0) {
         /* A large read goes straight to the caller's buffer. */
@@ -693,8 +703,11 @@ ssize_t lb_stream_read_exactly(lb_stream *stream, void *buf, size_t len) {
     if (r < 0)
         return r;
     lb_stream *s = stream;
-    if ((!buf && len > 0) || len > SSIZE_MAX)
-        return end_read(s, lb__fail(s->loop, -EINVAL, "lb_stream_read_exactly: bad buffer"));
+    if (!buf && len > 0)
+        return end_read(s, lb__fail(s->loop, -EINVAL, "lb_stream_read_exactly: buf is NULL"));
+    r = lb__io_check_length(s->loop, len, __func__);
+    if (r < 0)
+        return end_read(s, r);
     int64_t deadline = lb__io_deadline(s->timeout);
     while (rbuffered(s) < len) {
         ssize_t n = fill(s, len, deadline);

@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -637,6 +638,52 @@ static void test_io_echo_100_clients(void **state) {
     fixture_loop_free(loop);
 }
 
+/* ------------------------------------------------------------------ */
+/* Hostile lengths, reused fds, running out of fds                     */
+/* ------------------------------------------------------------------ */
+
+typedef struct too_long {
+    int fd;
+    ssize_t write_some, write, read;
+    char detail[256];
+} too_long;
+
+static int too_long_task(lb_task *t, void *data) {
+    too_long *c = data;
+    (void)t;
+    char *small = calloc(1, 64);
+    if (!small)
+        return -ENOMEM;
+    /* A failed read's -1 passed on as a length. */
+    c->write_some = lb_write_some(c->fd, small, (size_t)-1, 1);
+    snprintf(c->detail, sizeof c->detail, "%s", lb_error_detail());
+    c->write = lb_write(c->fd, small, (size_t)SSIZE_MAX + 1, 1);
+    c->read = lb_read(c->fd, small, (size_t)-1, 1);
+    free(small);
+    return 0;
+}
+
+/* A length above SSIZE_MAX is refused before any system call: the peer
+ * receives none of the memory that follows the buffer. */
+static void test_io_length_too_large(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    int fd[2];
+    make_socketpair(fd);
+    too_long c = {.fd = fd[0]};
+    assert_int_equal(fixture_finish(loop, fixture_spawn(loop, too_long_task, &c), 10), 0);
+    assert_int_equal(c.write_some, -EINVAL);
+    assert_non_null(strstr(c.detail, "too large"));
+    assert_int_equal(c.write, -EINVAL);
+    assert_int_equal(c.read, -EINVAL);
+    char b;
+    assert_int_equal(recv(fd[1], &b, 1, MSG_DONTWAIT), -1);
+    assert_int_equal(errno, EAGAIN);
+    close(fd[0]);
+    close(fd[1]);
+    fixture_loop_free(loop);
+}
+
 int run_io_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_io_read_awaits_data),
@@ -653,6 +700,7 @@ int run_io_tests(void) {
         cmocka_unit_test(test_io_accept_cancel_and_timeout),
         cmocka_unit_test(test_io_connect_cancel_and_timeout),
         cmocka_unit_test(test_io_echo_100_clients),
+        cmocka_unit_test(test_io_length_too_large),
     };
     return cmocka_run_group_tests_name("io", tests, NULL, NULL);
 }

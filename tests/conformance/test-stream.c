@@ -6,6 +6,7 @@
 #include "fixture.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -748,6 +749,42 @@ static void test_stream_unref_while_a_task_waits(void **state) {
     fixture_loop_free(loop);
 }
 
+/* A length above SSIZE_MAX, such as a failed read's -1 passed on as a
+ * length, is refused: nothing of the memory after the buffer is sent, and
+ * the stream goes on working. A length that would grow the queue past
+ * SSIZE_MAX is refused too, before any allocation. */
+static void test_stream_write_length_too_large(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    int fd[2];
+    make_narrow_socketpair(fd, 0);
+    lb_stream *s = stream_of(loop, fd[0], 0);
+    char *small = calloc(1, 64);
+    assert_non_null(small);
+    assert_int_equal(lb_stream_write(s, small, (size_t)-1), -EINVAL);
+    assert_non_null(strstr(lb_error_detail(), "too large"));
+    assert_int_equal(lb_stream_write(s, small, (size_t)SSIZE_MAX + 1), -EINVAL);
+    assert_int_equal(lb_stream_write_buffered(s), 0);
+    char c;
+    assert_int_equal(recv(fd[1], &c, 1, MSG_DONTWAIT), -1);
+    assert_int_equal(errno, EAGAIN);
+
+    static char data[1 << 20];
+    assert_int_equal(lb_stream_write(s, data, sizeof data), 0);
+    size_t queued = lb_stream_write_buffered(s);
+    assert_true(queued > 0);
+    assert_int_equal(lb_stream_write(s, small, SSIZE_MAX), -ENOMEM);
+    assert_int_equal(lb_stream_write_buffered(s), queued);
+    free(small);
+    lb_stream_close(s);
+    sink in = {.s = stream_of(loop, fd[1], 0)};
+    assert_int_equal(fixture_finish(loop, fixture_spawn(loop, sink_task, &in), 30), 0);
+    assert_int_equal(in.got, sizeof data);
+    lb_stream_unref(in.s);
+    lb_stream_unref(s);
+    fixture_loop_free(loop);
+}
+
 int run_stream_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stream_read_exactly),
@@ -766,6 +803,7 @@ int run_stream_tests(void) {
         cmocka_unit_test(test_stream_loop_close_while_sending),
         cmocka_unit_test(test_stream_close_then_unref_sends_everything),
         cmocka_unit_test(test_stream_unref_while_a_task_waits),
+        cmocka_unit_test(test_stream_write_length_too_large),
     };
     return cmocka_run_group_tests_name("stream", tests, NULL, NULL);
 }

@@ -95,7 +95,8 @@ LB_EXPORT int lb_stream_set_timeout(lb_stream *stream, double seconds);
  * data if there is none. Returns the count (at least 1), 0 at end of
  * stream, or a negative errno: the read error (-ECONNRESET...),
  * -ETIMEDOUT, -ECANCELED, -EBADF once the stream is closed, -EBUSY if
- * another task is reading, -EPERM outside a task. */
+ * another task is reading, -EPERM outside a task, -EINVAL if len is above
+ * SSIZE_MAX. */
 LB_EXPORT ssize_t lb_stream_read(lb_stream *stream, void *buf, size_t len);
 
 /* Reads exactly len bytes into buf. Returns len; 0 if the stream ended
@@ -131,7 +132,10 @@ LB_EXPORT bool lb_stream_at_eof(const lb_stream *stream);
  * copies the rest, which the loop sends as the fd turns writable; never
  * waits, so a callback may call it too. Returns 0; the error that ended
  * sending earlier (-EPIPE, -ECONNRESET...: later writes return it too);
- * -EBADF once the stream is closing; -ENOMEM. Never raises SIGPIPE. */
+ * -EBADF once the stream is closing; -EINVAL if len is above SSIZE_MAX
+ * (refused before anything is sent: typically a failed read's negative
+ * count passed on as a length); -ENOMEM, also when the queue would grow
+ * past SSIZE_MAX bytes. Never raises SIGPIPE. */
 LB_EXPORT int lb_stream_write(lb_stream *stream, const void *buf, size_t len);
 
 /* Bytes queued and not sent yet. */
