@@ -71,6 +71,11 @@ double lb__io_remaining(int64_t deadline);
 /* The deadline timeout seconds from now (timeout < 0: INT64_MAX). */
 int64_t lb__io_deadline(double timeout);
 
+/* True if something besides its first owner holds the stream: a
+ * reference the caller took, or a task waiting in one of its calls. */
+typedef struct lb_stream lb_stream;
+bool lb__stream_shared(const lb_stream *stream);
+
 /* getaddrinfo without a thread, when host needs no lookup: a numeric
  * address, or NULL (the wildcard or loopback address), with a numeric or
  * NULL service. Returns 0 with the list in *ret, a negative errno, or 1:

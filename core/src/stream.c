@@ -136,6 +136,10 @@ lb_stream *lb_stream_unref(lb_stream *stream) {
     return NULL;
 }
 
+bool lb__stream_shared(const lb_stream *stream) {
+    return stream->refs > 1;
+}
+
 int lb_stream_fd(const lb_stream *stream) {
     return stream && !stream->closed ? stream->fd : -1;
 }
