@@ -3,7 +3,8 @@
  * from a reader callback on each listening socket (no task needed for
  * that) and spawns a task per connection. The task releases its
  * connection when it ends; a connection task cancelled before it first
- * ran never runs, so the server releases those itself. */
+ * ran never runs, so the server releases those itself: at once when it
+ * cancels them, or when it closes if another cancelled them. */
 #include <loopbridge/dns.h>
 #include <loopbridge/io.h>
 #include <loopbridge/stream.h>
@@ -271,6 +272,11 @@ int lb_server_close(lb_server *server, bool cancel_connections) {
         for (connection *c = server->conns; c; c = next) {
             next = c->next;
             lb_task_cancel(c->task); /* a started one releases itself as it ends */
+            /* One accepted since its task last had a turn never runs now
+             * (nobody else holds its task to uncancel it), and nothing
+             * would tell the server when its task is done: release it. */
+            if (!c->started)
+                connection_release(c);
         }
     }
     release_unstarted(server);
