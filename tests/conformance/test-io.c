@@ -684,6 +684,61 @@ static void test_io_length_too_large(void **state) {
     fixture_loop_free(loop);
 }
 
+/* A socket pair whose first end has the (free) number num. */
+static void make_socketpair_at(int fd[2], int num) {
+    make_socketpair(fd);
+    if (fd[0] != num) {
+        assert_int_equal(dup2(fd[0], num), num);
+        close(fd[0]);
+        fd[0] = num;
+    }
+}
+
+/* Other code closes an fd a task awaits, and the number is reused: a task
+ * awaiting the new file is served (the old wait is stale: the kernel
+ * forgot its file), and the stale waiter wakes with -EBADF rather than
+ * keep the number busy until its timeout. A reader callback left on the
+ * closed fd is dropped the same way. */
+static void test_io_fd_reused_while_awaited(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    int a[2], b[2];
+    make_socketpair(a);
+    int num = a[0];
+    busy old = {.fd = num};
+    lb_task *t_old = fixture_spawn(loop, wait_readable_task, &old);
+    fixture_run_until(loop, &old.waiting, 10);
+    close(a[0]);
+    make_socketpair_at(b, num);
+    busy fresh = {.fd = num};
+    lb_task *t_new = fixture_spawn(loop, wait_readable_task, &fresh);
+    assert_int_equal(write(b[1], "x", 1), 1);
+    assert_int_equal(fixture_finish(loop, t_new, 10), 0);
+    assert_int_equal(fresh.status, 0);
+    assert_int_equal(fixture_finish(loop, t_old, 10), 0);
+    assert_int_equal(old.status, -EBADF);
+    assert_unwatched(loop, num);
+
+    /* A reader callback on the closed number keeps no task out. */
+    char x;
+    assert_int_equal(read(num, &x, 1), 1);
+    assert_int_equal(lb_loop_add_reader(loop, num, nop, NULL), 0);
+    close(num);
+    int c[2];
+    make_socketpair_at(c, num);
+    fresh = (busy){.fd = num};
+    t_new = fixture_spawn(loop, wait_readable_task, &fresh);
+    assert_int_equal(write(c[1], "y", 1), 1);
+    assert_int_equal(fixture_finish(loop, t_new, 10), 0);
+    assert_int_equal(fresh.status, 0);
+    assert_unwatched(loop, num);
+    close(num);
+    close(a[1]);
+    close(b[1]);
+    close(c[1]);
+    fixture_loop_free(loop);
+}
+
 int run_io_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_io_read_awaits_data),
@@ -701,6 +756,7 @@ int run_io_tests(void) {
         cmocka_unit_test(test_io_connect_cancel_and_timeout),
         cmocka_unit_test(test_io_echo_100_clients),
         cmocka_unit_test(test_io_length_too_large),
+        cmocka_unit_test(test_io_fd_reused_while_awaited),
     };
     return cmocka_run_group_tests_name("io", tests, NULL, NULL);
 }
