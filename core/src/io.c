@@ -268,6 +268,24 @@ static bool skippable_accept_error(int e) {
     }
 }
 
+bool lb__accept_out_of_resources(int error) {
+    return error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM;
+}
+
+/* accept(2) ran out of descriptors or memory: the error is reported after
+ * a pause (shortened by the deadline; cancellation ends it), so that a
+ * caller retrying at once does not spin, as the server's accepting
+ * pauses. */
+static int accept_exhausted(lb_loop *loop, int fd, int e, int64_t deadline) {
+    double left = lb__io_remaining(deadline);
+    double pause = left >= 0 && left < LB__ACCEPT_PAUSE_S ? left : LB__ACCEPT_PAUSE_S;
+    int r = lb_sleep(pause);
+    if (r < 0)
+        return r;
+    return lb__fail(loop, -e, "lb_accept: fd %d: %s (reported after a %.1f s pause)", fd,
+                    strerror(e), pause);
+}
+
 int lb_accept(int fd, double timeout) {
     lb_loop *loop = NULL;
     int r = enter(fd, timeout, __func__, &loop);
@@ -281,6 +299,8 @@ int lb_accept(int fd, double timeout) {
         int e = errno;
         if (e == EINTR || skippable_accept_error(e))
             continue;
+        if (lb__accept_out_of_resources(e))
+            return accept_exhausted(loop, fd, e, deadline);
         if (e != EAGAIN)
             return lb__fail(loop, -e, "lb_accept: fd %d: %s", fd, strerror(e));
         r = lb__io_wait(loop, fd, LB__IO_READ, 0, lb__io_remaining(deadline));

@@ -50,6 +50,13 @@ ssize_t lb__io_write(int fd, const void *buf, size_t len, int is_socket);
  * would send the memory after the buffer or overrun it. */
 int lb__io_check_length(const lb_loop *loop, size_t len, const char *func);
 
+/* accept(2) failed for want of descriptors or memory: the connection
+ * waits in the backlog, and retrying at once would only spin. Accepting
+ * pauses for LB__ACCEPT_PAUSE_S seconds then (the server stops watching
+ * its sockets, lb_accept() sleeps before it reports the error). */
+#define LB__ACCEPT_PAUSE_S 0.1
+bool lb__accept_out_of_resources(int error);
+
 /* read(2) returning the count or -errno, retrying on EINTR. */
 ssize_t lb__io_read(int fd, void *buf, size_t len);
 

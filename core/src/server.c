@@ -26,9 +26,6 @@
 
 #define MAX_LISTENERS 8
 #define ACCEPTS_PER_CALLBACK 64
-/* A pause in accepting after running out of descriptors or memory, so the
- * loop does not spin on a listening socket it cannot serve. */
-#define ACCEPT_PAUSE_S 0.1
 
 typedef struct connection connection;
 
@@ -190,12 +187,12 @@ static void on_acceptable(lb_loop *loop, void *data) {
         int e = errno;
         if (e == EAGAIN || e == EINTR || e == ECONNABORTED || e == EPROTO)
             return;
-        if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+        if (lb__accept_out_of_resources(e)) {
             lb__report(loop, -e, NULL, NULL, "server: cannot accept (%s); pausing for %.1f s",
-                       strerror(e), ACCEPT_PAUSE_S);
+                       strerror(e), LB__ACCEPT_PAUSE_S);
             stop_accepting(srv);
             srv->paused = true;
-            if (lb_loop_call_later(loop, ACCEPT_PAUSE_S, resume_accepting, srv, &srv->resume) ==
+            if (lb_loop_call_later(loop, LB__ACCEPT_PAUSE_S, resume_accepting, srv, &srv->resume) ==
                 0)
                 srv->holds++;
             return;

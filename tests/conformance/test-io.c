@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -739,6 +740,76 @@ static void test_io_fd_reused_while_awaited(void **state) {
     fixture_loop_free(loop);
 }
 
+/* The highest open fd number. */
+static int highest_fd(void) {
+    int high = -1;
+    for (int fd = 0; fd < 4096; fd++)
+        if (fcntl(fd, F_GETFD) >= 0)
+            high = fd;
+    return high;
+}
+
+typedef struct accept_retry {
+    int listen_fd;
+    int status[3];
+    double elapsed;
+} accept_retry;
+
+/* Retries lb_accept as a naive server would. */
+static int accept_retry_task(lb_task *t, void *data) {
+    accept_retry *c = data;
+    (void)t;
+    double start = fixture_now();
+    for (int i = 0; i < 3; i++)
+        c->status[i] = lb_accept(c->listen_fd, 5);
+    c->elapsed = fixture_now() - start;
+    return 0;
+}
+
+/* Out of descriptors, lb_accept fails with -EMFILE only after a pause, as
+ * the server's accepting does, so that a loop retrying it does not spin;
+ * once descriptors are free again the waiting connection is accepted. */
+static void test_io_accept_backs_off_without_fds(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    struct sockaddr_in addr;
+    int l = listen_loopback(8, &addr);
+    int client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(client >= 0);
+    assert_int_equal(connect(client, (struct sockaddr *)&addr, sizeof addr), 0);
+
+    struct rlimit saved, low;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    low = saved;
+    low.rlim_cur = (rlim_t)highest_fd() + 8;
+    enum { MAX_FILLERS = 4096 };
+    int *fillers = calloc(MAX_FILLERS, sizeof *fillers), n = 0;
+    assert_non_null(fillers);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    while (n < MAX_FILLERS && (fillers[n] = dup(l)) >= 0)
+        n++;
+    accept_retry c = {.listen_fd = l};
+    lb_task *t = fixture_spawn(loop, accept_retry_task, &c);
+    int status = fixture_finish(loop, t, 30);
+    for (int i = 0; i < n; i++)
+        close(fillers[i]);
+    free(fillers);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+    assert_int_equal(status, 0);
+    assert_true(n < MAX_FILLERS);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(c.status[i], -EMFILE);
+    assert_true(c.elapsed >= 0.25);
+
+    conn ok = {.listen_fd = l, .timeout = 5};
+    assert_int_equal(fixture_finish(loop, fixture_spawn(loop, accept_task, &ok), 10), 0);
+    assert_true(ok.accepted >= 0);
+    close(ok.accepted);
+    close(client);
+    close(l);
+    fixture_loop_free(loop);
+}
+
 int run_io_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_io_read_awaits_data),
@@ -757,6 +828,7 @@ int run_io_tests(void) {
         cmocka_unit_test(test_io_echo_100_clients),
         cmocka_unit_test(test_io_length_too_large),
         cmocka_unit_test(test_io_fd_reused_while_awaited),
+        cmocka_unit_test(test_io_accept_backs_off_without_fds),
     };
     return cmocka_run_group_tests_name("io", tests, NULL, NULL);
 }

@@ -79,9 +79,13 @@ LB_EXPORT ssize_t lb_write(int fd, const void *buf, size_t len, double timeout);
 
 /* Accepts a connection on the listening socket fd, awaiting one if none is
  * pending. Returns the new socket, non-blocking and close-on-exec, owned
- * by the caller; or a negative errno: -ETIMEDOUT, -ECANCELED, -EMFILE
- * (out of descriptors), the errors of lb_wait_readable(). A connection
- * the peer aborted before it was accepted is skipped. */
+ * by the caller; or a negative errno: -ETIMEDOUT, -ECANCELED, -EMFILE or
+ * -ENFILE (out of descriptors), -ENOBUFS or -ENOMEM, the errors of
+ * lb_wait_readable(). Out of descriptors or memory, the connection stays
+ * in the backlog and the error is returned after a pause of 0.1 s (less
+ * if the timeout ends sooner), as lb_start_server() pauses, so that a
+ * loop retrying lb_accept() does not spin. A connection the peer aborted
+ * before it was accepted is skipped. */
 LB_EXPORT int lb_accept(int fd, double timeout);
 
 /* Connects the non-blocking socket fd to addr, awaiting the handshake.
