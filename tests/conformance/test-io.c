@@ -766,11 +766,20 @@ static int accept_retry_task(lb_task *t, void *data) {
     return 0;
 }
 
+/* Valgrind keeps descriptors of its own under the limit it shows, and
+ * closes an accepted one above it (consuming the connection). */
+static bool under_valgrind(void) {
+    const char *p = getenv("LD_PRELOAD");
+    return p && strstr(p, "vgpreload");
+}
+
 /* Out of descriptors, lb_accept fails with -EMFILE only after a pause, as
  * the server's accepting does, so that a loop retrying it does not spin;
  * once descriptors are free again the waiting connection is accepted. */
 static void test_io_accept_backs_off_without_fds(void **state) {
     (void)state;
+    if (under_valgrind())
+        skip();
     lb_loop *loop = fixture_loop_new();
     struct sockaddr_in addr;
     int l = listen_loopback(8, &addr);
