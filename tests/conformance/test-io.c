@@ -733,10 +733,24 @@ static void test_io_fd_reused_while_awaited(void **state) {
     assert_int_equal(fixture_finish(loop, t_new, 10), 0);
     assert_int_equal(fresh.status, 0);
     assert_unwatched(loop, num);
+
+    /* Nor does a stale waiter keep a reader callback out. */
+    old = (busy){.fd = num};
+    t_old = fixture_spawn(loop, wait_readable_task, &old);
+    fixture_run_until(loop, &old.waiting, 10);
+    close(num);
+    int d[2];
+    make_socketpair_at(d, num);
+    assert_int_equal(lb_loop_add_reader(loop, num, nop, NULL), 0);
+    assert_int_equal(fixture_finish(loop, t_old, 10), 0);
+    assert_int_equal(old.status, -EBADF);
+    assert_int_equal(lb_loop_remove_reader(loop, num), 1);
+    assert_unwatched(loop, num);
     close(num);
     close(a[1]);
     close(b[1]);
     close(c[1]);
+    close(d[1]);
     fixture_loop_free(loop);
 }
 
