@@ -139,6 +139,19 @@ static int update_epoll_fresh(lb_loop *loop, lb__watch *w, int keep, const char 
     return r;
 }
 
+/* A direction in use blocks a second user, unless the use is stale: its
+ * fd was closed (and its number maybe reused since) without the watch
+ * being removed, and the kernel forgot the file. Then the old use is
+ * dropped (its waiters fail with -EBADF), leaving the way free. */
+static void drop_if_stale(lb_loop *loop, lb__watch *w, const char *func) {
+    if (!w->in_epoll)
+        return;
+    struct epoll_event ev = {.events = w->events, .data.u64 = make_token(w)};
+    if (epoll_ctl(loop->epoll_fd, EPOLL_CTL_MOD, w->fd, &ev) < 0 &&
+        (errno == ENOENT || errno == EBADF))
+        forget_closed(loop, w, -1, func);
+}
+
 /* The watch of fd, made (and the table grown) if there is none yet;
  * *fresh says it was made now. NULL with an error in *error. */
 static lb__watch *watch_for(lb_loop *loop, int fd, const char *func, bool *fresh, int *error) {
@@ -190,6 +203,8 @@ static int add_watch(lb_loop *loop, int fd, int dir, lb_callback cb, void *data,
     if (fd < 0 || fcntl(fd, F_GETFD) < 0)
         return lb__fail(loop, -EBADF, "%s: fd %d is not an open file descriptor", func, fd);
     lb__watch *w = lookup(loop, fd);
+    if (w && w->waiter[dir])
+        drop_if_stale(loop, w, func);
     if (w && w->waiter[dir])
         return lb__fail(loop, -EBUSY, "%s: a task is awaiting fd %d in that direction", func, fd);
     bool fresh;
@@ -364,6 +379,8 @@ int lb__fd_wait(lb_loop *loop, int fd, int dir, unsigned flags, lb_future **ret)
     static const char func[] = "lb__fd_wait";
     LB__CHECK_LOOP(loop);
     lb__watch *w = lookup(loop, fd);
+    if (w && ((dir == DIR_READ ? w->read_cb : w->write_cb) || w->waiter[dir]))
+        drop_if_stale(loop, w, "awaiting readiness");
     if (w && (dir == DIR_READ ? w->read_cb : w->write_cb))
         return lb__fail(loop, -EBUSY, "fd %d has a %s callback (lb_loop_add_%s); it cannot be "
                         "awaited in that direction too", fd, dir == DIR_READ ? "reader" : "writer",

@@ -37,6 +37,15 @@ bool lb__io_no_ref_left(unsigned refs, const char *what, const void *object) {
     return true;
 }
 
+int lb__io_check_length(const lb_loop *loop, size_t len, const char *func) {
+    if (len <= SSIZE_MAX)
+        return 0;
+    return lb__fail(loop, -EINVAL,
+                    "%s: length %zu is too large (above SSIZE_MAX; a failed call's negative "
+                    "count passed on as a length?)",
+                    func, len);
+}
+
 int64_t lb__io_deadline(double timeout) {
     if (timeout < 0 || timeout > 1e9)
         return INT64_MAX;
@@ -177,6 +186,9 @@ ssize_t lb_read(int fd, void *buf, size_t len, double timeout) {
     if (r < 0)
         return r;
     lb_assert_return(buf || len == 0, -EINVAL);
+    r = lb__io_check_length(loop, len, __func__);
+    if (r < 0)
+        return r;
     int64_t deadline = lb__io_deadline(timeout);
     for (;;) {
         ssize_t n = lb__io_read(fd, buf, len);
@@ -211,8 +223,9 @@ ssize_t lb_write_some(int fd, const void *buf, size_t len, double timeout) {
     if (r < 0)
         return r;
     lb_assert_return(buf || len == 0, -EINVAL);
-    if (len == 0)
-        return 0;
+    r = lb__io_check_length(loop, len, __func__);
+    if (r < 0 || len == 0)
+        return r;
     return write_some(loop, fd, buf, len, lb__io_deadline(timeout), __func__);
 }
 
@@ -222,7 +235,9 @@ ssize_t lb_write(int fd, const void *buf, size_t len, double timeout) {
     if (r < 0)
         return r;
     lb_assert_return(buf || len == 0, -EINVAL);
-    lb_assert_return(len <= SSIZE_MAX, -EINVAL);
+    r = lb__io_check_length(loop, len, __func__);
+    if (r < 0)
+        return r;
     int64_t deadline = lb__io_deadline(timeout);
     size_t done = 0;
     while (done < len) {
@@ -253,6 +268,24 @@ static bool skippable_accept_error(int e) {
     }
 }
 
+bool lb__accept_out_of_resources(int error) {
+    return error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM;
+}
+
+/* accept(2) ran out of descriptors or memory: the error is reported after
+ * a pause (shortened by the deadline; cancellation ends it), so that a
+ * caller retrying at once does not spin, as the server's accepting
+ * pauses. */
+static int accept_exhausted(lb_loop *loop, int fd, int e, int64_t deadline) {
+    double left = lb__io_remaining(deadline);
+    double pause = left >= 0 && left < LB__ACCEPT_PAUSE_S ? left : LB__ACCEPT_PAUSE_S;
+    int r = lb_sleep(pause);
+    if (r < 0)
+        return r;
+    return lb__fail(loop, -e, "lb_accept: fd %d: %s (reported after a %.1f s pause)", fd,
+                    strerror(e), pause);
+}
+
 int lb_accept(int fd, double timeout) {
     lb_loop *loop = NULL;
     int r = enter(fd, timeout, __func__, &loop);
@@ -266,6 +299,8 @@ int lb_accept(int fd, double timeout) {
         int e = errno;
         if (e == EINTR || skippable_accept_error(e))
             continue;
+        if (lb__accept_out_of_resources(e))
+            return accept_exhausted(loop, fd, e, deadline);
         if (e != EAGAIN)
             return lb__fail(loop, -e, "lb_accept: fd %d: %s", fd, strerror(e));
         r = lb__io_wait(loop, fd, LB__IO_READ, 0, lb__io_remaining(deadline));

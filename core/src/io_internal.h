@@ -44,6 +44,19 @@ void lb__fd_forget(lb_loop *loop, int fd);
  * discarded. Returns the bytes written or -errno (-EAGAIN when full). */
 ssize_t lb__io_write(int fd, const void *buf, size_t len, int is_socket);
 
+/* 0 if len fits in the ssize_t a read or write returns; else -EINVAL
+ * with a message naming func. A larger length is a caller's mistake,
+ * typically a failed call's negative count passed on as a length, which
+ * would send the memory after the buffer or overrun it. */
+int lb__io_check_length(const lb_loop *loop, size_t len, const char *func);
+
+/* accept(2) failed for want of descriptors or memory: the connection
+ * waits in the backlog, and retrying at once would only spin. Accepting
+ * pauses for LB__ACCEPT_PAUSE_S seconds then (the server stops watching
+ * its sockets, lb_accept() sleeps before it reports the error). */
+#define LB__ACCEPT_PAUSE_S 0.1
+bool lb__accept_out_of_resources(int error);
+
 /* read(2) returning the count or -errno, retrying on EINTR. */
 ssize_t lb__io_read(int fd, void *buf, size_t len);
 
@@ -64,6 +77,11 @@ double lb__io_remaining(int64_t deadline);
 
 /* The deadline timeout seconds from now (timeout < 0: INT64_MAX). */
 int64_t lb__io_deadline(double timeout);
+
+/* True if something besides its first owner holds the stream: a
+ * reference the caller took, or a task waiting in one of its calls. */
+typedef struct lb_stream lb_stream;
+bool lb__stream_shared(const lb_stream *stream);
 
 /* getaddrinfo without a thread, when host needs no lookup: a numeric
  * address, or NULL (the wildcard or loopback address), with a numeric or

@@ -452,12 +452,33 @@ lb_process *lb_process_ref(lb_process *process) {
     return process;
 }
 
+/* The last reference went while the child runs: let go of the pipes
+ * nobody else holds, so that the child does not block on a full pipe
+ * nobody will read until the loop closes. Its output pipes are aborted
+ * (writing to them fails with EPIPE); its input is closed, after what
+ * was queued for it is sent (it then reads the end of its input). A pipe
+ * the caller took a reference to (lb_stream_ref) is the caller's. */
+static void release_pipes(lb_process *p) {
+    for (int i = 0; i < 3; i++) {
+        lb_stream *s = p->pipes[i];
+        if (!s || lb__stream_shared(s))
+            continue;
+        if (i == 0)
+            lb_stream_close(s);
+        else
+            lb_stream_abort(s);
+        p->pipes[i] = lb_stream_unref(s);
+    }
+}
+
 lb_process *lb_process_unref(lb_process *process) {
     if (!process || lb__refuse_off_thread(process->loop, __func__) ||
         lb__io_no_ref_left(process->refs, "lb_process", process) || --process->refs > 0)
         return NULL;
     if (!process->watching)
         process_free(process);
+    else
+        release_pipes(process); /* the watch reaps the child and frees it */
     return NULL;
 }
 
@@ -506,17 +527,21 @@ int lb_process_wait(lb_process *process, double timeout, int *ret) {
     int r = lb__io_task_loop(__func__, &loop);
     if (r < 0)
         return r;
-    if (!process->exited) {
-        lb_future *mine = NULL;
-        r = lb_shield(process->exit, &mine);
-        if (r < 0)
-            return r;
-        r = timeout < 0 ? lb_await(mine, NULL) : lb_wait_for(mine, timeout, NULL);
-        lb_future_unref(mine);
-        if (r < 0 && r != -ECHILD)
-            return r;
-    }
-    return lb_process_returncode(process, ret);
+    if (process->exited)
+        return lb_process_returncode(process, ret);
+    lb_future *mine = NULL;
+    r = lb_shield(process->exit, &mine);
+    if (r < 0)
+        return r;
+    /* Held while waiting: another task may drop the caller's last
+     * reference meanwhile, and the child's exit would then free it. */
+    process->refs++;
+    r = timeout < 0 ? lb_await(mine, NULL) : lb_wait_for(mine, timeout, NULL);
+    lb_future_unref(mine);
+    if (r >= 0 || r == -ECHILD)
+        r = lb_process_returncode(process, ret);
+    lb_process_unref(process);
+    return r;
 }
 
 int lb_process_send_signal(lb_process *process, int signum) {

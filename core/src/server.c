@@ -3,7 +3,8 @@
  * from a reader callback on each listening socket (no task needed for
  * that) and spawns a task per connection. The task releases its
  * connection when it ends; a connection task cancelled before it first
- * ran never runs, so the server releases those itself. */
+ * ran never runs, so the server releases those itself: at once when it
+ * cancels them, or when it closes if another cancelled them. */
 #include <loopbridge/dns.h>
 #include <loopbridge/io.h>
 #include <loopbridge/stream.h>
@@ -25,9 +26,6 @@
 
 #define MAX_LISTENERS 8
 #define ACCEPTS_PER_CALLBACK 64
-/* A pause in accepting after running out of descriptors or memory, so the
- * loop does not spin on a listening socket it cannot serve. */
-#define ACCEPT_PAUSE_S 0.1
 
 typedef struct connection connection;
 
@@ -189,12 +187,12 @@ static void on_acceptable(lb_loop *loop, void *data) {
         int e = errno;
         if (e == EAGAIN || e == EINTR || e == ECONNABORTED || e == EPROTO)
             return;
-        if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+        if (lb__accept_out_of_resources(e)) {
             lb__report(loop, -e, NULL, NULL, "server: cannot accept (%s); pausing for %.1f s",
-                       strerror(e), ACCEPT_PAUSE_S);
+                       strerror(e), LB__ACCEPT_PAUSE_S);
             stop_accepting(srv);
             srv->paused = true;
-            if (lb_loop_call_later(loop, ACCEPT_PAUSE_S, resume_accepting, srv, &srv->resume) ==
+            if (lb_loop_call_later(loop, LB__ACCEPT_PAUSE_S, resume_accepting, srv, &srv->resume) ==
                 0)
                 srv->holds++;
             return;
@@ -271,6 +269,11 @@ int lb_server_close(lb_server *server, bool cancel_connections) {
         for (connection *c = server->conns; c; c = next) {
             next = c->next;
             lb_task_cancel(c->task); /* a started one releases itself as it ends */
+            /* One accepted since its task last had a turn never runs now
+             * (nobody else holds its task to uncancel it), and nothing
+             * would tell the server when its task is done: release it. */
+            if (!c->started)
+                connection_release(c);
         }
     }
     release_unstarted(server);
@@ -299,8 +302,12 @@ int lb_server_wait_closed(lb_server *server) {
     r = lb_shield(server->idle, &mine);
     if (r < 0)
         return r;
+    /* Held while waiting, as every waiting call holds its object: another
+     * task may drop the caller's last reference meanwhile. */
+    server->refs++;
     r = lb_await(mine, NULL);
     lb_future_unref(mine);
+    lb_server_unref(server);
     return r;
 }
 

@@ -66,6 +66,16 @@ static int check_signum(const lb_loop *loop, int signum, const char *func) {
     if (signum == SIGKILL || signum == SIGSTOP)
         return lb__fail(loop, -EINVAL, "%s: signal %d (%s) cannot be caught", func, signum,
                         strsignal(signum));
+    /* A faulting instruction runs again as soon as the handler returns:
+     * the callback, which runs later, could never fix its cause, and the
+     * fault would repeat forever (replacing the fiber stack overflow
+     * reporter besides). A trap (SIGTRAP) resumes after the trapping
+     * instruction, so it is accepted. */
+    if (signum == SIGSEGV || signum == SIGBUS || signum == SIGFPE || signum == SIGILL)
+        return lb__fail(loop, -EINVAL,
+                        "%s: signal %d (%s) is raised by a faulting instruction, which runs "
+                        "again as soon as the handler returns; a loop callback cannot handle it",
+                        func, signum, strsignal(signum));
     return 0;
 }
 

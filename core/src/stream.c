@@ -136,6 +136,10 @@ lb_stream *lb_stream_unref(lb_stream *stream) {
     return NULL;
 }
 
+bool lb__stream_shared(const lb_stream *stream) {
+    return stream->refs > 1;
+}
+
 int lb_stream_fd(const lb_stream *stream) {
     return stream && !stream->closed ? stream->fd : -1;
 }
@@ -378,9 +382,15 @@ static void send_queued(lb_stream *s) {
         finish_close(s);
 }
 
-/* Appends to the queue, compacting or growing it. */
+/* Appends to the queue, compacting or growing it. The queue never holds
+ * more than SSIZE_MAX bytes, so that its size and its doubling cannot
+ * overflow. */
 static int enqueue(lb_stream *s, const char *buf, size_t len) {
     size_t used = wbuffered(s);
+    if (len > (size_t)SSIZE_MAX - used)
+        return lb__fail(s->loop, -ENOMEM,
+                        "lb_stream_write: cannot queue %zu more bytes after %zu (out of memory)",
+                        len, used);
     if (s->wcap - s->wend < len) {
         if (s->wstart > 0) {
             memmove(s->wbuf, s->wbuf + s->wstart, used);
@@ -388,12 +398,13 @@ static int enqueue(lb_stream *s, const char *buf, size_t len) {
             s->wend = used;
         }
         if (s->wcap - s->wend < len) {
+            size_t need = used + len;
             size_t cap = s->wcap ? s->wcap : READ_CHUNK;
-            while (cap - used < len)
-                cap *= 2;
+            while (cap < need)
+                cap = cap > (size_t)SSIZE_MAX / 2 ? need : cap * 2;
             char *b = lb__realloc(s->wbuf, cap);
             if (!b)
-                return -ENOMEM;
+                return lb__fail(s->loop, -ENOMEM, "lb_stream_write: out of memory");
             s->wbuf = b;
             s->wcap = cap;
         }
@@ -415,8 +426,9 @@ int lb_stream_write(lb_stream *stream, const void *buf, size_t len) {
                         strerror(-s->write_error));
     if (s->eof_pending || s->eof_sent)
         return lb__fail(s->loop, -EPIPE, "lb_stream_write: after lb_stream_write_eof()");
-    if (len == 0)
-        return 0;
+    int r = lb__io_check_length(s->loop, len, __func__);
+    if (r < 0 || len == 0)
+        return r;
     const char *p = buf;
     if (wbuffered(s) == 0) {
         ssize_t n = lb__io_write(s->fd, p, len, s->is_socket);
@@ -432,10 +444,11 @@ int lb_stream_write(lb_stream *stream, const void *buf, size_t len) {
             len -= (size_t)n;
         }
     }
-    if (enqueue(s, p, len) < 0)
-        return lb__fail(s->loop, -ENOMEM, "lb_stream_write: out of memory");
+    r = enqueue(s, p, len);
+    if (r < 0)
+        return r;
     if (!s->writer_on) {
-        int r = writer_on(s);
+        r = writer_on(s);
         if (r < 0) {
             s->write_error = r;
             s->wstart = s->wend = 0;
@@ -445,7 +458,8 @@ int lb_stream_write(lb_stream *stream, const void *buf, size_t len) {
     return 0;
 }
 
-static int begin_wait(lb_stream *s, const char *func) {
+/* The checks of a call that may wait: in a task of the stream's loop. */
+static int check_wait(lb_stream *s, const char *func) {
     lb_assert_return(s, -EINVAL);
     lb_loop *loop = NULL;
     int r = lb__io_task_loop(func, &loop);
@@ -456,14 +470,28 @@ static int begin_wait(lb_stream *s, const char *func) {
     return 0;
 }
 
+/* check_wait(), and a reference held until end_wait(): another task may
+ * drop the last of the caller's while this one waits, and the stream
+ * must outlive the call that uses it. */
+static int begin_wait(lb_stream *s, const char *func) {
+    int r = check_wait(s, func);
+    if (r == 0)
+        s->refs++;
+    return r;
+}
+
+/* Drops begin_wait()'s reference (the stream may go with it) and passes
+ * the call's result on. */
+static ssize_t end_wait(lb_stream *s, ssize_t result) {
+    lb_stream_unref(s);
+    return result;
+}
+
 /* Awaits until at most `left` bytes are queued. */
 static int wait_sent(lb_stream *s, size_t left, const char *func) {
-    int r = begin_wait(s, func);
-    if (r < 0)
-        return r;
     int64_t deadline = lb__io_deadline(s->timeout);
     while (wbuffered(s) > left && !s->write_error && !s->closed) {
-        r = wait_progress(s, deadline);
+        int r = wait_progress(s, deadline);
         if (r < 0)
             return r;
     }
@@ -473,15 +501,23 @@ static int wait_sent(lb_stream *s, size_t left, const char *func) {
     return 0;
 }
 
+/* wait_sent() as a call of its own, holding the stream meanwhile. */
+static int wait_sent_held(lb_stream *s, size_t left, const char *func) {
+    int r = begin_wait(s, func);
+    if (r < 0)
+        return r;
+    return (int)end_wait(s, wait_sent(s, left, func));
+}
+
 int lb_stream_drain(lb_stream *stream) {
     lb_assert_return(stream, -EINVAL);
     if (wbuffered(stream) <= stream->write_high && !stream->write_error)
-        return begin_wait(stream, __func__);
-    return wait_sent(stream, stream->write_low, __func__);
+        return check_wait(stream, __func__);
+    return wait_sent_held(stream, stream->write_low, __func__);
 }
 
 int lb_stream_flush(lb_stream *stream) {
-    return wait_sent(stream, 0, __func__);
+    return wait_sent_held(stream, 0, __func__);
 }
 
 int lb_stream_write_eof(lb_stream *stream) {
@@ -504,27 +540,33 @@ int lb_stream_write_eof(lb_stream *stream) {
     return 0;
 }
 
-int lb_stream_wait_closed(lb_stream *stream) {
-    int r = begin_wait(stream, __func__);
-    if (r < 0)
-        return r;
+static int wait_closed(lb_stream *stream) {
     if (!stream->closing)
         return lb__fail(stream->loop, -EINVAL, "lb_stream_wait_closed: the stream is open");
     int64_t deadline = lb__io_deadline(stream->timeout);
     while (!stream->closed) {
-        r = wait_progress(stream, deadline);
+        int r = wait_progress(stream, deadline);
         if (r < 0)
             return r;
     }
     return stream->close_status;
 }
 
+int lb_stream_wait_closed(lb_stream *stream) {
+    int r = begin_wait(stream, __func__);
+    if (r < 0)
+        return r;
+    return (int)end_wait(stream, wait_closed(stream));
+}
+
 /* ------------------------------------------------------------------ */
 /* Reading                                                             */
 /* ------------------------------------------------------------------ */
 
+/* Every read call starts here and, once this succeeded, ends through
+ * end_read(); the reference it holds meanwhile is begin_wait()'s. */
 static int begin_read(lb_stream *s, const char *func) {
-    int r = begin_wait(s, func);
+    int r = check_wait(s, func);
     if (r < 0)
         return r;
     if (s->closing)
@@ -532,12 +574,13 @@ static int begin_read(lb_stream *s, const char *func) {
     if (s->reading)
         return lb__fail(s->loop, -EBUSY, "%s: another task is reading the stream", func);
     s->reading = true;
+    s->refs++;
     return 0;
 }
 
 static ssize_t end_read(lb_stream *s, ssize_t r) {
     s->reading = false;
-    return r;
+    return end_wait(s, r);
 }
 
 static int wait_readable(lb_stream *s, int64_t deadline) {
@@ -642,8 +685,9 @@ ssize_t lb_stream_read(lb_stream *stream, void *buf, size_t len) {
     lb_stream *s = stream;
     if (!buf && len > 0)
         return end_read(s, lb__fail(s->loop, -EINVAL, "lb_stream_read: buf is NULL"));
-    if (len == 0)
-        return end_read(s, 0);
+    r = lb__io_check_length(s->loop, len, __func__);
+    if (r < 0 || len == 0)
+        return end_read(s, r);
     int64_t deadline = lb__io_deadline(s->timeout);
     if (rbuffered(s) == 0) {
         /* A large read goes straight to the caller's buffer. */
@@ -663,8 +707,11 @@ ssize_t lb_stream_read_exactly(lb_stream *stream, void *buf, size_t len) {
     if (r < 0)
         return r;
     lb_stream *s = stream;
-    if ((!buf && len > 0) || len > SSIZE_MAX)
-        return end_read(s, lb__fail(s->loop, -EINVAL, "lb_stream_read_exactly: bad buffer"));
+    if (!buf && len > 0)
+        return end_read(s, lb__fail(s->loop, -EINVAL, "lb_stream_read_exactly: buf is NULL"));
+    r = lb__io_check_length(s->loop, len, __func__);
+    if (r < 0)
+        return end_read(s, r);
     int64_t deadline = lb__io_deadline(s->timeout);
     while (rbuffered(s) < len) {
         ssize_t n = fill(s, len, deadline);

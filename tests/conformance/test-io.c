@@ -7,11 +7,13 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -637,6 +639,200 @@ static void test_io_echo_100_clients(void **state) {
     fixture_loop_free(loop);
 }
 
+/* ------------------------------------------------------------------ */
+/* Hostile lengths, reused fds, running out of fds                     */
+/* ------------------------------------------------------------------ */
+
+typedef struct too_long {
+    int fd;
+    ssize_t write_some, write, read;
+    char detail[256];
+} too_long;
+
+static int too_long_task(lb_task *t, void *data) {
+    too_long *c = data;
+    (void)t;
+    char *small = calloc(1, 64);
+    if (!small)
+        return -ENOMEM;
+    /* A failed read's -1 passed on as a length. */
+    c->write_some = lb_write_some(c->fd, small, (size_t)-1, 1);
+    snprintf(c->detail, sizeof c->detail, "%s", lb_error_detail());
+    c->write = lb_write(c->fd, small, (size_t)SSIZE_MAX + 1, 1);
+    c->read = lb_read(c->fd, small, (size_t)-1, 1);
+    free(small);
+    return 0;
+}
+
+/* A length above SSIZE_MAX is refused before any system call: the peer
+ * receives none of the memory that follows the buffer. */
+static void test_io_length_too_large(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    int fd[2];
+    make_socketpair(fd);
+    too_long c = {.fd = fd[0]};
+    assert_int_equal(fixture_finish(loop, fixture_spawn(loop, too_long_task, &c), 10), 0);
+    assert_int_equal(c.write_some, -EINVAL);
+    assert_non_null(strstr(c.detail, "too large"));
+    assert_int_equal(c.write, -EINVAL);
+    assert_int_equal(c.read, -EINVAL);
+    char b;
+    assert_int_equal(recv(fd[1], &b, 1, MSG_DONTWAIT), -1);
+    assert_int_equal(errno, EAGAIN);
+    close(fd[0]);
+    close(fd[1]);
+    fixture_loop_free(loop);
+}
+
+/* A socket pair whose first end has the (free) number num. */
+static void make_socketpair_at(int fd[2], int num) {
+    make_socketpair(fd);
+    if (fd[0] != num) {
+        assert_int_equal(dup2(fd[0], num), num);
+        close(fd[0]);
+        fd[0] = num;
+    }
+}
+
+/* Other code closes an fd a task awaits, and the number is reused: a task
+ * awaiting the new file is served (the old wait is stale: the kernel
+ * forgot its file), and the stale waiter wakes with -EBADF rather than
+ * keep the number busy until its timeout. A reader callback left on the
+ * closed fd is dropped the same way. */
+static void test_io_fd_reused_while_awaited(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    int a[2], b[2];
+    make_socketpair(a);
+    int num = a[0];
+    busy old = {.fd = num};
+    lb_task *t_old = fixture_spawn(loop, wait_readable_task, &old);
+    fixture_run_until(loop, &old.waiting, 10);
+    close(a[0]);
+    make_socketpair_at(b, num);
+    busy fresh = {.fd = num};
+    lb_task *t_new = fixture_spawn(loop, wait_readable_task, &fresh);
+    assert_int_equal(write(b[1], "x", 1), 1);
+    assert_int_equal(fixture_finish(loop, t_new, 10), 0);
+    assert_int_equal(fresh.status, 0);
+    assert_int_equal(fixture_finish(loop, t_old, 10), 0);
+    assert_int_equal(old.status, -EBADF);
+    assert_unwatched(loop, num);
+
+    /* A reader callback on the closed number keeps no task out. */
+    char x;
+    assert_int_equal(read(num, &x, 1), 1);
+    assert_int_equal(lb_loop_add_reader(loop, num, nop, NULL), 0);
+    close(num);
+    int c[2];
+    make_socketpair_at(c, num);
+    fresh = (busy){.fd = num};
+    t_new = fixture_spawn(loop, wait_readable_task, &fresh);
+    assert_int_equal(write(c[1], "y", 1), 1);
+    assert_int_equal(fixture_finish(loop, t_new, 10), 0);
+    assert_int_equal(fresh.status, 0);
+    assert_unwatched(loop, num);
+
+    /* Nor does a stale waiter keep a reader callback out. */
+    old = (busy){.fd = num};
+    t_old = fixture_spawn(loop, wait_readable_task, &old);
+    fixture_run_until(loop, &old.waiting, 10);
+    close(num);
+    int d[2];
+    make_socketpair_at(d, num);
+    assert_int_equal(lb_loop_add_reader(loop, num, nop, NULL), 0);
+    assert_int_equal(fixture_finish(loop, t_old, 10), 0);
+    assert_int_equal(old.status, -EBADF);
+    assert_int_equal(lb_loop_remove_reader(loop, num), 1);
+    assert_unwatched(loop, num);
+    close(num);
+    close(a[1]);
+    close(b[1]);
+    close(c[1]);
+    close(d[1]);
+    fixture_loop_free(loop);
+}
+
+/* The highest open fd number. */
+static int highest_fd(void) {
+    int high = -1;
+    for (int fd = 0; fd < 4096; fd++)
+        if (fcntl(fd, F_GETFD) >= 0)
+            high = fd;
+    return high;
+}
+
+typedef struct accept_retry {
+    int listen_fd;
+    int status[3];
+    double elapsed;
+} accept_retry;
+
+/* Retries lb_accept as a naive server would. */
+static int accept_retry_task(lb_task *t, void *data) {
+    accept_retry *c = data;
+    (void)t;
+    double start = fixture_now();
+    for (int i = 0; i < 3; i++)
+        c->status[i] = lb_accept(c->listen_fd, 5);
+    c->elapsed = fixture_now() - start;
+    return 0;
+}
+
+/* Valgrind keeps descriptors of its own under the limit it shows, and
+ * closes an accepted one above it (consuming the connection). */
+static bool under_valgrind(void) {
+    const char *p = getenv("LD_PRELOAD");
+    return p && strstr(p, "vgpreload");
+}
+
+/* Out of descriptors, lb_accept fails with -EMFILE only after a pause, as
+ * the server's accepting does, so that a loop retrying it does not spin;
+ * once descriptors are free again the waiting connection is accepted. */
+static void test_io_accept_backs_off_without_fds(void **state) {
+    (void)state;
+    if (under_valgrind())
+        skip();
+    lb_loop *loop = fixture_loop_new();
+    struct sockaddr_in addr;
+    int l = listen_loopback(8, &addr);
+    int client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(client >= 0);
+    assert_int_equal(connect(client, (struct sockaddr *)&addr, sizeof addr), 0);
+
+    struct rlimit saved, low;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    low = saved;
+    low.rlim_cur = (rlim_t)highest_fd() + 8;
+    enum { MAX_FILLERS = 4096 };
+    int *fillers = calloc(MAX_FILLERS, sizeof *fillers), n = 0;
+    assert_non_null(fillers);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    while (n < MAX_FILLERS && (fillers[n] = dup(l)) >= 0)
+        n++;
+    accept_retry c = {.listen_fd = l};
+    lb_task *t = fixture_spawn(loop, accept_retry_task, &c);
+    int status = fixture_finish(loop, t, 30);
+    for (int i = 0; i < n; i++)
+        close(fillers[i]);
+    free(fillers);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+    assert_int_equal(status, 0);
+    assert_true(n < MAX_FILLERS);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(c.status[i], -EMFILE);
+    assert_true(c.elapsed >= 0.25);
+
+    conn ok = {.listen_fd = l, .timeout = 5};
+    assert_int_equal(fixture_finish(loop, fixture_spawn(loop, accept_task, &ok), 10), 0);
+    assert_true(ok.accepted >= 0);
+    close(ok.accepted);
+    close(client);
+    close(l);
+    fixture_loop_free(loop);
+}
+
 int run_io_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_io_read_awaits_data),
@@ -653,6 +849,9 @@ int run_io_tests(void) {
         cmocka_unit_test(test_io_accept_cancel_and_timeout),
         cmocka_unit_test(test_io_connect_cancel_and_timeout),
         cmocka_unit_test(test_io_echo_100_clients),
+        cmocka_unit_test(test_io_length_too_large),
+        cmocka_unit_test(test_io_fd_reused_while_awaited),
+        cmocka_unit_test(test_io_accept_backs_off_without_fds),
     };
     return cmocka_run_group_tests_name("io", tests, NULL, NULL);
 }

@@ -9,6 +9,7 @@
 #include "fixture.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -933,6 +934,28 @@ static void walk_fd_closed_while_watched(misuse *m) {
     EXPECT(m, !old_ran);
 }
 
+static void lengths_in_task(misuse *m) {
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    char buf[16] = {0};
+    CHECK(m, (int)lb_write(sv[0], buf, (size_t)-1, 1));
+    CHECK(m, (int)lb_write_some(sv[0], buf, (size_t)-1, 1));
+    CHECK(m, (int)lb_read(sv[0], buf, (size_t)SSIZE_MAX + 1, 1));
+    lb_stream *s = NULL;
+    assert_int_equal(lb_stream_new(m->loop, sv[0], NULL, &s), 0);
+    CHECK(m, lb_stream_write(s, buf, (size_t)-1));
+    CHECK(m, (int)lb_stream_read(s, buf, (size_t)-1));
+    CHECK(m, (int)lb_stream_read_exactly(s, buf, (size_t)-1));
+    /* Nothing of what follows buf was sent. */
+    EXPECT(m, recv(sv[1], buf, sizeof buf, MSG_DONTWAIT) < 0 && errno == EAGAIN);
+    lb_stream_unref(s);
+    close(sv[1]);
+}
+
+static void walk_length_too_large(misuse *m) {
+    run_in_task(m, lengths_in_task);
+}
+
 static void walk_signal_out_of_range(misuse *m) {
     CHECK(m, lb_loop_add_signal_handler(m->loop, 0, nop, NULL));
     CHECK(m, lb_loop_add_signal_handler(m->loop, -3, nop, NULL));
@@ -946,6 +969,14 @@ static void walk_signal_uncatchable(misuse *m) {
     CHECK(m, lb_loop_add_signal_handler(m->loop, SIGKILL, nop, NULL));
     CHECK(m, lb_loop_add_signal_handler(m->loop, SIGSTOP, nop, NULL));
     CHECK(m, lb_loop_remove_signal_handler(m->loop, SIGKILL));
+}
+
+static void walk_signal_synchronous(misuse *m) {
+    CHECK(m, lb_loop_add_signal_handler(m->loop, SIGSEGV, nop, NULL));
+    CHECK(m, lb_loop_add_signal_handler(m->loop, SIGBUS, nop, NULL));
+    CHECK(m, lb_loop_add_signal_handler(m->loop, SIGFPE, nop, NULL));
+    CHECK(m, lb_loop_add_signal_handler(m->loop, SIGILL, nop, NULL));
+    CHECK(m, lb_loop_remove_signal_handler(m->loop, SIGSEGV));
 }
 
 /* ------------------------------------------------------------------ */
@@ -1292,8 +1323,10 @@ static const struct {
     {"bad-fd", walk_bad_fd},
     {"unwatchable-fd", walk_unwatchable_fd},
     {"fd-closed-while-watched", walk_fd_closed_while_watched},
+    {"length-too-large", walk_length_too_large},
     {"signal-out-of-range", walk_signal_out_of_range},
     {"signal-uncatchable", walk_signal_uncatchable},
+    {"signal-synchronous", walk_signal_synchronous},
     {"future-done-twice", walk_future_done_twice},
     {"task-future-by-hand", walk_task_future_by_hand},
     {"bad-error-code", walk_bad_error_code},

@@ -402,6 +402,96 @@ static void test_process_loop_close_reaps(void **state) {
     assert_int_equal(fixture_count_fds(), fds);
 }
 
+/* A task waits for a child while the last other reference goes: the wait
+ * holds one of its own, so it returns the exit code once the child ends
+ * (it read a freed process before). */
+static void test_process_unref_while_waited(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    const char *cat[] = {"cat", NULL};
+    lb_process_options o = {.in = LB_STDIO_PIPE, .out = LB_STDIO_DEVNULL};
+    run r = {.p = spawn(loop, cat, &o), .timeout = -1};
+    pid_t pid = lb_process_pid(r.p);
+    lb_stream *in = lb_stream_ref(lb_process_stdin(r.p));
+    lb_task *t = fixture_spawn(loop, collect_and_wait, &r);
+    fixture_run_until(loop, &r.waiting, 10);
+    lb_process_unref(r.p);
+    lb_stream_close(in); /* cat reads the end of its input and exits */
+    lb_stream_unref(in);
+    assert_int_equal(fixture_finish(loop, t, 30), 0);
+    assert_int_equal(r.wait_status, 0);
+    assert_int_equal(r.code, 0);
+    assert_reaped(pid);
+    fixture_loop_free(loop);
+}
+
+typedef struct gone {
+    pid_t pid;
+    bool done;
+} gone;
+
+/* Polls until the child is reaped (kill finds no process, not even a
+ * zombie), without reaping it here. */
+static void check_gone(lb_loop *loop, void *data) {
+    gone *g = data;
+    if (kill(g->pid, 0) < 0 && errno == ESRCH)
+        g->done = true;
+    else
+        assert_int_equal(lb_loop_call_later(loop, 0.01, check_gone, g, NULL), 0);
+}
+
+static void assert_gone_soon(lb_loop *loop, pid_t pid) {
+    gone g = {.pid = pid};
+    assert_int_equal(lb_loop_call_soon(loop, check_gone, &g, NULL), 0);
+    fixture_run_until(loop, &g.done, 30);
+}
+
+typedef struct held_out {
+    lb_stream *out;
+    char buf[64];
+    ssize_t n;
+} held_out;
+
+static int read_held(lb_task *t, void *data) {
+    held_out *h = data;
+    (void)t;
+    h->n = lb_stream_read_exactly(h->out, h->buf, 3);
+    return 0;
+}
+
+/* Dropping a child whose pipes nobody reads or holds closes them: a
+ * child writing more than a pipe holds is not left blocked until the
+ * loop closes (it gets EPIPE, here SIGPIPE, and is reaped in the
+ * background), one reading its input sees the end of it. A pipe the
+ * caller still holds stays open. */
+static void test_process_dropped_with_unread_pipes(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    const char *yes[] = {"yes", NULL};
+    lb_process_options out = {.out = LB_STDIO_PIPE};
+    lb_process *p = spawn(loop, yes, &out);
+    pid_t writer = lb_process_pid(p);
+    lb_process_unref(p);
+    assert_gone_soon(loop, writer);
+
+    const char *cat[] = {"cat", NULL};
+    lb_process_options in = {.in = LB_STDIO_PIPE, .out = LB_STDIO_DEVNULL};
+    p = spawn(loop, cat, &in);
+    pid_t reader = lb_process_pid(p);
+    lb_process_unref(p);
+    assert_gone_soon(loop, reader);
+
+    const char *hi[] = {"/bin/sh", "-c", "sleep 0.1; echo hi", NULL};
+    p = spawn(loop, hi, &out);
+    held_out h = {.out = lb_stream_ref(lb_process_stdout(p))};
+    lb_process_unref(p);
+    assert_int_equal(fixture_finish(loop, fixture_spawn(loop, read_held, &h), 30), 0);
+    assert_int_equal(h.n, 3);
+    assert_memory_equal(h.buf, "hi\n", 3);
+    lb_stream_unref(h.out);
+    fixture_loop_free(loop);
+}
+
 #define BOTH_WATCHES(test)                                                                     \
     cmocka_unit_test_setup_teardown(test, use_pidfd, restore),                                 \
         cmocka_unit_test_setup_teardown(test, use_sigchld, restore)
@@ -415,6 +505,8 @@ int run_process_tests(void) {
         BOTH_WATCHES(test_process_kill_terminate_and_cancelled_wait),
         BOTH_WATCHES(test_process_many_and_unheld),
         BOTH_WATCHES(test_process_loop_close_reaps),
+        BOTH_WATCHES(test_process_unref_while_waited),
+        BOTH_WATCHES(test_process_dropped_with_unread_pipes),
     };
     return cmocka_run_group_tests_name("process", tests, NULL, NULL);
 }

@@ -414,6 +414,61 @@ static void test_server_loop_close_with_connections(void **state) {
     assert_int_equal(fixture_count_fds(), fds);
 }
 
+typedef struct early_close {
+    lb_server *server;
+    bool closed;
+} early_close;
+
+static int wait_server_closed(lb_task *t, void *data) {
+    closer *c = data;
+    (void)t;
+    c->status = lb_server_wait_closed(c->server);
+    return 0;
+}
+
+/* Closes the server, cancelling its connections, as soon as it accepted
+ * one: before the connection's task first runs. */
+static void close_once_accepted(lb_loop *loop, void *data) {
+    early_close *e = data;
+    if (lb_server_connections(e->server) == 0) {
+        assert_int_equal(lb_loop_call_soon(loop, close_once_accepted, e, NULL), 0);
+        return;
+    }
+    assert_int_equal(lb_server_close(e->server, true), 0);
+    e->closed = true;
+}
+
+/* A connection accepted in the iteration before the server closes with
+ * cancel_connections: its task never starts, the server releases it (the
+ * client sees the end of the stream) and wait_closed returns. */
+static void test_server_close_right_after_accept(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    int fds = fixture_fd_baseline(loop);
+    echo_stats st = {0};
+    lb_server *srv = local_server(loop, echo_handler, &st);
+    struct sockaddr_in addr = {.sin_family = AF_INET,
+                               .sin_port = htons((uint16_t)lb_server_port(srv)),
+                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(c >= 0);
+    assert_int_equal(connect(c, (struct sockaddr *)&addr, sizeof addr), 0);
+    early_close e = {.server = srv};
+    assert_int_equal(lb_loop_call_soon(loop, close_once_accepted, &e, NULL), 0);
+    fixture_run_until(loop, &e.closed, 10);
+    closer k = {.server = srv, .status = 1};
+    assert_int_equal(fixture_finish(loop, fixture_spawn(loop, wait_server_closed, &k), 10), 0);
+    assert_int_equal(k.status, 0);
+    assert_int_equal(st.handled, 0);
+    assert_int_equal(lb_server_connections(srv), 0);
+    char b;
+    assert_int_equal(recv(c, &b, 1, MSG_DONTWAIT), 0);
+    close(c);
+    lb_server_unref(srv);
+    assert_int_equal(fixture_count_fds(), fds);
+    fixture_loop_free(loop);
+}
+
 int run_server_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_server_tcp_echo_100_clients),
@@ -423,6 +478,7 @@ int run_server_tests(void) {
         cmocka_unit_test(test_server_connect_errors_and_names),
         cmocka_unit_test(test_server_connect_timeout),
         cmocka_unit_test(test_server_loop_close_with_connections),
+        cmocka_unit_test(test_server_close_right_after_accept),
     };
     return cmocka_run_group_tests_name("server", tests, NULL, NULL);
 }

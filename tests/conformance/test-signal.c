@@ -85,11 +85,35 @@ static void test_signal_restores_previous(void **state) {
     sigaction(SIGUSR2, &old, NULL);
 }
 
+/* The signals a faulting instruction raises (SIGSEGV, SIGBUS, SIGFPE,
+ * SIGILL) are refused: a loop callback runs after the handler returned,
+ * and the instruction faults again at once, forever. Their disposition
+ * (the default, or a stack overflow reporter) is left alone. */
+static void test_signal_synchronous_refused(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    const int faults[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL};
+    for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++) {
+        struct sigaction before, after;
+        assert_int_equal(sigaction(faults[i], NULL, &before), 0);
+        assert_int_equal(lb_loop_add_signal_handler(loop, faults[i], on_usr1, NULL), -EINVAL);
+        assert_non_null(strstr(lb_error_detail(), "raised by a faulting instruction"));
+        assert_int_equal(sigaction(faults[i], NULL, &after), 0);
+        assert_ptr_equal(after.sa_handler, before.sa_handler);
+        assert_int_equal(lb_loop_remove_signal_handler(loop, faults[i]), -EINVAL);
+    }
+    /* A trap resumes after the trapping instruction: it may be caught. */
+    assert_int_equal(lb_loop_add_signal_handler(loop, SIGTRAP, on_usr1, NULL), 0);
+    assert_int_equal(lb_loop_remove_signal_handler(loop, SIGTRAP), 1);
+    fixture_loop_free(loop);
+}
+
 int run_signal_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_signal_delivered),
         cmocka_unit_test(test_signal_invalid),
         cmocka_unit_test(test_signal_restores_previous),
+        cmocka_unit_test(test_signal_synchronous_refused),
     };
     return cmocka_run_group_tests_name("signal", tests, NULL, NULL);
 }

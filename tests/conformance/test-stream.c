@@ -6,6 +6,7 @@
 #include "fixture.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -706,6 +707,84 @@ static void test_stream_close_then_unref_sends_everything(void **state) {
     fixture_loop_free(loop);
 }
 
+/* The last reference dropped while a task waits in a read, in drain or in
+ * wait_closed: the waiting call holds a reference of its own, so it ends
+ * as it would have, and the stream goes when it returns. */
+static void test_stream_unref_while_a_task_waits(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    int fds = fixture_fd_baseline(loop);
+    int fd[2];
+    make_socketpair(fd);
+    reader r = {.s = stream_of(loop, fd[0], 0), .op = 2, .max = 1};
+    lb_task *t = fixture_spawn(loop, reader_task, &r);
+    fixture_run_until(loop, &r.waiting, 10);
+    assert_int_equal(send(fd[1], "hello\n", 6, MSG_NOSIGNAL), 6);
+    lb_stream_unref(r.s); /* the test's reference, the last but the reader's */
+    assert_int_equal(fixture_finish(loop, t, 10), 0);
+    assert_int_equal(r.results[0], 6);
+    assert_memory_equal(r.buf, "hello\n", 6);
+    char c;
+    assert_int_equal(recv(fd[1], &c, 1, MSG_DONTWAIT), 0); /* it closed as it went */
+    close(fd[1]);
+
+    for (int wait_closed = 0; wait_closed < 2; wait_closed++) {
+        make_narrow_socketpair(fd, 0);
+        lb_stream_options o = {.write_limit = 16384};
+        sender w = {.close_first = wait_closed};
+        assert_int_equal(lb_stream_new(loop, fd[0], &o, &w.s), 0);
+        t = fixture_spawn(loop, queue_and_wait, &w);
+        fixture_run_until(loop, &w.waiting, 10);
+        lb_stream_unref(w.s);
+        sink in = {.s = stream_of(loop, fd[1], 0)}; /* to the end of the stream */
+        assert_int_equal(fixture_finish(loop, fixture_spawn(loop, sink_task, &in), 30), 0);
+        assert_int_equal(fixture_finish(loop, t, 10), 0);
+        assert_int_equal(w.status, 0);
+        assert_true(in.eof);
+        if (wait_closed)
+            assert_int_equal(in.got, QUEUED);
+        lb_stream_unref(in.s);
+    }
+    assert_int_equal(fixture_count_fds(), fds);
+    fixture_loop_free(loop);
+}
+
+/* A length above SSIZE_MAX, such as a failed read's -1 passed on as a
+ * length, is refused: nothing of the memory after the buffer is sent, and
+ * the stream goes on working. A length that would grow the queue past
+ * SSIZE_MAX is refused too, before any allocation. */
+static void test_stream_write_length_too_large(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    int fd[2];
+    make_narrow_socketpair(fd, 0);
+    lb_stream *s = stream_of(loop, fd[0], 0);
+    char *small = calloc(1, 64);
+    assert_non_null(small);
+    assert_int_equal(lb_stream_write(s, small, (size_t)-1), -EINVAL);
+    assert_non_null(strstr(lb_error_detail(), "too large"));
+    assert_int_equal(lb_stream_write(s, small, (size_t)SSIZE_MAX + 1), -EINVAL);
+    assert_int_equal(lb_stream_write_buffered(s), 0);
+    char c;
+    assert_int_equal(recv(fd[1], &c, 1, MSG_DONTWAIT), -1);
+    assert_int_equal(errno, EAGAIN);
+
+    static char data[1 << 20];
+    assert_int_equal(lb_stream_write(s, data, sizeof data), 0);
+    size_t queued = lb_stream_write_buffered(s);
+    assert_true(queued > 0);
+    assert_int_equal(lb_stream_write(s, small, SSIZE_MAX), -ENOMEM);
+    assert_int_equal(lb_stream_write_buffered(s), queued);
+    free(small);
+    lb_stream_close(s);
+    sink in = {.s = stream_of(loop, fd[1], 0)};
+    assert_int_equal(fixture_finish(loop, fixture_spawn(loop, sink_task, &in), 30), 0);
+    assert_int_equal(in.got, sizeof data);
+    lb_stream_unref(in.s);
+    lb_stream_unref(s);
+    fixture_loop_free(loop);
+}
+
 int run_stream_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stream_read_exactly),
@@ -723,6 +802,8 @@ int run_stream_tests(void) {
         cmocka_unit_test(test_stream_misuse),
         cmocka_unit_test(test_stream_loop_close_while_sending),
         cmocka_unit_test(test_stream_close_then_unref_sends_everything),
+        cmocka_unit_test(test_stream_unref_while_a_task_waits),
+        cmocka_unit_test(test_stream_write_length_too_large),
     };
     return cmocka_run_group_tests_name("stream", tests, NULL, NULL);
 }

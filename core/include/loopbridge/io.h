@@ -57,14 +57,17 @@ LB_EXPORT int lb_wait_writable(int fd, double timeout);
 /* Reads up to len bytes from fd, awaiting data if none is there yet.
  * Returns the number of bytes read (at least 1), 0 at end of file, or a
  * negative errno: the read error (-ECONNRESET...), -ETIMEDOUT,
- * -ECANCELED, and the errors of lb_wait_readable(). */
+ * -ECANCELED, -EINVAL if len is above SSIZE_MAX (a negative count passed
+ * on as a length), and the errors of lb_wait_readable(). */
 LB_EXPORT ssize_t lb_read(int fd, void *buf, size_t len, double timeout);
 
 /* Writes at least one byte of buf (up to len), awaiting room if there is
  * none. Returns the number of bytes written, or a negative errno: the
  * write error (-EPIPE once the reader is gone, -ECONNRESET...),
- * -ETIMEDOUT, -ECANCELED, and the errors of lb_wait_writable(). Never
- * raises SIGPIPE. len 0 returns 0. */
+ * -ETIMEDOUT, -ECANCELED, -EINVAL if len is above SSIZE_MAX (refused
+ * before anything is written: typically a failed read's negative count
+ * passed on as a length, which would send the memory after buf), and the
+ * errors of lb_wait_writable(). Never raises SIGPIPE. len 0 returns 0. */
 LB_EXPORT ssize_t lb_write_some(int fd, const void *buf, size_t len, double timeout);
 
 /* Writes all len bytes of buf, awaiting room as often as needed; timeout
@@ -76,9 +79,13 @@ LB_EXPORT ssize_t lb_write(int fd, const void *buf, size_t len, double timeout);
 
 /* Accepts a connection on the listening socket fd, awaiting one if none is
  * pending. Returns the new socket, non-blocking and close-on-exec, owned
- * by the caller; or a negative errno: -ETIMEDOUT, -ECANCELED, -EMFILE
- * (out of descriptors), the errors of lb_wait_readable(). A connection
- * the peer aborted before it was accepted is skipped. */
+ * by the caller; or a negative errno: -ETIMEDOUT, -ECANCELED, -EMFILE or
+ * -ENFILE (out of descriptors), -ENOBUFS or -ENOMEM, the errors of
+ * lb_wait_readable(). Out of descriptors or memory, the connection stays
+ * in the backlog and the error is returned after a pause of 0.1 s (less
+ * if the timeout ends sooner), as lb_start_server() pauses, so that a
+ * loop retrying lb_accept() does not spin. A connection the peer aborted
+ * before it was accepted is skipped. */
 LB_EXPORT int lb_accept(int fd, double timeout);
 
 /* Connects the non-blocking socket fd to addr, awaiting the handshake.

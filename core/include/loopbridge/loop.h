@@ -193,8 +193,11 @@ LB_EXPORT int lb_loop_remove_writer(lb_loop *loop, int fd);
  * one call). Works on every driver. Adding again replaces the callback.
  * Several loops may watch the same signal; each is called. The signal's
  * previous disposition is restored when the last loop stops watching it.
- * Returns 0; -EINVAL (signum out of range, or SIGKILL / SIGSTOP, which
- * cannot be caught); -EBADF (closed loop); -EBUSY (8 loops of the process
+ * Returns 0; -EINVAL (signum out of range; SIGKILL / SIGSTOP, which
+ * cannot be caught; SIGSEGV, SIGBUS, SIGFPE, SIGILL, which a faulting
+ * instruction raises and raises again as soon as a handler returns, so a
+ * callback that runs later could never handle them; SIGTRAP is accepted,
+ * a trap resumes after its instruction); -EBADF (closed loop); -EBUSY (8 loops of the process
  * watch signum already); -ENOMEM; -EMFILE; -EPERM (wrong thread). Loop
  * thread only. */
 LB_EXPORT int lb_loop_add_signal_handler(lb_loop *loop, int signum, lb_callback cb, void *data);

@@ -79,9 +79,17 @@ LB_EXPORT int lb_process_spawn(lb_loop *loop, const char *const argv[],
 LB_EXPORT lb_process *lb_process_ref(lb_process *process);
 
 /* Drops a reference; returns NULL. The last one does not stop the
- * process: it is still reaped when it exits. Its pipes' streams are
- * released with the object (aborted if still open). NULL is a no-op.
- * Loop thread (elsewhere refused and logged while the loop is open). */
+ * process: it is still reaped in the background when it exits. While it
+ * runs, the last reference lets go of the pipes nobody else holds, so
+ * that a child is not left blocked on output nobody reads: its stdout
+ * and stderr pipes are aborted (the child's writes then fail with EPIPE,
+ * or SIGPIPE ends it), its stdin pipe is closed once what was queued is
+ * sent (the child reads the end of its input). A pipe you took a
+ * reference to (lb_stream_ref() on lb_process_stdout() and the like), or
+ * one a task is reading, stays open and is yours to read and release.
+ * Once the child exited, the pipes go with the object (aborted if still
+ * open). NULL is a no-op. Loop thread (elsewhere refused and logged while
+ * the loop is open). */
 LB_EXPORT lb_process *lb_process_unref(lb_process *process);
 
 /* The child's process id. */
@@ -97,7 +105,9 @@ LB_EXPORT lb_stream *lb_process_stderr(const lb_process *process);
 /* Awaits the process's exit, for at most timeout seconds (< 0: no limit),
  * and stores its return code in *ret (may be NULL): the exit status
  * (0..255), or -N if signal N ended it (asyncio's returncode).
- * Cancellation or the timeout leave the process running.
+ * Cancellation or the timeout leave the process running. The call holds
+ * a reference to the process while it waits (another task may drop the
+ * last of yours meanwhile).
  * Returns 0; -ETIMEDOUT; -ECANCELED; -ECHILD (someone else reaped it);
  * -EPERM outside a task. */
 LB_EXPORT int lb_process_wait(lb_process *process, double timeout, int *ret);

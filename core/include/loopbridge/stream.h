@@ -32,7 +32,10 @@
  * (lb_stream_close(), lb_stream_abort(), or its last reference); do not
  * close it yourself. Streams are loop-thread objects. Calls that wait
  * (reads, drain, flush, wait_closed) run inside a task and return -EPERM
- * elsewhere; at most one task reads a stream at a time (-EBUSY). */
+ * elsewhere; at most one task reads a stream at a time (-EBUSY). A call
+ * that waits holds a reference of its own until it returns, so another
+ * task may drop the last of yours meanwhile: the call ends as it would
+ * have, and the stream goes once it returned. */
 
 #include <loopbridge/common.h>
 
@@ -70,8 +73,9 @@ LB_EXPORT int lb_stream_new(lb_loop *loop, int fd, const lb_stream_options *opts
  * not run its open loop). Loop thread. */
 LB_EXPORT lb_stream *lb_stream_ref(lb_stream *stream);
 
-/* Drops a reference; returns NULL. The last one aborts the stream if it
- * is still open (unsent data is dropped). Close it first to have the data
+/* Drops a reference; returns NULL. The last one (a task waiting in a
+ * call on the stream holds one) aborts the stream if it is still open
+ * (unsent data is dropped). Close it first to have the data
  * sent: a closing stream lives on until its data is out, or until its
  * loop closes. NULL is a no-op. Loop thread (elsewhere refused and logged
  * while the loop is open). */
@@ -91,7 +95,8 @@ LB_EXPORT int lb_stream_set_timeout(lb_stream *stream, double seconds);
  * data if there is none. Returns the count (at least 1), 0 at end of
  * stream, or a negative errno: the read error (-ECONNRESET...),
  * -ETIMEDOUT, -ECANCELED, -EBADF once the stream is closed, -EBUSY if
- * another task is reading, -EPERM outside a task. */
+ * another task is reading, -EPERM outside a task, -EINVAL if len is above
+ * SSIZE_MAX. */
 LB_EXPORT ssize_t lb_stream_read(lb_stream *stream, void *buf, size_t len);
 
 /* Reads exactly len bytes into buf. Returns len; 0 if the stream ended
@@ -127,7 +132,10 @@ LB_EXPORT bool lb_stream_at_eof(const lb_stream *stream);
  * copies the rest, which the loop sends as the fd turns writable; never
  * waits, so a callback may call it too. Returns 0; the error that ended
  * sending earlier (-EPIPE, -ECONNRESET...: later writes return it too);
- * -EBADF once the stream is closing; -ENOMEM. Never raises SIGPIPE. */
+ * -EBADF once the stream is closing; -EINVAL if len is above SSIZE_MAX
+ * (refused before anything is sent: typically a failed read's negative
+ * count passed on as a length); -ENOMEM, also when the queue would grow
+ * past SSIZE_MAX bytes. Never raises SIGPIPE. */
 LB_EXPORT int lb_stream_write(lb_stream *stream, const void *buf, size_t len);
 
 /* Bytes queued and not sent yet. */
@@ -219,9 +227,9 @@ LB_EXPORT size_t lb_server_connections(const lb_server *server);
  * (also when closed already), -EINVAL. */
 LB_EXPORT int lb_server_close(lb_server *server, bool cancel_connections);
 
-/* Awaits until the server is closed and its last connection task ended.
- * Returns 0, -ECANCELED, -EINVAL if the server is not closed, -EPERM
- * outside a task. */
+/* Awaits until the server is closed and its last connection task ended,
+ * holding a reference to the server meanwhile. Returns 0, -ECANCELED,
+ * -EINVAL if the server is not closed, -EPERM outside a task. */
 LB_EXPORT int lb_server_wait_closed(lb_server *server);
 
 /* Takes a reference. Returns server (NULL, logged, on a thread that does
