@@ -90,7 +90,7 @@ static void drop_callbacks(lb_future *f) {
     while (h) {
         lb_handle *next = h->next;
         h->flags |= LB__HANDLE_DONE;
-        lb__handle_release(h);
+        lb__handle_unqueue(h);
         h = next;
     }
 }
@@ -410,7 +410,7 @@ int lb_future_remove_done_callback(lb_future *future, lb_future_callback cb, voi
         if (h->aux2 == (void *)cb && h->data == data) {
             *link = h->next;
             h->flags |= LB__HANDLE_DONE;
-            lb__handle_release(h);
+            lb__handle_unqueue(h);
             removed++;
         } else {
             prev = h;

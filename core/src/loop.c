@@ -355,7 +355,7 @@ static bool handle_is_dead(void *item) {
 static void drop_handle(void *item) {
     lb_handle *h = item;
     h->flags |= LB__HANDLE_DONE;
-    lb__handle_release(h);
+    lb__handle_unqueue(h);
 }
 
 /* How long close lets cancelled tasks unwind (they may await cleanup)
@@ -370,7 +370,7 @@ static void drop_ready(lb_loop *loop) {
         if (e.cb == lb__run_handle) {
             lb_handle *h = e.data;
             h->flags |= LB__HANDLE_DONE;
-            lb__handle_release(h);
+            lb__handle_unqueue(h);
         }
     }
 }
@@ -509,15 +509,22 @@ lb_handle *lb__call_soon_internal(lb_loop *loop, lb_callback cb, void *data) {
     return h;
 }
 
+/* The earliest deadline a timer keeps: anything before it is as past as
+ * it, and the loop's distances to deadlines (deadline - now) cannot
+ * overflow. seconds_to_ns() saturates to the same bound. */
+#define EARLIEST_DEADLINE_NS (-(INT64_MAX / 2))
+
 int lb_loop_call_at_ns(lb_loop *loop, int64_t when_ns, lb_callback cb, void *data,
                        lb_handle **ret) {
     LB__CHECK_LOOP(loop);
     lb_assert_return(cb, -EINVAL);
+    if (__builtin_expect(when_ns < EARLIEST_DEADLINE_NS, 0))
+        when_ns = EARLIEST_DEADLINE_NS;
     lb_handle *h = lb__handle_new(loop, cb, data);
     if (!h)
         return schedule_failed(loop, __func__);
     h->when = when_ns;
-    h->flags = LB__HANDLE_TIMER;
+    h->flags |= LB__HANDLE_TIMER | LB__HANDLE_IN_HEAP;
     if (lb__timer_heap_push(&loop->timers, when_ns, h) < 0) {
         lb__slab_free(&loop->handle_slab, h);
         return schedule_failed(loop, __func__);
@@ -532,7 +539,7 @@ static int64_t seconds_to_ns(double s) {
     if (s >= 9.2e9)
         return INT64_MAX / 2;
     if (s <= -9.2e9)
-        return -(INT64_MAX / 2);
+        return EARLIEST_DEADLINE_NS;
     return (int64_t)ceil(s * 1e9);
 }
 

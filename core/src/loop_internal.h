@@ -236,6 +236,13 @@ int lb__post_internal(lb_loop *loop, lb_callback cb, void *data, lb_callback dro
 lb_handle *lb__handle_new(lb_loop *loop, lb_callback cb, void *data);
 void lb__handle_release(lb_handle *h);
 
+/* Drops the loop's reference of a scheduled handle (it ran, or was
+ * dropped or cancelled and left the heap or queue). */
+static inline void lb__handle_unqueue(lb_handle *h) {
+    h->flags &= ~(uint32_t)(LB__HANDLE_QUEUED | LB__HANDLE_IN_HEAP);
+    lb__handle_release(h);
+}
+
 /* fd watches (fd.c). */
 void lb__watch_event(lb_loop *loop, uint64_t token, uint32_t events);
 void lb__watches_close(lb_loop *loop);
