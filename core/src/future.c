@@ -254,16 +254,40 @@ int lb_future_cancel(lb_future *future) {
     return lb__future_cancel_plain(future);
 }
 
+/* Takes a reference of a listed future for the walk below, unless its
+ * last one went already: its free was then handed to the loop's thread
+ * (lb_future_unref on another thread), and only that post frees it. */
+static bool pin(lb_future *f) {
+    unsigned n = atomic_load_explicit(&f->refs, memory_order_relaxed);
+    while (n != 0)
+        if (atomic_compare_exchange_weak_explicit(&f->refs, &n, n + 1, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return true;
+    return false;
+}
+
 void lb__futures_cancel_all(lb_loop *loop) {
-    for (lb_future *f = loop->futures; f; f = f->live_next) {
-        if (atomic_load_explicit(&f->state, memory_order_relaxed) != LB__FUTURE_PENDING)
-            continue;
-        /* Through the hooks first, so the work behind a future (an
-         * executor job, a gather's children) is withdrawn too. */
-        if (f->hooks && f->hooks->cancel)
-            f->hooks->cancel(f, f->hooks_data);
-        if (atomic_load_explicit(&f->state, memory_order_relaxed) == LB__FUTURE_PENDING)
-            lb__future_complete(f, LB__FUTURE_CANCELLED, NULL, NULL, -ECANCELED);
+    /* Cancel hooks run arbitrary code, which may free any future, the one
+     * being cancelled included: the walk holds a reference of the entry
+     * it is at, and takes one of the next before it lets go of it (freeing
+     * the current entry may free others, never a pinned one). */
+    lb_future *f = loop->futures;
+    bool pinned = f && pin(f);
+    while (f) {
+        if (atomic_load_explicit(&f->state, memory_order_relaxed) == LB__FUTURE_PENDING) {
+            /* Through the hooks first, so the work behind a future (an
+             * executor job, a gather's children) is withdrawn too. */
+            if (f->hooks && f->hooks->cancel)
+                f->hooks->cancel(f, f->hooks_data);
+            if (atomic_load_explicit(&f->state, memory_order_relaxed) == LB__FUTURE_PENDING)
+                lb__future_complete(f, LB__FUTURE_CANCELLED, NULL, NULL, -ECANCELED);
+        }
+        lb_future *next = f->live_next;
+        bool next_pinned = next && pin(next);
+        if (pinned)
+            lb_future_unref(f);
+        f = next;
+        pinned = next_pinned;
     }
 }
 
@@ -428,13 +452,21 @@ int lb_future_remove_done_callback(lb_future *future, lb_future_callback cb, voi
 int lb_future_wait(lb_future *future, double timeout, void **value) {
     lb_assert_return(future, -EINVAL);
     lb_assert_return(!isnan(timeout), -EINVAL);
-    if (lb__loop_thread(future->loop) == lb__thread_self() && !lb_future_is_done(future))
+    /* The thread running the loop would wait for itself, and so would
+     * a host's thread (it dispatches the loop between its own events). */
+    lb_loop *loop = future->loop;
+    bool runs_it = lb_loop_get_running() == loop ||
+                   (loop->thread_pinned && lb__loop_thread(loop) == lb__thread_self());
+    if (runs_it && !lb_future_is_done(future))
         return lb__fail(future->loop, -EDEADLK,
                         "lb_future_wait: called on the thread that runs the future's loop");
     pthread_once(&stripes_once, stripes_init);
 
+    /* Negative or infinite: no limit (the deadline of an infinite one
+     * was garbage, and the wait timed out at once). */
+    bool forever = timeout < 0 || isinf(timeout);
     struct timespec deadline;
-    if (timeout >= 0) {
+    if (!forever) {
         clock_gettime(CLOCK_MONOTONIC, &deadline);
         double whole = floor(timeout);
         deadline.tv_sec += (time_t)(whole > 1e9 ? 1e9 : whole);
@@ -453,7 +485,7 @@ int lb_future_wait(lb_future *future, double timeout, void **value) {
     int r = 0;
     pthread_mutex_lock(&stripes[s].lock);
     while (atomic_load(&future->state) == LB__FUTURE_PENDING && r == 0) {
-        if (timeout < 0)
+        if (forever)
             r = pthread_cond_wait(&stripes[s].cond, &stripes[s].lock);
         else
             r = pthread_cond_timedwait(&stripes[s].cond, &stripes[s].lock, &deadline);
