@@ -49,8 +49,9 @@ typedef void (*lb_callback)(lb_loop *loop, void *data);
 typedef void (*lb_destroy_fn)(void *value);
 
 /* Returns a short English description of a loopbridge error code, which
- * is a negative errno (positive values are accepted too). Never NULL; the
- * string is static. Any thread. */
+ * is a negative errno (positive values are accepted too; INT_MIN, which is
+ * neither, is "not an error code"). Never NULL; the string is static.
+ * Any thread. */
 LB_EXPORT const char *lb_strerror(int error);
 
 /* Returns the detailed message of the last loopbridge call that failed on
