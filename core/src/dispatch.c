@@ -320,6 +320,14 @@ int lb_driver_dispatch(lb_loop *loop, int64_t poll_timeout_ns, int64_t budget_ns
     lb_assert_return(loop, -EINVAL);
     if (lb__loop_closed(loop))
         return lb__fail(loop, -EBADF, "lb_driver_dispatch: loop is closed");
+    if (__builtin_expect(lb__loop_thread(loop) != lb__thread_self(), 0)) {
+        /* A hosted loop belongs to the thread its host dispatches it on; a
+         * native one is adopted if nobody drives it. */
+        if (loop->thread_pinned)
+            lb__loop_set_thread(loop, lb__thread_self());
+        else if (lb__loop_adopt(loop, __func__) < 0)
+            return -EPERM;
+    }
     loop->dispatch_depth++;
     lb__enter_state st;
     lb__loop_enter(loop, &st);

@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <time.h>
 
 #define FUTURES_PER_CHUNK 128
@@ -120,27 +121,39 @@ static void free_on_loop(lb_loop *loop, void *data) {
     future_free(data);
 }
 
+/* Hands a future whose last reference went on another thread to its
+ * loop's home thread; false if it was handed over, true once the caller
+ * may free it itself (the loop's close returned). */
+static bool free_on_home_thread(lb_future *future) {
+    lb_loop *loop = future->loop;
+    int r;
+    /* Freeing it here would race with the loop: when memory is short,
+     * wait for it rather (as finished executor jobs do). */
+    while ((r = lb__post_internal(loop, free_on_loop, future, free_on_loop)) == -ENOMEM) {
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (r == 0)
+        return false;
+    /* -EBADF: the home thread is in the last steps of the close, which
+     * walk the futures; they wait for no other thread, so wait for them
+     * to end before freeing this one. */
+    while (!lb__loop_released(loop))
+        sched_yield();
+    return true;
+}
+
 lb_future *lb_future_unref(lb_future *future) {
     if (!future)
         return NULL;
     unsigned old = atomic_fetch_sub_explicit(&future->refs, 1, memory_order_acq_rel);
     if (old == 1) {
         /* The last reference may go on another thread (a future handed
-         * out by lb_loop_thread_submit): the loop's thread frees it. */
-        const void *owner = lb__loop_thread(future->loop);
-        if (owner && owner != lb__thread_self()) {
-            int r;
-            /* Freeing it here would race with the loop: when memory is
-             * short, wait for it rather (as finished executor jobs do).
-             * A closed loop (-EBADF) no longer touches its futures. */
-            while ((r = lb__post_internal(future->loop, free_on_loop, future, free_on_loop)) ==
-                   -ENOMEM) {
-                struct timespec ts = {0, 1000 * 1000};
-                nanosleep(&ts, NULL);
-            }
-            if (r == 0)
-                return NULL;
-        }
+         * out by lb_loop_thread_submit): the loop's home thread frees
+         * it, whether the loop runs, idles or closes. */
+        if (lb__loop_thread(future->loop) != lb__thread_self() &&
+            !lb__loop_released(future->loop) && !free_on_home_thread(future))
+            return NULL;
         future_free(future);
     }
     else if (old == 0) {

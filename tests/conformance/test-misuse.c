@@ -816,6 +816,9 @@ static void walk_run_other_loop(misuse *m) {
     fixture_loop_free(pair.other);
 }
 
+/* The loop is idle while its home thread lets another misuse it. */
+static bool wrong_thread_idle;
+
 static void *wrong_thread_main(void *data) {
     misuse *m = data;
     lb_loop *loop = m->loop;
@@ -843,8 +846,11 @@ static void *wrong_thread_main(void *data) {
     CHECK(m, lb_loop_set_exception_handler(loop, NULL, NULL));
     CHECK(m, lb_loop_run_in_executor(loop, NULL, work_nop, NULL, &out));
     CHECK(m, lb_group_new(loop, &g));
-    CHECK(m, lb_loop_run_forever(loop));
-    CHECK(m, lb_loop_close(loop));
+    if (!wrong_thread_idle) {
+        /* A loop nobody runs is adopted by these instead. */
+        CHECK(m, lb_loop_run_forever(loop));
+        CHECK(m, lb_loop_close(loop));
+    }
     return NULL;
 }
 
@@ -877,6 +883,10 @@ static void walk_wrong_thread(misuse *m) {
     assert_int_equal(lb_future_new(m->loop, &pair.foreign), 0);
     run_in_callback(m, make_task_and_timer);
     run_in_callback(m, from_other_thread);
+    /* Idle between runs, the loop is still its home thread's. */
+    wrong_thread_idle = true;
+    from_other_thread(m);
+    wrong_thread_idle = false;
     EXPECT(m, !lb_future_is_done(pair.foreign));
     EXPECT(m, !lb_handle_is_cancelled(pair.handle));
     lb_future_unref(pair.foreign);
@@ -907,6 +917,7 @@ static void walk_wrong_thread_ref(misuse *m) {
     pair = (two_loops){m, NULL, NULL, {-1, -1}, NULL, NULL};
     run_in_callback(m, make_task_and_timer);
     run_in_callback(m, refs_from_other_thread);
+    refs_from_other_thread(m); /* idle between runs: the same */
     drop_task_and_timer(m);
 }
 
