@@ -54,10 +54,7 @@ static bool timer_is_cancelled(void *item) {
 }
 
 static void timer_release(void *item) {
-    lb_handle *h = item;
-    lb_loop *loop = h->loop;
-    (void)loop;
-    lb__handle_release(h);
+    lb__handle_unqueue(item);
 }
 
 /* What a compaction costs per entry, generously (it touches every entry
@@ -71,7 +68,7 @@ static void prune_timers(lb_loop *loop, int64_t now) {
     while ((top = lb__timer_heap_top(heap)) && timer_is_cancelled(top->item)) {
         lb_handle *h = lb__timer_heap_pop(heap);
         heap->dead--;
-        lb__handle_release(h);
+        lb__handle_unqueue(h);
     }
     if (top && heap->dead > 64 && heap->dead * 2 > heap->n &&
         top->when - now > 2 * COMPACT_NS_PER_ENTRY * (int64_t)heap->n)
@@ -179,9 +176,10 @@ static void collect_timers(lb_loop *loop, int64_t coarse, bool now_fresh) {
         lb_handle *h = lb__timer_heap_pop(heap);
         if (h->flags & LB__HANDLE_CANCELLED) {
             heap->dead--;
-            lb__handle_release(h);
+            lb__handle_unqueue(h);
             continue;
         }
+        h->flags &= ~(uint32_t)LB__HANDLE_IN_HEAP;
         lb__ready_push_handle(&loop->ready, h);
     }
 }
@@ -322,6 +320,14 @@ int lb_driver_dispatch(lb_loop *loop, int64_t poll_timeout_ns, int64_t budget_ns
     lb_assert_return(loop, -EINVAL);
     if (lb__loop_closed(loop))
         return lb__fail(loop, -EBADF, "lb_driver_dispatch: loop is closed");
+    if (__builtin_expect(lb__loop_thread(loop) != lb__thread_self(), 0)) {
+        /* A hosted loop belongs to the thread its host dispatches it on; a
+         * native one is adopted if nobody drives it. */
+        if (loop->thread_pinned)
+            lb__loop_set_thread(loop, lb__thread_self());
+        else if (lb__loop_adopt(loop, __func__) < 0)
+            return -EPERM;
+    }
     loop->dispatch_depth++;
     lb__enter_state st;
     lb__loop_enter(loop, &st);

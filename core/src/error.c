@@ -5,6 +5,7 @@
 
 #include <loopbridge/driver.h>
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,6 +14,9 @@
 static _Thread_local char detail[256];
 
 const char *lb_strerror(int error) {
+    /* INT_MIN has no positive counterpart (negating it is undefined). */
+    if (error == INT_MIN)
+        return "not an error code";
     if (error < 0)
         error = -error;
     switch (error) {

@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <time.h>
 
 #define FUTURES_PER_CHUNK 128
@@ -90,7 +91,7 @@ static void drop_callbacks(lb_future *f) {
     while (h) {
         lb_handle *next = h->next;
         h->flags |= LB__HANDLE_DONE;
-        lb__handle_release(h);
+        lb__handle_unqueue(h);
         h = next;
     }
 }
@@ -120,27 +121,39 @@ static void free_on_loop(lb_loop *loop, void *data) {
     future_free(data);
 }
 
+/* Hands a future whose last reference went on another thread to its
+ * loop's home thread; false if it was handed over, true once the caller
+ * may free it itself (the loop's close returned). */
+static bool free_on_home_thread(lb_future *future) {
+    lb_loop *loop = future->loop;
+    int r;
+    /* Freeing it here would race with the loop: when memory is short,
+     * wait for it rather (as finished executor jobs do). */
+    while ((r = lb__post_internal(loop, free_on_loop, future, free_on_loop)) == -ENOMEM) {
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (r == 0)
+        return false;
+    /* -EBADF: the home thread is in the last steps of the close, which
+     * walk the futures; they wait for no other thread, so wait for them
+     * to end before freeing this one. */
+    while (!lb__loop_released(loop))
+        sched_yield();
+    return true;
+}
+
 lb_future *lb_future_unref(lb_future *future) {
     if (!future)
         return NULL;
     unsigned old = atomic_fetch_sub_explicit(&future->refs, 1, memory_order_acq_rel);
     if (old == 1) {
         /* The last reference may go on another thread (a future handed
-         * out by lb_loop_thread_submit): the loop's thread frees it. */
-        const void *owner = lb__loop_thread(future->loop);
-        if (owner && owner != lb__thread_self()) {
-            int r;
-            /* Freeing it here would race with the loop: when memory is
-             * short, wait for it rather (as finished executor jobs do).
-             * A closed loop (-EBADF) no longer touches its futures. */
-            while ((r = lb__post_internal(future->loop, free_on_loop, future, free_on_loop)) ==
-                   -ENOMEM) {
-                struct timespec ts = {0, 1000 * 1000};
-                nanosleep(&ts, NULL);
-            }
-            if (r == 0)
-                return NULL;
-        }
+         * out by lb_loop_thread_submit): the loop's home thread frees
+         * it, whether the loop runs, idles or closes. */
+        if (lb__loop_thread(future->loop) != lb__thread_self() &&
+            !lb__loop_released(future->loop) && !free_on_home_thread(future))
+            return NULL;
         future_free(future);
     }
     else if (old == 0) {
@@ -254,16 +267,40 @@ int lb_future_cancel(lb_future *future) {
     return lb__future_cancel_plain(future);
 }
 
+/* Takes a reference of a listed future for the walk below, unless its
+ * last one went already: its free was then handed to the loop's thread
+ * (lb_future_unref on another thread), and only that post frees it. */
+static bool pin(lb_future *f) {
+    unsigned n = atomic_load_explicit(&f->refs, memory_order_relaxed);
+    while (n != 0)
+        if (atomic_compare_exchange_weak_explicit(&f->refs, &n, n + 1, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return true;
+    return false;
+}
+
 void lb__futures_cancel_all(lb_loop *loop) {
-    for (lb_future *f = loop->futures; f; f = f->live_next) {
-        if (atomic_load_explicit(&f->state, memory_order_relaxed) != LB__FUTURE_PENDING)
-            continue;
-        /* Through the hooks first, so the work behind a future (an
-         * executor job, a gather's children) is withdrawn too. */
-        if (f->hooks && f->hooks->cancel)
-            f->hooks->cancel(f, f->hooks_data);
-        if (atomic_load_explicit(&f->state, memory_order_relaxed) == LB__FUTURE_PENDING)
-            lb__future_complete(f, LB__FUTURE_CANCELLED, NULL, NULL, -ECANCELED);
+    /* Cancel hooks run arbitrary code, which may free any future, the one
+     * being cancelled included: the walk holds a reference of the entry
+     * it is at, and takes one of the next before it lets go of it (freeing
+     * the current entry may free others, never a pinned one). */
+    lb_future *f = loop->futures;
+    bool pinned = f && pin(f);
+    while (f) {
+        if (atomic_load_explicit(&f->state, memory_order_relaxed) == LB__FUTURE_PENDING) {
+            /* Through the hooks first, so the work behind a future (an
+             * executor job, a gather's children) is withdrawn too. */
+            if (f->hooks && f->hooks->cancel)
+                f->hooks->cancel(f, f->hooks_data);
+            if (atomic_load_explicit(&f->state, memory_order_relaxed) == LB__FUTURE_PENDING)
+                lb__future_complete(f, LB__FUTURE_CANCELLED, NULL, NULL, -ECANCELED);
+        }
+        lb_future *next = f->live_next;
+        bool next_pinned = next && pin(next);
+        if (pinned)
+            lb_future_unref(f);
+        f = next;
+        pinned = next_pinned;
     }
 }
 
@@ -410,7 +447,7 @@ int lb_future_remove_done_callback(lb_future *future, lb_future_callback cb, voi
         if (h->aux2 == (void *)cb && h->data == data) {
             *link = h->next;
             h->flags |= LB__HANDLE_DONE;
-            lb__handle_release(h);
+            lb__handle_unqueue(h);
             removed++;
         } else {
             prev = h;
@@ -428,13 +465,21 @@ int lb_future_remove_done_callback(lb_future *future, lb_future_callback cb, voi
 int lb_future_wait(lb_future *future, double timeout, void **value) {
     lb_assert_return(future, -EINVAL);
     lb_assert_return(!isnan(timeout), -EINVAL);
-    if (lb__loop_thread(future->loop) == lb__thread_self() && !lb_future_is_done(future))
+    /* The thread running the loop would wait for itself, and so would
+     * a host's thread (it dispatches the loop between its own events). */
+    lb_loop *loop = future->loop;
+    bool runs_it = lb_loop_get_running() == loop ||
+                   (loop->thread_pinned && lb__loop_thread(loop) == lb__thread_self());
+    if (runs_it && !lb_future_is_done(future))
         return lb__fail(future->loop, -EDEADLK,
                         "lb_future_wait: called on the thread that runs the future's loop");
     pthread_once(&stripes_once, stripes_init);
 
+    /* Negative or infinite: no limit (the deadline of an infinite one
+     * was garbage, and the wait timed out at once). */
+    bool forever = timeout < 0 || isinf(timeout);
     struct timespec deadline;
-    if (timeout >= 0) {
+    if (!forever) {
         clock_gettime(CLOCK_MONOTONIC, &deadline);
         double whole = floor(timeout);
         deadline.tv_sec += (time_t)(whole > 1e9 ? 1e9 : whole);
@@ -453,7 +498,7 @@ int lb_future_wait(lb_future *future, double timeout, void **value) {
     int r = 0;
     pthread_mutex_lock(&stripes[s].lock);
     while (atomic_load(&future->state) == LB__FUTURE_PENDING && r == 0) {
-        if (timeout < 0)
+        if (forever)
             r = pthread_cond_wait(&stripes[s].cond, &stripes[s].lock);
         else
             r = pthread_cond_timedwait(&stripes[s].cond, &stripes[s].lock, &deadline);

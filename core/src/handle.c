@@ -15,7 +15,8 @@ lb_handle *lb__handle_new(lb_loop *loop, lb_callback cb, void *data) {
     h->aux = NULL;
     h->when = 0;
     h->refs = 1;
-    h->flags = 0;
+    h->flags = LB__HANDLE_QUEUED;
+    h->aux2 = NULL;
     return h;
 }
 
@@ -35,7 +36,7 @@ void lb__run_handle(lb_loop *loop, void *handle) {
             h->cb(loop, h->data);
         loop->current = outer;
     }
-    lb__handle_release(h);
+    lb__handle_unqueue(h);
 }
 
 /* Drops one reference; the last one returns the handle to the slab. A
@@ -61,7 +62,8 @@ int lb_handle_cancel(lb_handle *handle) {
     if (handle->flags & (LB__HANDLE_CANCELLED | LB__HANDLE_DONE))
         return 0;
     handle->flags |= LB__HANDLE_CANCELLED;
-    if (handle->flags & LB__HANDLE_TIMER)
+    /* A due timer moved to the ready queue is no longer the heap's. */
+    if (handle->flags & LB__HANDLE_IN_HEAP)
         handle->loop->timers.dead++;
     return 1;
 }
@@ -85,7 +87,11 @@ lb_handle *lb_handle_ref(lb_handle *handle) {
 
 lb_handle *lb_handle_unref(lb_handle *handle) {
     if (handle && !lb__refuse_off_thread(handle->loop, __func__)) {
-        if (handle->refs == 0) {
+        /* The loop's own reference (while the handle is scheduled) is not
+         * the caller's to drop: dropping it would free the handle under
+         * the timer heap or the ready queue. */
+        unsigned loops = (handle->flags & LB__HANDLE_QUEUED) ? 1 : 0;
+        if (handle->refs <= loops) {
             lb__log(LB_LOG_ERROR, "lb_handle_unref: handle %p has no reference left", (void *)handle);
             return NULL;
         }

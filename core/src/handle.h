@@ -12,6 +12,14 @@ enum {
     /* aux holds a reference to a future, dropped with the handle: a done
      * callback keeps its future alive until it ran or was dropped. */
     LB__HANDLE_FUTURE_REF = 1u << 4,
+    /* The loop holds its reference: the handle waits in the timer heap,
+     * the ready queue or a future's done callbacks. Cleared when the loop
+     * lets go (lb__handle_unqueue), so an unref once too often from the
+     * user is told apart from the loop's. */
+    LB__HANDLE_QUEUED = 1u << 5,
+    /* A timer still in the heap (not yet moved to the ready queue): a
+     * cancel counts it among the heap's dead entries. */
+    LB__HANDLE_IN_HEAP = 1u << 6,
 };
 
 /* A scheduled call that needs more than a ready-queue entry: a timer, a

@@ -13,7 +13,7 @@
 /* Lanes                                                               */
 /* ------------------------------------------------------------------ */
 
-static lb__lane *lane_new(void) {
+static lb__lane *lane_new(int refs) {
     lb__lane *lane = lb__calloc(1, sizeof *lane);
     if (!lane)
         return NULL;
@@ -24,7 +24,7 @@ static lb__lane *lane_new(void) {
     }
     atomic_init(&seg->next, NULL);
     lane->tail = lane->head = seg;
-    atomic_init(&lane->refs, 2); /* the inbox's list and the thread's cache */
+    atomic_init(&lane->refs, refs);
     return lane;
 }
 
@@ -111,6 +111,10 @@ typedef struct lane_ref {
 static _Thread_local lane_ref *lanes_of_thread;
 static _Thread_local size_t nlanes_of_thread, lanes_of_thread_cap;
 static _Thread_local bool thread_registered;
+/* The thread let go of its lanes (it is exiting): a post made later, by
+ * another thread-exit destructor, gets a lane of its own that the thread
+ * never holds. */
+static _Thread_local bool thread_released;
 
 static pthread_key_t exit_key;
 static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
@@ -124,6 +128,7 @@ static void release_thread_lanes(void *unused) {
     lb__free(lanes_of_thread);
     lanes_of_thread = NULL;
     nlanes_of_thread = lanes_of_thread_cap = 0;
+    thread_released = true;
 }
 
 static void make_exit_key(void) {
@@ -154,30 +159,11 @@ int lb__inbox_init(lb__inbox *inbox) {
     return 0;
 }
 
-/* The calling thread's lane of inbox, made and registered on first use.
- * Returns NULL with *error set when the inbox is closed or memory short. */
-static lb__lane *lane_of(lb__inbox *inbox, int *error) {
-    for (size_t i = 0; i < nlanes_of_thread; i++)
-        if (lanes_of_thread[i].inbox == inbox && lanes_of_thread[i].id == inbox->id)
-            return lanes_of_thread[i].lane;
-
-    if (!thread_registered) {
-        pthread_once(&exit_key_once, make_exit_key);
-        if (have_exit_key && pthread_setspecific(exit_key, &thread_registered) == 0)
-            thread_registered = true;
-    }
-    sweep_dead_lanes();
-    if (nlanes_of_thread == lanes_of_thread_cap) {
-        size_t cap = lanes_of_thread_cap ? 2 * lanes_of_thread_cap : 4;
-        lane_ref *v = lb__realloc(lanes_of_thread, cap * sizeof *v);
-        if (!v) {
-            *error = -ENOMEM;
-            return NULL;
-        }
-        lanes_of_thread = v;
-        lanes_of_thread_cap = cap;
-    }
-    lb__lane *lane = lane_new();
+/* Makes a lane with two references, the inbox list's and the caller's,
+ * and appends it to the inbox's list. Returns NULL with *error set when
+ * the inbox is closed or memory short. */
+static lb__lane *lane_register(lb__inbox *inbox, int *error) {
+    lb__lane *lane = lane_new(2);
     if (!lane) {
         *error = -ENOMEM;
         return NULL;
@@ -196,6 +182,43 @@ static lb__lane *lane_of(lb__inbox *inbox, int *error) {
         atomic_store_explicit(&inbox->lanes, lane, memory_order_release);
     inbox->lanes_tail = lane;
     pthread_mutex_unlock(&inbox->lock);
+    return lane;
+}
+
+/* What lane_of() says when the thread let go of its lanes already. */
+#define LANE_AFTER_EXIT 1
+
+/* The calling thread's lane of inbox, made and registered on first use.
+ * Returns NULL with *error set when the inbox is closed or memory short,
+ * or to LANE_AFTER_EXIT. */
+static lb__lane *lane_of(lb__inbox *inbox, int *error) {
+    for (size_t i = 0; i < nlanes_of_thread; i++)
+        if (lanes_of_thread[i].inbox == inbox && lanes_of_thread[i].id == inbox->id)
+            return lanes_of_thread[i].lane;
+    if (__builtin_expect(thread_released, 0)) {
+        *error = LANE_AFTER_EXIT;
+        return NULL;
+    }
+
+    if (!thread_registered) {
+        pthread_once(&exit_key_once, make_exit_key);
+        if (have_exit_key && pthread_setspecific(exit_key, &thread_registered) == 0)
+            thread_registered = true;
+    }
+    sweep_dead_lanes();
+    if (nlanes_of_thread == lanes_of_thread_cap) {
+        size_t cap = lanes_of_thread_cap ? 2 * lanes_of_thread_cap : 4;
+        lane_ref *v = lb__realloc(lanes_of_thread, cap * sizeof *v);
+        if (!v) {
+            *error = -ENOMEM;
+            return NULL;
+        }
+        lanes_of_thread = v;
+        lanes_of_thread_cap = cap;
+    }
+    lb__lane *lane = lane_register(inbox, error);
+    if (!lane)
+        return NULL;
     lanes_of_thread[nlanes_of_thread++] = (lane_ref){inbox, inbox->id, lane};
     return lane;
 }
@@ -220,13 +243,9 @@ static int withdraw_if_unseen(lb__inbox *inbox, lb__lane *lane) {
     return r;
 }
 
-int lb__inbox_post(lb__inbox *inbox, lb_callback cb, void *data, lb_callback drop) {
-    if (atomic_load_explicit(&inbox->closed, memory_order_relaxed))
-        return -EBADF;
-    int error = 0;
-    lb__lane *lane = lane_of(inbox, &error);
-    if (!lane)
-        return error;
+/* Publishes a post on lane, the calling thread's. */
+static inline int publish(lb__inbox *inbox, lb__lane *lane, lb_callback cb, void *data,
+                          lb_callback drop) {
     if (__builtin_expect(lane->tail_pos == LB__LANE_SEGMENT_POSTS, 0)) {
         lb__lane_segment *seg = take_spare(lane);
         if (!seg && !(seg = lb__malloc(sizeof *seg)))
@@ -243,6 +262,32 @@ int lb__inbox_post(lb__inbox *inbox, lb_callback cb, void *data, lb_callback dro
     if (__builtin_expect(atomic_load(&inbox->closed), 0))
         return withdraw_if_unseen(inbox, lane);
     return 0;
+}
+
+/* A post made after the thread let go of its lanes (by a thread-exit
+ * destructor that runs after the inbox's): a lane of its own, which the
+ * poster lets go of once the post is published, so the loop frees it
+ * when drained instead of waiting for a thread that will never release
+ * it. Rare, so a lane per post. */
+static __attribute__((noinline)) int post_after_exit(lb__inbox *inbox, lb_callback cb,
+                                                     void *data, lb_callback drop) {
+    int error = 0;
+    lb__lane *lane = lane_register(inbox, &error);
+    if (!lane)
+        return error;
+    int r = publish(inbox, lane, cb, data, drop);
+    lane_unref(lane);
+    return r;
+}
+
+int lb__inbox_post(lb__inbox *inbox, lb_callback cb, void *data, lb_callback drop) {
+    if (atomic_load_explicit(&inbox->closed, memory_order_relaxed))
+        return -EBADF;
+    int error = 0;
+    lb__lane *lane = lane_of(inbox, &error);
+    if (__builtin_expect(!lane, 0))
+        return error == LANE_AFTER_EXIT ? post_after_exit(inbox, cb, data, drop) : error;
+    return publish(inbox, lane, cb, data, drop);
 }
 
 /* ------------------------------------------------------------------ */

@@ -31,7 +31,7 @@ int lb__fail_wrong_thread(const lb_loop *loop, const char *func) {
 }
 
 bool lb__log_off_thread(const lb_loop *loop, const char *func) {
-    if (lb__loop_closed(loop))
+    if (lb__loop_released(loop))
         return false;
     lb__log(LB_LOG_ERROR,
             "%s: called on a thread that does not run loop %p; refused (a reference is "
@@ -41,7 +41,28 @@ bool lb__log_off_thread(const lb_loop *loop, const char *func) {
 }
 
 int lb__fail_off_thread(const lb_loop *loop, const char *func) {
-    return lb__loop_closed(loop) ? 0 : lb__fail_wrong_thread(loop, func);
+    return lb__loop_released(loop) ? 0 : lb__fail_wrong_thread(loop, func);
+}
+
+int lb__loop_adopt(lb_loop *loop, const char *func) {
+    const void *self = lb__thread_self();
+    const void *home = lb__loop_thread(loop);
+    if (home == self)
+        return 0;
+    if (loop->thread_pinned || atomic_load(&loop->active) ||
+        !atomic_compare_exchange_strong(&loop->thread, &home, self))
+        return lb__fail_wrong_thread(loop, func);
+    return 0;
+}
+
+/* The checks of the entry points that drive the loop: those of
+ * lb__loop_check, with adoption instead of the thread check. */
+static int check_driving(lb_loop *loop, const char *func) {
+    if (!loop)
+        return lb__fail(NULL, -EINVAL, "%s: loop is NULL", func);
+    if (lb__loop_closed(loop))
+        return lb__fail(loop, -EBADF, "%s: loop %p is closed", func, (const void *)loop);
+    return lb__loop_adopt(loop, func);
 }
 
 int lb__loop_check(const lb_loop *loop, const char *func) {
@@ -118,11 +139,10 @@ int lb_loop_new_full(lb_loop **ret, const lb_driver *driver, void *driver_arg) {
     loop->last_poll = loop->now;
     loop->coarse_lag = lb__clock_coarse_lag_ns();
 
-    if (driver->caps & LB_DRIVER_CAP_HOSTED) {
-        /* A hosted loop lives on its host's thread for good. */
-        lb__loop_set_thread(loop, lb__thread_self());
-        loop->thread_pinned = true;
-    }
+    /* The thread that makes the loop is its home. A hosted loop lives on
+     * its host's thread for good; a native one may be handed over. */
+    lb__loop_set_thread(loop, lb__thread_self());
+    loop->thread_pinned = (driver->caps & LB_DRIVER_CAP_HOSTED) != 0;
     r = driver->attach(loop, driver_arg, &loop->driver_state);
     if (r < 0) {
         if (!strstr(lb_error_detail(), driver->name))
@@ -189,20 +209,21 @@ lb_loop *lb_loop_unref(lb_loop *loop) {
     return NULL;
 }
 
+/* The caller is the loop's home thread (it adopted the loop if need be). */
 void lb__loop_enter(lb_loop *loop, lb__enter_state *st) {
     st->prev_running = running_loop;
-    st->prev_thread = lb__loop_thread(loop);
+    st->prev_active = atomic_load_explicit(&loop->active, memory_order_relaxed);
     st->prev_task = lb__current_task;
     lb__current_task = NULL; /* callbacks run outside any task */
     running_loop = loop;
-    lb__loop_set_thread(loop, lb__thread_self());
+    atomic_store_explicit(&loop->active, true, memory_order_relaxed);
 }
 
+/* The loop keeps its home thread: it stays the thread that ran it. */
 void lb__loop_leave(lb_loop *loop, const lb__enter_state *st) {
     running_loop = st->prev_running;
     lb__current_task = st->prev_task;
-    if (!loop->thread_pinned)
-        lb__loop_set_thread(loop, st->prev_thread);
+    atomic_store_explicit(&loop->active, st->prev_active, memory_order_relaxed);
 }
 
 lb_loop *lb_loop_get_running(void) {
@@ -210,7 +231,9 @@ lb_loop *lb_loop_get_running(void) {
 }
 
 static int run_checks(lb_loop *loop, const char *func) {
-    LB__CHECK_LOOP(loop);
+    int r = check_driving(loop, func);
+    if (r < 0)
+        return r;
     if (loop->run_depth > 0)
         return lb__fail(loop, -EBUSY, "%s: this event loop is already running", func);
     /* A hosted loop that its host dispatches (Tk_MainLoop, a GTK app)
@@ -355,7 +378,7 @@ static bool handle_is_dead(void *item) {
 static void drop_handle(void *item) {
     lb_handle *h = item;
     h->flags |= LB__HANDLE_DONE;
-    lb__handle_release(h);
+    lb__handle_unqueue(h);
 }
 
 /* How long close lets cancelled tasks unwind (they may await cleanup)
@@ -370,7 +393,7 @@ static void drop_ready(lb_loop *loop) {
         if (e.cb == lb__run_handle) {
             lb_handle *h = e.data;
             h->flags |= LB__HANDLE_DONE;
-            lb__handle_release(h);
+            lb__handle_unqueue(h);
         }
     }
 }
@@ -397,12 +420,15 @@ static bool jobs_and_callbacks_done(lb_loop *loop) {
 }
 
 int lb_loop_close(lb_loop *loop) {
-    LB__CHECK_LOOP(loop);
+    int r = check_driving(loop, __func__);
+    if (r < 0)
+        return r;
     if (loop->run_depth > 0 || loop->dispatch_depth > 0)
         return lb__fail(loop, -EBUSY, "lb_loop_close: cannot close a running event loop");
     if (loop->closing)
         return lb__fail(loop, -EBUSY, "lb_loop_close: the loop is already closing");
     loop->closing = true;
+    atomic_store(&loop->active, true);
     lb_loop_ref(loop);
 
     /* 1. Live tasks are cancelled and run until they unwind (they may
@@ -451,6 +477,9 @@ int lb_loop_close(lb_loop *loop) {
     close(loop->epoll_fd);
     loop->wake_fd = loop->epoll_fd = -1;
     loop->closing = false;
+    /* Closed: the loop has no home any more, and its objects may be
+     * released on any thread, after everything done above. */
+    atomic_store_explicit(&loop->thread, NULL, memory_order_release);
     lb_loop_unref(loop);
     return 0;
 }
@@ -495,8 +524,8 @@ static __attribute__((noinline)) int call_soon_slow(lb_loop *loop, lb_callback c
  * a new chunk) goes the slow way. */
 int lb_loop_call_soon(lb_loop *loop, lb_callback cb, void *data, lb_handle **ret) {
     if (__builtin_expect(!ret && cb && loop && !lb__loop_closed(loop), 1)) {
-        const void *t = lb__loop_thread(loop);
-        if ((t == NULL || t == lb__thread_self()) && lb__ready_try_push(&loop->ready, cb, data))
+        if (lb__loop_thread(loop) == lb__thread_self() &&
+            lb__ready_try_push(&loop->ready, cb, data))
             return 0;
     }
     return call_soon_slow(loop, cb, data, ret);
@@ -509,15 +538,22 @@ lb_handle *lb__call_soon_internal(lb_loop *loop, lb_callback cb, void *data) {
     return h;
 }
 
+/* The earliest deadline a timer keeps: anything before it is as past as
+ * it, and the loop's distances to deadlines (deadline - now) cannot
+ * overflow. seconds_to_ns() saturates to the same bound. */
+#define EARLIEST_DEADLINE_NS (-(INT64_MAX / 2))
+
 int lb_loop_call_at_ns(lb_loop *loop, int64_t when_ns, lb_callback cb, void *data,
                        lb_handle **ret) {
     LB__CHECK_LOOP(loop);
     lb_assert_return(cb, -EINVAL);
+    if (__builtin_expect(when_ns < EARLIEST_DEADLINE_NS, 0))
+        when_ns = EARLIEST_DEADLINE_NS;
     lb_handle *h = lb__handle_new(loop, cb, data);
     if (!h)
         return schedule_failed(loop, __func__);
     h->when = when_ns;
-    h->flags = LB__HANDLE_TIMER;
+    h->flags |= LB__HANDLE_TIMER | LB__HANDLE_IN_HEAP;
     if (lb__timer_heap_push(&loop->timers, when_ns, h) < 0) {
         lb__slab_free(&loop->handle_slab, h);
         return schedule_failed(loop, __func__);
@@ -532,7 +568,7 @@ static int64_t seconds_to_ns(double s) {
     if (s >= 9.2e9)
         return INT64_MAX / 2;
     if (s <= -9.2e9)
-        return -(INT64_MAX / 2);
+        return EARLIEST_DEADLINE_NS;
     return (int64_t)ceil(s * 1e9);
 }
 

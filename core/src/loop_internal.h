@@ -59,10 +59,16 @@ struct lb_loop {
     int epoll_fd;
     int wake_fd;
 
-    /* Thread checks: the thread that runs (or, for hosted drivers, hosts)
-     * the loop. NULL while a native loop is not running. */
-    _Atomic(const void *) thread; /* read by other threads: atomic */
-    bool thread_pinned;
+    /* The loop's home thread: the one thread that may touch its state and
+     * the counts of its objects (one rule, "may this thread touch this
+     * loop", checked against it). The thread that made the loop, until a
+     * native loop nobody drives is adopted by the thread that runs or
+     * closes it next (lb__loop_adopt); a hosted loop stays on its host's
+     * thread. NULL once the loop is closed and its close returned: its
+     * objects may then be released anywhere. Read by other threads. */
+    _Atomic(const void *) thread;
+    bool thread_pinned; /* hosted: never adopted */
+    atomic_bool active; /* a thread runs, dispatches or closes the loop */
 
     uint32_t run_depth;      /* lb_loop_run_* frames active */
     uint32_t dispatch_depth; /* lb_driver_dispatch frames active */
@@ -133,7 +139,7 @@ static inline const void *lb__thread_self(void) {
 int lb__fail_wrong_thread(const lb_loop *loop, const char *func) __attribute__((cold));
 
 /* 0 if the calling thread may use loop, else -EPERM with a message naming
- * func. Callers check `closed` first. */
+ * func. Callers check `closed` first (a closed loop has no home). */
 static inline int lb__check_thread(const lb_loop *loop, const char *func) {
     const void *t = atomic_load_explicit(&loop->thread, memory_order_relaxed);
     if (__builtin_expect(t != NULL && t != lb__thread_self(), 0))
@@ -151,11 +157,11 @@ bool lb__log_off_thread(const lb_loop *loop, const char *func) __attribute__((co
  * objects whose counts are plain integers owned by the loop's thread):
  * true, with an error logged naming func, when the calling thread may not
  * touch loop's objects; the call is then refused, which leaks a reference
- * instead of racing the loop's thread. A closed loop's objects may be
- * released anywhere. */
+ * instead of racing the home thread (running, idle or closing the loop).
+ * Once the loop's close returned, its objects may be released anywhere. */
 static inline bool lb__refuse_off_thread(const lb_loop *loop, const char *func) {
     const void *t = atomic_load_explicit(&loop->thread, memory_order_relaxed);
-    if (__builtin_expect(t == NULL || t == lb__thread_self(), 1))
+    if (__builtin_expect(t == lb__thread_self(), 1))
         return false;
     return lb__log_off_thread(loop, func);
 }
@@ -164,12 +170,19 @@ int lb__fail_off_thread(const lb_loop *loop, const char *func) __attribute__((co
 
 /* The same for calls that return an error code (cancels, the close of
  * I/O objects): 0, or -EPERM with a message naming func. One load in the
- * common case; a closed loop's objects may be used anywhere. */
+ * common case; a closed loop's objects may be used anywhere once its
+ * close returned. */
 static inline int lb__check_owner(const lb_loop *loop, const char *func) {
     const void *t = atomic_load_explicit(&loop->thread, memory_order_relaxed);
-    if (__builtin_expect(t == NULL || t == lb__thread_self(), 1))
+    if (__builtin_expect(t == lb__thread_self(), 1))
         return 0;
     return lb__fail_off_thread(loop, func);
+}
+
+/* True once the loop's close returned (it has no home thread any more),
+ * with what the close did visible to the caller. Any thread. */
+static inline bool lb__loop_released(const lb_loop *loop) {
+    return atomic_load_explicit(&loop->thread, memory_order_acquire) == NULL;
 }
 
 static inline const void *lb__loop_thread(const lb_loop *loop) {
@@ -180,6 +193,13 @@ static inline void lb__loop_set_thread(lb_loop *loop, const void *t) {
     atomic_store_explicit(&loop->thread, t, memory_order_relaxed);
 }
 
+/* The entry points that drive a loop (run, close, lb_driver_dispatch):
+ * 0 if the calling thread is its home thread or adopted the loop, which
+ * it may when the loop is native and no thread drives it (the hand-over
+ * of a loop made on one thread to the thread that runs it); else -EPERM
+ * with a message naming func. */
+int lb__loop_adopt(lb_loop *loop, const char *func);
+
 /* The common preamble of loop-thread entry points: 0, or -EINVAL (NULL),
  * -EBADF (closed), -EPERM (wrong thread) with a message. */
 int lb__loop_check(const lb_loop *loop, const char *func);
@@ -188,8 +208,7 @@ int lb__loop_check(const lb_loop *loop, const char *func);
  * decided inline. */
 static inline int lb__loop_check_fast(const lb_loop *loop, const char *func) {
     if (__builtin_expect(loop != NULL && !lb__loop_closed(loop), 1)) {
-        const void *t = lb__loop_thread(loop);
-        if (__builtin_expect(t == NULL || t == lb__thread_self(), 1))
+        if (__builtin_expect(lb__loop_thread(loop) == lb__thread_self(), 1))
             return 0;
     }
     return lb__loop_check(loop, func);
@@ -236,6 +255,13 @@ int lb__post_internal(lb_loop *loop, lb_callback cb, void *data, lb_callback dro
 lb_handle *lb__handle_new(lb_loop *loop, lb_callback cb, void *data);
 void lb__handle_release(lb_handle *h);
 
+/* Drops the loop's reference of a scheduled handle (it ran, or was
+ * dropped or cancelled and left the heap or queue). */
+static inline void lb__handle_unqueue(lb_handle *h) {
+    h->flags &= ~(uint32_t)(LB__HANDLE_QUEUED | LB__HANDLE_IN_HEAP);
+    lb__handle_release(h);
+}
+
 /* fd watches (fd.c). */
 void lb__watch_event(lb_loop *loop, uint64_t token, uint32_t events);
 void lb__watches_close(lb_loop *loop);
@@ -250,7 +276,7 @@ void lb__futures_cancel_all(lb_loop *loop);
 /* The loop's thread-local "current" bookkeeping while running/dispatching. */
 typedef struct lb__enter_state {
     lb_loop *prev_running;
-    const void *prev_thread;
+    bool prev_active;
     lb_task *prev_task;
 } lb__enter_state;
 

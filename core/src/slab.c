@@ -32,6 +32,7 @@ void *lb__slab_grow_and_alloc(lb__slab *slab) {
         char *obj = first + i * slab->object_size;
         *(void **)obj = slab->free_list;
         slab->free_list = obj;
+        LB__SLAB_POISON(obj, slab->object_size);
     }
     slab->live++;
     return first;
@@ -41,6 +42,8 @@ void lb__slab_destroy(lb__slab *slab) {
     void *c = slab->chunks;
     while (c) {
         void *next = *(void **)c;
+        /* Given back to malloc whole: no slot stays poisoned. */
+        LB__SLAB_UNPOISON((char *)c + CHUNK_HEADER, slab->object_size * slab->per_chunk);
         lb__free(c);
         c = next;
     }

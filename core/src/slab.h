@@ -4,6 +4,25 @@
 
 #include <stddef.h>
 
+/* Under AddressSanitizer a free object is poisoned, so a use after free of
+ * a handle or a future is reported as one of malloc'd memory would be
+ * (the slot is unpoisoned again when it is handed out). */
+#if defined(__SANITIZE_ADDRESS__)
+#define LB__SLAB_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LB__SLAB_ASAN 1
+#endif
+#endif
+#ifdef LB__SLAB_ASAN
+#include <sanitizer/asan_interface.h>
+#define LB__SLAB_POISON(p, size) ASAN_POISON_MEMORY_REGION((p), (size))
+#define LB__SLAB_UNPOISON(p, size) ASAN_UNPOISON_MEMORY_REGION((p), (size))
+#else
+#define LB__SLAB_POISON(p, size) ((void)(p), (void)(size))
+#define LB__SLAB_UNPOISON(p, size) ((void)(p), (void)(size))
+#endif
+
 /* A fixed-size object allocator: objects are carved from chunks and
  * recycled through a free list, so hot paths (call_soon, timers, futures)
  * do not call malloc once the loop has warmed up. Chunks are returned to
@@ -24,6 +43,7 @@ static inline void *lb__slab_alloc(lb__slab *slab) {
     void *p = slab->free_list;
     if (__builtin_expect(p == NULL, 0))
         return lb__slab_grow_and_alloc(slab);
+    LB__SLAB_UNPOISON(p, slab->object_size);
     slab->free_list = *(void **)p;
     slab->live++;
     return p;
@@ -33,6 +53,7 @@ static inline void lb__slab_free(lb__slab *slab, void *p) {
     *(void **)p = slab->free_list;
     slab->free_list = p;
     slab->live--;
+    LB__SLAB_POISON(p, slab->object_size);
 }
 
 #endif

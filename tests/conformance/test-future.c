@@ -3,6 +3,7 @@
  * waiting. */
 #include "fixture.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -217,15 +218,16 @@ static void stop_when_done(lb_future *f, void *data) {
     lb_loop_stop(data);
 }
 
-static void test_future_wait_from_thread(void **state) {
-    (void)state;
+/* Another thread waits with timeout while the loop resolves the future
+ * after delay seconds. */
+static void check_wait_from_thread(double timeout, double delay) {
     lb_loop *loop = fixture_loop_new();
     lb_future *f = NULL;
     assert_int_equal(lb_future_new(loop, &f), 0);
-    waiter w = {.future = f, .timeout = 30};
+    waiter w = {.future = f, .timeout = timeout, .result = 1};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, wait_main, &w), 0);
-    assert_int_equal(lb_loop_call_later(loop, 0.02, resolve_later, &w, NULL), 0);
+    assert_int_equal(lb_loop_call_later(loop, delay, resolve_later, &w, NULL), 0);
     assert_int_equal(lb_future_add_done_callback(f, stop_when_done, loop), 0);
     assert_int_equal(lb_loop_run_forever(loop), 0);
     pthread_join(th, NULL);
@@ -233,6 +235,17 @@ static void test_future_wait_from_thread(void **state) {
     assert_int_equal(*(int *)w.value, 42);
     lb_future_unref(f);
     fixture_loop_free(loop);
+}
+
+static void test_future_wait_from_thread(void **state) {
+    (void)state;
+    check_wait_from_thread(30, 0.02);
+}
+
+/* An infinite timeout waits as long as it takes (it timed out at once). */
+static void test_future_wait_infinite(void **state) {
+    (void)state;
+    check_wait_from_thread(INFINITY, 0.2);
 }
 
 typedef struct deadlock {
@@ -342,6 +355,7 @@ int run_future_tests(void) {
         cmocka_unit_test(test_future_unread_error_reported),
         cmocka_unit_test(test_future_wait_timeout),
         cmocka_unit_test(test_future_wait_from_thread),
+        cmocka_unit_test(test_future_wait_infinite),
         cmocka_unit_test(test_future_wait_on_loop_thread_refused),
         cmocka_unit_test(test_future_set_result_threadsafe),
         cmocka_unit_test(test_future_chain),

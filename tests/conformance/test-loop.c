@@ -2,7 +2,10 @@
 /* Loop lifecycle: run, stop, close, re-entry, closed-loop errors. */
 #include "fixture.h"
 
+#include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -315,6 +318,149 @@ static void test_loop_close_cancels_pending(void **state) {
     lb_future_unref(f);
 }
 
+/* A loop belongs to its home thread between runs too: another thread
+ * gets -EPERM, its handle unrefs are refused, and a future it releases
+ * last is freed by the home thread (it was freed on the calling thread,
+ * racing the home thread). */
+static void nop_cb(lb_loop *loop, void *data) {
+    (void)loop;
+    (void)data;
+}
+
+static char loop_log[512];
+static void capture_loop_log(lb_log_level level, const char *message, void *data) {
+    (void)level;
+    (void)data;
+    snprintf(loop_log, sizeof loop_log, "%s", message);
+}
+
+static pthread_t destroyed_on;
+static atomic_int destroyed;
+static void note_destroy_thread(void *value) {
+    (void)value;
+    destroyed_on = pthread_self();
+    atomic_fetch_add(&destroyed, 1);
+}
+
+typedef struct idle_visitor {
+    lb_loop *loop;
+    lb_handle *handle;
+    lb_future *future;
+    int call_soon;
+    int close;
+} idle_visitor;
+
+static void *idle_visitor_main(void *data) {
+    idle_visitor *v = data;
+    v->call_soon = lb_loop_call_soon(v->loop, nop_cb, NULL, NULL);
+    lb_handle_unref(v->handle);
+    lb_future_unref(v->future);
+    return NULL;
+}
+
+static void test_loop_idle_keeps_its_thread(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    idle_visitor v = {.loop = loop};
+    assert_int_equal(lb_loop_call_later(loop, 3600, nop_cb, NULL, &v.handle), 0);
+    assert_int_equal(lb_future_new(loop, &v.future), 0);
+    assert_int_equal(lb_future_set_result(v.future, NULL, note_destroy_thread), 0);
+    atomic_store(&destroyed, 0);
+    loop_log[0] = '\0';
+    lb_set_log_handler(capture_loop_log, NULL);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, idle_visitor_main, &v), 0);
+    pthread_join(th, NULL);
+    lb_set_log_handler(NULL, NULL);
+    assert_int_equal(v.call_soon, -EPERM);
+    assert_non_null(strstr(loop_log, "does not run loop"));
+    /* The future is freed by the home thread, the next time it runs. */
+    int ran = 0;
+    assert_int_equal(lb_loop_call_later(loop, 0.01, stop_cb, &ran, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    assert_int_equal(atomic_load(&destroyed), 1);
+    assert_true(pthread_equal(destroyed_on, pthread_self()));
+    assert_int_equal(lb_handle_cancel(v.handle), 1);
+    lb_handle_unref(v.handle);
+    fixture_loop_free(loop);
+}
+
+/* A native loop nobody runs is adopted by the thread that runs it next,
+ * and closed by any thread once nobody runs it. */
+typedef struct adopter {
+    lb_loop *loop;
+    int run;
+    int call_soon_after;
+} adopter;
+
+static void *adopter_main(void *data) {
+    adopter *a = data;
+    a->run = lb_loop_run_forever(a->loop);
+    a->call_soon_after = lb_loop_call_soon(a->loop, nop_cb, NULL, NULL);
+    return NULL;
+}
+
+static void test_loop_adopted_by_its_runner(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    if (lb_loop_driver(loop)->caps & LB_DRIVER_CAP_HOSTED) {
+        fixture_loop_free(loop); /* a hosted loop stays on its host's thread */
+        return;
+    }
+    int ran = 0;
+    assert_int_equal(lb_loop_call_soon(loop, stop_cb, &ran, NULL), 0);
+    adopter a = {.loop = loop};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, adopter_main, &a), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(a.run, 0);
+    assert_int_equal(ran, 1);
+    assert_int_equal(a.call_soon_after, 0);
+    assert_int_equal(lb_loop_call_soon(loop, nop_cb, NULL, NULL), -EPERM);
+    fixture_loop_free(loop); /* close adopts it back */
+}
+
+/* Futures released on another thread while the loop thread closes its
+ * loop are freed by the loop thread or after the close, never during it
+ * (a TSan or ASan build sees the race). */
+static int return_now(lb_task *task, void *data) {
+    (void)task;
+    (void)data;
+    return 0;
+}
+
+static void stop_loop_cb(lb_loop *loop, void *data) {
+    (void)data;
+    lb_loop_stop(loop);
+}
+
+static void test_loop_futures_released_while_closing(void **state) {
+    (void)state;
+    for (int i = 0; i < 50; i++) {
+        lb_loop_thread *lt = NULL;
+        assert_int_equal(lb_loop_thread_start(&lt, NULL), 0);
+        lb_future *f[8];
+        for (int k = 0; k < 8; k++) {
+            assert_int_equal(lb_loop_thread_submit(lt, return_now, NULL, NULL, &f[k]), 0);
+            assert_int_equal(lb_future_wait(f[k], 30, NULL), 0);
+        }
+        assert_int_equal(lb_loop_thread_call(lt, stop_loop_cb, NULL), 0);
+        for (int k = 0; k < 8; k++) {
+            if (k == 4)
+                sched_yield();
+            lb_future_unref(f[k]);
+        }
+        assert_int_equal(lb_loop_thread_stop(lt), 0);
+    }
+}
+
+static void test_loop_strerror_any_int(void **state) {
+    (void)state;
+    assert_non_null(lb_strerror(INT_MIN));
+    assert_non_null(lb_strerror(INT_MAX));
+    assert_string_equal(lb_strerror(INT_MIN), "not an error code");
+}
+
 int run_loop_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_loop_new_close),
@@ -333,6 +479,10 @@ int run_loop_tests(void) {
         cmocka_unit_test(test_loop_run_until_complete_other_loop),
         cmocka_unit_test(test_loop_wrong_thread_is_eperm),
         cmocka_unit_test(test_loop_close_cancels_pending),
+        cmocka_unit_test(test_loop_idle_keeps_its_thread),
+        cmocka_unit_test(test_loop_adopted_by_its_runner),
+        cmocka_unit_test(test_loop_futures_released_while_closing),
+        cmocka_unit_test(test_loop_strerror_any_int),
     };
     return cmocka_run_group_tests_name("loop", tests, NULL, NULL);
 }

@@ -586,8 +586,19 @@ static void walk_close_running(misuse *m) {
 /* ------------------------------------------------------------------ */
 
 static void walk_double_unref_reported(misuse *m) {
+    /* A pending timer's handle: the loop still holds it. */
     lb_handle *h = NULL;
     bool ran = false;
+    assert_int_equal(lb_loop_call_later(m->loop, 0.01, set_flag, &ran, &h), 0);
+    lb_handle_unref(h);
+    lb_handle_unref(h);
+    check_logged(m, "lb_handle_unref twice on a pending timer");
+    fixture_run_until(m->loop, &ran, 10.0); /* and it still runs */
+
+#ifndef MISUSE_ASAN
+    /* Freed, in a slot not reused yet: ASan builds report these instead
+     * (double-unref-freed). */
+    ran = false;
     assert_int_equal(lb_loop_call_soon(m->loop, set_flag, &ran, &h), 0);
     fixture_run_until(m->loop, &ran, 10.0);
     lb_handle_unref(h);
@@ -602,12 +613,50 @@ static void walk_double_unref_reported(misuse *m) {
     /* And again: each extra unref is reported. */
     lb_future_unref(f);
     check_logged(m, "lb_future_unref a third time");
+#endif
 }
 
 #ifdef MISUSE_ASAN
 /* The child makes the mistake; its sanitizer report comes back through
  * a pipe. */
-static void walk_double_unref_freed(misuse *m) {
+/* The mistakes the sanitizer must see, each in a child process (the
+ * report ends it). */
+static void task_unref_twice(void) {
+    lb_loop *loop = NULL;
+    lb_task *t = NULL;
+    if (lb_loop_new(&loop, lb_driver_native()) < 0 ||
+        lb_task_spawn(loop, task_nop, NULL, NULL, &t) < 0 ||
+        lb_loop_run_until_complete(loop, lb_task_future(t)) < 0)
+        _exit(2);
+    lb_task_unref(t);
+    lb_task_unref(t); /* the mistake */
+}
+
+static void stop_at_once(lb_loop *loop, void *data) {
+    (void)data;
+    lb_loop_stop(loop);
+}
+
+static void handle_unref_twice(void) {
+    lb_loop *loop = NULL;
+    lb_handle *h = NULL;
+    if (lb_loop_new(&loop, lb_driver_native()) < 0 ||
+        lb_loop_call_soon(loop, stop_at_once, NULL, &h) < 0 || lb_loop_run_forever(loop) < 0)
+        _exit(2);
+    lb_handle_unref(h);
+    lb_handle_unref(h); /* the mistake: the handle ran and was freed */
+}
+
+static void future_unref_twice(void) {
+    lb_loop *loop = NULL;
+    lb_future *f = NULL;
+    if (lb_loop_new(&loop, lb_driver_native()) < 0 || lb_future_new(loop, &f) < 0)
+        _exit(2);
+    lb_future_unref(f);
+    lb_future_unref(f); /* the mistake */
+}
+
+static void expect_sanitizer_report(misuse *m, const char *what, void (*mistake)(void)) {
     int out[2];
     assert_int_equal(pipe2(out, O_CLOEXEC), 0);
     fflush(NULL);
@@ -617,14 +666,7 @@ static void walk_double_unref_freed(misuse *m) {
         struct rlimit none = {0, 0};
         setrlimit(RLIMIT_CORE, &none);
         dup2(out[1], STDERR_FILENO);
-        lb_loop *loop = NULL;
-        lb_task *t = NULL;
-        if (lb_loop_new(&loop, lb_driver_native()) < 0 ||
-            lb_task_spawn(loop, task_nop, NULL, NULL, &t) < 0 ||
-            lb_loop_run_until_complete(loop, lb_task_future(t)) < 0)
-            _exit(2);
-        lb_task_unref(t);
-        lb_task_unref(t); /* the mistake */
+        mistake();
         _exit(0);
     }
     close(out[1]);
@@ -639,9 +681,18 @@ static void walk_double_unref_freed(misuse *m) {
     waitpid(pid, &status, 0);
     m->checks++;
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-        record(m, "the second lb_task_unref went unreported");
+        record(m, "the second %s went unreported", what);
     else if (!contains_gist(m->row, report))
-        record(m, "the sanitizer's report contains none of the row's phrases: %.200s", report);
+        record(m, "%s: the sanitizer's report contains none of the row's phrases: %.200s", what,
+               report);
+}
+
+static void walk_double_unref_freed(misuse *m) {
+    expect_sanitizer_report(m, "lb_task_unref", task_unref_twice);
+    /* Handles and futures come from the loop's slabs, poisoned when
+     * freed in ASan builds. */
+    expect_sanitizer_report(m, "lb_handle_unref", handle_unref_twice);
+    expect_sanitizer_report(m, "lb_future_unref", future_unref_twice);
 }
 #else
 /* Only a sanitizer build can see a use after free: the row is skipped
@@ -766,6 +817,9 @@ static void walk_run_other_loop(misuse *m) {
     fixture_loop_free(pair.other);
 }
 
+/* The loop is idle while its home thread lets another misuse it. */
+static bool wrong_thread_idle;
+
 static void *wrong_thread_main(void *data) {
     misuse *m = data;
     lb_loop *loop = m->loop;
@@ -793,8 +847,11 @@ static void *wrong_thread_main(void *data) {
     CHECK(m, lb_loop_set_exception_handler(loop, NULL, NULL));
     CHECK(m, lb_loop_run_in_executor(loop, NULL, work_nop, NULL, &out));
     CHECK(m, lb_group_new(loop, &g));
-    CHECK(m, lb_loop_run_forever(loop));
-    CHECK(m, lb_loop_close(loop));
+    if (!wrong_thread_idle) {
+        /* A loop nobody runs is adopted by these instead. */
+        CHECK(m, lb_loop_run_forever(loop));
+        CHECK(m, lb_loop_close(loop));
+    }
     return NULL;
 }
 
@@ -827,6 +884,10 @@ static void walk_wrong_thread(misuse *m) {
     assert_int_equal(lb_future_new(m->loop, &pair.foreign), 0);
     run_in_callback(m, make_task_and_timer);
     run_in_callback(m, from_other_thread);
+    /* Idle between runs, the loop is still its home thread's. */
+    wrong_thread_idle = true;
+    from_other_thread(m);
+    wrong_thread_idle = false;
     EXPECT(m, !lb_future_is_done(pair.foreign));
     EXPECT(m, !lb_handle_is_cancelled(pair.handle));
     lb_future_unref(pair.foreign);
@@ -857,6 +918,7 @@ static void walk_wrong_thread_ref(misuse *m) {
     pair = (two_loops){m, NULL, NULL, {-1, -1}, NULL, NULL};
     run_in_callback(m, make_task_and_timer);
     run_in_callback(m, refs_from_other_thread);
+    refs_from_other_thread(m); /* idle between runs: the same */
     drop_task_and_timer(m);
 }
 

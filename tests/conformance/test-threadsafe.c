@@ -253,6 +253,62 @@ static void test_threadsafe_flood_does_not_starve_timers(void **state) {
     fixture_loop_free(e.loop);
 }
 
+/* A post from a thread-exit destructor that runs after the library let
+ * go of the thread's lanes (a key made later runs later) is run, and its
+ * lane is freed (it leaked: ASan and valgrind builds see it). */
+static void count_nothing(lb_loop *loop, void *data) {
+    (void)loop;
+    (void)data;
+}
+
+static pthread_key_t late_key;
+static atomic_int late_ran, late_refused;
+
+static void late_cb(lb_loop *loop, void *data) {
+    (void)loop;
+    (void)data;
+    atomic_fetch_add(&late_ran, 1);
+}
+
+static void post_while_exiting(void *loop) {
+    if (lb_loop_call_soon_threadsafe(loop, late_cb, NULL) != 0)
+        atomic_fetch_add(&late_refused, 1);
+}
+
+static void *late_thread_main(void *loop) {
+    if (lb_loop_call_soon_threadsafe(loop, late_cb, NULL) != 0)
+        atomic_fetch_add(&late_refused, 1);
+    pthread_setspecific(late_key, loop);
+    return NULL;
+}
+
+static void stop_after_two(lb_loop *loop, void *data) {
+    (void)data;
+    if (atomic_load(&late_ran) == 2)
+        lb_loop_stop(loop);
+    else
+        assert_int_equal(lb_loop_call_later(loop, 0.001, stop_after_two, NULL, NULL), 0);
+}
+
+static void test_threadsafe_post_from_exit_destructor(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    /* The library's thread-exit key exists once a thread posted. */
+    assert_int_equal(lb_loop_call_soon_threadsafe(loop, count_nothing, NULL), 0);
+    assert_int_equal(pthread_key_create(&late_key, post_while_exiting), 0);
+    atomic_store(&late_ran, 0);
+    atomic_store(&late_refused, 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, late_thread_main, loop), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(atomic_load(&late_refused), 0);
+    assert_int_equal(lb_loop_call_soon(loop, stop_after_two, NULL, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    assert_int_equal(atomic_load(&late_ran), 2);
+    fixture_loop_free(loop);
+    pthread_key_delete(late_key);
+}
+
 int run_threadsafe_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_threadsafe_exactly_once),
@@ -260,6 +316,7 @@ int run_threadsafe_tests(void) {
         cmocka_unit_test(test_threadsafe_closed_loop),
         cmocka_unit_test(test_threadsafe_race_close),
         cmocka_unit_test(test_threadsafe_flood_does_not_starve_timers),
+        cmocka_unit_test(test_threadsafe_post_from_exit_destructor),
     };
     return cmocka_run_group_tests_name("threadsafe", tests, NULL, NULL);
 }

@@ -4,7 +4,13 @@
  * depends on the machine being fast. */
 #include "fixture.h"
 
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 typedef struct fired {
     char order[16];
@@ -24,6 +30,11 @@ static void fire(lb_loop *loop, void *data) {
     assert_true(now >= t->earliest);
     t->f->at[t->f->n] = now;
     t->f->order[t->f->n++] = t->name;
+    (void)loop;
+}
+
+static void count_cb_timers(lb_loop *loop, void *data) {
+    (*(int *)data)++;
     (void)loop;
 }
 
@@ -169,6 +180,130 @@ static void test_timer_random_with_cancels(void **state) {
     fixture_loop_free(loop);
 }
 
+/* Two timers come due in the same iteration; the first cancels the
+ * second while it waits in the ready queue, out of the heap already. */
+typedef struct due_pair {
+    lb_handle *second;
+    int cancelled;
+    size_t alive_after_cancel;
+    bool second_ran;
+} due_pair;
+
+static void cancel_second(lb_loop *loop, void *data) {
+    due_pair *p = data;
+    p->cancelled = lb_handle_cancel(p->second);
+    lb_loop_stats st;
+    assert_int_equal(lb_loop_get_stats(loop, &st), 0);
+    p->alive_after_cancel = st.timers_alive;
+}
+
+static void mark_second(lb_loop *loop, void *data) {
+    ((due_pair *)data)->second_ran = true;
+    (void)loop;
+}
+
+static void test_timer_cancel_while_due(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    due_pair p = {0};
+    int64_t past = lb_loop_time_ns(loop) - 1000000;
+    assert_int_equal(lb_loop_call_at_ns(loop, past, cancel_second, &p, NULL), 0);
+    assert_int_equal(lb_loop_call_at_ns(loop, past, mark_second, &p, &p.second), 0);
+    assert_int_equal(lb_loop_call_later(loop, 0.01, stop_cb, NULL, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    assert_int_equal(p.cancelled, 1);
+    assert_false(p.second_ran);
+    /* The stop timer is the only one left when the second is cancelled. */
+    assert_true(p.alive_after_cancel <= 1);
+    lb_loop_stats st;
+    assert_int_equal(lb_loop_get_stats(loop, &st), 0);
+    assert_int_equal(st.timers_alive, 0);
+    lb_handle_unref(p.second);
+    fixture_loop_free(loop);
+}
+
+/* A bound that does not rely on the loop's own timers: a thread stops the
+ * loop after a while unless the test finished first. */
+typedef struct watchdog {
+    lb_loop *loop;
+    atomic_bool done;
+    atomic_bool fired;
+} watchdog;
+
+static void *watchdog_main(void *data) {
+    watchdog *w = data;
+    for (int i = 0; i < 500 && !atomic_load(&w->done); i++)
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+    if (!atomic_load(&w->done)) {
+        atomic_store(&w->fired, true);
+        lb_loop_call_soon_threadsafe(w->loop, stop_cb, NULL);
+    }
+    return NULL;
+}
+
+/* Runs the loop until it stops itself, failing the test if the watchdog
+ * had to stop it. */
+static void run_with_watchdog(lb_loop *loop) {
+    watchdog w = {.loop = loop};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, watchdog_main, &w), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    atomic_store(&w.done, true);
+    pthread_join(th, NULL);
+    assert_false(atomic_load(&w.fired));
+}
+
+static void stop_and_note(lb_loop *loop, void *data) {
+    *(bool *)data = true;
+    lb_loop_stop(loop);
+}
+
+/* The earliest possible deadline is in the past, not a reason to sleep
+ * through the other timers (the distance to it overflowed). */
+static void test_timer_call_at_earliest_time(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    int first = 0;
+    bool later_ran = false;
+    assert_int_equal(lb_loop_call_at_ns(loop, INT64_MIN, count_cb_timers, &first, NULL), 0);
+    assert_int_equal(lb_loop_call_later(loop, 0.05, stop_and_note, &later_ran, NULL), 0);
+    run_with_watchdog(loop);
+    assert_int_equal(first, 1);
+    assert_true(later_ran);
+    fixture_loop_free(loop);
+}
+
+static char timer_log[512];
+static void capture_timer_log(lb_log_level level, const char *message, void *data) {
+    (void)level;
+    (void)data;
+    snprintf(timer_log, sizeof timer_log, "%s", message);
+}
+
+/* Unreffing a pending timer's handle once too often is reported, and the
+ * timer still runs, at its own deadline (the extra unref freed the slot
+ * under the heap, and the next timer took it over). */
+static void test_timer_double_unref_pending(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    bool first_ran = false, second_ran = false;
+    lb_handle *h = NULL, *h2 = NULL;
+    assert_int_equal(lb_loop_call_later(loop, 0.05, stop_and_note, &first_ran, &h), 0);
+    timer_log[0] = '\0';
+    lb_set_log_handler(capture_timer_log, NULL);
+    lb_handle_unref(h);
+    lb_handle_unref(h); /* the mistake */
+    lb_set_log_handler(NULL, NULL);
+    assert_non_null(strstr(timer_log, "has no reference left"));
+    assert_int_equal(lb_loop_call_later(loop, 3600, stop_and_note, &second_ran, &h2), 0);
+    run_with_watchdog(loop);
+    assert_true(first_ran);
+    assert_false(second_ran);
+    assert_int_equal(lb_handle_cancel(h2), 1);
+    lb_handle_unref(h2);
+    fixture_loop_free(loop);
+}
+
 int run_timer_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_timer_call_later_order),
@@ -177,6 +312,9 @@ int run_timer_tests(void) {
         cmocka_unit_test(test_timer_cancel),
         cmocka_unit_test(test_timer_negative_delay_runs),
         cmocka_unit_test(test_timer_random_with_cancels),
+        cmocka_unit_test(test_timer_cancel_while_due),
+        cmocka_unit_test(test_timer_call_at_earliest_time),
+        cmocka_unit_test(test_timer_double_unref_pending),
     };
     return cmocka_run_group_tests_name("timers", tests, NULL, NULL);
 }

@@ -232,6 +232,56 @@ static void test_inbox_posts_racing_close(void **state) {
     }
 }
 
+/* A post made by a thread-exit destructor that runs after the inbox let
+ * go of the thread's lanes: the lane it needs is freed with the others
+ * (it was owned by a thread that would never let go of it). */
+static lb__inbox *late_inbox;
+static pthread_key_t late_key;
+static atomic_int late_posts;
+
+static void post_from_destructor(void *value) {
+    (void)value;
+    if (lb__inbox_post(late_inbox, nop, (void *)2, NULL) == 0)
+        atomic_fetch_add(&late_posts, 1);
+}
+
+static void *late_poster(void *data) {
+    assert_int_equal(lb__inbox_post(data, nop, (void *)1, NULL), 0);
+    /* A key made after the inbox's own: its destructor runs after. */
+    pthread_setspecific(late_key, data);
+    return NULL;
+}
+
+static void test_inbox_post_from_exit_destructor(void **state) {
+    (void)state;
+    /* The inbox's thread-exit key exists once any thread posted. */
+    lb__inbox scratch;
+    assert_int_equal(lb__inbox_init(&scratch), 0);
+    assert_int_equal(lb__inbox_post(&scratch, nop, NULL, NULL), 0);
+    lb__inbox_destroy(&scratch, NULL);
+    assert_int_equal(pthread_key_create(&late_key, post_from_destructor), 0);
+
+    lb__inbox in;
+    assert_int_equal(lb__inbox_init(&in), 0);
+    late_inbox = &in;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, late_poster, &in), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(atomic_load(&late_posts), 1);
+    /* Both posts run, and the lanes of the exited thread are reaped. */
+    int seen = 0;
+    for (int pass = 0; pass < 256 && count_lanes(&in) > 0; pass++) {
+        lb__post p;
+        lb__inbox_begin(&in);
+        while (lb__inbox_next(&in, &p))
+            seen++;
+    }
+    assert_int_equal(seen, 2);
+    assert_int_equal(count_lanes(&in), 0);
+    lb__inbox_destroy(&in, NULL);
+    pthread_key_delete(late_key);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_inbox_pass_takes_what_was_published),
@@ -240,6 +290,7 @@ int main(void) {
         cmocka_unit_test(test_inbox_concurrent_exactly_once),
         cmocka_unit_test(test_inbox_many_inboxes_per_thread),
         cmocka_unit_test(test_inbox_posts_racing_close),
+        cmocka_unit_test(test_inbox_post_from_exit_destructor),
     };
     return cmocka_run_group_tests_name("inbox", tests, NULL, NULL);
 }

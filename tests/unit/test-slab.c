@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "alloc.h"
+#include "handle.h"
+#include "loop_internal.h"
 #include "slab.h"
 
 #include <setjmp.h>
@@ -8,6 +10,17 @@
 #include <stdint.h>
 #include <string.h>
 #include <cmocka.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define SLAB_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SLAB_TEST_ASAN 1
+#endif
+#endif
+#ifdef SLAB_TEST_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
 
 static void test_slab_reuses_objects(void **state) {
     (void)state;
@@ -47,10 +60,60 @@ static void test_slab_out_of_memory(void **state) {
     lb__slab_destroy(&s);
 }
 
+/* Under ASan a freed object is poisoned, so a use after free of a
+ * handle or a future (slab objects) is reported like one of malloc. */
+static void test_slab_poisons_freed_objects(void **state) {
+    (void)state;
+#ifndef SLAB_TEST_ASAN
+    skip();
+#else
+    lb__slab s;
+    lb__slab_init(&s, 64, 4);
+    char *p = lb__slab_alloc(&s);
+    char *q = lb__slab_alloc(&s);
+    assert_false(__asan_region_is_poisoned(p, 64));
+    /* The rest of the fresh chunk is not handed out yet. */
+    assert_true(__asan_address_is_poisoned(q + 64 + 8));
+    lb__slab_free(&s, p);
+    assert_true(__asan_address_is_poisoned(p + 8));
+    assert_ptr_equal(lb__slab_alloc(&s), p);
+    assert_false(__asan_region_is_poisoned(p, 64));
+    lb__slab_free(&s, p);
+    lb__slab_free(&s, q);
+    lb__slab_destroy(&s);
+#endif
+}
+
+static void nop(lb_loop *loop, void *data) {
+    (void)loop;
+    (void)data;
+}
+
+/* A handle carved from a slot that held another one starts with every
+ * field set, none left over from the previous handle. */
+static void test_slab_handle_fields_start_clean(void **state) {
+    (void)state;
+    lb_loop *loop = NULL;
+    assert_int_equal(lb_loop_new(&loop, lb_driver_native()), 0);
+    lb_handle *h = lb__handle_new(loop, nop, NULL);
+    assert_non_null(h);
+    memset(h, 0xab, sizeof *h);
+    lb__slab_free(&loop->handle_slab, h);
+    lb_handle *again = lb__handle_new(loop, nop, NULL);
+    assert_ptr_equal(again, h);
+    lb_handle clean = {.cb = nop, .loop = loop, .refs = 1};
+    clean.flags = again->flags; /* internal bookkeeping bits */
+    assert_memory_equal(again, &clean, sizeof clean);
+    lb__slab_free(&loop->handle_slab, again);
+    assert_null(lb_loop_unref(loop));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_slab_reuses_objects),
         cmocka_unit_test(test_slab_out_of_memory),
+        cmocka_unit_test(test_slab_poisons_freed_objects),
+        cmocka_unit_test(test_slab_handle_fields_start_clean),
     };
     return cmocka_run_group_tests_name("slab", tests, NULL, NULL);
 }

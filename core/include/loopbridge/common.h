@@ -11,14 +11,18 @@
  *   failure.
  * - Objects are opaque and reference counted; every *_unref() accepts NULL
  *   and returns NULL, so `x = lb_x_unref(x);` clears the pointer.
- * - A loop belongs to the thread that runs it. Only functions whose name
- *   ends in _threadsafe, lb_future_wait(), lb_loop_wakeup() and the
- *   lb_loop_thread_* family may be called from other threads. Elsewhere a
- *   loop-thread function fails with -EPERM; a ref or unref of an object
- *   counted by its loop's thread (task, handle, group, stream, server,
- *   process) is refused and logged, which leaks a reference rather than
- *   racing the loop's thread. Futures, loops and executors may be
- *   referenced from any thread.
+ * - A loop belongs to its home thread: the thread that made it, until a
+ *   native loop that no thread runs is adopted by the thread that runs or
+ *   closes it next (a hosted loop stays on its host's thread). Only
+ *   functions whose name ends in _threadsafe, lb_future_wait(),
+ *   lb_loop_wakeup() and the lb_loop_thread_* family may be called from
+ *   other threads, whether the loop runs or idles between runs. Elsewhere
+ *   a loop-thread function fails with -EPERM; a ref or unref of an object
+ *   counted by its loop's home thread (task, handle, group, stream,
+ *   server, process) is refused and logged until the loop's close
+ *   returned, which leaks a reference rather than racing the home thread.
+ *   Futures, loops and executors may be referenced from any thread (the
+ *   home thread frees a future released elsewhere).
  */
 
 #include <errno.h>
@@ -49,8 +53,9 @@ typedef void (*lb_callback)(lb_loop *loop, void *data);
 typedef void (*lb_destroy_fn)(void *value);
 
 /* Returns a short English description of a loopbridge error code, which
- * is a negative errno (positive values are accepted too). Never NULL; the
- * string is static. Any thread. */
+ * is a negative errno (positive values are accepted too; INT_MIN, which is
+ * neither, is "not an error code"). Never NULL; the string is static.
+ * Any thread. */
 LB_EXPORT const char *lb_strerror(int error);
 
 /* Returns the detailed message of the last loopbridge call that failed on

@@ -86,7 +86,7 @@ LB_EXPORT int lb_future_remove_done_callback(lb_future *future, lb_future_callba
 
 /* Blocks the calling thread, which must not be the thread running the
  * future's loop, until the future is done or timeout seconds passed
- * (timeout < 0: no limit). The caller keeps its reference to future for
+ * (timeout < 0 or INFINITY: no limit). The caller keeps its reference to future for
  * the whole call.
  * Returns as lb_future_result() when done (value may be NULL);
  * -ETIMEDOUT; -EDEADLK if called on the loop's own running thread (it

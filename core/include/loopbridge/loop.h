@@ -26,7 +26,8 @@ extern "C" {
  * -ENOENT (LB_DRIVER names a driver that is not linked into the program;
  * lb_error_detail() lists the drivers that are); -ENOMEM; -EMFILE and
  * friends when the epoll or eventfd descriptors cannot be made.
- * The caller owns the reference and drops it with lb_loop_unref(). */
+ * The caller owns the reference and drops it with lb_loop_unref(). The
+ * calling thread becomes the loop's home thread (see common.h). */
 LB_EXPORT int lb_loop_new(lb_loop **ret, const lb_driver *driver);
 
 /* Like lb_loop_new(), handing driver_arg to the driver's attach entry
@@ -44,9 +45,12 @@ LB_EXPORT lb_loop *lb_loop_ref(lb_loop *loop);
 LB_EXPORT lb_loop *lb_loop_unref(lb_loop *loop);
 
 /* Runs the loop until lb_loop_stop() is called. Makes the loop the
- * calling thread's running loop for the duration.
+ * calling thread's running loop for the duration. Called on a thread
+ * other than the loop's home thread, it adopts a native loop that no
+ * thread runs or closes (the caller becomes its home thread).
  * Returns 0 once stopped; -EBUSY if the loop (or another loop on this
- * thread) is already running; -EBADF if it is closed; -EINVAL. */
+ * thread) is already running; -EBADF if it is closed; -EPERM if another
+ * thread runs it or it is hosted on another thread; -EINVAL. */
 LB_EXPORT int lb_loop_run_forever(lb_loop *loop);
 
 /* Runs the loop until future is done, then returns. The future's outcome
@@ -70,8 +74,12 @@ LB_EXPORT int lb_loop_stop(lb_loop *loop);
  * releases every descriptor and byte the loop holds. The lb_loop object
  * itself stays valid until its last reference is dropped, and every call
  * on it then fails with -EBADF.
+ * Called on a thread other than its home thread, it adopts a native loop
+ * that no thread runs, as lb_loop_run_forever() does. Once it returned,
+ * the loop has no home thread and what is left of it may be released on
+ * any thread.
  * Returns 0; -EBUSY if it is running; -EBADF if already closed; -EPERM
- * from a thread other than the one running it. */
+ * from a thread other than the one running it (or hosting it). */
 LB_EXPORT int lb_loop_close(lb_loop *loop);
 
 /* True while lb_loop_run_* executes on the loop. Any thread (a snapshot). */
