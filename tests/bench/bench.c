@@ -176,6 +176,7 @@ typedef struct w3_timer {
     lb_handle *h;
 } w3_timer;
 static int64_t w3_max_late, w3_min_late, w3_max_late_post, w3_max_late_post_at, w3_t2;
+static long w3_due_in_setup; /* live timers already due when the loop started */
 static void w3_fire(lb_loop *l, void *d) {
     w3_timer *t = d;
     int64_t late = now_ns() - t->deadline_ns;
@@ -183,6 +184,7 @@ static void w3_fire(lb_loop *l, void *d) {
         w3_max_late = late;
     if (late < w3_min_late)
         w3_min_late = late;
+    w3_due_in_setup += t->deadline_ns < w3_t2;
     if (t->deadline_ns >= w3_t2 && late > w3_max_late_post) {
         w3_max_late_post = late;
         w3_max_late_post_at = t->deadline_ns;
@@ -201,6 +203,7 @@ static void w3(long n) {
     w3_max_late = INT64_MIN;
     w3_min_late = INT64_MAX;
     w3_max_late_post = 0;
+    w3_due_in_setup = 0;
     w3_t2 = INT64_MAX;
     int64_t t0 = now_ns();
     for (long i = 0; i < n; i++) {
@@ -225,10 +228,10 @@ static void w3(long n) {
     printf("{\"peer\": \"%s\", \"workload\": \"W3_timers\", \"n\": %ld, \"seconds\": %.4f, "
            "\"per_op_ns\": %.4f, \"schedule_ns\": %.4f, \"cancel_ns\": %.4f, \"overhead_s\": %.4f, "
            "\"max_late_ms\": %.4f, \"min_late_ms\": %.4f, \"max_late_after_setup_ms\": %.4f, "
-           "\"setup_ms\": %.4f, \"max_late_after_setup_at_ms\": %.4f",
+           "\"setup_ms\": %.4f, \"max_late_after_setup_at_ms\": %.4f, \"due_in_setup\": %ld",
            peer, n, wall, (double)(t1 - t0) / n, (double)(t1 - t0) / n,
            (double)(t2 - t1) / (n / 2), wall - 1.0, w3_max_late / 1e6, w3_min_late / 1e6,
-           w3_max_late_post / 1e6, (t2 - t0) / 1e6, (w3_max_late_post_at - t2) / 1e6);
+           w3_max_late_post / 1e6, (t2 - t0) / 1e6, (w3_max_late_post_at - t2) / 1e6, w3_due_in_setup);
     end_line("lb_loop_call_later (handle kept) / lb_handle_cancel");
     for (long i = 0; i < n; i++)
         lb_handle_unref(tm[i].h);
@@ -694,6 +697,7 @@ typedef struct g1_interval {
 } g1_interval;
 static g1_interval g1_cur, g1_worst;
 static int64_t g1_last_ev, g1_slice_start, g1_slice_max_all, g1_dark_max_all;
+static int64_t g1_dark_max_after[G1_EV_START + 1]; /* the longest dark stretch after each kind */
 static int g1_last_kind;
 static long g1_since_use;
 static uint64_t g1_iter0;
@@ -724,6 +728,8 @@ static void g1_event(int kind) {
         }
         if (dark > g1_dark_max_all)
             g1_dark_max_all = dark;
+        if (dark > g1_dark_max_after[g1_last_kind])
+            g1_dark_max_after[g1_last_kind] = dark;
         int64_t slice = g1_last_ev - g1_slice_start;
         if (slice > g1_cur.slice_max)
             g1_cur.slice_max = slice;
@@ -845,6 +851,7 @@ static void g1(long n) {
     int64_t t0 = now_ns();
     g1_worst = (g1_interval){0};
     g1_slice_max_all = g1_dark_max_all = 0;
+    memset(g1_dark_max_after, 0, sizeof g1_dark_max_after);
     g1_interval_mark(G1_EV_START);
 #ifdef LB_BENCH_GLIB
     if (on_driver("glib")) {
@@ -906,6 +913,10 @@ static void g1(long n) {
            g1_ev_name[w->dark_before], g1_ev_name[w->dark_after], w->dark_use.cpu_ns / 1e6,
            w->dark_use.minflt, w->dark_use.slept, w->dark_use.preempted, g1_slice_max_all / 1e6,
            g1_dark_max_all / 1e6);
+    printf(", \"max_dark_ms_after\": {");
+    for (int k = 0; k <= G1_EV_START; k++)
+        printf("%s\"%s\": %.3f", k ? ", " : "", g1_ev_name[k], g1_dark_max_after[k] / 1e6);
+    printf("}");
     if (getenv("G1_TRACE"))
         fprintf(stderr, "worst dark: CLOCK_MONOTONIC %.6f .. %.6f\n", w->dark_max_at / 1e9,
                 (w->dark_max_at + w->dark_max) / 1e9);
