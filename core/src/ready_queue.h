@@ -30,8 +30,9 @@
  * callbacks, spread over the drain rather than paid at its end. Batches,
  * not a call per chunk, because each call flushes the TLB, and on a
  * virtual machine with shadow page tables the pages touched after a flush
- * fault again in the hypervisor (measured: a call per 64 KiB chunk made a
- * drain of a million callbacks 5 times slower; one per 1 MiB, twice).
+ * fault again in the hypervisor (measured on a slow day: a call per 64
+ * KiB chunk made the drain of a million callbacks about 10 times slower,
+ * one per 1 MiB about 3 times, one per 4 MiB within the noise).
  * The chunks stay mapped, their pages zero, and a later burst takes them
  * before mapping new ones; they are unmapped with the queue.
  *

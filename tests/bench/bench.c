@@ -917,6 +917,8 @@ static void g1(long n) {
     for (int k = 0; k <= G1_EV_START; k++)
         printf("%s\"%s\": %.3f", k ? ", " : "", g1_ev_name[k], g1_dark_max_after[k] / 1e6);
     printf("}");
+    /* G1_TRACE=1: when the worst gap's longest pause was, on the clock
+     * perf record -k CLOCK_MONOTONIC stamps its samples with. */
     if (getenv("G1_TRACE"))
         fprintf(stderr, "worst dark: CLOCK_MONOTONIC %.6f .. %.6f\n", w->dark_max_at / 1e9,
                 (w->dark_max_at + w->dark_max) / 1e9);
