@@ -5,6 +5,10 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 /* The failure plan of a test. The normal path reads one relaxed flag;
  * armed, every allocation consults the plan under a lock, so that a
@@ -72,6 +76,47 @@ void *lb__realloc(void *ptr, size_t size) {
 
 void lb__free(void *ptr) {
     free(ptr);
+}
+
+void *lb__map_pages(size_t size) {
+    if (should_fail())
+        return NULL;
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    atomic_fetch_add_explicit(&alloc_count, 1, memory_order_relaxed);
+    return p;
+}
+
+void lb__unmap_pages(void *ptr, size_t size) {
+    if (ptr)
+        munmap(ptr, size);
+}
+
+void lb__release_pages(const struct iovec *ranges, size_t n) {
+    size_t done = 0;
+#if defined(SYS_process_madvise) && defined(SYS_pidfd_open)
+    static atomic_bool refused; /* by the kernel (or valgrind): madvise then */
+    if (!atomic_load_explicit(&refused, memory_order_relaxed)) {
+        /* Opened per call: a descriptor kept across fork() would name the
+         * parent. Up to IOV_MAX ranges a call. */
+        size_t count = n < 1024 ? n : 1024;
+        long bytes = -1;
+        int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+        if (pidfd >= 0) {
+            bytes = syscall(SYS_process_madvise, pidfd, ranges, count, MADV_DONTNEED, 0);
+            close(pidfd);
+        }
+        if (bytes < 0)
+            atomic_store_explicit(&refused, true, memory_order_relaxed);
+        /* A short count advised whole ranges first; the rest is taken up
+         * one by one below. */
+        while (bytes > 0 && done < count && (size_t)bytes >= ranges[done].iov_len)
+            bytes -= (long)ranges[done++].iov_len;
+    }
+#endif
+    for (; done < n; done++)
+        madvise(ranges[done].iov_base, ranges[done].iov_len, MADV_DONTNEED);
 }
 
 void lb__test_alloc_fail_after(long after) {

@@ -8,10 +8,25 @@
 
 #include <stddef.h>
 
+struct iovec;
+
 void *lb__malloc(size_t size);
 void *lb__calloc(size_t count, size_t size);
 void *lb__realloc(void *ptr, size_t size);
 void lb__free(void *ptr);
+
+/* Whole pages straight from the system, for a large block whose memory
+ * must go back to it: the C library keeps a freed block that lies below
+ * one still in use. size: a multiple of the page size. Counted and
+ * failed by the test hooks below like the others. */
+void *lb__map_pages(size_t size);
+void lb__unmap_pages(void *ptr, size_t size);
+
+/* Gives the pages of n page-aligned ranges back to the system (they read
+ * as zeros after), in one system call where the kernel allows
+ * (process_madvise, Linux 5.10+), else one madvise per range: on a
+ * virtual machine each call costs far more than its pages. */
+void lb__release_pages(const struct iovec *ranges, size_t n);
 
 /* Test hook: after `after` more successful allocations, every allocation
  * fails until reset with -1 (the default). Process-wide, thread-safe. */

@@ -1,24 +1,62 @@
 /* SPDX-License-Identifier: MIT */
 /* The ready queue's slow paths: a new chunk at the tail, the next chunk
- * at the head. The fast paths are inline in ready_queue.h. */
+ * at the head, and the memory a burst gives back. The fast paths are
+ * inline in ready_queue.h. */
 #include "ready_queue.h"
 
 #include "alloc.h"
 
 #include <assert.h>
+#include <sys/uio.h>
+
+/* Chunks are whole pages from the system (lb__map_pages), so that the
+ * pages of an emptied chunk can be given back. */
+_Static_assert(sizeof(lb__ready_chunk) % 4096 == 0, "a chunk is whole pages");
 
 static lb__ready_chunk *chunk_take(lb__ready_queue *q) {
-    lb__ready_chunk *c = q->spare;
-    if (c) {
+    lb__ready_chunk *c;
+    if (q->spare) {
+        c = q->spare;
         q->spare = c->next;
         q->nspare--;
+    } else if (q->nretired > 0) {
+        c = q->retired[--q->nretired];
+    } else if (q->ncold > 0) {
+        c = q->cold[--q->ncold]; /* its pages come back zero, on first touch */
     } else {
-        c = lb__malloc(sizeof *c);
+        c = lb__map_pages(sizeof *c);
         if (!c)
             return NULL;
+        q->nchunks++;
     }
     c->next = NULL;
     return c;
+}
+
+/* Gives back the pages of the retired chunks, in one call, and keeps the
+ * chunks for reuse; without room to note them, unmaps them instead. */
+static void release_retired(lb__ready_queue *q) {
+    size_t n = q->nretired;
+    if (q->ncold + n > q->cold_cap) {
+        size_t cap = q->cold_cap ? 2 * q->cold_cap : 64;
+        lb__ready_chunk **cold = lb__realloc(q->cold, cap * sizeof *cold);
+        if (!cold) {
+            while (q->nretired > 0) {
+                lb__unmap_pages(q->retired[--q->nretired], sizeof(lb__ready_chunk));
+                q->nchunks--;
+            }
+            return;
+        }
+        q->cold = cold;
+        q->cold_cap = cap;
+    }
+    struct iovec v[LB__READY_RELEASE_BATCH];
+    for (size_t i = 0; i < n; i++) {
+        v[i] = (struct iovec){q->retired[i], sizeof(lb__ready_chunk)};
+        q->cold[q->ncold++] = q->retired[i];
+    }
+    lb__release_pages(v, n);
+    q->nretired = 0;
 }
 
 static void chunk_give(lb__ready_queue *q, lb__ready_chunk *c) {
@@ -26,9 +64,11 @@ static void chunk_give(lb__ready_queue *q, lb__ready_chunk *c) {
         c->next = q->spare;
         q->spare = c;
         q->nspare++;
-    } else {
-        lb__free(c);
+        return;
     }
+    q->retired[q->nretired++] = c;
+    if (q->nretired == LB__READY_RELEASE_BATCH)
+        release_retired(q);
 }
 
 bool lb__ready_grow(lb__ready_queue *q) {
@@ -88,19 +128,22 @@ bool lb__ready_pop_overflow(lb__ready_queue *q, lb__ready_entry *e) {
     return true;
 }
 
+static void unmap_chain(lb__ready_chunk *c) {
+    while (c) {
+        lb__ready_chunk *next = c->next;
+        lb__unmap_pages(c, sizeof *c);
+        c = next;
+    }
+}
+
 void lb__ready_destroy(lb__ready_queue *q) {
     assert(q->count == 0);
-    lb__ready_chunk *c = q->head_chunk;
-    while (c) {
-        lb__ready_chunk *next = c->next;
-        lb__free(c);
-        c = next;
-    }
-    c = q->spare;
-    while (c) {
-        lb__ready_chunk *next = c->next;
-        lb__free(c);
-        c = next;
-    }
+    unmap_chain(q->head_chunk);
+    unmap_chain(q->spare);
+    for (size_t i = 0; i < q->nretired; i++)
+        lb__unmap_pages(q->retired[i], sizeof(lb__ready_chunk));
+    for (size_t i = 0; i < q->ncold; i++)
+        lb__unmap_pages(q->cold[i], sizeof(lb__ready_chunk));
+    lb__free(q->cold);
     *q = (lb__ready_queue){0};
 }

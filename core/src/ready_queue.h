@@ -18,9 +18,23 @@
  * freshly touched is the dominant cost of a burst (a page fault costs
  * about as much as a hundred callbacks on the machines we measure), so a
  * burst of a million calls should touch 16 MB once, not 64 MB of handles
- * or a doubling array's copies. Emptied chunks are kept for reuse, up to
- * LB__READY_SPARE_CHUNKS, so a steady flow never allocates and a burst
- * gives most of its memory back.
+ * or a doubling array's copies.
+ *
+ * Emptied chunks are kept whole for reuse, up to LB__READY_SPARE_CHUNKS,
+ * so a steady flow never allocates. Beyond that a burst gives its memory
+ * back while it drains: chunks are whole pages of their own (never the C
+ * library's heap, which keeps a freed block that lies below one in use),
+ * and each time the head has passed LB__READY_RELEASE_BATCH more chunks
+ * their pages go back in one system call. That call is the giving back's
+ * only cost and it is bounded: 4 MiB, about once every 260,000
+ * callbacks, spread over the drain rather than paid at its end. Batches,
+ * not a call per chunk, because each call flushes the TLB, and on a
+ * virtual machine with shadow page tables the pages touched after a flush
+ * fault again in the hypervisor (measured on a slow day: a call per 64
+ * KiB chunk made the drain of a million callbacks about 10 times slower,
+ * one per 1 MiB about 3 times, one per 4 MiB within the noise).
+ * The chunks stay mapped, their pages zero, and a later burst takes them
+ * before mapping new ones; they are unmapped with the queue.
  *
  * Queuing a handle never fails, so nothing the loop already accepted (a
  * due timer, a future's done callback, a task step) can be lost to a
@@ -31,6 +45,7 @@
 
 #define LB__READY_CHUNK_ENTRIES 4095 /* 64 KiB per chunk with its link */
 #define LB__READY_SPARE_CHUNKS 4
+#define LB__READY_RELEASE_BATCH 64 /* chunks given back a call: 4 MiB */
 
 typedef struct lb__ready_entry {
     lb_callback cb;
@@ -50,8 +65,13 @@ typedef struct lb__ready_queue {
     size_t count;              /* entries in all, the overflow included */
     lb_handle *over_head, *over_tail; /* the overflow, after every entry */
     size_t over_count;
-    lb__ready_chunk *spare;
+    lb__ready_chunk *spare; /* emptied chunks kept whole */
     size_t nspare;
+    lb__ready_chunk *retired[LB__READY_RELEASE_BATCH]; /* emptied, pages not yet given back */
+    size_t nretired;
+    lb__ready_chunk **cold; /* pages given back, still mapped */
+    size_t ncold, cold_cap;
+    size_t nchunks; /* mapped, the cold ones included */
 } lb__ready_queue;
 
 /* Runs a handle queued by lb__ready_push_handle (handle.c). */
@@ -62,7 +82,7 @@ void lb__run_handle(lb_loop *loop, void *handle);
 bool lb__ready_grow(lb__ready_queue *q);
 void lb__ready_next_chunk(lb__ready_queue *q);
 
-/* Frees every chunk; the queue must be empty. */
+/* Unmaps every chunk; the queue must be empty. */
 void lb__ready_destroy(lb__ready_queue *q);
 
 void lb__ready_push_overflow(lb__ready_queue *q, lb_handle *h);

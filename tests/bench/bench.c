@@ -175,7 +175,8 @@ typedef struct w3_timer {
     int64_t deadline_ns;
     lb_handle *h;
 } w3_timer;
-static int64_t w3_max_late, w3_min_late, w3_max_late_post, w3_t2;
+static int64_t w3_max_late, w3_min_late, w3_max_late_post, w3_max_late_post_at, w3_t2;
+static long w3_due_in_setup; /* live timers already due when the loop started */
 static void w3_fire(lb_loop *l, void *d) {
     w3_timer *t = d;
     int64_t late = now_ns() - t->deadline_ns;
@@ -183,8 +184,11 @@ static void w3_fire(lb_loop *l, void *d) {
         w3_max_late = late;
     if (late < w3_min_late)
         w3_min_late = late;
-    if (t->deadline_ns >= w3_t2 && late > w3_max_late_post)
+    w3_due_in_setup += t->deadline_ns < w3_t2;
+    if (t->deadline_ns >= w3_t2 && late > w3_max_late_post) {
         w3_max_late_post = late;
+        w3_max_late_post_at = t->deadline_ns;
+    }
     if (++count == target)
         lb_loop_stop(l);
 }
@@ -199,6 +203,7 @@ static void w3(long n) {
     w3_max_late = INT64_MIN;
     w3_min_late = INT64_MAX;
     w3_max_late_post = 0;
+    w3_due_in_setup = 0;
     w3_t2 = INT64_MAX;
     int64_t t0 = now_ns();
     for (long i = 0; i < n; i++) {
@@ -223,10 +228,10 @@ static void w3(long n) {
     printf("{\"peer\": \"%s\", \"workload\": \"W3_timers\", \"n\": %ld, \"seconds\": %.4f, "
            "\"per_op_ns\": %.4f, \"schedule_ns\": %.4f, \"cancel_ns\": %.4f, \"overhead_s\": %.4f, "
            "\"max_late_ms\": %.4f, \"min_late_ms\": %.4f, \"max_late_after_setup_ms\": %.4f, "
-           "\"setup_ms\": %.4f",
+           "\"setup_ms\": %.4f, \"max_late_after_setup_at_ms\": %.4f, \"due_in_setup\": %ld",
            peer, n, wall, (double)(t1 - t0) / n, (double)(t1 - t0) / n,
            (double)(t2 - t1) / (n / 2), wall - 1.0, w3_max_late / 1e6, w3_min_late / 1e6,
-           w3_max_late_post / 1e6, (t2 - t0) / 1e6);
+           w3_max_late_post / 1e6, (t2 - t0) / 1e6, (w3_max_late_post_at - t2) / 1e6, w3_due_in_setup);
     end_line("lb_loop_call_later (handle kept) / lb_handle_cancel");
     for (long i = 0; i < n; i++)
         lb_handle_unref(tm[i].h);
@@ -638,9 +643,132 @@ static long g1_nticks, g1_cb_target, g1_cb_count, g1_tasks_target, g1_tasks_done
 static bool g1_done;
 static int64_t g1_end;
 
+/* What ran between two ticks, so that the worst gap can say what made it
+ * long. Every flood event (a callback, a task's start, step or end)
+ * reads the clock; a stretch without any of them longer than G1_DARK_NS
+ * is "dark": the host's turn, work of the loop that no callback of ours
+ * ran (queue growth, stack trimming, ...), or the thread off the CPU. A
+ * "slice" is a stretch of events between two dark ones: with a 1 ms
+ * dispatch budget, no slice should be much longer than 1 ms. The
+ * thread's use of the machine (CPU time, page faults, context switches)
+ * is read once per G1_USE_EVERY events and after each dark stretch, so a
+ * dark stretch tells the loop's own work (CPU time, faults) from the
+ * thread sleeping (voluntary switches) or waiting for a CPU on a busy
+ * machine (involuntary ones). Nothing here allocates while the flood
+ * runs. */
+#define G1_DARK_NS 100000
+#define G1_USE_EVERY 64
+enum { G1_EV_CALLBACK, G1_EV_TASK_START, G1_EV_STEP, G1_EV_TASK_END, G1_EV_TICK, G1_EV_START };
+static const char *const g1_ev_name[] = {"callback", "task start", "task step",
+                                         "task end", "tick",       "start"};
+
+typedef struct thread_use {
+    int64_t cpu_ns;
+    long minflt, slept, preempted; /* faults, voluntary and involuntary switches */
+} thread_use;
+
+static thread_use thread_use_now(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_THREAD, &ru);
+    return (thread_use){
+        .cpu_ns = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * (int64_t)1000000000 +
+                  (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * (int64_t)1000,
+        .minflt = ru.ru_minflt,
+        .slept = ru.ru_nvcsw,
+        .preempted = ru.ru_nivcsw,
+    };
+}
+
+static thread_use thread_use_since(thread_use a, thread_use b) {
+    return (thread_use){b.cpu_ns - a.cpu_ns, b.minflt - a.minflt, b.slept - a.slept,
+                        b.preempted - a.preempted};
+}
+
+typedef struct g1_interval {
+    int64_t start, end;                  /* the ticks around it */
+    long callbacks, starts, steps, ends; /* flood events run in it */
+    uint64_t iterations;                 /* the loop's dispatch passes in it */
+    thread_use use;                      /* the thread's, in it */
+    long dark;                           /* dark stretches in it */
+    int64_t dark_max, dark_max_at;       /* the longest one and when it began, */
+    thread_use dark_use;                 /* the thread's use in it (about), */
+    int dark_before, dark_after;         /* between these two kinds of events */
+    int64_t slice_max;                   /* the longest slice in it */
+} g1_interval;
+static g1_interval g1_cur, g1_worst;
+static int64_t g1_last_ev, g1_slice_start, g1_slice_max_all, g1_dark_max_all;
+static int64_t g1_dark_max_after[G1_EV_START + 1]; /* the longest dark stretch after each kind */
+static int g1_last_kind;
+static long g1_since_use;
+static uint64_t g1_iter0;
+static thread_use g1_use0, g1_use_last;
+
+static uint64_t loop_iterations(void) {
+    lb_loop_stats st;
+    return lb_loop_get_stats(loop, &st) == 0 ? st.iterations : 0;
+}
+
+static void g1_event(int kind) {
+    int64_t t = now_ns();
+    int64_t dark = t - g1_last_ev;
+    if (dark > G1_DARK_NS || ++g1_since_use == G1_USE_EVERY) {
+        thread_use use = thread_use_now();
+        if (dark > G1_DARK_NS && dark > g1_cur.dark_max)
+            g1_cur.dark_use = thread_use_since(g1_use_last, use);
+        g1_use_last = use;
+        g1_since_use = 0;
+    }
+    if (dark > G1_DARK_NS) {
+        g1_cur.dark++;
+        if (dark > g1_cur.dark_max) {
+            g1_cur.dark_max = dark;
+            g1_cur.dark_max_at = g1_last_ev;
+            g1_cur.dark_before = g1_last_kind;
+            g1_cur.dark_after = kind;
+        }
+        if (dark > g1_dark_max_all)
+            g1_dark_max_all = dark;
+        if (dark > g1_dark_max_after[g1_last_kind])
+            g1_dark_max_after[g1_last_kind] = dark;
+        int64_t slice = g1_last_ev - g1_slice_start;
+        if (slice > g1_cur.slice_max)
+            g1_cur.slice_max = slice;
+        if (slice > g1_slice_max_all)
+            g1_slice_max_all = slice;
+        g1_slice_start = t;
+    }
+    g1_last_ev = t;
+    g1_last_kind = kind;
+    g1_cur.callbacks += kind == G1_EV_CALLBACK;
+    g1_cur.starts += kind == G1_EV_TASK_START;
+    g1_cur.steps += kind == G1_EV_STEP;
+    g1_cur.ends += kind == G1_EV_TASK_END;
+}
+
+/* Starts the first interval (at the flood's start) or closes one at a
+ * tick, keeping the longest. */
+static void g1_interval_mark(int kind) {
+    if (kind != G1_EV_START) {
+        g1_event(kind);
+        g1_cur.end = g1_last_ev;
+        g1_cur.use = thread_use_since(g1_use0, thread_use_now());
+        g1_cur.iterations = loop_iterations() - g1_iter0;
+        if (g1_nticks > 1 && g1_cur.end - g1_cur.start > g1_worst.end - g1_worst.start)
+            g1_worst = g1_cur;
+    }
+    g1_cur = (g1_interval){.start = now_ns(), .dark_before = G1_EV_START,
+                           .dark_after = G1_EV_START};
+    g1_last_ev = g1_slice_start = g1_cur.start;
+    g1_last_kind = kind;
+    g1_iter0 = loop_iterations();
+    g1_use0 = g1_use_last = thread_use_now();
+}
+
 static void g1_tick_now(void) {
-    if (!g1_done && g1_nticks < G1_MAX_TICKS)
+    if (!g1_done && g1_nticks < G1_MAX_TICKS) {
         g1_ticks[g1_nticks++] = now_ns();
+        g1_interval_mark(G1_EV_TICK);
+    }
 }
 static void g1_check_done(void) {
     if (!g1_done && g1_cb_count == g1_cb_target && g1_tasks_done == g1_tasks_target) {
@@ -653,6 +781,7 @@ static void g1_inc(lb_loop *l, void *d) {
     (void)l;
     (void)d;
     g1_cb_count++;
+    g1_event(G1_EV_CALLBACK);
     g1_check_done();
 }
 static void g1_initial(lb_loop *l, void *d) {
@@ -663,9 +792,13 @@ static void g1_initial(lb_loop *l, void *d) {
 static int g1_task(lb_task *t, void *d) {
     (void)t;
     (void)d;
-    for (int i = 0; i < 10; i++)
+    g1_event(G1_EV_TASK_START);
+    for (int i = 0; i < 10; i++) {
         if (lb_sleep(0) < 0)
             return -ECANCELED;
+        g1_event(G1_EV_STEP);
+    }
+    g1_event(G1_EV_TASK_END);
     g1_tasks_done++;
     g1_check_done();
     return 0;
@@ -716,6 +849,10 @@ static void g1(long n) {
 
     void *tick_src = NULL;
     int64_t t0 = now_ns();
+    g1_worst = (g1_interval){0};
+    g1_slice_max_all = g1_dark_max_all = 0;
+    memset(g1_dark_max_after, 0, sizeof g1_dark_max_after);
+    g1_interval_mark(G1_EV_START);
 #ifdef LB_BENCH_GLIB
     if (on_driver("glib")) {
         GSource *s = g_timeout_source_new(16);
@@ -758,6 +895,33 @@ static void g1(long n) {
            peer, n, g1_tasks_target, (g1_end - t0) / 1e9, g1_nticks,
            ngaps ? gaps[ngaps - 1] / 1e6 : 0.0, ngaps ? pct_of(gaps, ngaps, 99) / 1e6 : 0.0,
            ngaps ? median_of(gaps, ngaps) / 1e6 : 0.0, first_late, tail_ms);
+    /* The worst gap and what ran in it; the longest slice and dark
+     * stretch of the whole flood (the first tick's wait included). */
+    const g1_interval *w = &g1_worst;
+    printf(", \"worst_gap_at_ms\": %.1f, \"worst_gap_callbacks\": %ld, "
+           "\"worst_gap_task_starts\": %ld, \"worst_gap_task_steps\": %ld, "
+           "\"worst_gap_task_ends\": %ld, \"worst_gap_iterations\": %llu, "
+           "\"worst_gap_cpu_ms\": %.3f, \"worst_gap_minflt\": %ld, \"worst_gap_slept\": %ld, "
+           "\"worst_gap_preempted\": %ld, \"worst_gap_slice_max_ms\": %.3f, "
+           "\"worst_gap_dark\": %ld, \"worst_gap_dark_max_ms\": %.3f, "
+           "\"worst_gap_dark_between\": \"%s > %s\", \"worst_gap_dark_cpu_ms\": %.3f, "
+           "\"worst_gap_dark_minflt\": %ld, \"worst_gap_dark_slept\": %ld, "
+           "\"worst_gap_dark_preempted\": %ld, \"max_slice_ms\": %.3f, \"max_dark_ms\": %.3f",
+           (w->start - t0) / 1e6, w->callbacks, w->starts, w->steps, w->ends,
+           (unsigned long long)w->iterations, w->use.cpu_ns / 1e6, w->use.minflt, w->use.slept,
+           w->use.preempted, w->slice_max / 1e6, w->dark, w->dark_max / 1e6,
+           g1_ev_name[w->dark_before], g1_ev_name[w->dark_after], w->dark_use.cpu_ns / 1e6,
+           w->dark_use.minflt, w->dark_use.slept, w->dark_use.preempted, g1_slice_max_all / 1e6,
+           g1_dark_max_all / 1e6);
+    printf(", \"max_dark_ms_after\": {");
+    for (int k = 0; k <= G1_EV_START; k++)
+        printf("%s\"%s\": %.3f", k ? ", " : "", g1_ev_name[k], g1_dark_max_after[k] / 1e6);
+    printf("}");
+    /* G1_TRACE=1: when the worst gap's longest pause was, on the clock
+     * perf record -k CLOCK_MONOTONIC stamps its samples with. */
+    if (getenv("G1_TRACE"))
+        fprintf(stderr, "worst dark: CLOCK_MONOTONIC %.6f .. %.6f\n", w->dark_max_at / 1e9,
+                (w->dark_max_at + w->dark_max) / 1e9);
     char impl[256];
     snprintf(impl, sizeof impl, "%s; flood: W1 + W6 at once, default 1 ms budget", tick_impl);
     end_line(impl);

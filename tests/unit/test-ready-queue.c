@@ -8,7 +8,18 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <cmocka.h>
+
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+#ifndef RUNNING_ON_VALGRIND
+#define RUNNING_ON_VALGRIND 0
+#endif
 
 static void cb_a(lb_loop *loop, void *data) {
     (void)loop;
@@ -85,6 +96,54 @@ static void test_ready_queue_steady_flow_allocates_once(void **state) {
     lb__ready_destroy(&q);
 }
 
+/* The process's resident memory, in bytes. */
+static size_t resident_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    assert_non_null(f);
+    unsigned long size, resident;
+    assert_int_equal(fscanf(f, "%lu %lu", &size, &resident), 2);
+    fclose(f);
+    return resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Chunks whose pages are in memory: mapped ones but the cold. */
+static size_t resident_chunks(const lb__ready_queue *q) {
+    return q->nchunks - q->ncold;
+}
+
+/* A burst gives its memory back to the system, a batch of chunks at a
+ * time as it drains, not all at once at the end (nor never, as chunks
+ * freed to the C library's heap below a chunk still in use would be),
+ * and the next burst reuses the chunks. */
+static void test_ready_queue_burst_gives_memory_back(void **state) {
+    (void)state;
+    lb__ready_queue q = {0};
+    const size_t n = 400 * LB__READY_CHUNK_ENTRIES; /* 25 MiB of entries */
+    const size_t kept_chunks = 1 + LB__READY_SPARE_CHUNKS + LB__READY_RELEASE_BATCH;
+    size_t before = resident_bytes();
+    for (int burst = 0; burst < 2; burst++) {
+        long allocations = lb__test_alloc_count();
+        push_numbers(&q, 0, n);
+        assert_true(resident_bytes() >= before + n * sizeof(lb__ready_entry) / 2);
+        assert_int_equal(q.nchunks, 400);
+        if (burst == 1) /* the first burst's chunks, not new ones */
+            assert_int_equal(lb__test_alloc_count(), allocations);
+        /* Half drained: the chunks already run are given back. */
+        pop_numbers(&q, 0, n / 2);
+        assert_in_range(resident_chunks(&q), 200, 200 + kept_chunks);
+        pop_numbers(&q, n / 2, n - n / 2);
+        assert_in_range(resident_chunks(&q), 1, kept_chunks);
+        /* The chunks kept, and some slack for the runtime (valgrind
+         * keeps its own record of the pages given back). */
+        size_t after = resident_bytes();
+        size_t kept = after > before ? after - before : 0;
+        if (!RUNNING_ON_VALGRIND)
+            assert_in_range(kept, 0, kept_chunks * sizeof(lb__ready_chunk) + 2 * 1024 * 1024);
+    }
+    lb__ready_destroy(&q);
+    assert_int_equal(q.nchunks, 0);
+}
+
 /* Out of memory: plain entries are refused, handles wait in the overflow
  * list, and the order of everything accepted is kept. */
 static void test_ready_queue_handles_never_fail(void **state) {
@@ -122,6 +181,7 @@ int main(void) {
         cmocka_unit_test(test_ready_queue_interleaved),
         cmocka_unit_test(test_ready_queue_steady_flow_allocates_once),
         cmocka_unit_test(test_ready_queue_handles_never_fail),
+        cmocka_unit_test(test_ready_queue_burst_gives_memory_back),
     };
     return cmocka_run_group_tests_name("ready_queue", tests, NULL, NULL);
 }
