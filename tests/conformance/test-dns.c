@@ -221,6 +221,57 @@ static void test_dns_cancel_queued_lookup(void **state) {
     sem_destroy(&gate);
 }
 
+static int square_job(void *data, void **ret) {
+    intptr_t x = (intptr_t)data;
+    *ret = (void *)(x * x);
+    return 0;
+}
+
+typedef struct to_thread_run {
+    int status;
+    intptr_t value;
+} to_thread_run;
+
+static int to_thread_task(lb_task *t, void *data) {
+    to_thread_run *r = data;
+    void *v = NULL;
+    (void)t;
+    r->status = lb_to_thread(square_job, (void *)9, &v);
+    r->value = (intptr_t)v;
+    return 0;
+}
+
+/* More lookups than the default pool has threads hang (a resolver that
+ * does not answer): lookups take at most half the pool, so lb_to_thread
+ * still finds a thread. The held lookups then end. */
+#define HUNG_LOOKUPS 40 /* more than the default pool's largest size */
+
+static void test_dns_hung_lookups_leave_threads(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    atomic_store(&hold_lookups, true);
+    query qs[HUNG_LOOKUPS];
+    lb_task *lookups[HUNG_LOOKUPS];
+    for (int i = 0; i < HUNG_LOOKUPS; i++) {
+        qs[i] = (query){.host = "localhost", .service = "80", .timeout = -1};
+        lookups[i] = fixture_spawn(loop, query_task, &qs[i]);
+    }
+    /* Spawned last, it submits its job behind every lookup. */
+    to_thread_run r = {.status = 1};
+    assert_int_equal(fixture_finish(loop, fixture_spawn(loop, to_thread_task, &r), 30), 0);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.value, 81);
+    int started = atomic_load(&lookups_started);
+    assert_true(started >= 1 && started < HUNG_LOOKUPS);
+    /* One release per lookup: a lookup may hold after started was read. */
+    atomic_store(&hold_lookups, false);
+    for (int i = 0; i < HUNG_LOOKUPS; i++)
+        release_lookup();
+    for (int i = 0; i < HUNG_LOOKUPS; i++)
+        assert_int_equal(fixture_finish(loop, lookups[i], 60), 0);
+    fixture_loop_free(loop);
+}
+
 int run_dns_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_dns_localhost, dns_setup, dns_teardown),
@@ -229,6 +280,8 @@ int run_dns_tests(void) {
         cmocka_unit_test_setup_teardown(test_dns_cancel_running_lookup, dns_setup,
                                         dns_teardown),
         cmocka_unit_test_setup_teardown(test_dns_cancel_queued_lookup, dns_setup, dns_teardown),
+        cmocka_unit_test_setup_teardown(test_dns_hung_lookups_leave_threads, dns_setup,
+                                        dns_teardown),
     };
     return cmocka_run_group_tests_name("dns", tests, NULL, NULL);
 }
