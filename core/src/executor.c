@@ -13,9 +13,13 @@
  * The default pool has more threads than CPUs, for jobs that wait; but a
  * burst of short jobs spread over more threads than CPUs runs slower, the
  * threads taking the CPUs from each other and from the loop. So past the
- * CPU count, its threads start only once the queue stalls: a "gate"
- * thread, which sleeps while there is no such need, starts one more each
- * GATE_NS during which no job left the queue. */
+ * CPU count, its threads start only once the queue stalls because its
+ * workers wait: a "gate" thread, which sleeps while there is no such
+ * need, starts one more each GATE_NS during which no job left the queue
+ * and no worker was running or ready to run (each one sleeping in the
+ * kernel, in a lookup, a read, a lock). A worker that the machine's load
+ * keeps from its CPU does not count as waiting: another thread would only
+ * add to the load. */
 #include <loopbridge/executor.h>
 
 #include "alloc.h"
@@ -24,8 +28,12 @@
 #include "future_internal.h"
 #include "task_internal.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -72,6 +80,8 @@ struct lb_executor {
     size_t nthreads;      /* started, the gate included */
     size_t live_threads;  /* started and not returned yet */
     pthread_t *threads;   /* max_threads workers, and the gate */
+    pid_t *worker_tids;   /* as each worker found it, for the gate */
+    size_t known_tids;
     uint64_t jobs_taken;  /* out of the queues, for the gate */
     bool gate_started;
     bool gate_armed; /* the gate watches the queue */
@@ -103,7 +113,10 @@ int lb_executor_new(lb_executor **ret, size_t threads) {
     if (!e)
         return lb__fail(NULL, -ENOMEM, "lb_executor_new: out of memory");
     e->threads = lb__calloc(threads + 1, sizeof *e->threads);
-    if (!e->threads) {
+    e->worker_tids = lb__calloc(threads, sizeof *e->worker_tids);
+    if (!e->threads || !e->worker_tids) {
+        lb__free(e->threads);
+        lb__free(e->worker_tids);
         lb__free(e);
         return lb__fail(NULL, -ENOMEM, "lb_executor_new: out of memory");
     }
@@ -133,6 +146,7 @@ static void executor_free(lb_executor *e) {
     pthread_cond_destroy(&e->ended);
     pthread_cond_destroy(&e->work);
     pthread_mutex_destroy(&e->lock);
+    lb__free(e->worker_tids);
     lb__free(e->threads);
     lb__free(e);
 }
@@ -327,7 +341,9 @@ static void *worker_main(void *arg) {
     worker_of = e;
     job *done = NULL; /* finished, to be posted once the lock is released */
     bool may_watch = false;
+    pid_t tid = (pid_t)syscall(SYS_gettid);
     pthread_mutex_lock(&e->lock);
+    e->worker_tids[e->known_tids++] = tid;
     for (;;) {
         if (done) {
             done->state = JOB_FINISHED;
@@ -405,10 +421,41 @@ static int start_thread_locked(lb_executor *e, void *(*main)(void *)) {
  * from its CPU, short next to a job that waits for a resolver or a disk. */
 #define GATE_NS (10 * 1000 * 1000)
 
+/* Whether the thread tid of this process is running or ready to run (its
+ * state in /proc is R). Not known (no /proc): taken as waiting. */
+static bool thread_runnable(pid_t tid) {
+    char path[64], stat[512];
+    snprintf(path, sizeof path, "/proc/self/task/%ld/stat", (long)tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, stat, sizeof stat - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    stat[n] = '\0';
+    /* "tid (name) S ...": the name may hold spaces and parentheses. */
+    const char *end = strrchr(stat, ')');
+    return end && end[1] == ' ' && end[2] == 'R';
+}
+
+/* Under the lock, which it drops meanwhile: whether every worker waits in
+ * the kernel. The workers' ids are only ever added, so those read before
+ * the lock was dropped stay valid. */
+static bool workers_all_wait(lb_executor *e) {
+    size_t n = e->known_tids;
+    pthread_mutex_unlock(&e->lock);
+    bool all_wait = true;
+    for (size_t i = 0; i < n && all_wait; i++)
+        all_wait = !thread_runnable(e->worker_tids[i]);
+    pthread_mutex_lock(&e->lock);
+    return all_wait;
+}
+
 /* The gate: armed when a job found every worker busy and only the lazy
  * ones left to start; it then checks the queue each GATE_NS, starts a
- * worker if no job left it meanwhile, and disarms once the queue is
- * empty or a worker idle. */
+ * worker if no job left it meanwhile and every worker waits, and disarms
+ * once the queue is empty or a worker idle. */
 static void *gate_main(void *arg) {
     lb_executor *e = arg;
     worker_of = e;
@@ -434,7 +481,8 @@ static void *gate_main(void *arg) {
             e->gate_armed = false;
             continue;
         }
-        if (e->jobs_taken == taken && start_thread_locked(e, worker_main) == 0)
+        if (e->jobs_taken == taken && workers_all_wait(e) && !e->shutdown &&
+            e->jobs_taken == taken && start_thread_locked(e, worker_main) == 0)
             e->nworkers++;
     }
     thread_return_locked(e);

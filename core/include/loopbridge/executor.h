@@ -24,8 +24,9 @@ typedef int (*lb_work_fn)(void *data, void **ret);
  * others busy. 0 sizes it like asyncio's default: min(32, CPUs + 4)
  * threads, for jobs that wait (on a disk, a resolver); past the CPU count
  * (at least 2), a thread starts only once the queue made no progress for
- * 10 ms, so that a burst of short jobs is not spread over more threads
- * than CPUs. Name lookups (lb_getaddrinfo()) run on at most half of a
+ * 10 ms while every worker was waiting (sleeping in the kernel: a lookup,
+ * a read, a lock), so that a burst of short jobs is not spread over more
+ * threads than CPUs. Name lookups (lb_getaddrinfo()) run on at most half of a
  * pool's threads (at least one), so lookups that hang cannot take every
  * thread. Returns 0, -EINVAL (more than 1024 threads), -ENOMEM. Any
  * thread. */
