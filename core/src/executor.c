@@ -638,6 +638,25 @@ fail:
 /* Shutdown                                                            */
 /* ------------------------------------------------------------------ */
 
+/* Under the lock: empties the queues, the jobs marked cancelled and
+ * chained through next, for the caller to post once the lock is
+ * released. */
+static job *withdraw_all_locked(lb_executor *e) {
+    job *withdrawn = NULL;
+    job_queue *queues[] = {&e->jobs, &e->slow_jobs};
+    for (size_t q = 0; q < 2; q++) {
+        job *j;
+        while ((j = queues[q]->head)) {
+            unqueue(e, j);
+            j->state = JOB_FINISHED;
+            j->status = -ECANCELED;
+            j->next = withdrawn;
+            withdrawn = j;
+        }
+    }
+    return withdrawn;
+}
+
 int lb_executor_shutdown(lb_executor *executor, bool wait, bool cancel_pending) {
     lb_assert_return(executor, -EINVAL);
     if (wait && worker_of == executor)
@@ -646,23 +665,33 @@ int lb_executor_shutdown(lb_executor *executor, bool wait, bool cancel_pending) 
     pthread_mutex_lock(&executor->lock);
     executor->shutdown = true;
     executor->cancel_pending |= cancel_pending;
+    /* Cancelled at once, not when a worker would come to them: the
+     * workers may all be busy for long (slow jobs wait for their share). */
+    job *withdrawn = cancel_pending ? withdraw_all_locked(executor) : NULL;
     pthread_cond_broadcast(&executor->work);
     pthread_cond_signal(&executor->gate);
     bool join = wait && !executor->joined;
     if (join)
         executor->joined = true;
-    else if (wait)
-        /* Another thread joins them: wait until it is done. */
-        while (!executor->threads_ended)
-            pthread_cond_wait(&executor->ended, &executor->lock);
     size_t n = executor->nthreads;
     pthread_mutex_unlock(&executor->lock);
+    while (withdrawn) {
+        job *next = withdrawn->next;
+        job_post(withdrawn);
+        withdrawn = next;
+    }
     if (join) {
         for (size_t i = 0; i < n; i++)
             pthread_join(executor->threads[i], NULL);
         pthread_mutex_lock(&executor->lock);
         executor->threads_ended = true;
         pthread_cond_broadcast(&executor->ended);
+        pthread_mutex_unlock(&executor->lock);
+    } else if (wait) {
+        /* Another thread joins them: wait until it is done. */
+        pthread_mutex_lock(&executor->lock);
+        while (!executor->threads_ended)
+            pthread_cond_wait(&executor->ended, &executor->lock);
         pthread_mutex_unlock(&executor->lock);
     }
     return 0;

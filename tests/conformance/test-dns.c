@@ -272,6 +272,39 @@ static void test_dns_hung_lookups_leave_threads(void **state) {
     fixture_loop_free(loop);
 }
 
+static int wait_lookup_started(lb_task *t, void *data) {
+    (void)t;
+    (void)data;
+    while (atomic_load(&lookups_started) == 0)
+        lb_sleep(0.002);
+    return 0;
+}
+
+/* A lookup queued behind the share of lookups (one of a pool of two
+ * threads) is cancelled at once by a shutdown that cancels what has not
+ * started, without waiting for the running lookup to end. */
+static void test_dns_shutdown_cancels_queued_lookup(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    lb_executor *two = NULL;
+    assert_int_equal(lb_executor_new(&two, 2), 0);
+    assert_int_equal(lb_loop_set_default_executor(loop, two), 0);
+    atomic_store(&hold_lookups, true);
+    query running = {.host = "localhost", .service = "80", .timeout = -1};
+    query queued = {.host = "localhost", .service = "80", .timeout = -1};
+    lb_task *first = fixture_spawn(loop, query_task, &running);
+    lb_task *second = fixture_spawn(loop, query_task, &queued);
+    assert_int_equal(fixture_finish(loop, fixture_spawn(loop, wait_lookup_started, NULL), 30), 0);
+    assert_int_equal(lb_executor_shutdown(two, false, true), 0);
+    assert_int_equal(fixture_finish(loop, second, 30), -ECANCELED);
+    assert_int_equal(atomic_load(&lookups_started), 1);
+    atomic_store(&hold_lookups, false);
+    release_lookup();
+    assert_int_equal(fixture_finish(loop, first, 60), 0);
+    fixture_loop_free(loop);
+    lb_executor_unref(two);
+}
+
 int run_dns_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_dns_localhost, dns_setup, dns_teardown),
@@ -281,6 +314,8 @@ int run_dns_tests(void) {
                                         dns_teardown),
         cmocka_unit_test_setup_teardown(test_dns_cancel_queued_lookup, dns_setup, dns_teardown),
         cmocka_unit_test_setup_teardown(test_dns_hung_lookups_leave_threads, dns_setup,
+                                        dns_teardown),
+        cmocka_unit_test_setup_teardown(test_dns_shutdown_cancels_queued_lookup, dns_setup,
                                         dns_teardown),
     };
     return cmocka_run_group_tests_name("dns", tests, NULL, NULL);

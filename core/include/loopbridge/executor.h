@@ -34,8 +34,8 @@ LB_EXPORT int lb_executor_new(lb_executor **ret, size_t threads);
 
 /* Stops accepting work. wait: block until the running jobs ended and the
  * threads exited (every caller that waits, whichever thread it is on);
- * cancel_pending: jobs not started yet are cancelled (their futures end
- * cancelled) instead of run. Returns 0, -EINVAL, -EDEADLK when called
+ * cancel_pending: jobs not started yet are withdrawn at once (their
+ * futures end cancelled) instead of run. Returns 0, -EINVAL, -EDEADLK when called
  * from one of the pool's own threads with wait. Any thread but the
  * pool's. */
 LB_EXPORT int lb_executor_shutdown(lb_executor *executor, bool wait, bool cancel_pending);
