@@ -183,10 +183,15 @@ static void check_proc(void *data, int flags) {
 /* Errors the loop reports (a task's error nobody retrieved, ...) go to
  * Tcl's background error handler (bgerror, or `interp bgerror`), which
  * Tcl calls from an idle callback. The interp may be running a script
- * (a callback inside vwait): its result is kept. */
+ * (a callback inside vwait): its result is kept.
+ *
+ * The handler stays installed after close (a closed loop refuses a new
+ * one), and errors still come then: the last reference of a failed task
+ * nobody awaited may go after close. The state is freed by then, and the
+ * loop no longer names it: only the pointers are compared. */
 static void to_background_error(lb_loop *loop, const lb_exception_context *ctx, void *data) {
     tk_state *st = data;
-    if (Tcl_InterpDeleted(st->interp)) {
+    if (lb_driver_state(loop) != st || Tcl_InterpDeleted(st->interp)) {
         lb_loop_default_exception_handler(loop, ctx);
         return;
     }

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* Debug mode: slow callbacks reported by name. */
+/* Debug mode: slow callbacks reported by name; errors nobody read. */
 #include "error.h"
+#include "future_internal.h"
 #include "loop_internal.h"
+#include "task_internal.h"
 
 #include <dlfcn.h>
 #include <stdio.h>
@@ -9,19 +11,52 @@
 
 /* The name of the function at fn: its symbol when the dynamic symbol
  * table has it (shared libraries; executables linked with -rdynamic),
+ * else its module and its offset there, which `addr2line -f -e` turns
+ * into a name and a line (an absolute address changes with each run),
  * else its address. */
 const char *lb__symbol_name(const void *fn, char *buf, size_t size);
 const char *lb__symbol_name(const void *fn, char *buf, size_t size) {
     Dl_info info;
     /* Function pointers and object pointers share a representation on
      * every platform loopbridge supports; dladdr wants the latter. */
-    if (dladdr(fn, &info) && info.dli_sname && info.dli_saddr == fn)
-        snprintf(buf, size, "%s", info.dli_sname);
-    else if (dladdr(fn, &info) && info.dli_fname)
-        snprintf(buf, size, "%p (in %s)", fn, info.dli_fname);
-    else
+    if (!dladdr(fn, &info)) {
         snprintf(buf, size, "%p", fn);
+    } else if (info.dli_sname && info.dli_saddr == fn) {
+        snprintf(buf, size, "%s", info.dli_sname);
+    } else if (info.dli_fname && info.dli_fbase) {
+        const char *slash = strrchr(info.dli_fname, '/');
+        snprintf(buf, size, "%s+0x%lx", slash ? slash + 1 : info.dli_fname,
+                 (unsigned long)((const char *)fn - (const char *)info.dli_fbase));
+    } else {
+        snprintf(buf, size, "%p", fn);
+    }
     return buf;
+}
+
+/* A future's error that nobody read, reported once, when the future goes;
+ * a task's names the task and its function. The application's exception
+ * handler gets it; without one it is logged as a warning, not an error:
+ * it says that a result went unread, which is no misuse of the library
+ * (GLib maps errors to criticals, which G_DEBUG=fatal-criticals makes
+ * abort). */
+void lb__report_unretrieved(lb_loop *loop, lb_future *future, lb_task *task) {
+    char msg[256];
+    if (task) {
+        char fn[128];
+        snprintf(msg, sizeof msg, "task %s (%s) failed and its error was never retrieved: %s",
+                 task->name, lb__symbol_name((const void *)task->fn, fn, sizeof fn),
+                 lb_strerror(future->error));
+    } else {
+        snprintf(msg, sizeof msg, "future error was never retrieved: %s",
+                 lb_strerror(future->error));
+    }
+    if (loop->exception_handler) {
+        lb_exception_context ctx = {
+            .message = msg, .error = future->error, .future = future, .task = task};
+        lb_loop_call_exception_handler(loop, &ctx);
+    } else {
+        lb__log(LB_LOG_WARNING, "%s", msg);
+    }
 }
 
 /* The first task a callback resumes is the one it is named after (a

@@ -173,7 +173,7 @@ int lb_getaddrinfo(const char *host, const char *service, const struct addrinfo 
         return lb__fail(loop, -ENOMEM, "lb_getaddrinfo: out of memory");
     }
     lb_future *f = NULL;
-    r = lb__loop_run_in_executor_owned(loop, NULL, resolve_job, l, lookup_unref, &f);
+    r = lb__loop_run_in_executor_owned(loop, NULL, resolve_job, l, lookup_unref, true, &f);
     if (r < 0) {
         lookup_unref(l);
         return r;

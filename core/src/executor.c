@@ -2,7 +2,24 @@
 /* Thread pools. Jobs queue under one mutex; idle workers sleep on a
  * condition variable and are woken one per job; a finished job travels
  * back to its loop through the loop's inbox (one wakeup per batch), where
- * its future completes. Threads start lazily, up to the pool's size. */
+ * its future completes. Threads start lazily, up to the pool's size.
+ *
+ * Slow jobs (name lookups, which can hang for as long as the resolver's
+ * timeout) wait in a queue of their own and hold at most half of the
+ * threads, so that they cannot take every thread from the other jobs
+ * (libuv caps its slow work the same way). The two queues are served in
+ * submission order.
+ *
+ * The default pool has more threads than CPUs, for jobs that wait; but a
+ * burst of short jobs spread over more threads than CPUs runs slower, the
+ * threads taking the CPUs from each other and from the loop. So past the
+ * CPU count, its threads start only once the queue stalls because its
+ * workers wait: a "gate" thread, which sleeps while there is no such
+ * need, starts one more each GATE_NS during which no job left the queue
+ * and no worker was running or ready to run (each one sleeping in the
+ * kernel, in a lookup, a read, a lock). A worker that the machine's load
+ * keeps from its CPU does not count as waiting: another thread would only
+ * add to the load. */
 #include <loopbridge/executor.h>
 
 #include "alloc.h"
@@ -11,15 +28,20 @@
 #include "future_internal.h"
 #include "task_internal.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 enum { JOB_QUEUED, JOB_RUNNING, JOB_FINISHED };
 
 typedef struct job {
-    struct job *next;
+    struct job *next, *prev; /* in its queue, while queued */
+    uint64_t seq;            /* submission order across both queues */
     lb_executor *executor;
     lb_loop *loop;
     lb_future *future;
@@ -28,26 +50,45 @@ typedef struct job {
     lb_destroy_fn data_destroy; /* the job owns data (may be NULL) */
     void *result;
     int status;
-    int state;      /* under the executor's lock */
-    bool cancelled; /* under the executor's lock */
+    int state; /* under the executor's lock */
+    bool slow;
 } job;
+
+typedef struct job_queue {
+    job *head, *tail;
+} job_queue;
 
 struct lb_executor {
     atomic_uint refs;
     pthread_mutex_t lock;
     pthread_cond_t work;
-    job *head, *tail;
+    pthread_cond_t ended; /* threads_ended became true */
+    pthread_cond_t gate;  /* gate_armed became true, or shutdown */
+    job_queue jobs;
+    job_queue slow_jobs;
+    size_t slow_queued;
+    size_t slow_running;
+    size_t max_slow; /* half the threads, at least one */
+    uint64_t next_seq;
     size_t max_threads;
     size_t idle;
     size_t waking;   /* idle workers signalled and not yet awake */
     size_t spinning; /* workers watching for work before they sleep */
-    atomic_size_t queued; /* jobs in the queue, for spinning workers */
-    size_t nthreads;      /* started */
+    atomic_size_t queued; /* jobs in the queue (not the slow ones), for spinning workers */
+    size_t nworkers;      /* workers started */
+    size_t eager_workers; /* how many start as soon as work finds the others busy */
+    size_t nthreads;      /* started, the gate included */
     size_t live_threads;  /* started and not returned yet */
-    pthread_t *threads;
+    pthread_t *threads;   /* max_threads workers, and the gate */
+    pid_t *worker_tids;   /* as each worker found it, for the gate */
+    size_t known_tids;
+    uint64_t jobs_taken;  /* out of the queues, for the gate */
+    bool gate_started;
+    bool gate_armed; /* the gate watches the queue */
     bool shutdown;
     bool cancel_pending;
-    bool joined;
+    bool joined;        /* a shutdown joins the threads (or they were detached) */
+    bool threads_ended; /* that shutdown joined them all */
     bool detached; /* the last thread to return frees the pool */
 };
 
@@ -56,15 +97,26 @@ static _Thread_local const lb_executor *worker_of;
 int lb_executor_new(lb_executor **ret, size_t threads) {
     lb_assert_return(ret, -EINVAL);
     lb_assert_return(threads <= 1024, -EINVAL);
+    size_t eager = threads;
     if (threads == 0) {
+        /* asyncio's size: jobs often wait (for a disk, a resolver, a
+         * lock), so a few more threads than CPUs pay; idle, they cost
+         * nothing, as they start only when work finds every thread busy,
+         * and past the CPU count only when the queue stalls. */
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = cpus < 2 ? 2 : (size_t)cpus;
+        if (cpus < 1)
+            cpus = 1;
+        threads = cpus + 4 > 32 ? 32 : (size_t)cpus + 4;
+        eager = cpus < 2 ? 2 : (size_t)cpus;
     }
     lb_executor *e = lb__calloc(1, sizeof *e);
     if (!e)
         return lb__fail(NULL, -ENOMEM, "lb_executor_new: out of memory");
-    e->threads = lb__calloc(threads, sizeof *e->threads);
-    if (!e->threads) {
+    e->threads = lb__calloc(threads + 1, sizeof *e->threads);
+    e->worker_tids = lb__calloc(threads, sizeof *e->worker_tids);
+    if (!e->threads || !e->worker_tids) {
+        lb__free(e->threads);
+        lb__free(e->worker_tids);
         lb__free(e);
         return lb__fail(NULL, -ENOMEM, "lb_executor_new: out of memory");
     }
@@ -72,7 +124,15 @@ int lb_executor_new(lb_executor **ret, size_t threads) {
     atomic_init(&e->queued, 0);
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->work, NULL);
+    pthread_cond_init(&e->ended, NULL);
+    pthread_condattr_t monotonic;
+    pthread_condattr_init(&monotonic);
+    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+    pthread_cond_init(&e->gate, &monotonic);
+    pthread_condattr_destroy(&monotonic);
     e->max_threads = threads;
+    e->eager_workers = eager;
+    e->max_slow = threads < 2 ? 1 : threads / 2;
     *ret = e;
     return 0;
 }
@@ -82,8 +142,11 @@ int lb_executor_new(lb_executor **ret, size_t threads) {
 /* ------------------------------------------------------------------ */
 
 static void executor_free(lb_executor *e) {
+    pthread_cond_destroy(&e->gate);
+    pthread_cond_destroy(&e->ended);
     pthread_cond_destroy(&e->work);
     pthread_mutex_destroy(&e->lock);
+    lb__free(e->worker_tids);
     lb__free(e->threads);
     lb__free(e);
 }
@@ -98,6 +161,7 @@ static void executor_release(lb_executor *e) {
     pthread_mutex_lock(&e->lock);
     e->shutdown = true;
     pthread_cond_broadcast(&e->work);
+    pthread_cond_signal(&e->gate);
     bool free_now = e->live_threads == 0;
     if (!free_now) {
         e->detached = true;
@@ -174,6 +238,64 @@ static void job_post(job *j) {
 }
 
 /* ------------------------------------------------------------------ */
+/* Queues (under the executor's lock)                                  */
+/* ------------------------------------------------------------------ */
+
+static void queue_push(job_queue *q, job *j) {
+    j->next = NULL;
+    j->prev = q->tail;
+    if (q->tail)
+        q->tail->next = j;
+    else
+        q->head = j;
+    q->tail = j;
+}
+
+static void queue_remove(job_queue *q, job *j) {
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        q->head = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    else
+        q->tail = j->prev;
+}
+
+/* Withdraws a queued job from its queue. */
+static void unqueue(lb_executor *e, job *j) {
+    if (j->slow) {
+        queue_remove(&e->slow_jobs, j);
+        e->slow_queued--;
+    } else {
+        queue_remove(&e->jobs, j);
+        atomic_fetch_sub_explicit(&e->queued, 1, memory_order_relaxed);
+    }
+}
+
+/* The slow queue's first job, if a thread may take it now. */
+static job *runnable_slow_job(const lb_executor *e) {
+    return e->slow_running < e->max_slow ? e->slow_jobs.head : NULL;
+}
+
+static bool has_work(const lb_executor *e) {
+    return e->jobs.head || runnable_slow_job(e);
+}
+
+/* The oldest job a thread may take now, out of its queue; NULL if none. */
+static job *take_job(lb_executor *e) {
+    job *j = e->jobs.head;
+    job *slow = runnable_slow_job(e);
+    if (slow && (!j || slow->seq < j->seq))
+        j = slow;
+    if (j) {
+        unqueue(e, j);
+        e->jobs_taken++;
+    }
+    return j;
+}
+
+/* ------------------------------------------------------------------ */
 /* Workers                                                             */
 /* ------------------------------------------------------------------ */
 
@@ -201,6 +323,15 @@ static void watch_for_work(lb_executor *e) {
     }
 }
 
+/* The last thing a thread of the pool does, under the lock, which it
+ * releases: the last thread to return frees a pool nobody holds. */
+static void thread_return_locked(lb_executor *e) {
+    bool last = --e->live_threads == 0 && e->detached;
+    pthread_mutex_unlock(&e->lock);
+    if (last)
+        executor_free(e);
+}
+
 /* A worker takes the lock once per job: to mark the job it ran finished
  * and take the next one together. Out of work right after a job, one
  * worker at a time watches the queue for a moment before it sleeps, so
@@ -210,11 +341,16 @@ static void *worker_main(void *arg) {
     worker_of = e;
     job *done = NULL; /* finished, to be posted once the lock is released */
     bool may_watch = false;
+    pid_t tid = (pid_t)syscall(SYS_gettid);
     pthread_mutex_lock(&e->lock);
+    e->worker_tids[e->known_tids++] = tid;
     for (;;) {
-        if (done)
+        if (done) {
             done->state = JOB_FINISHED;
-        while (!e->head && !e->shutdown) {
+            if (done->slow)
+                e->slow_running--; /* this worker takes the next slow job */
+        }
+        while (!has_work(e) && !e->shutdown) {
             if (done) {
                 /* Post before sleeping: its loop may be waiting for it. */
                 pthread_mutex_unlock(&e->lock);
@@ -238,28 +374,25 @@ static void *worker_main(void *arg) {
             if (e->waking > 0)
                 e->waking--;
         }
-        job *j = e->head;
+        job *j = take_job(e);
+        bool cancelled = false;
         if (j) {
-            e->head = j->next;
-            if (!e->head)
-                e->tail = NULL;
-            atomic_fetch_sub_explicit(&e->queued, 1, memory_order_relaxed);
             may_watch = true;
-        }
-        bool cancelled = j && (j->cancelled || (e->shutdown && e->cancel_pending));
-        if (j)
+            cancelled = e->shutdown && e->cancel_pending;
             j->state = cancelled ? JOB_FINISHED : JOB_RUNNING;
+            if (j->slow && !cancelled)
+                e->slow_running++;
+        }
         pthread_mutex_unlock(&e->lock);
         if (done)
             job_post(done);
         done = NULL;
         if (!j) {
-            /* Shut down and drained. */
+            /* Shut down and drained: slow jobs still queued are left to
+             * the threads that run slow jobs now, which take them in
+             * turn. */
             pthread_mutex_lock(&e->lock);
-            bool last = --e->live_threads == 0 && e->detached;
-            pthread_mutex_unlock(&e->lock);
-            if (last)
-                executor_free(e);
+            thread_return_locked(e);
             return NULL;
         }
         if (cancelled) {
@@ -274,13 +407,101 @@ static void *worker_main(void *arg) {
     }
 }
 
+static int start_thread_locked(lb_executor *e, void *(*main)(void *)) {
+    int r = pthread_create(&e->threads[e->nthreads], NULL, main, e);
+    if (r != 0)
+        return -r;
+    e->nthreads++;
+    e->live_threads++;
+    return 0;
+}
+
+/* How long the queue may stall, every worker busy, before the gate
+ * starts one more: longer than a busy machine keeps a running thread
+ * from its CPU, short next to a job that waits for a resolver or a disk. */
+#define GATE_NS (10 * 1000 * 1000)
+
+/* Whether the thread tid of this process is running or ready to run (its
+ * state in /proc is R). Not known (no /proc): taken as waiting. */
+static bool thread_runnable(pid_t tid) {
+    char path[64], stat[512];
+    snprintf(path, sizeof path, "/proc/self/task/%ld/stat", (long)tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, stat, sizeof stat - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    stat[n] = '\0';
+    /* "tid (name) S ...": the name may hold spaces and parentheses. */
+    const char *end = strrchr(stat, ')');
+    return end && end[1] == ' ' && end[2] == 'R';
+}
+
+/* Under the lock, which it drops meanwhile: whether every worker waits in
+ * the kernel. The workers' ids are only ever added, so those read before
+ * the lock was dropped stay valid. */
+static bool workers_all_wait(lb_executor *e) {
+    size_t n = e->known_tids;
+    pthread_mutex_unlock(&e->lock);
+    bool all_wait = true;
+    for (size_t i = 0; i < n && all_wait; i++)
+        all_wait = !thread_runnable(e->worker_tids[i]);
+    pthread_mutex_lock(&e->lock);
+    return all_wait;
+}
+
+/* The gate: armed when a job found every worker busy and only the lazy
+ * ones left to start; it then checks the queue each GATE_NS, starts a
+ * worker if no job left it meanwhile and every worker waits, and disarms
+ * once the queue is empty or a worker idle. */
+static void *gate_main(void *arg) {
+    lb_executor *e = arg;
+    worker_of = e;
+    pthread_mutex_lock(&e->lock);
+    while (!e->shutdown) {
+        if (!e->gate_armed) {
+            pthread_cond_wait(&e->gate, &e->lock);
+            continue;
+        }
+        uint64_t taken = e->jobs_taken;
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += GATE_NS;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        while (!e->shutdown && pthread_cond_timedwait(&e->gate, &e->lock, &until) == 0)
+            ;
+        if (e->shutdown)
+            break;
+        if (!has_work(e) || e->idle > 0 || e->nworkers == e->max_threads) {
+            e->gate_armed = false;
+            continue;
+        }
+        if (e->jobs_taken == taken && workers_all_wait(e) && !e->shutdown &&
+            e->jobs_taken == taken && start_thread_locked(e, worker_main) == 0)
+            e->nworkers++;
+    }
+    thread_return_locked(e);
+    return NULL;
+}
+
 /* Under the lock, before a job is queued: wakes an idle worker or starts
- * one, unless a watching worker will take the job. A burst of jobs
- * signals each idle worker once, not once per job (a signal to a
- * sleeping worker is a system call). */
-static int dispatch_locked(lb_executor *e) {
-    if (atomic_load_explicit(&e->queued, memory_order_relaxed) < e->spinning)
+ * one, unless a watching worker will take the job (watchers look for
+ * ordinary jobs only). A burst of jobs signals each idle worker once, not
+ * once per job (a signal to a sleeping worker is a system call). A slow
+ * job that would exceed its share waits for a thread that runs one.
+ * Past the eager workers, the gate starts more if the queue stalls. */
+static int dispatch_locked(lb_executor *e, bool slow) {
+    if (slow) {
+        if (e->slow_running + e->slow_queued >= e->max_slow)
+            return 0;
+    } else if (atomic_load_explicit(&e->queued, memory_order_relaxed) < e->spinning) {
         return 0;
+    }
     if (e->idle > e->waking) {
         e->waking++;
         pthread_cond_signal(&e->work);
@@ -288,15 +509,20 @@ static int dispatch_locked(lb_executor *e) {
     }
     if (e->idle > 0)
         return 0; /* a worker is on its way */
-    if (e->nthreads < e->max_threads) {
-        int r = pthread_create(&e->threads[e->nthreads], NULL, worker_main, e);
+    if (e->nworkers < e->eager_workers) {
+        int r = start_thread_locked(e, worker_main);
         if (r == 0) {
-            e->nthreads++;
-            e->live_threads++;
+            e->nworkers++;
             return 0;
         }
-        if (e->nthreads == 0)
-            return -r;
+        if (e->nworkers == 0)
+            return r;
+    } else if (e->nworkers < e->max_threads && !e->gate_armed) {
+        e->gate_armed = true;
+        if (e->gate_started)
+            pthread_cond_signal(&e->gate);
+        else /* without a gate, the pool keeps the threads it has */
+            e->gate_armed = e->gate_started = start_thread_locked(e, gate_main) == 0;
     }
     return 0; /* a busy worker will take it */
 }
@@ -305,14 +531,26 @@ static int dispatch_locked(lb_executor *e) {
 /* Submission                                                          */
 /* ------------------------------------------------------------------ */
 
+/* A job not started yet leaves its queue at once, so that it holds
+ * neither its pool nor its loop until a worker would have come to it
+ * (with every worker busy, the loop's close would wait for it); it goes
+ * through the inbox like a finished job, which frees it on the loop's
+ * thread once the caller's cancel is over. */
 static int job_cancel_hook(lb_future *f, void *data) {
     job *j = data;
     lb_executor *e = j->executor;
     pthread_mutex_lock(&e->lock);
-    if (j->state == JOB_QUEUED)
-        j->cancelled = true;
+    bool withdrawn = j->state == JOB_QUEUED;
+    if (withdrawn) {
+        unqueue(e, j);
+        j->state = JOB_FINISHED;
+        j->status = -ECANCELED;
+    }
     pthread_mutex_unlock(&e->lock);
-    return lb__future_cancel_plain(f);
+    int r = lb__future_cancel_plain(f);
+    if (withdrawn)
+        job_post(j);
+    return r;
 }
 
 static const lb__future_hooks job_hooks = {.cancel = job_cancel_hook};
@@ -321,11 +559,12 @@ lb_executor *lb__loop_default_executor(lb_loop *loop, int *error);
 
 int lb_loop_run_in_executor(lb_loop *loop, lb_executor *executor, lb_work_fn fn, void *data,
                             lb_future **ret) {
-    return lb__loop_run_in_executor_owned(loop, executor, fn, data, NULL, ret);
+    return lb__loop_run_in_executor_owned(loop, executor, fn, data, NULL, false, ret);
 }
 
 int lb__loop_run_in_executor_owned(lb_loop *loop, lb_executor *executor, lb_work_fn fn,
-                                   void *data, lb_destroy_fn data_destroy, lb_future **ret) {
+                                   void *data, lb_destroy_fn data_destroy, bool slow,
+                                   lb_future **ret) {
     LB__CHECK_LOOP(loop);
     lb_assert_return(fn, -EINVAL);
     lb_assert_return(ret, -EINVAL);
@@ -352,6 +591,7 @@ int lb__loop_run_in_executor_owned(lb_loop *loop, lb_executor *executor, lb_work
     j->data = data;
     j->data_destroy = data_destroy; /* not called on the failure paths below */
     j->state = JOB_QUEUED;
+    j->slow = slow;
 
     pthread_mutex_lock(&executor->lock);
     if (executor->shutdown) {
@@ -359,19 +599,21 @@ int lb__loop_run_in_executor_owned(lb_loop *loop, lb_executor *executor, lb_work
         r = lb__fail(loop, -EBADF, "lb_loop_run_in_executor: the executor is shut down");
         goto fail;
     }
-    r = dispatch_locked(executor);
+    r = dispatch_locked(executor, slow);
     if (r < 0) {
         pthread_mutex_unlock(&executor->lock);
         r = lb__fail(loop, r, "lb_loop_run_in_executor: cannot start a worker thread: %s",
                      lb_strerror(r));
         goto fail;
     }
-    if (executor->tail)
-        executor->tail->next = j;
-    else
-        executor->head = j;
-    executor->tail = j;
-    atomic_fetch_add_explicit(&executor->queued, 1, memory_order_relaxed);
+    j->seq = executor->next_seq++;
+    if (slow) {
+        queue_push(&executor->slow_jobs, j);
+        executor->slow_queued++;
+    } else {
+        queue_push(&executor->jobs, j);
+        atomic_fetch_add_explicit(&executor->queued, 1, memory_order_relaxed);
+    }
     /* A job keeps its pool alive until its future let go of it: the
      * future's cancel hook takes the pool's lock, and dropping the pool
      * meanwhile (lb_loop_set_default_executor) must neither free that
@@ -396,6 +638,25 @@ fail:
 /* Shutdown                                                            */
 /* ------------------------------------------------------------------ */
 
+/* Under the lock: empties the queues, the jobs marked cancelled and
+ * chained through next, for the caller to post once the lock is
+ * released. */
+static job *withdraw_all_locked(lb_executor *e) {
+    job *withdrawn = NULL;
+    job_queue *queues[] = {&e->jobs, &e->slow_jobs};
+    for (size_t q = 0; q < 2; q++) {
+        job *j;
+        while ((j = queues[q]->head)) {
+            unqueue(e, j);
+            j->state = JOB_FINISHED;
+            j->status = -ECANCELED;
+            j->next = withdrawn;
+            withdrawn = j;
+        }
+    }
+    return withdrawn;
+}
+
 int lb_executor_shutdown(lb_executor *executor, bool wait, bool cancel_pending) {
     lb_assert_return(executor, -EINVAL);
     if (wait && worker_of == executor)
@@ -404,15 +665,35 @@ int lb_executor_shutdown(lb_executor *executor, bool wait, bool cancel_pending) 
     pthread_mutex_lock(&executor->lock);
     executor->shutdown = true;
     executor->cancel_pending |= cancel_pending;
+    /* Cancelled at once, not when a worker would come to them: the
+     * workers may all be busy for long (slow jobs wait for their share). */
+    job *withdrawn = cancel_pending ? withdraw_all_locked(executor) : NULL;
     pthread_cond_broadcast(&executor->work);
+    pthread_cond_signal(&executor->gate);
     bool join = wait && !executor->joined;
     if (join)
         executor->joined = true;
     size_t n = executor->nthreads;
     pthread_mutex_unlock(&executor->lock);
-    if (join)
+    while (withdrawn) {
+        job *next = withdrawn->next;
+        job_post(withdrawn);
+        withdrawn = next;
+    }
+    if (join) {
         for (size_t i = 0; i < n; i++)
             pthread_join(executor->threads[i], NULL);
+        pthread_mutex_lock(&executor->lock);
+        executor->threads_ended = true;
+        pthread_cond_broadcast(&executor->ended);
+        pthread_mutex_unlock(&executor->lock);
+    } else if (wait) {
+        /* Another thread joins them: wait until it is done. */
+        pthread_mutex_lock(&executor->lock);
+        while (!executor->threads_ended)
+            pthread_cond_wait(&executor->ended, &executor->lock);
+        pthread_mutex_unlock(&executor->lock);
+    }
     return 0;
 }
 

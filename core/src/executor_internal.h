@@ -9,8 +9,10 @@
  * was withdrawn before it started, or its result was discarded because
  * the future was cancelled meanwhile. So data may hold what fn produces
  * and free it when nobody is left to take it. On failure the caller keeps
- * data. */
+ * data. slow: the job may block for long (a name lookup); slow jobs take
+ * at most half of the pool's threads, the others wait their turn. */
 int lb__loop_run_in_executor_owned(lb_loop *loop, lb_executor *executor, lb_work_fn fn,
-                                   void *data, lb_destroy_fn data_destroy, lb_future **ret);
+                                   void *data, lb_destroy_fn data_destroy, bool slow,
+                                   lb_future **ret);
 
 #endif

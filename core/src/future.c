@@ -99,8 +99,7 @@ static void drop_callbacks(lb_future *f) {
 static void future_free(lb_future *f) {
     lb_loop *loop = f->loop;
     if (atomic_load(&f->state) == LB__FUTURE_ERROR && !atomic_load(&f->retrieved))
-        lb__report(loop, f->error, f, NULL, "future error was never retrieved: %s",
-                   lb_strerror(f->error));
+        lb__report_unretrieved(loop, f, NULL);
     drop_callbacks(f);
     if (f->destroy)
         f->destroy(f->value);

@@ -294,6 +294,10 @@ void lb__debug_call(lb_loop *loop, lb_callback cb, void *data);
  * function is fn and name is name. */
 void lb__debug_note_task(lb_loop *loop, const void *fn, const char *name);
 
+/* Reports the error of future (task's, when task is not NULL) that nobody
+ * retrieved (debug.c). */
+void lb__report_unretrieved(lb_loop *loop, lb_future *future, lb_task *task);
+
 /* Reports an error through the exception handler. */
 void lb__report(lb_loop *loop, int error, lb_future *future, lb_task *task, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));

@@ -259,6 +259,12 @@ lb_task *lb_task_unref(lb_task *task) {
         return NULL;
     lb_loop *loop = task->loop;
     task->future->hooks = NULL;
+    /* The future goes with the task: its error, if nobody read it, is
+     * reported now, while the task can still be named. */
+    if (atomic_load(&task->future->refs) == 1 &&
+        atomic_load(&task->future->state) == LB__FUTURE_ERROR &&
+        !atomic_exchange(&task->future->retrieved, true))
+        lb__report_unretrieved(loop, task->future, task);
     lb_future_unref(task->future);
     lb__free(task);
     lb__loop_unhold(loop);

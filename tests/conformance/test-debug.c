@@ -31,6 +31,12 @@ void conformance_slow_callback(lb_loop *loop, void *data) {
     lb_loop_stop(loop);
 }
 
+/* Not exported: the dynamic symbol table cannot name it, and the report
+ * gives the module and the offset instead (addr2line's input). */
+static void unnamed_slow_callback(lb_loop *loop, void *data) {
+    conformance_slow_callback(loop, data);
+}
+
 static void test_debug_slow_callback_named(void **state) {
     (void)state;
     lb_loop *loop = fixture_loop_new();
@@ -49,6 +55,12 @@ static void test_debug_slow_callback_named(void **state) {
     assert_int_equal(lb_loop_get_stats(loop, &st), 0);
     assert_true(st.slowest_callback >= 0.05);
     assert_string_equal(st.slowest_callback_name, "conformance_slow_callback");
+    lb_set_log_handler(capture, &l);
+    assert_int_equal(lb_loop_call_soon(loop, unnamed_slow_callback, NULL, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    lb_set_log_handler(NULL, NULL);
+    if (!strstr(l.last, "slow callback: conformance+0x"))
+        fail_msg("last warning: %s", l.last);
     fixture_loop_free(loop);
 }
 
@@ -82,6 +94,47 @@ static void test_debug_slow_task_named(void **state) {
     lb_loop_stats st;
     assert_int_equal(lb_loop_get_stats(loop, &st), 0);
     assert_string_equal(st.slowest_callback_name, "conformance_slow_task");
+    fixture_loop_free(loop);
+}
+
+typedef struct all_logged {
+    int count, warnings;
+    char first[512];
+} all_logged;
+
+static void capture_all(lb_log_level level, const char *message, void *data) {
+    all_logged *l = data;
+    if (l->count++ == 0)
+        strncpy(l->first, message, sizeof l->first - 1);
+    l->warnings += level == LB_LOG_WARNING;
+}
+
+__attribute__((visibility("default"))) int conformance_failing_task(lb_task *task, void *data);
+int conformance_failing_task(lb_task *task, void *data) {
+    (void)task;
+    (void)data;
+    return -EPIPE;
+}
+
+/* A task's error nobody read is reported once, as a warning (a GLib
+ * application run with G_DEBUG=fatal-criticals must not abort for it),
+ * naming the task and its function. */
+static void test_debug_unread_task_error_named_once(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    all_logged l = {0};
+    lb_task_options opts = {.name = "doomed"};
+    lb_task *t = NULL;
+    assert_int_equal(lb_task_spawn(loop, conformance_failing_task, NULL, &opts, &t), 0);
+    assert_int_equal(lb_loop_run_until_complete(loop, lb_task_future(t)), 0);
+    lb_set_log_handler(capture_all, &l);
+    lb_task_unref(t);
+    lb_set_log_handler(NULL, NULL);
+    assert_int_equal(l.count, 1);
+    assert_int_equal(l.warnings, 1);
+    if (!strstr(l.first, "task doomed (conformance_failing_task)") ||
+        !strstr(l.first, "never retrieved"))
+        fail_msg("logged: %s", l.first);
     fixture_loop_free(loop);
 }
 
@@ -190,6 +243,7 @@ int run_debug_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_debug_slow_callback_named),
         cmocka_unit_test(test_debug_slow_task_named),
+        cmocka_unit_test(test_debug_unread_task_error_named_once),
         cmocka_unit_test(test_debug_stats),
         cmocka_unit_test(test_debug_lb_run),
     };

@@ -221,6 +221,90 @@ static void test_dns_cancel_queued_lookup(void **state) {
     sem_destroy(&gate);
 }
 
+static int square_job(void *data, void **ret) {
+    intptr_t x = (intptr_t)data;
+    *ret = (void *)(x * x);
+    return 0;
+}
+
+typedef struct to_thread_run {
+    int status;
+    intptr_t value;
+} to_thread_run;
+
+static int to_thread_task(lb_task *t, void *data) {
+    to_thread_run *r = data;
+    void *v = NULL;
+    (void)t;
+    r->status = lb_to_thread(square_job, (void *)9, &v);
+    r->value = (intptr_t)v;
+    return 0;
+}
+
+/* More lookups than the default pool has threads hang (a resolver that
+ * does not answer): lookups take at most half the pool, so lb_to_thread
+ * still finds a thread. The held lookups then end. */
+#define HUNG_LOOKUPS 40 /* more than the default pool's largest size */
+
+static void test_dns_hung_lookups_leave_threads(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    atomic_store(&hold_lookups, true);
+    query qs[HUNG_LOOKUPS];
+    lb_task *lookups[HUNG_LOOKUPS];
+    for (int i = 0; i < HUNG_LOOKUPS; i++) {
+        qs[i] = (query){.host = "localhost", .service = "80", .timeout = -1};
+        lookups[i] = fixture_spawn(loop, query_task, &qs[i]);
+    }
+    /* Spawned last, it submits its job behind every lookup. */
+    to_thread_run r = {.status = 1};
+    assert_int_equal(fixture_finish(loop, fixture_spawn(loop, to_thread_task, &r), 30), 0);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.value, 81);
+    int started = atomic_load(&lookups_started);
+    assert_true(started >= 1 && started < HUNG_LOOKUPS);
+    /* One release per lookup: a lookup may hold after started was read. */
+    atomic_store(&hold_lookups, false);
+    for (int i = 0; i < HUNG_LOOKUPS; i++)
+        release_lookup();
+    for (int i = 0; i < HUNG_LOOKUPS; i++)
+        assert_int_equal(fixture_finish(loop, lookups[i], 60), 0);
+    fixture_loop_free(loop);
+}
+
+static int wait_lookup_started(lb_task *t, void *data) {
+    (void)t;
+    (void)data;
+    while (atomic_load(&lookups_started) == 0)
+        lb_sleep(0.002);
+    return 0;
+}
+
+/* A lookup queued behind the share of lookups (one of a pool of two
+ * threads) is cancelled at once by a shutdown that cancels what has not
+ * started, without waiting for the running lookup to end. */
+static void test_dns_shutdown_cancels_queued_lookup(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    lb_executor *two = NULL;
+    assert_int_equal(lb_executor_new(&two, 2), 0);
+    assert_int_equal(lb_loop_set_default_executor(loop, two), 0);
+    atomic_store(&hold_lookups, true);
+    query running = {.host = "localhost", .service = "80", .timeout = -1};
+    query queued = {.host = "localhost", .service = "80", .timeout = -1};
+    lb_task *first = fixture_spawn(loop, query_task, &running);
+    lb_task *second = fixture_spawn(loop, query_task, &queued);
+    assert_int_equal(fixture_finish(loop, fixture_spawn(loop, wait_lookup_started, NULL), 30), 0);
+    assert_int_equal(lb_executor_shutdown(two, false, true), 0);
+    assert_int_equal(fixture_finish(loop, second, 30), -ECANCELED);
+    assert_int_equal(atomic_load(&lookups_started), 1);
+    atomic_store(&hold_lookups, false);
+    release_lookup();
+    assert_int_equal(fixture_finish(loop, first, 60), 0);
+    fixture_loop_free(loop);
+    lb_executor_unref(two);
+}
+
 int run_dns_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_dns_localhost, dns_setup, dns_teardown),
@@ -229,6 +313,10 @@ int run_dns_tests(void) {
         cmocka_unit_test_setup_teardown(test_dns_cancel_running_lookup, dns_setup,
                                         dns_teardown),
         cmocka_unit_test_setup_teardown(test_dns_cancel_queued_lookup, dns_setup, dns_teardown),
+        cmocka_unit_test_setup_teardown(test_dns_hung_lookups_leave_threads, dns_setup,
+                                        dns_teardown),
+        cmocka_unit_test_setup_teardown(test_dns_shutdown_cancels_queued_lookup, dns_setup,
+                                        dns_teardown),
     };
     return cmocka_run_group_tests_name("dns", tests, NULL, NULL);
 }

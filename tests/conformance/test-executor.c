@@ -153,6 +153,112 @@ static void test_executor_cancel_queued_job(void **state) {
     fixture_loop_free(loop);
 }
 
+static atomic_int executor_errors_logged;
+
+static void count_errors(lb_log_level level, const char *message, void *data) {
+    (void)message;
+    (void)data;
+    if (level == LB_LOG_ERROR)
+        atomic_fetch_add(&executor_errors_logged, 1);
+}
+
+/* A cancelled job leaves the queue at once, as if it had never been
+ * submitted: it no longer holds its loop. Here the pool's only worker is
+ * busy with another loop's job for as long as the test wants, and the
+ * loop whose queued job was cancelled closes without waiting for a worker
+ * to pop it (close would wait for it 5 s, then give up, and the job, run
+ * later, would find its loop closed and leak its future). */
+static void test_executor_cancelled_job_leaves_queue(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    lb_loop *other = fixture_loop_new();
+    lb_executor *ex = NULL;
+    assert_int_equal(lb_executor_new(&ex, 1), 0);
+    gate g = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    lb_future *busy = NULL, *queued = NULL;
+    assert_int_equal(lb_loop_run_in_executor(other, ex, wait_at_gate, &g, &busy), 0);
+    gate_wait_entered(&g);
+    atomic_store(&executor_errors_logged, 0);
+    lb_set_log_handler(count_errors, NULL);
+    assert_int_equal(lb_loop_run_in_executor(loop, ex, must_not_run, NULL, &queued), 0);
+    assert_int_equal(lb_future_cancel(queued), 1);
+    lb_future_unref(queued);
+    double t0 = fixture_now();
+    fixture_loop_free(loop);
+    double took = fixture_now() - t0;
+    gate_open(&g);
+    assert_int_equal(lb_loop_run_until_complete(other, busy), 0);
+    assert_int_equal(lb_executor_shutdown(ex, true, false), 0);
+    lb_set_log_handler(NULL, NULL);
+    assert_true(took < 2.5);
+    assert_int_equal(atomic_load(&executor_errors_logged), 0);
+    assert_int_equal(atomic_load(&ran_cancelled_job), 0);
+    lb_future_unref(busy);
+    lb_executor_unref(ex);
+    fixture_loop_free(other);
+}
+
+typedef struct shutdown_waiter {
+    lb_executor *ex;
+    gate *g;
+    pthread_mutex_t *lock;
+    pthread_cond_t *returned;
+    int *returns;
+    bool gate_was_open;
+} shutdown_waiter;
+
+static void *wait_for_shutdown(void *data) {
+    shutdown_waiter *w = data;
+    int r = lb_executor_shutdown(w->ex, true, false);
+    pthread_mutex_lock(&w->g->lock);
+    w->gate_was_open = r == 0 && w->g->open;
+    pthread_mutex_unlock(&w->g->lock);
+    pthread_mutex_lock(w->lock);
+    ++*w->returns;
+    pthread_cond_broadcast(w->returned);
+    pthread_mutex_unlock(w->lock);
+    return NULL;
+}
+
+/* Two threads wait for the same shutdown: neither returns before the job
+ * that runs has ended, the one that does not join the threads included.
+ * The gate opens once a call returned, or after a while if none does. */
+static void test_executor_every_waiting_shutdown_waits(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    lb_executor *ex = NULL;
+    assert_int_equal(lb_executor_new(&ex, 1), 0);
+    gate g = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    lb_future *busy = NULL;
+    assert_int_equal(lb_loop_run_in_executor(loop, ex, wait_at_gate, &g, &busy), 0);
+    gate_wait_entered(&g);
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t returned = PTHREAD_COND_INITIALIZER;
+    int returns = 0;
+    shutdown_waiter w[2];
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+        w[i] = (shutdown_waiter){ex, &g, &lock, &returned, &returns, false};
+        assert_int_equal(pthread_create(&th[i], NULL, wait_for_shutdown, &w[i]), 0);
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 1;
+    pthread_mutex_lock(&lock);
+    while (returns == 0 && pthread_cond_timedwait(&returned, &lock, &until) == 0)
+        ;
+    pthread_mutex_unlock(&lock);
+    gate_open(&g);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+        assert_true(w[i].gate_was_open);
+    }
+    assert_int_equal(lb_loop_run_until_complete(loop, busy), 0);
+    lb_future_unref(busy);
+    lb_executor_unref(ex);
+    fixture_loop_free(loop);
+}
+
 /* Makes a pool of `threads` the loop's default executor, which the loop
  * (and its jobs) alone hold. */
 static void use_default_pool(lb_loop *loop, size_t threads) {
@@ -247,6 +353,30 @@ static void test_executor_to_thread(void **state) {
     fixture_loop_free(loop);
 }
 
+/* Jobs that wait (here at a gate) do not take every thread of the
+ * default pool: it has more threads than CPUs (at least 5), started as
+ * needed, so a job behind 4 waiting ones still runs. */
+static void test_executor_default_pool_outgrows_waiting_jobs(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    gate g = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    lb_future *waiting[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(lb_loop_run_in_executor(loop, NULL, wait_at_gate, &g, &waiting[i]), 0);
+    to_thread_case c = {.status = 1};
+    lb_task *t = NULL;
+    assert_int_equal(lb_task_spawn(loop, to_thread_task, &c, NULL, &t), 0);
+    assert_int_equal(fixture_finish(loop, t, 30), 0);
+    assert_int_equal(c.status, 0);
+    assert_int_equal(c.value, 49);
+    gate_open(&g);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(lb_loop_run_until_complete(loop, waiting[i]), 0);
+        lb_future_unref(waiting[i]);
+    }
+    fixture_loop_free(loop);
+}
+
 static atomic_int slow_jobs_started, slow_jobs_ran;
 
 static int slow_job(void *data, void **ret) {
@@ -290,8 +420,11 @@ int run_executor_tests(void) {
         cmocka_unit_test(test_executor_result_and_error),
         cmocka_unit_test(test_executor_many_jobs),
         cmocka_unit_test(test_executor_cancel_queued_job),
+        cmocka_unit_test(test_executor_cancelled_job_leaves_queue),
+        cmocka_unit_test(test_executor_every_waiting_shutdown_waits),
         cmocka_unit_test(test_executor_replace_default_while_busy),
         cmocka_unit_test(test_executor_to_thread),
+        cmocka_unit_test(test_executor_default_pool_outgrows_waiting_jobs),
         cmocka_unit_test(test_executor_close_with_jobs),
     };
     return cmocka_run_group_tests_name("executor", tests, NULL, NULL);

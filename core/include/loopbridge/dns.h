@@ -24,7 +24,9 @@ struct addrinfo;
  * ai_socktype and ai_protocol are read), inside a task. A numeric host
  * with a numeric or NULL service is answered at once, without a thread;
  * a name is looked up on the loop's default executor while the task
- * awaits. timeout bounds the wait in seconds (< 0: no limit).
+ * awaits; lookups take at most half of its threads, so that lookups the
+ * resolver does not answer leave threads to the other jobs (later lookups
+ * wait their turn). timeout bounds the wait in seconds (< 0: no limit).
  *
  * Returns 0 and stores the list in *ret, which the caller frees with
  * freeaddrinfo(3). Errors: -ENXIO (no such host or service), -ETIMEDOUT

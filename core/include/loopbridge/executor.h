@@ -20,16 +20,24 @@ typedef struct lb_executor lb_executor;
  * functions (post with lb_loop_call_soon_threadsafe() instead). */
 typedef int (*lb_work_fn)(void *data, void **ret);
 
-/* Creates a pool of `threads` threads (0: the number of CPUs, at least
- * 2), started lazily as work arrives. Returns 0, -EINVAL (more than 1024
- * threads), -ENOMEM. Any thread. */
+/* Creates a pool of `threads` threads, started lazily as work finds the
+ * others busy. 0 sizes it like asyncio's default: min(32, CPUs + 4)
+ * threads, for jobs that wait (on a disk, a resolver); past the CPU count
+ * (at least 2), a thread starts only once the queue made no progress for
+ * 10 ms while every worker was waiting (sleeping in the kernel: a lookup,
+ * a read, a lock), so that a burst of short jobs is not spread over more
+ * threads than CPUs. Name lookups (lb_getaddrinfo()) run on at most half of a
+ * pool's threads (at least one), so lookups that hang cannot take every
+ * thread. Returns 0, -EINVAL (more than 1024 threads), -ENOMEM. Any
+ * thread. */
 LB_EXPORT int lb_executor_new(lb_executor **ret, size_t threads);
 
 /* Stops accepting work. wait: block until the running jobs ended and the
- * threads exited; cancel_pending: jobs not started yet are cancelled
- * (their futures end cancelled) instead of run. Returns 0, -EINVAL,
- * -EDEADLK when called from one of the pool's own threads with wait.
- * Any thread but the pool's. */
+ * threads exited (every caller that waits, whichever thread it is on);
+ * cancel_pending: jobs not started yet are withdrawn at once (their
+ * futures end cancelled) instead of run. Returns 0, -EINVAL, -EDEADLK when called
+ * from one of the pool's own threads with wait. Any thread but the
+ * pool's. */
 LB_EXPORT int lb_executor_shutdown(lb_executor *executor, bool wait, bool cancel_pending);
 
 /* Drops the reference; the last one shuts the pool down (waiting, and
@@ -42,7 +50,8 @@ LB_EXPORT lb_executor *lb_executor_unref(lb_executor *executor);
 /* Runs fn(data) on executor (NULL: the loop's default executor, made on
  * first use) and stores in *ret a future that completes on the loop's
  * thread with fn's result or error. Cancelling the future before the job
- * started removes the job; once it runs, its result is discarded.
+ * started removes the job from the queue at once (it no longer holds
+ * the pool or the loop); once it runs, its result is discarded.
  * Returns 0, -EINVAL, -EBADF (closed loop, or executor shut down),
  * -ENOMEM, -EPERM (wrong thread). Loop thread only. */
 LB_EXPORT int lb_loop_run_in_executor(lb_loop *loop, lb_executor *executor, lb_work_fn fn,

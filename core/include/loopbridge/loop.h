@@ -260,6 +260,8 @@ LB_EXPORT bool lb_loop_get_debug(const lb_loop *loop);
 /* In debug mode, callbacks (and task steps) that run longer than seconds
  * are reported through the log handler with their function's name and
  * duration (default 0.1 s); a task step by the task's name and function.
+ * A function the dynamic symbol table cannot name is given as its module
+ * and offset ("myapp+0x1a2b", for addr2line).
  * Returns 0, -EINVAL, -EBADF. */
 LB_EXPORT int lb_loop_set_slow_callback_duration(lb_loop *loop, double seconds);
 

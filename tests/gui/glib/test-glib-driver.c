@@ -789,6 +789,43 @@ static void test_glib_log_goes_to_g_log(void **state) {
     lb_set_log_handler(NULL, NULL);
 }
 
+static int failing_task(lb_task *task, void *data) {
+    (void)task;
+    (void)data;
+    return -EPIPE;
+}
+
+typedef struct levels {
+    int criticals, warnings;
+} levels;
+
+static void count_levels(const gchar *domain, GLogLevelFlags level, const gchar *message,
+                         gpointer data) {
+    levels *l = data;
+    (void)domain;
+    (void)message;
+    l->criticals += (level & G_LOG_LEVEL_CRITICAL) != 0;
+    l->warnings += (level & G_LOG_LEVEL_WARNING) != 0;
+}
+
+/* A task's error nobody read is a warning on g_log, not a critical:
+ * G_DEBUG=fatal-criticals must not abort the application for it. */
+static void test_glib_unread_task_error_is_a_warning(void **state) {
+    (void)state;
+    levels l = {0};
+    guint id = g_log_set_handler("loopbridge", G_LOG_LEVEL_MASK, count_levels, &l);
+    lb_loop *loop = new_loop(NULL);
+    lb_task *t = NULL;
+    assert_int_equal(lb_task_spawn(loop, failing_task, NULL, NULL, &t), 0);
+    assert_int_equal(lb_loop_run_until_complete(loop, lb_task_future(t)), 0);
+    lb_task_unref(t);
+    assert_int_equal(l.criticals, 0);
+    assert_int_equal(l.warnings, 1);
+    free_loop(loop);
+    g_log_remove_handler("loopbridge", id);
+    lb_set_log_handler(NULL, NULL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_glib_idle_costs_no_cpu),
@@ -804,6 +841,7 @@ int main(void) {
         cmocka_unit_test(test_glib_many_timers),
         cmocka_unit_test(test_glib_priority_and_budget),
         cmocka_unit_test(test_glib_log_goes_to_g_log),
+        cmocka_unit_test(test_glib_unread_task_error_is_a_warning),
     };
     return cmocka_run_group_tests_name("glib_driver", tests, NULL, NULL);
 }

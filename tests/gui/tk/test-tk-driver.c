@@ -314,6 +314,24 @@ static void test_tk_errors_reach_bgerror(void **state) {
     tk_loop_free(loop, interp);
 }
 
+/* An error reported after close (the last reference of a failed task,
+ * whose error nobody read, let go once the loop closed) no longer goes
+ * to the driver's handler, whose state close freed: it goes to the
+ * default handler (ASan and valgrind check that nothing freed is read). */
+static void test_tk_error_after_close_skips_freed_handler(void **state) {
+    (void)state;
+    Tcl_Interp *interp = tk_interp_new();
+    lb_loop *loop = tk_loop_new(interp);
+    tk_eval(interp, "proc bgerror {msg} { set ::error_msg $msg }");
+    lb_task *t = NULL;
+    assert_int_equal(lb_task_spawn(loop, failing_task, NULL, NULL, &t), 0);
+    assert_int_equal(lb_loop_run_until_complete(loop, lb_task_future(t)), 0);
+    assert_int_equal(lb_loop_close(loop), 0);
+    lb_task_unref(t); /* reports the error nobody retrieved */
+    lb_loop_unref(loop);
+    Tcl_DeleteInterp(interp);
+}
+
 /* ------------------------------------------------------------------ */
 /* Cross-thread wakeup                                                 */
 /* ------------------------------------------------------------------ */
@@ -605,6 +623,7 @@ int main(void) {
         cmocka_unit_test(test_tk_tasks_tick_in_vwait_from_task),
         cmocka_unit_test(test_tk_tasks_tick_in_update),
         cmocka_unit_test(test_tk_errors_reach_bgerror),
+        cmocka_unit_test(test_tk_error_after_close_skips_freed_handler),
         cmocka_unit_test(test_tk_threadsafe_wakeup_latency),
         cmocka_unit_test(test_tk_idle_runs_while_flooded_and_fd_readable),
         cmocka_unit_test(test_tk_idle_runs_while_fd_stays_readable),
