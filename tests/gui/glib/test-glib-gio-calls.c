@@ -40,6 +40,7 @@ static int run_task(lb_task_fn fn, void *data) {
     return r;
 }
 
+
 static char *tmp_dir(void) {
     char *dir = g_dir_make_tmp("lb-gio-calls-XXXXXX", NULL);
     assert_non_null(dir);
@@ -84,8 +85,9 @@ static int files_task(lb_task *task, void *data) {
     assert_non_null(lb_gio_last_error());
     assert_true(g_error_matches(lb_gio_last_error(), G_IO_ERROR, G_IO_ERROR_NOT_FOUND));
 
-    /* Written, read back, etag checked. */
-    const char text[] = "hello, one line\n";
+    /* Written, read back, etag checked. Static: what GIO is lent must
+     * not be on a shared stack (see test_gio_calls_shared_stack_tasks). */
+    static const char text[] = "hello, one line\n";
     char *etag = NULL;
     assert_int_equal(lb_gio_file_replace_contents(file, text, sizeof text - 1, NULL, FALSE,
                                                   G_FILE_CREATE_NONE, &etag), 0);
@@ -143,6 +145,31 @@ static void test_gio_calls_files(void **state) {
     files f = {.dir = tmp_dir()};
     assert_int_equal(run_task(files_task, &f), 0);
     remove_dir(f.dir);
+}
+
+/* Two tasks on the shared stack making calls at the same time: each
+ * call's state moves off the thread's slot while its task waits. */
+static int shared_pair_task(lb_task *task, void *data) {
+    (void)task;
+    (void)data;
+    lb_task_options opts = {.flags = LB_TASK_SHARED_STACK};
+    files mine[2] = {{.dir = tmp_dir()}, {.dir = tmp_dir()}};
+    lb_task *t[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(lb_task_spawn(lb_loop_get_running(), files_task, &mine[i], &opts,
+                                       &t[i]), 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(lb_await(lb_task_future(t[i]), NULL), 0);
+        lb_task_unref(t[i]);
+        remove_dir(mine[i].dir);
+    }
+    return 0;
+}
+
+static void test_gio_calls_shared_stack_tasks(void **state) {
+    (void)state;
+    /* The parent has a stack of its own: the children point into it. */
+    assert_int_equal(run_task(shared_pair_task, NULL), 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -643,6 +670,7 @@ static void test_gio_calls_dbus_peer(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gio_calls_files),
+        cmocka_unit_test(test_gio_calls_shared_stack_tasks),
         cmocka_unit_test(test_gio_calls_misuse),
         cmocka_unit_test(test_gio_calls_refuse_other_driver),
         cmocka_unit_test(test_gio_calls_pipe_read_write),

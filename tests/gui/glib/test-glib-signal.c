@@ -70,6 +70,7 @@ typedef struct waiting {
     double number;
     GValue values[3];
     gboolean use_values;
+    gboolean shared;
     lb_task *task;
 } waiting;
 
@@ -96,13 +97,15 @@ static void run_action(lb_loop *loop, void *data) {
     ((action_fn)pair[0])(pair[1]);
 }
 
-/* Runs wait_task with action(w) 0.05 s later, on a private context. */
+/* Runs wait_task with action(w) 0.05 s later, on a private context; the
+ * task on the shared stack when w->shared. */
 static void run_wait(waiting *w, action_fn action) {
     GMainContext *ctx = g_main_context_new();
     lb_loop *loop = NULL;
     assert_int_equal(lb_glib_loop_new(&loop, ctx), 0);
     lb_task *t = NULL;
-    assert_int_equal(lb_task_spawn(loop, wait_task, w, NULL, &t), 0);
+    lb_task_options opts = {.flags = w->shared ? LB_TASK_SHARED_STACK : 0};
+    assert_int_equal(lb_task_spawn(loop, wait_task, w, &opts, &t), 0);
     void *pair[2] = {(void *)action, w};
     if (action)
         assert_int_equal(lb_loop_call_later(loop, 0.05, run_action, pair, NULL), 0);
@@ -124,6 +127,22 @@ static void test_signal_response(void **state) {
     run_wait(&w, emit_response);
     assert_int_equal(w.status, 0);
     assert_int_equal(w.response, 42);
+    assert_true(no_handler_left(w.dialog));
+    g_object_unref(w.dialog);
+}
+
+static void emit_chosen(waiting *w);
+
+/* A task on the shared stack: nothing the emission writes points into
+ * its frames while it waits (its out pointers are written after). */
+static void test_signal_shared_stack_task(void **state) {
+    (void)state;
+    waiting w = {.dialog = new_dialog(), .signal = "chosen", .timeout = 30, .shared = TRUE};
+    run_wait(&w, emit_chosen);
+    assert_int_equal(w.status, 0);
+    assert_string_equal(w.text, "no");
+    assert_true(w.number == 1.0);
+    g_free(w.text);
     assert_true(no_handler_left(w.dialog));
     g_object_unref(w.dialog);
 }
@@ -304,6 +323,7 @@ static void test_signal_misuse(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_signal_response),
+        cmocka_unit_test(test_signal_shared_stack_task),
         cmocka_unit_test(test_signal_no_parameter),
         cmocka_unit_test(test_signal_boolean_return),
         cmocka_unit_test(test_signal_parameters_and_detail),

@@ -27,6 +27,10 @@
  *   whatever was lent to GIO (a buffer to read into or write from) may be
  *   freed as soon as it returned. GIO calls back promptly once cancelled;
  *   an operation that ignores its GCancellable holds the task until it ends.
+ * - A task on the shared stack (LB_TASK_SHARED_STACK) lends GIO heap or
+ *   static memory, never its locals: GIO's threads use the buffer while
+ *   the task's frames are moved away. Out parameters may be locals (they
+ *   are written once the task runs again).
  * - Out parameters are written only on success. Objects and strings they
  *   receive belong to the caller (g_object_unref(), g_free()).
  *
