@@ -9,12 +9,14 @@
  *
  * The wait awaits a shield of the op's future: a cancellation or a
  * timeout cancels the shield, then the GCancellable, and the wait goes on
- * until GIO called back. So a call never returns while GIO may still read
- * or write what it was lent. */
+ * until GIO called back, so that GIO is done with what it was lent. The
+ * one-liners lend GIO nothing of the caller's anyway (they copy through
+ * GBytes), so they stay safe when the wait is cut short. */
 #include "glib_internal.h"
 
 #include <errno.h>
 #include <math.h>
+#include <string.h>
 
 typedef struct gio_call {
     bool active;         /* between begin and end (or parked in a wait) */
@@ -199,11 +201,24 @@ GError **lb_gio_call_error(void) {
     return &current.error;
 }
 
+/* True while the loop's context delivers GIO's callbacks, that is while
+ * the task runs from the loop's GSource (g_application_run(),
+ * lb_loop_run_*, any iteration of the context). A closing loop runs its
+ * tasks from lb_loop_close() instead and nobody iterates the context. */
+static bool context_delivers(void) {
+    lb__glib_state *st = lb__glib_state_of(lb_loop_get_running());
+    return st && g_main_current_source() == st->source;
+}
+
 /* Suspends until the op's future is done, awaiting it through a shield so
- * that the task's cancellation (or the timeout) does not stop the wait
- * for GIO's callback: it cancels the GCancellable, and the wait goes on.
- * Returns 0 and the GAsyncResult in *result, or why the finish must not
- * run. */
+ * that the task's cancellation (or the timeout) does not end the wait at
+ * once: it cancels the GCancellable, and the wait goes on until GIO called
+ * back, so that GIO is done with what it was lent. A second cancellation
+ * during that wait ends it, as a second cancel interrupts an asyncio
+ * task's cleanup. So does the loop's close: its tasks then unwind from
+ * lb_loop_close(), which does not iterate the context, so GIO's callback
+ * could never come. Returns 0 and the GAsyncResult in *result, or why the
+ * finish must not run. */
 static int await_gio(lb_gio_op *op, double timeout, GAsyncResult **result) {
     lb_future *future = lb_gio_op_future(op);
     int status = 0;
@@ -214,18 +229,14 @@ static int await_gio(lb_gio_op *op, double timeout, GAsyncResult **result) {
             r = status == 0 ? lb_wait_for(shield, timeout, NULL) : lb_await(shield, NULL);
             lb_future_unref(shield);
         }
-        if (r == -ECANCELED || r == -ETIMEDOUT) {
-            if (status == 0)
-                status = r;
-            g_cancellable_cancel(lb_gio_op_cancellable(op));
-        } else if (r < 0 && !lb_future_is_done(future)) {
-            /* No memory to wait, or the loop is closing: cancel, and let
-             * the op live on until GIO called back (lb_gio_op_ready holds
-             * it). The one path where what was lent to GIO may still be
-             * in use when the call returns. */
-            g_cancellable_cancel(lb_gio_op_cancellable(op));
+        if (r == 0)
+            continue; /* GIO called back */
+        /* The op lives on until GIO called back (lb_gio_op_ready holds it). */
+        g_cancellable_cancel(lb_gio_op_cancellable(op));
+        if (status == 0 && (r == -ECANCELED || r == -ETIMEDOUT) && context_delivers())
+            status = r; /* now wait for GIO's callback */
+        else
             return status ? status : r;
-        }
     }
     if (status)
         return status;
@@ -320,16 +331,25 @@ int lb_gio_file_load_contents(GFile *file, char **contents, gsize *length, char 
     return 0;
 }
 
+/* A copy of count bytes for GIO to hold. An empty one still points
+ * somewhere: GIO's writes refuse a NULL buffer even for no bytes. */
+static GBytes *copy_bytes(const void *buffer, gsize count) {
+    return count ? g_bytes_new(buffer, count) : g_bytes_new_static("", 0);
+}
+
 int lb_gio_file_replace_contents(GFile *file, const void *contents, gsize length,
                                  const char *etag, gboolean make_backup, GFileCreateFlags flags,
                                  char **new_etag) {
     CHECK(G_IS_FILE(file));
     CHECK(contents || length == 0);
+    /* A copy GIO holds until it is done, whenever the call returns. */
+    GBytes *bytes = copy_bytes(contents, length);
     char *tag = NULL;
     int r = AWAIT(-1.0,
-                  g_file_replace_contents_async(file, contents ? contents : "", length, etag,
-                                                make_backup, flags, LB_GIO_ASYNC),
+                  g_file_replace_contents_bytes_async(file, bytes, etag, make_backup, flags,
+                                                      LB_GIO_ASYNC),
                   g_file_replace_contents_finish(file, LB_GIO_RESULT, &tag, LB_GIO_ERROR));
+    g_bytes_unref(bytes);
     if (r < 0)
         return r;
     if (new_etag)
@@ -390,20 +410,52 @@ int lb_gio_enumerator_next_files(GFileEnumerator *enumerator, int num_files, GLi
     return (int)g_list_length(infos);
 }
 
+/* The stream calls hand GIO buffers of its own (GBytes), copied from or
+ * into the caller's: GIO may use them after the call returned (the loop
+ * closed while it waited), the caller's buffer never. */
+
 int lb_gio_input_stream_read(GInputStream *stream, void *buffer, gsize count, gsize *nread) {
     CHECK(G_IS_INPUT_STREAM(stream));
     CHECK(buffer || count == 0);
     CHECK(count <= G_MAXSSIZE);
+    if (!lb_task_current())
+        return lb_driver_fail(-EPERM, "%s: called outside a task", __func__);
+    if (count == 0) {
+        /* GIO refuses to read into no buffer; read(2) reads nothing. */
+        if (nread)
+            *nread = 0;
+        return 0;
+    }
+    GBytes *bytes = NULL;
+    int r = AWAIT(-1.0,
+                  g_input_stream_read_bytes_async(stream, count, G_PRIORITY_DEFAULT,
+                                                  LB_GIO_ASYNC),
+                  bytes = g_input_stream_read_bytes_finish(stream, LB_GIO_RESULT, LB_GIO_ERROR));
+    if (r < 0) {
+        if (bytes)
+            g_bytes_unref(bytes);
+        return r;
+    }
+    gsize n = 0;
+    const void *data = g_bytes_get_data(bytes, &n);
+    if (n)
+        memcpy(buffer, data, n);
+    g_bytes_unref(bytes);
+    if (nread)
+        *nread = n;
+    return 0;
+}
+
+/* Writes bytes once; *nwritten gets the count. */
+static int write_bytes(GOutputStream *stream, GBytes *bytes, gsize *nwritten) {
     gssize n = -1;
     int r = AWAIT(-1.0,
-                  g_input_stream_read_async(stream, buffer, count, G_PRIORITY_DEFAULT,
-                                            LB_GIO_ASYNC),
-                  n = g_input_stream_read_finish(stream, LB_GIO_RESULT, LB_GIO_ERROR));
-    if (r < 0)
-        return r;
-    if (nread)
-        *nread = (gsize)n;
-    return 0;
+                  g_output_stream_write_bytes_async(stream, bytes, G_PRIORITY_DEFAULT,
+                                                    LB_GIO_ASYNC),
+                  n = g_output_stream_write_bytes_finish(stream, LB_GIO_RESULT, LB_GIO_ERROR));
+    if (r == 0)
+        *nwritten = (gsize)n;
+    return r;
 }
 
 int lb_gio_output_stream_write(GOutputStream *stream, const void *buffer, gsize count,
@@ -411,16 +463,13 @@ int lb_gio_output_stream_write(GOutputStream *stream, const void *buffer, gsize 
     CHECK(G_IS_OUTPUT_STREAM(stream));
     CHECK(buffer || count == 0);
     CHECK(count <= G_MAXSSIZE);
-    gssize n = -1;
-    int r = AWAIT(-1.0,
-                  g_output_stream_write_async(stream, buffer, count, G_PRIORITY_DEFAULT,
-                                              LB_GIO_ASYNC),
-                  n = g_output_stream_write_finish(stream, LB_GIO_RESULT, LB_GIO_ERROR));
-    if (r < 0)
-        return r;
-    if (nwritten)
-        *nwritten = (gsize)n;
-    return 0;
+    GBytes *bytes = copy_bytes(buffer, count);
+    gsize n = 0;
+    int r = write_bytes(stream, bytes, &n);
+    g_bytes_unref(bytes);
+    if (r == 0 && nwritten)
+        *nwritten = n;
+    return r;
 }
 
 int lb_gio_output_stream_write_all(GOutputStream *stream, const void *buffer, gsize count,
@@ -428,16 +477,21 @@ int lb_gio_output_stream_write_all(GOutputStream *stream, const void *buffer, gs
     CHECK(G_IS_OUTPUT_STREAM(stream));
     CHECK(buffer || count == 0);
     CHECK(count <= G_MAXSSIZE);
-    gsize n = 0;
-    int r = AWAIT(-1.0,
-                  g_output_stream_write_all_async(stream, buffer, count, G_PRIORITY_DEFAULT,
-                                                  LB_GIO_ASYNC),
-                  g_output_stream_write_all_finish(stream, LB_GIO_RESULT, &n, LB_GIO_ERROR));
-    if (r < 0)
-        return r;
-    if (nwritten)
-        *nwritten = n;
-    return 0;
+    /* One copy; each partial write goes on with a slice of it. */
+    GBytes *all = copy_bytes(buffer, count);
+    gsize done = 0;
+    int r = 0;
+    while (r == 0 && done < count) {
+        GBytes *rest = g_bytes_new_from_bytes(all, done, count - done);
+        gsize n = 0;
+        r = write_bytes(stream, rest, &n);
+        g_bytes_unref(rest);
+        done += n;
+    }
+    g_bytes_unref(all);
+    if (r == 0 && nwritten)
+        *nwritten = count;
+    return r;
 }
 
 int lb_gio_subprocess_wait(GSubprocess *process, double timeout, int *exit_code) {

@@ -85,9 +85,9 @@ static int files_task(lb_task *task, void *data) {
     assert_non_null(lb_gio_last_error());
     assert_true(g_error_matches(lb_gio_last_error(), G_IO_ERROR, G_IO_ERROR_NOT_FOUND));
 
-    /* Written, read back, etag checked. Static: what GIO is lent must
-     * not be on a shared stack (see test_gio_calls_shared_stack_tasks). */
-    static const char text[] = "hello, one line\n";
+    /* Written, read back, etag checked. A local, even on the shared stack:
+     * the call copies it. */
+    const char text[] = "hello, one line\n";
     char *etag = NULL;
     assert_int_equal(lb_gio_file_replace_contents(file, text, sizeof text - 1, NULL, FALSE,
                                                   G_FILE_CREATE_NONE, &etag), 0);
@@ -147,30 +147,6 @@ static void test_gio_calls_files(void **state) {
     remove_dir(f.dir);
 }
 
-/* Two tasks on the shared stack making calls at the same time: each
- * call's state moves off the thread's slot while its task waits. */
-static int shared_pair_task(lb_task *task, void *data) {
-    (void)task;
-    (void)data;
-    lb_task_options opts = {.flags = LB_TASK_SHARED_STACK};
-    files mine[2] = {{.dir = tmp_dir()}, {.dir = tmp_dir()}};
-    lb_task *t[2];
-    for (int i = 0; i < 2; i++)
-        assert_int_equal(lb_task_spawn(lb_loop_get_running(), files_task, &mine[i], &opts,
-                                       &t[i]), 0);
-    for (int i = 0; i < 2; i++) {
-        assert_int_equal(lb_await(lb_task_future(t[i]), NULL), 0);
-        lb_task_unref(t[i]);
-        remove_dir(mine[i].dir);
-    }
-    return 0;
-}
-
-static void test_gio_calls_shared_stack_tasks(void **state) {
-    (void)state;
-    /* The parent has a stack of its own: the children point into it. */
-    assert_int_equal(run_task(shared_pair_task, NULL), 0);
-}
 
 /* ------------------------------------------------------------------ */
 /* Misuse                                                              */
@@ -275,6 +251,13 @@ static int pipe_echo_task(lb_task *task, void *data) {
     assert_int_equal(n, sizeof text);
     assert_int_equal(lb_gio_output_stream_write(p->out, "!", 1, &n), 0);
     assert_int_equal(n, 1);
+    /* Nothing to move: no bytes, and a NULL buffer is fine. */
+    assert_int_equal(lb_gio_output_stream_write(p->out, NULL, 0, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(lb_gio_output_stream_write_all(p->out, NULL, 0, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(lb_gio_input_stream_read(p->in, NULL, 0, &n), 0);
+    assert_int_equal(n, 0);
     char buf[64];
     gsize got = 0;
     while (got < sizeof text + 1) {
@@ -357,6 +340,139 @@ static void test_gio_calls_await_timeout(void **state) {
     assert_int_equal(p.status, -ETIMEDOUT);
     assert_false(p.pending);
     close_pipe(&p);
+}
+
+static void cancel_future(lb_loop *loop, void *data) {
+    (void)loop;
+    lb_future_cancel(data);
+}
+
+/* The loop closed while a call waits: the task unwinds with -ECANCELED,
+ * GIO's operation is cancelled, nothing leaks. */
+static void test_gio_calls_loop_closed_while_waiting(void **state) {
+    (void)state;
+    pipe_test p = {0};
+    open_pipe(&p);
+    GMainContext *ctx = g_main_context_new();
+    lb_loop *loop = NULL;
+    assert_int_equal(lb_glib_loop_new(&loop, ctx), 0);
+    lb_task *t = NULL;
+    assert_int_equal(lb_task_spawn(loop, pipe_block_task, &p, NULL, &t), 0);
+    lb_future *later = NULL;
+    assert_int_equal(lb_future_new(loop, &later), 0);
+    assert_int_equal(lb_loop_call_later(loop, 0.05, cancel_future, later, NULL), 0);
+    lb_loop_run_until_complete(loop, later);
+    lb_future_unref(later);
+    assert_false(lb_task_is_done(t));
+    /* Close does not iterate the context: GIO's callback cannot come, so
+     * the call must not wait for it (close would give up on the task
+     * after seconds, and report it). */
+    gint64 t0 = g_get_monotonic_time();
+    assert_int_equal(lb_loop_close(loop), 0);
+    assert_true(g_get_monotonic_time() - t0 < 2 * G_TIME_SPAN_SECOND);
+    assert_true(lb_task_is_done(t));
+    assert_int_equal(p.status, -ECANCELED);
+    lb_task_unref(t);
+    lb_loop_unref(loop);
+    /* The closed loop could not wait for GIO; the task freed its buffer
+     * at once, GIO reads into one of its own and calls back later. */
+    gint64 end = g_get_monotonic_time() + 5 * G_TIME_SPAN_SECOND;
+    while (g_input_stream_has_pending(p.in) && g_get_monotonic_time() < end)
+        g_main_context_iteration(ctx, TRUE);
+    assert_false(g_input_stream_has_pending(p.in));
+    g_main_context_unref(ctx);
+    close_pipe(&p);
+}
+
+/* Tasks on the shared stack making calls at the same time, with their
+ * buffers on that stack: each call's state moves off the thread's slot
+ * while its task waits, and GIO never touches the moved frames. */
+static int shared_pair_task(lb_task *task, void *data) {
+    (void)task;
+    (void)data;
+    lb_task_options opts = {.flags = LB_TASK_SHARED_STACK};
+    files mine[2] = {{.dir = tmp_dir()}, {.dir = tmp_dir()}};
+    pipe_test pipes[2] = {{0}};
+    lb_task *t[4];
+    for (int i = 0; i < 2; i++) {
+        open_pipe(&pipes[i]);
+        assert_int_equal(lb_task_spawn(lb_loop_get_running(), files_task, &mine[i], &opts,
+                                       &t[i]), 0);
+        assert_int_equal(lb_task_spawn(lb_loop_get_running(), pipe_echo_task, &pipes[i], &opts,
+                                       &t[2 + i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(lb_await(lb_task_future(t[i]), NULL), 0);
+        lb_task_unref(t[i]);
+    }
+    for (int i = 0; i < 2; i++) {
+        remove_dir(mine[i].dir);
+        close_pipe(&pipes[i]);
+    }
+    return 0;
+}
+
+static void test_gio_calls_shared_stack_tasks(void **state) {
+    (void)state;
+    /* The parent has a stack of its own: the children point into it. */
+    assert_int_equal(run_task(shared_pair_task, NULL), 0);
+}
+
+/* An operation that ignores its GCancellable: it ends when the test says
+ * so. The first cancellation waits for it; a second one ends the wait. */
+static GTask *stubborn_op;
+
+static void stubborn_async(GCancellable *cancellable, GAsyncReadyCallback cb, gpointer data) {
+    stubborn_op = g_task_new(NULL, cancellable, cb, data);
+    g_task_set_check_cancellable(stubborn_op, FALSE);
+}
+
+typedef struct stubborn {
+    int status;
+    gboolean finished;
+    gboolean finish_ran;
+} stubborn;
+
+static int stubborn_task(lb_task *task, void *data) {
+    stubborn *st = data;
+    (void)task;
+    st->status = LB_GIO_AWAIT(NULL, stubborn_async(LB_GIO_ASYNC),
+                              st->finish_ran = g_task_propagate_boolean(G_TASK(LB_GIO_RESULT),
+                                                                        LB_GIO_ERROR));
+    st->finished = TRUE;
+    return 0;
+}
+
+static void test_gio_calls_second_cancel_ends_wait(void **state) {
+    (void)state;
+    GMainContext *ctx = g_main_context_new();
+    lb_loop *loop = NULL;
+    assert_int_equal(lb_glib_loop_new(&loop, ctx), 0);
+    stubborn st = {0};
+    lb_task *t = NULL;
+    assert_int_equal(lb_task_spawn(loop, stubborn_task, &st, NULL, &t), 0);
+    for (int i = 0; i < 5; i++)
+        g_main_context_iteration(ctx, FALSE);
+    assert_non_null(stubborn_op);
+    assert_int_equal(lb_task_cancel(t), 1);
+    for (int i = 0; i < 20; i++)
+        g_main_context_iteration(ctx, FALSE);
+    assert_true(g_cancellable_is_cancelled(g_task_get_cancellable(stubborn_op)));
+    assert_false(st.finished); /* still waiting for GIO's callback */
+    assert_int_equal(lb_task_cancel(t), 1);
+    assert_int_equal(lb_loop_run_until_complete(loop, lb_task_future(t)), 0);
+    assert_true(st.finished);
+    assert_int_equal(st.status, -ECANCELED);
+    assert_false(st.finish_ran);
+    /* The late callback finds the op still alive, then lets it go. */
+    g_task_return_boolean(stubborn_op, TRUE);
+    g_clear_object(&stubborn_op);
+    while (g_main_context_iteration(ctx, FALSE))
+        ;
+    lb_task_unref(t);
+    assert_int_equal(lb_loop_close(loop), 0);
+    lb_loop_unref(loop);
+    g_main_context_unref(ctx);
 }
 
 /* The generic form hands the GError over when asked. */
@@ -676,6 +792,8 @@ int main(void) {
         cmocka_unit_test(test_gio_calls_pipe_read_write),
         cmocka_unit_test(test_gio_calls_cancel_read),
         cmocka_unit_test(test_gio_calls_await_timeout),
+        cmocka_unit_test(test_gio_calls_loop_closed_while_waiting),
+        cmocka_unit_test(test_gio_calls_second_cancel_ends_wait),
         cmocka_unit_test(test_gio_calls_generic_error),
         cmocka_unit_test(test_gio_calls_subprocess),
         cmocka_unit_test(test_gio_calls_socket_connect),

@@ -23,14 +23,14 @@
  *   lb_error_detail(), prefixed with the call's name, and the GError itself
  *   stays readable with lb_gio_last_error().
  * - Cancelling the task cancels the GCancellable handed to GIO, and the
- *   call returns -ECANCELED. It returns only once GIO called back, so
- *   whatever was lent to GIO (a buffer to read into or write from) may be
- *   freed as soon as it returned. GIO calls back promptly once cancelled;
- *   an operation that ignores its GCancellable holds the task until it ends.
- * - A task on the shared stack (LB_TASK_SHARED_STACK) lends GIO heap or
- *   static memory, never its locals: GIO's threads use the buffer while
- *   the task's frames are moved away. Out parameters may be locals (they
- *   are written once the task runs again).
+ *   call returns -ECANCELED once GIO called back (GIO calls back promptly
+ *   once cancelled; an operation that ignores its GCancellable holds the
+ *   task until it ends, or until the task is cancelled again). When the
+ *   loop is closed while a call waits, the call returns at once.
+ * - The buffers given to the calls here are copied: GIO works on buffers
+ *   of its own, so the caller's may be freed or reused as soon as the call
+ *   returned, whatever the outcome, and may be locals of a task on the
+ *   shared stack (LB_TASK_SHARED_STACK).
  * - Out parameters are written only on success. Objects and strings they
  *   receive belong to the caller (g_object_unref(), g_free()).
  *
@@ -89,12 +89,19 @@ LB_EXPORT const GError *lb_gio_last_error(void);
  * GError (lb_gio_error_to_errno()); -ECANCELED if the task was cancelled;
  * -EPERM outside a task; -EINVAL on a loop of another driver; -ENOMEM.
  * start and finish must not themselves contain LB_GIO_AWAIT (-EBUSY).
+ * Memory the start lends GIO (a buffer to read into) is GIO's until the
+ * expression's value is known, unless the task was cancelled twice (the
+ * loop's close does that): then GIO may still use it, so lend memory that
+ * GIO holds itself (GBytes) where that matters. A task on the shared stack
+ * lends heap or static memory, not its locals (GIO's threads use it while
+ * the task's frames are moved away).
  * Loop thread, inside a task on a GLib loop. */
 #define LB_GIO_AWAIT(error, start, finish) LB_GIO_AWAIT_TIMEOUT(-1.0, error, start, finish)
 
 /* LB_GIO_AWAIT() with a limit: when timeout seconds (negative or INFINITY:
  * none; NaN: -EINVAL) pass before GIO called back, the operation is
- * cancelled, GIO's callback awaited, and the expression is -ETIMEDOUT. */
+ * cancelled, GIO's callback awaited (as after a cancellation), and the
+ * expression is -ETIMEDOUT. */
 #define LB_GIO_AWAIT_TIMEOUT(timeout, error, start, finish)                                      \
     (lb_gio_call_begin(timeout) < 0                                                              \
          ? lb_gio_call_end(error, __func__)                                                      \
@@ -170,8 +177,7 @@ LB_EXPORT int lb_gio_file_load_contents(GFile *file, char **contents, gsize *len
  * to a temporary file, then renamed over file unless flags say otherwise.
  *
  * file:        the file.
- * contents:    the bytes (lent to GIO until the call returns); may be NULL
- *              when length is 0.
+ * contents:    the bytes (copied); may be NULL when length is 0.
  * length:      their number.
  * etag:        the entity tag the file must still have (else -ESTALE), or
  *              NULL.
@@ -237,8 +243,10 @@ LB_EXPORT int lb_gio_enumerator_next_files(GFileEnumerator *enumerator, int num_
 /* Reads up to count bytes from stream (g_input_stream_read_async()).
  *
  * stream: the stream.
- * buffer: where the bytes go (lent to GIO until the call returns).
- * count:  its size, at most G_MAXSSIZE.
+ * buffer: where the bytes go (GIO reads into a buffer of its own, copied
+ *         into this one on success).
+ * count:  its size, at most G_MAXSSIZE; 0 reads nothing (and returns 0
+ *         at once).
  * nread:  receives how many were read (0: end of stream); may be NULL.
  *
  * Returns 0, GIO's errno (-EBUSY: another operation is pending on the
@@ -251,7 +259,7 @@ LB_EXPORT int lb_gio_input_stream_read(GInputStream *stream, void *buffer, gsize
  * partial write is a success.
  *
  * stream:   the stream.
- * buffer:   the bytes (lent to GIO until the call returns).
+ * buffer:   the bytes (copied).
  * count:    their number, at most G_MAXSSIZE.
  * nwritten: receives how many were written; may be NULL.
  *
