@@ -275,6 +275,34 @@ static void test_signal_object_disposed(void **state) {
     g_object_unref(w.dialog);
 }
 
+static void stop_soon(lb_loop *loop, void *data) {
+    (void)data;
+    lb_loop_stop(loop);
+}
+
+/* The loop closed while a task waits: the task unwinds with -ECANCELED
+ * and takes its handler along. */
+static void test_signal_loop_closed_while_waiting(void **state) {
+    (void)state;
+    waiting w = {.dialog = new_dialog(), .signal = "response", .timeout = -1, .response = -1};
+    GMainContext *ctx = g_main_context_new();
+    lb_loop *loop = NULL;
+    assert_int_equal(lb_glib_loop_new(&loop, ctx), 0);
+    assert_int_equal(lb_task_spawn(loop, wait_task, &w, NULL, NULL), 0);
+    assert_int_equal(lb_loop_call_later(loop, 0.05, stop_soon, NULL, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    assert_false(no_handler_left(w.dialog));
+    assert_int_equal(lb_loop_close(loop), 0);
+    assert_int_equal(w.status, -ECANCELED);
+    assert_true(no_handler_left(w.dialog));
+    lb_loop_unref(loop);
+    g_main_context_unref(ctx);
+    /* A late emission reaches nobody. */
+    g_signal_emit(w.dialog, signals[SIG_RESPONSE], 0, 1);
+    assert_int_equal(w.response, -1);
+    g_object_unref(w.dialog);
+}
+
 /* The emission on another thread. */
 static gpointer emit_thread(gpointer data) {
     waiting *w = data;
@@ -332,6 +360,7 @@ int main(void) {
         cmocka_unit_test(test_signal_cancel),
         cmocka_unit_test(test_signal_object_finalized),
         cmocka_unit_test(test_signal_object_disposed),
+        cmocka_unit_test(test_signal_loop_closed_while_waiting),
         cmocka_unit_test(test_signal_from_another_thread),
         cmocka_unit_test(test_signal_misuse),
     };

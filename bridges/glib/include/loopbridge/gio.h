@@ -357,8 +357,9 @@ LB_EXPORT int lb_gio_dbus_connection_call(GDBusConnection *connection, const cha
  *
  * Returns 0; -ETIMEDOUT; -ECANCELED (the task was cancelled); -EIDRM; -EINVAL
  * (instance not a GObject, no such signal, NaN timeout); -EPERM outside a
- * task. The emission may come from any thread; the waiting happens on the
- * loop's. Loop thread, inside a task (any driver). */
+ * task. The emission may come from any thread; the object's last
+ * reference is dropped on the loop's thread (as GTK's always are). Loop
+ * thread, inside a task (any driver). */
 LB_EXPORT int lb_glib_await_signal(gpointer instance, const char *signal, double timeout, ...);
 
 /* lb_glib_await_signal() with the parameters as GValues.
