@@ -189,16 +189,15 @@ int lb_shield(lb_future *future, lb_future **ret) {
 /* wait_for                                                            */
 /* ------------------------------------------------------------------ */
 
-typedef struct wait_for_state {
-    lb_future *future;
-    bool timed_out;
-} wait_for_state;
-
+/* The task waits in lb_await(future) while its deadline is pending (the
+ * timer is cancelled before lb_wait_for returns), so what to cancel is
+ * what it awaits. */
 static void wait_for_expired(lb_loop *loop, void *data) {
-    wait_for_state *w = data;
+    lb_task *t = data;
     (void)loop;
-    w->timed_out = true;
-    lb_future_cancel(w->future);
+    t->deadline_passed = true;
+    if (t->awaiting)
+        lb_future_cancel(t->awaiting);
 }
 
 int lb_wait_for(lb_future *future, double timeout, void **value) {
@@ -207,18 +206,35 @@ int lb_wait_for(lb_future *future, double timeout, void **value) {
         return lb__fail(NULL, -EPERM, "lb_wait_for: called outside a task");
     lb_assert_return(future, -EINVAL);
     lb_assert_return(!isnan(timeout), -EINVAL);
-    if (timeout < 0 || lb_future_is_done(future))
+    /* lb_await reports a future it cannot await, delivers a cancellation
+     * already requested, and returns what is done already. */
+    if (timeout < 0 || future->loop != t->loop || future == t->future || t->must_cancel ||
+        lb_future_is_done(future))
         return lb_await(future, value);
-    wait_for_state w = {.future = future};
-    lb_handle *timer = NULL;
-    int r = lb_loop_call_later(t->loop, timeout, wait_for_expired, &w, &timer);
-    if (r < 0)
-        return r;
-    r = lb_await(future, value);
-    lb_handle_cancel(timer);
-    lb_handle_unref(timer);
-    /* The task's own cancellation wins over the timeout. */
-    if (w.timed_out && r == -ECANCELED && !t->must_cancel && t->cancel_requests == 0)
+    /* Only a cancellation that the timeout made becomes -ETIMEDOUT: the
+     * task's own, requested while it waits, wins. Counting requests (not
+     * asking whether any is left) keeps a cancellation the task caught
+     * earlier from turning its later timeouts into cancellations. */
+    unsigned requests = t->cancel_requests;
+    bool timed_out;
+    int r;
+    if (timeout == 0) {
+        /* No time at all: cancelled at once (the work does not get one
+         * more iteration), and awaited until the cancellation landed. */
+        lb_future_cancel(future);
+        r = lb_await(future, value);
+        timed_out = true;
+    } else {
+        t->deadline_passed = false;
+        r = lb_loop_call_later(t->loop, timeout, wait_for_expired, t, &t->deadline);
+        if (r < 0)
+            return r;
+        r = lb_await(future, value);
+        lb_handle_cancel(t->deadline);
+        t->deadline = lb_handle_unref(t->deadline);
+        timed_out = t->deadline_passed;
+    }
+    if (timed_out && r == -ECANCELED && t->cancel_requests <= requests)
         return lb__fail(t->loop, -ETIMEDOUT, "lb_wait_for: timed out after %.3f s", timeout);
     return r;
 }

@@ -536,6 +536,8 @@ static void tasks_destroy(lb_loop *loop) {
             t->timer = lb_handle_unref(t->timer);
         if (t->awaiting)
             t->awaiting = lb_future_unref(t->awaiting);
+        if (t->deadline)
+            t->deadline = lb_handle_unref(t->deadline);
         t->status = -ECANCELED;
         t->state = LB__TASK_DONE;
         task_finish(t);

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 static lb_task *spawn(lb_loop *loop, lb_task_fn fn, void *data, const char *name) {
     lb_task *t = NULL;
@@ -603,6 +605,86 @@ static void test_task_group_waiter_cancelled(void **state) {
     fixture_loop_free(loop);
 }
 
+/* ---------------- asyncio parity of cancellation and combinators ---------------- */
+
+static lb_loop *loop_of(lb_task *task) {
+    return lb_future_get_loop(lb_task_future(task));
+}
+
+/* Runs fn as the one task of a loop of its own, until it ended. */
+static void run_alone(lb_task_fn fn, const char *name) {
+    lb_loop *loop = fixture_loop_new();
+    lb_task *t = spawn(loop, fn, NULL, name);
+    assert_int_equal(fixture_finish(loop, t, 30), 0);
+    fixture_loop_free(loop);
+}
+
+/* wait_for with no time left cancels at once, as asyncio does. */
+static int sets_flag(lb_task *task, void *data) {
+    (void)task;
+    *(bool *)data = true;
+    return lb_task_return("too late", NULL);
+}
+
+static int wait_for_zero(lb_task *task, void *data) {
+    (void)data;
+    bool ran = false;
+    lb_task *child = NULL;
+    assert_int_equal(lb_task_spawn(loop_of(task), sets_flag, &ran, NULL, &child), 0);
+    void *v = NULL;
+    assert_int_equal(lb_wait_for(lb_task_future(child), 0, &v), -ETIMEDOUT);
+    assert_false(ran);
+    assert_true(lb_future_is_cancelled(lb_task_future(child)));
+    lb_task_unref(child);
+
+    lb_future *f = NULL;
+    assert_int_equal(lb_future_new(loop_of(task), &f), 0);
+    assert_int_equal(lb_wait_for(f, 0, NULL), -ETIMEDOUT);
+    assert_true(lb_future_is_cancelled(f));
+    lb_future_unref(f);
+
+    /* Done already: its outcome, with no time needed. */
+    assert_int_equal(lb_future_new(loop_of(task), &f), 0);
+    assert_int_equal(lb_future_set_result(f, "ready", NULL), 0);
+    assert_int_equal(lb_wait_for(f, 0, &v), 0);
+    assert_string_equal(v, "ready");
+    lb_future_unref(f);
+    return 0;
+}
+
+static void test_task_wait_for_zero(void **state) {
+    (void)state;
+    run_alone(wait_for_zero, "wait-for-zero");
+}
+
+/* A task that caught a cancellation (without uncancelling) still gets
+ * -ETIMEDOUT from its later timeouts. */
+static int timeouts_after_caught_cancel(lb_task *task, void *data) {
+    (void)data;
+    assert_int_equal(lb_task_cancel(task), 1);
+    assert_int_equal(lb_yield(), -ECANCELED);
+    assert_true(lb_task_cancelling(task));
+    lb_future *f = NULL;
+    assert_int_equal(lb_future_new(loop_of(task), &f), 0);
+    assert_int_equal(lb_wait_for(f, 0.01, NULL), -ETIMEDOUT);
+    lb_future_unref(f);
+    assert_int_equal(lb_future_new(loop_of(task), &f), 0);
+    assert_int_equal(lb_wait_for(f, 0, NULL), -ETIMEDOUT);
+    lb_future_unref(f);
+    int fd[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fd), 0);
+    char c;
+    assert_int_equal(lb_read(fd[0], &c, 1, 0.01), -ETIMEDOUT);
+    close(fd[0]);
+    close(fd[1]);
+    return 0;
+}
+
+static void test_task_timeouts_after_caught_cancel(void **state) {
+    (void)state;
+    run_alone(timeouts_after_caught_cancel, "caught-cancel");
+}
+
 /* ---------------- close with live tasks ---------------- */
 
 typedef struct unwinder {
@@ -738,6 +820,8 @@ int run_task_tests(void) {
         cmocka_unit_test(test_task_shield),
         cmocka_unit_test(test_task_group),
         cmocka_unit_test(test_task_group_waiter_cancelled),
+        cmocka_unit_test(test_task_wait_for_zero),
+        cmocka_unit_test(test_task_timeouts_after_caught_cancel),
         cmocka_unit_test(test_task_close_cancels_live_tasks),
         cmocka_unit_test(test_task_close_reports_stubborn_task),
         cmocka_unit_test(test_task_close_frees_futures_of_dropped_callbacks),

@@ -176,8 +176,13 @@ enum {
 LB_EXPORT int lb_gather(lb_future *const *futures, size_t n, unsigned flags, lb_future **ret);
 
 /* Awaits future for at most timeout seconds (timeout < 0: no limit).
- * On timeout cancels future and returns -ETIMEDOUT. Otherwise as
- * lb_await(). Inside a task only (-EPERM). */
+ * On timeout cancels future, waits until it is done, and returns
+ * -ETIMEDOUT (or future's outcome if it ended otherwise than cancelled).
+ * timeout 0: a future done already gives its outcome; otherwise it is
+ * cancelled at once, without one more iteration, and awaited as above.
+ * A cancellation of the calling task requested before or during the wait
+ * wins: -ECANCELED (one the task caught earlier does not count). Otherwise
+ * as lb_await(). Inside a task only (-EPERM). */
 LB_EXPORT int lb_wait_for(lb_future *future, double timeout, void **value);
 
 /* A future that mirrors future's outcome, but whose cancellation does not
