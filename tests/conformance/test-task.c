@@ -685,6 +685,89 @@ static void test_task_timeouts_after_caught_cancel(void **state) {
     run_alone(timeouts_after_caught_cancel, "caught-cancel");
 }
 
+/* A task cancelled while it runs that returns without awaiting again
+ * ends cancelled, its result dropped. */
+static int cancel_self_then_return(lb_task *task, void *data) {
+    int *requested = data;
+    *requested = lb_task_cancel(task);
+    assert_int_equal(lb_task_return(strdup("dropped"), free), 0);
+    return 0;
+}
+
+static void test_task_cancelled_while_running_ends_cancelled(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    int requested = 0;
+    lb_task *t = spawn(loop, cancel_self_then_return, &requested, "self-cancel");
+    run_task(loop, t);
+    assert_int_equal(requested, 1);
+    assert_true(lb_task_is_done(t));
+    assert_true(lb_future_is_cancelled(lb_task_future(t)));
+    assert_int_equal(lb_future_result(lb_task_future(t), NULL), -ECANCELED);
+    lb_task_unref(t);
+    fixture_loop_free(loop);
+}
+
+/* Unwinds slowly: its cleanup awaits twice. */
+static int slow_unwinder(lb_task *task, void *data) {
+    (void)task;
+    (void)data;
+    int r = lb_sleep(3600);
+    if (r == -ECANCELED) {
+        assert_int_equal(lb_sleep(0.005), 0);
+        assert_int_equal(lb_yield(), 0);
+    }
+    return r;
+}
+
+typedef struct await_unwind {
+    lb_task *inner[2];
+    bool cancel_self; /* else a callback cancels the awaiting task */
+    bool via_gather;
+    int status;
+    bool inner_done_at_return;
+} await_unwind;
+
+static int await_unwinding(lb_task *task, void *data) {
+    await_unwind *u = data;
+    /* Let the inner tasks start their sleep. */
+    assert_int_equal(lb_yield(), 0);
+    lb_future *what = lb_task_future(u->inner[0]);
+    lb_future *g = NULL;
+    if (u->via_gather) {
+        lb_future *fs[2] = {lb_task_future(u->inner[0]), lb_task_future(u->inner[1])};
+        assert_int_equal(lb_gather(fs, 2, 0, &g), 0);
+        what = g;
+    }
+    if (u->cancel_self)
+        assert_int_equal(lb_task_cancel(task), 1);
+    u->status = lb_await(what, NULL);
+    u->inner_done_at_return = lb_task_is_done(u->inner[0]) &&
+                              (!u->via_gather || lb_task_is_done(u->inner[1]));
+    lb_future_unref(g);
+    return 0;
+}
+
+static void test_task_await_waits_for_unwinding(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    for (int mode = 0; mode < 2; mode++) {
+        await_unwind u = {.cancel_self = mode & 1, .via_gather = mode & 2};
+        u.inner[0] = spawn(loop, slow_unwinder, NULL, "unwinder-0");
+        u.inner[1] = spawn(loop, slow_unwinder, NULL, "unwinder-1");
+        lb_task *t = spawn(loop, await_unwinding, &u, "awaiter");
+        if (!u.cancel_self)
+            assert_int_equal(lb_loop_call_later(loop, 0.005, cancel_cb, t, NULL), 0);
+        assert_int_equal(fixture_finish(loop, t, 30), 0);
+        assert_int_equal(u.status, -ECANCELED);
+        assert_true(u.inner_done_at_return);
+        lb_task_cancel(u.inner[1]);
+        fixture_finish(loop, u.inner[0], 30);
+        fixture_finish(loop, u.inner[1], 30);
+    }
+    fixture_loop_free(loop);
+}
+
 /* ---------------- close with live tasks ---------------- */
 
 typedef struct unwinder {
@@ -822,6 +905,8 @@ int run_task_tests(void) {
         cmocka_unit_test(test_task_group_waiter_cancelled),
         cmocka_unit_test(test_task_wait_for_zero),
         cmocka_unit_test(test_task_timeouts_after_caught_cancel),
+        cmocka_unit_test(test_task_cancelled_while_running_ends_cancelled),
+        cmocka_unit_test(test_task_await_waits_for_unwinding),
         cmocka_unit_test(test_task_close_cancels_live_tasks),
         cmocka_unit_test(test_task_close_reports_stubborn_task),
         cmocka_unit_test(test_task_close_frees_futures_of_dropped_callbacks),

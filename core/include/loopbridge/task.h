@@ -29,7 +29,8 @@ extern "C" {
 
 /* A task's body. Returns 0 (the result is then what lb_task_return()
  * set, or NULL), -ECANCELED to end as cancelled, or another negative
- * errno to fail. */
+ * errno to fail. A task cancelled while it ran that returns 0 before it
+ * awaited again ends cancelled, its result dropped (as in asyncio). */
 typedef int (*lb_task_fn)(lb_task *task, void *data);
 
 enum {
@@ -77,8 +78,12 @@ LB_EXPORT lb_task *lb_task_unref(lb_task *task);
 
 /* Suspends the calling task until future is done, then returns as
  * lb_future_result() (0 and the value in *value, the error, or
- * -ECANCELED). If the task is cancelled while waiting, returns
- * -ECANCELED and cancels future. value may be NULL.
+ * -ECANCELED). If the task is cancelled while waiting, or was cancelled
+ * before it awaits, future is cancelled and lb_await returns -ECANCELED
+ * once future is done: as asyncio's await, it never returns while an
+ * awaited task (or a gather of tasks) still unwinds. A future that
+ * refuses the cancellation (lb_future_cancel() returns 0) is not waited
+ * for when the cancellation came before the await. value may be NULL.
  * Outside a task returns -EPERM at once; -EXDEV for a future of another
  * loop; -EDEADLK for the task's own future (it would never complete). */
 LB_EXPORT int lb_await(lb_future *future, void **value);
@@ -99,13 +104,17 @@ LB_EXPORT lb_task *lb_task_current(void);
 LB_EXPORT int lb_task_return(void *value, lb_destroy_fn destroy);
 
 /* Requests cancellation: the task's pending or next lb_await() returns
- * -ECANCELED. A task cancelled before it first ran never runs.
+ * -ECANCELED. A task cancelled before it first ran never runs; one
+ * cancelled while it runs that returns 0 without awaiting again ends
+ * cancelled.
  * Returns 1 if requested, 0 if the task is done already; -EINVAL; -EPERM
  * on a thread that does not run the task's open loop. Loop thread. */
 LB_EXPORT int lb_task_cancel(lb_task *task);
 
-/* True once cancellation was requested and not yet delivered or
- * cleared. */
+/* True while cancellation requests are counted against the task
+ * (asyncio's cancelling() > 0): each lb_task_cancel() that returned 1
+ * counts one, delivering it counts none off, lb_task_uncancel() counts one
+ * off. It stays true on a task that ended cancelled. */
 LB_EXPORT bool lb_task_cancelling(const lb_task *task);
 
 /* Clears a delivered cancellation request so the task can go on as if it
