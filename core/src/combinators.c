@@ -18,6 +18,7 @@ typedef struct gather {
     unsigned flags;
     size_t n;
     size_t pending;
+    bool cancel_requested; /* ends cancelled once every child reported */
     unsigned refs; /* one per pending child callback, one for the result */
     lb_future *children[];
 } gather;
@@ -64,7 +65,11 @@ static void gather_complete(gather *g) {
 static void gather_child_done(lb_future *child, void *data) {
     gather *g = data;
     g->pending--;
-    if (!lb_future_is_done(g->outer)) {
+    if (g->cancel_requested) {
+        /* Cancelled: it ends when its children have unwound. */
+        if (g->pending == 0)
+            lb__future_cancel_plain(g->outer);
+    } else if (!lb_future_is_done(g->outer)) {
         int st = lb_future_result(child, NULL);
         if (st < 0 && !(g->flags & LB_GATHER_RETURN_ERRORS)) {
             if (st == -ECANCELED)
@@ -80,28 +85,28 @@ static void gather_child_done(lb_future *child, void *data) {
     gather_unref(g);
 }
 
+/* As asyncio's: too late (0) when no child could be cancelled, every
+ * one done already even if not yet reported (their results are kept);
+ * otherwise the gather ends cancelled once every child has ended. */
 static int gather_cancel(lb_future *outer, void *data) {
     gather *g = data;
+    (void)outer;
+    bool requested = false;
     for (size_t i = 0; i < g->n; i++)
-        lb_future_cancel(g->children[i]);
-    return lb__future_cancel_plain(outer);
+        if (!lb_future_is_done(g->children[i]) && lb_future_cancel(g->children[i]) > 0)
+            requested = true;
+    if (requested)
+        g->cancel_requested = true;
+    return requested ? 1 : 0;
 }
 
 /* Only consulted while the outer future is pending, when the gather is
  * alive for certain. */
 static const lb__future_hooks gather_hooks = {.cancel = gather_cancel};
 
-int lb_gather(lb_future *const *futures, size_t n, unsigned flags, lb_future **ret) {
-    lb_assert_return(ret, -EINVAL);
-    lb_assert_return(futures && n > 0, -EINVAL);
-    lb_assert_return((flags & ~LB_GATHER_RETURN_ERRORS) == 0, -EINVAL);
-    lb_loop *loop = NULL;
-    for (size_t i = 0; i < n; i++) {
-        lb_assert_return(futures[i], -EINVAL);
-        if (loop && futures[i]->loop != loop)
-            return lb__fail(loop, -EXDEV, "lb_gather: the futures belong to different loops");
-        loop = futures[i]->loop;
-    }
+/* A gather of n children (not filled in yet) and its outer future, with
+ * one reference. */
+static int gather_new(lb_loop *loop, size_t n, gather **ret) {
     gather *g = lb__calloc(1, sizeof *g + n * sizeof(lb_future *));
     if (!g)
         return lb__fail(loop, -ENOMEM, "lb_gather: out of memory");
@@ -110,11 +115,57 @@ int lb_gather(lb_future *const *futures, size_t n, unsigned flags, lb_future **r
         lb__free(g);
         return r;
     }
-    g->flags = flags;
     g->n = n;
+    g->refs = 1;
+    *ret = g;
+    return 0;
+}
+
+/* A gather of nothing: done at once with an empty result, on the loop
+ * of the calling task or the loop running on this thread. */
+static int gather_nothing(lb_future **ret) {
+    lb_loop *loop = lb__current_task ? lb__current_task->loop : lb_loop_get_running();
+    if (!loop)
+        return lb__fail(NULL, -EINVAL,
+                        "lb_gather: no futures, and no loop runs on this thread for the result");
+    gather *g = NULL;
+    int r = gather_new(loop, 0, &g);
+    if (r < 0)
+        return r;
+    /* Its reference is dropped below: the result holds the gather. */
+    gather_complete(g);
+    if (lb_future_result(g->outer, NULL) < 0) {
+        r = lb__fail(loop, -ENOMEM, "lb_gather: out of memory");
+        lb_future_unref(g->outer);
+        gather_unref(g);
+        return r;
+    }
+    *ret = g->outer;
+    gather_unref(g);
+    return 0;
+}
+
+int lb_gather(lb_future *const *futures, size_t n, unsigned flags, lb_future **ret) {
+    lb_assert_return(ret, -EINVAL);
+    lb_assert_return(futures || n == 0, -EINVAL);
+    lb_assert_return((flags & ~LB_GATHER_RETURN_ERRORS) == 0, -EINVAL);
+    if (n == 0)
+        return gather_nothing(ret);
+    lb_loop *loop = NULL;
+    for (size_t i = 0; i < n; i++) {
+        lb_assert_return(futures[i], -EINVAL);
+        if (loop && futures[i]->loop != loop)
+            return lb__fail(loop, -EXDEV, "lb_gather: the futures belong to different loops");
+        loop = futures[i]->loop;
+    }
+    gather *g = NULL;
+    int r = gather_new(loop, n, &g);
+    if (r < 0)
+        return r;
+    g->flags = flags;
     for (size_t i = 0; i < n; i++)
         g->children[i] = lb_future_ref(futures[i]);
-    g->refs = 1; /* dropped below, after the callbacks are added */
+    /* Its reference is dropped below, after the callbacks are added. */
     for (size_t i = 0; i < n; i++) {
         r = lb_future_add_done_callback(futures[i], gather_child_done, g);
         if (r < 0) {

@@ -751,7 +751,7 @@ static int await_unwinding(lb_task *task, void *data) {
 static void test_task_await_waits_for_unwinding(void **state) {
     (void)state;
     lb_loop *loop = fixture_loop_new();
-    for (int mode = 0; mode < 2; mode++) {
+    for (int mode = 0; mode < 4; mode++) {
         await_unwind u = {.cancel_self = mode & 1, .via_gather = mode & 2};
         u.inner[0] = spawn(loop, slow_unwinder, NULL, "unwinder-0");
         u.inner[1] = spawn(loop, slow_unwinder, NULL, "unwinder-1");
@@ -765,6 +765,99 @@ static void test_task_await_waits_for_unwinding(void **state) {
         fixture_finish(loop, u.inner[0], 30);
         fixture_finish(loop, u.inner[1], 30);
     }
+    fixture_loop_free(loop);
+}
+
+/* Cancelling a gather whose children all finished, before they reported,
+ * is too late: the results are kept. */
+static void test_task_gather_cancel_too_late(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    lb_future *fs[2], *g = NULL;
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(lb_future_new(loop, &fs[i]), 0);
+    assert_int_equal(lb_gather(fs, 2, 0, &g), 0);
+    assert_int_equal(lb_future_set_result(fs[0], "a", NULL), 0);
+    assert_int_equal(lb_future_set_result(fs[1], "b", NULL), 0);
+    assert_int_equal(lb_future_cancel(g), 0);
+    assert_int_equal(lb_loop_run_until_complete(loop, g), 0);
+    void *v = NULL;
+    assert_int_equal(lb_future_result(g, &v), 0);
+    lb_gather_result *res = v;
+    assert_int_equal(res->n, 2);
+    assert_string_equal(res->items[0].value, "a");
+    assert_string_equal(res->items[1].value, "b");
+    lb_future_unref(g);
+    for (int i = 0; i < 2; i++)
+        lb_future_unref(fs[i]);
+    fixture_loop_free(loop);
+}
+
+/* A cancelled gather completes only once its children ended. */
+typedef struct gather_unwind {
+    lb_task *kids[2];
+    lb_future *g;
+    bool kids_done_when_cancelled;
+    bool reported;
+} gather_unwind;
+
+static void gather_reported(lb_future *g, void *data) {
+    gather_unwind *gu = data;
+    (void)g;
+    gu->kids_done_when_cancelled = lb_task_is_done(gu->kids[0]) && lb_task_is_done(gu->kids[1]);
+    gu->reported = true;
+}
+
+static void cancel_gather_cb(lb_loop *loop, void *data) {
+    gather_unwind *gu = data;
+    (void)loop;
+    assert_int_equal(lb_future_cancel(gu->g), 1);
+}
+
+static void test_task_gather_cancel_waits_for_children(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    for (unsigned flags = 0; flags <= LB_GATHER_RETURN_ERRORS; flags++) {
+        gather_unwind gu = {0};
+        gu.kids[0] = spawn(loop, slow_unwinder, NULL, "kid-0");
+        gu.kids[1] = spawn(loop, slow_unwinder, NULL, "kid-1");
+        lb_future *fs[2] = {lb_task_future(gu.kids[0]), lb_task_future(gu.kids[1])};
+        assert_int_equal(lb_gather(fs, 2, flags, &gu.g), 0);
+        assert_int_equal(lb_future_add_done_callback(gu.g, gather_reported, &gu), 0);
+        assert_int_equal(lb_loop_call_later(loop, 0.005, cancel_gather_cb, &gu, NULL), 0);
+        fixture_run_until(loop, &gu.reported, 30);
+        assert_true(lb_future_is_cancelled(gu.g));
+        assert_true(gu.kids_done_when_cancelled);
+        fixture_finish(loop, gu.kids[0], 30);
+        fixture_finish(loop, gu.kids[1], 30);
+        lb_future_unref(gu.g);
+    }
+    fixture_loop_free(loop);
+}
+
+/* A gather of nothing is done at once with an empty result. */
+static int gather_nothing(lb_task *task, void *data) {
+    (void)task;
+    (void)data;
+    lb_future *g = NULL;
+    assert_int_equal(lb_gather(NULL, 0, 0, &g), 0);
+    assert_true(lb_future_is_done(g));
+    void *v = NULL;
+    assert_int_equal(lb_await(g, &v), 0);
+    assert_int_equal(((lb_gather_result *)v)->n, 0);
+    lb_future_unref(g);
+    return 0;
+}
+
+static void test_task_gather_of_nothing(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    lb_task *t = spawn(loop, gather_nothing, NULL, "gather-nothing");
+    assert_int_equal(fixture_finish(loop, t, 30), 0);
+    /* No loop runs here to own the future. */
+    lb_future *g = NULL;
+    assert_int_equal(lb_gather(NULL, 0, 0, &g), -EINVAL);
+    assert_null(g);
     fixture_loop_free(loop);
 }
 
@@ -907,6 +1000,9 @@ int run_task_tests(void) {
         cmocka_unit_test(test_task_timeouts_after_caught_cancel),
         cmocka_unit_test(test_task_cancelled_while_running_ends_cancelled),
         cmocka_unit_test(test_task_await_waits_for_unwinding),
+        cmocka_unit_test(test_task_gather_cancel_too_late),
+        cmocka_unit_test(test_task_gather_cancel_waits_for_children),
+        cmocka_unit_test(test_task_gather_of_nothing),
         cmocka_unit_test(test_task_close_cancels_live_tasks),
         cmocka_unit_test(test_task_close_reports_stubborn_task),
         cmocka_unit_test(test_task_close_frees_futures_of_dropped_callbacks),

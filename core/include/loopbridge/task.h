@@ -179,9 +179,14 @@ enum {
 /* A future that completes when all n futures are done, with an
  * lb_gather_result (in the order given). Without LB_GATHER_RETURN_ERRORS
  * it fails with the first error as soon as one future fails (the others
- * go on). Cancelling it cancels every future still pending. The gather
- * holds references to the futures until it completes. Returns 0, -EINVAL,
- * -ENOMEM. */
+ * go on). Cancelling it cancels every future still pending, and it ends
+ * cancelled once they all ended (never before its tasks unwound); the
+ * cancel returns 0 and changes nothing if every future was done already,
+ * even if the gather has not seen it yet. The gather holds references to
+ * the futures until it completes. n 0 (futures may then be NULL): a
+ * future done at once with an empty result, on the loop of the calling
+ * task or the loop running on this thread. Returns 0, -EINVAL (also for
+ * n 0 where no loop runs), -EXDEV (futures of different loops), -ENOMEM. */
 LB_EXPORT int lb_gather(lb_future *const *futures, size_t n, unsigned flags, lb_future **ret);
 
 /* Awaits future for at most timeout seconds (timeout < 0: no limit).
