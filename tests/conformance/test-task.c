@@ -861,6 +861,98 @@ static void test_task_gather_of_nothing(void **state) {
     fixture_loop_free(loop);
 }
 
+/* A failing child cancels the group's body too, so its awaits and nested
+ * groups are interrupted; the group takes that cancellation back when it
+ * ends. */
+static int fails_soon(lb_task *task, void *data) {
+    (void)task;
+    (void)data;
+    assert_int_equal(lb_yield(), 0);
+    return -EIO;
+}
+
+typedef struct body_case {
+    bool nested;
+    int await_status;
+    int inner_status;
+    int status;
+    int after;
+    bool cancelling_after;
+} body_case;
+
+static int group_body_interrupted(lb_task *task, void *data) {
+    body_case *bc = data;
+    lb_group *g = NULL, *inner = NULL;
+    assert_int_equal(lb_group_new(loop_of(task), &g), 0);
+    assert_int_equal(lb_group_spawn(g, fails_soon, NULL, NULL, NULL), 0);
+    if (bc->nested) {
+        assert_int_equal(lb_group_new(loop_of(task), &inner), 0);
+        assert_int_equal(lb_group_spawn(inner, sleeper, (void *)3600000, NULL, NULL), 0);
+        bc->inner_status = lb_group_wait(inner);
+        lb_group_unref(inner);
+    } else {
+        bc->await_status = lb_sleep(3600);
+    }
+    bc->status = lb_group_wait(g);
+    lb_group_unref(g);
+    bc->after = lb_sleep(0.001);
+    bc->cancelling_after = lb_task_cancelling(task);
+    return 0;
+}
+
+static void test_task_group_failure_cancels_body(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    for (int nested = 0; nested < 2; nested++) {
+        body_case bc = {.nested = nested};
+        lb_task *t = spawn(loop, group_body_interrupted, &bc, "group-body");
+        assert_int_equal(fixture_finish(loop, t, 30), 0);
+        if (nested)
+            assert_int_equal(bc.inner_status, -ECANCELED);
+        else
+            assert_int_equal(bc.await_status, -ECANCELED);
+        assert_int_equal(bc.status, -EIO);
+        assert_int_equal(bc.after, 0);
+        assert_false(bc.cancelling_after);
+    }
+    fixture_loop_free(loop);
+}
+
+/* lb_group_spawn checks its thread before it looks at the group. */
+typedef struct foreign_spawn {
+    lb_group *g;
+    int status;
+} foreign_spawn;
+
+static void *spawn_from_thread(void *arg) {
+    foreign_spawn *fs = arg;
+    fs->status = lb_group_spawn(fs->g, sleeper, (void *)1, NULL, NULL);
+    return NULL;
+}
+
+static int group_aborted(lb_task *task, void *data) {
+    foreign_spawn *fs = data;
+    assert_int_equal(lb_group_new(loop_of(task), &fs->g), 0);
+    assert_int_equal(lb_group_spawn(fs->g, fails_soon, NULL, NULL, NULL), 0);
+    assert_int_equal(lb_group_wait(fs->g), -EIO);
+    /* While the loop runs, so that it has a thread. */
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, spawn_from_thread, fs), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    return 0;
+}
+
+static void test_task_group_spawn_checks_thread_first(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    foreign_spawn fs = {0};
+    lb_task *t = spawn(loop, group_aborted, &fs, "group-aborted");
+    assert_int_equal(fixture_finish(loop, t, 30), 0);
+    assert_int_equal(fs.status, -EPERM);
+    lb_group_unref(fs.g);
+    fixture_loop_free(loop);
+}
+
 /* ---------------- close with live tasks ---------------- */
 
 typedef struct unwinder {
@@ -1003,6 +1095,8 @@ int run_task_tests(void) {
         cmocka_unit_test(test_task_gather_cancel_too_late),
         cmocka_unit_test(test_task_gather_cancel_waits_for_children),
         cmocka_unit_test(test_task_gather_of_nothing),
+        cmocka_unit_test(test_task_group_failure_cancels_body),
+        cmocka_unit_test(test_task_group_spawn_checks_thread_first),
         cmocka_unit_test(test_task_close_cancels_live_tasks),
         cmocka_unit_test(test_task_close_reports_stubborn_task),
         cmocka_unit_test(test_task_close_frees_futures_of_dropped_callbacks),

@@ -204,7 +204,10 @@ LB_EXPORT int lb_wait_for(lb_future *future, double timeout, void **value);
 LB_EXPORT int lb_shield(lb_future *future, lb_future **ret);
 
 /* asyncio's TaskGroup: tasks spawned into a group are awaited together
- * by lb_group_wait(); the first child that fails cancels its siblings. */
+ * by lb_group_wait(); the first child that fails cancels its siblings and
+ * the group's body, the task that made the group (if it was made in a
+ * task), so that the body's awaits and nested groups are interrupted at
+ * once. lb_group_wait() takes that cancellation of the body back. */
 typedef struct lb_group lb_group;
 
 /* Creates an empty group on loop; *ret gets its one reference.
@@ -219,14 +222,19 @@ LB_EXPORT int lb_group_new(lb_loop *loop, lb_group **ret);
 LB_EXPORT lb_group *lb_group_unref(lb_group *group);
 
 /* Spawns a child task into group (as lb_task_spawn). After a child
- * failed, new children are refused with -ECANCELED. */
+ * failed, new children are refused with -ECANCELED. Returns 0, -EINVAL,
+ * -EPERM (wrong thread: checked before the group is looked at), -EBADF
+ * (closed loop), -ECANCELED, or lb_task_spawn()'s errors. Loop thread. */
 LB_EXPORT int lb_group_spawn(lb_group *group, lb_task_fn fn, void *data,
                              const lb_task_options *opts, lb_task **ret);
 
 /* Waits (inside a task) until every child ended. Returns 0 if all
- * succeeded, else the first child's error (its siblings were cancelled).
- * If the waiting task is cancelled, the children are cancelled too, and
- * -ECANCELED is returned once they ended. */
+ * succeeded, else the first child's error (its siblings and the body were
+ * cancelled). If the group cancelled the body, the body is uncancelled
+ * here (lb_task_uncancel()), so that cancellation does not leak out as
+ * one from outside. If the waiting task is cancelled from outside, the
+ * children are cancelled too, and -ECANCELED is returned once they
+ * ended. */
 LB_EXPORT int lb_group_wait(lb_group *group);
 
 #ifdef __cplusplus
