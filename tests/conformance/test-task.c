@@ -724,6 +724,7 @@ typedef struct await_unwind {
     lb_task *inner[2];
     bool cancel_self; /* else a callback cancels the awaiting task */
     bool via_gather;
+    bool waiting; /* about to await: the canceller may go */
     int status;
     bool inner_done_at_return;
 } await_unwind;
@@ -741,6 +742,7 @@ static int await_unwinding(lb_task *task, void *data) {
     }
     if (u->cancel_self)
         assert_int_equal(lb_task_cancel(task), 1);
+    u->waiting = true;
     u->status = lb_await(what, NULL);
     u->inner_done_at_return = lb_task_is_done(u->inner[0]) &&
                               (!u->via_gather || lb_task_is_done(u->inner[1]));
@@ -756,8 +758,9 @@ static void test_task_await_waits_for_unwinding(void **state) {
         u.inner[0] = spawn(loop, slow_unwinder, NULL, "unwinder-0");
         u.inner[1] = spawn(loop, slow_unwinder, NULL, "unwinder-1");
         lb_task *t = spawn(loop, await_unwinding, &u, "awaiter");
+        fixture_canceller k = {.target = t, .waiting = &u.waiting};
         if (!u.cancel_self)
-            assert_int_equal(lb_loop_call_later(loop, 0.005, cancel_cb, t, NULL), 0);
+            fixture_cancel_when_waiting(loop, &k);
         assert_int_equal(fixture_finish(loop, t, 30), 0);
         assert_int_equal(u.status, -ECANCELED);
         assert_true(u.inner_done_at_return);
