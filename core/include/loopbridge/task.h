@@ -118,7 +118,8 @@ LB_EXPORT int lb_task_cancel(lb_task *task);
 LB_EXPORT bool lb_task_cancelling(const lb_task *task);
 
 /* Clears a delivered cancellation request so the task can go on as if it
- * had not been cancelled (asyncio's uncancel). Returns the number of
+ * had not been cancelled (asyncio's uncancel). When no request remains, a
+ * request not yet delivered is dropped too. Returns the number of
  * requests that remain, or -EINVAL. */
 LB_EXPORT int lb_task_uncancel(lb_task *task);
 
