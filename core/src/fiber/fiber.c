@@ -83,7 +83,34 @@ void lb__fiber_init_thread(lb__fiber *self) {
     lb__overflow_thread_init();
 }
 
+/* The stack pointer of the caller. The address of a local would not do:
+ * under ASan locals may live on a heap-allocated fake stack. */
+static inline __attribute__((always_inline)) uintptr_t stack_pointer(void) {
+    uintptr_t sp;
+#if defined(__x86_64__)
+    __asm__("mov %%rsp, %0" : "=r"(sp));
+#elif defined(__aarch64__)
+    __asm__("mov %0, sp" : "=r"(sp));
+#else
+    sp = (uintptr_t)__builtin_frame_address(0);
+#endif
+    return sp;
+}
+
+/* Leaving a fiber's stack: a stack pointer below the stack means a frame
+ * that skipped the guard is live (its writes may have landed in another
+ * task's stack), an overwritten canary an overflow where no guard is.
+ * Either is reported now, before any other fiber can run on what it
+ * overwrote. Two compares of words in from. */
+static inline void check_stack(const lb__fiber *from) {
+    uintptr_t sp = stack_pointer();
+    if (__builtin_expect(sp < from->limit, 0) ||
+        __builtin_expect(from->canary && *from->canary != lb__stack_canary_value(from->canary), 0))
+        lb__overflow_found_at_switch(from->stack, sp);
+}
+
 static inline void before_switch(lb__fiber *from, const lb__fiber *to, bool final) {
+    check_stack(from);
 #ifdef LB_TSAN
     __tsan_switch_to_fiber(to->tsan_fiber, 0);
 #endif
@@ -139,6 +166,9 @@ static void init_common(lb__fiber *f, lb__stack *stack, void (*entry)(void *arg)
     f->arg = arg;
     f->stack_lo = stack->lo;
     f->stack_size = stack->size;
+    f->limit = (uintptr_t)stack->lo;
+    f->canary = stack->canary;
+    f->stack = stack;
     unpoison_stack(stack);
     fiber_created(f);
 }
