@@ -4,10 +4,12 @@
 #include "../alloc.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -57,11 +59,24 @@ void lb__stack_force_guard_mode(lb__guard_mode mode) {
     guard_mode = (int)mode;
 }
 
+uint64_t lb__stack_canary_key;
+static pthread_once_t canary_key_once = PTHREAD_ONCE_INIT;
+
+/* Drawn once per process, before any canary is written: the bytes that
+ * overwrite a canary (a client's, say) cannot be chosen to match it. */
+static void draw_canary_key(void) {
+    uint64_t key;
+    if (getrandom(&key, sizeof key, GRND_NONBLOCK) != (ssize_t)sizeof key)
+        key = 0x9e3779b97f4a7c15u ^ (uint64_t)(uintptr_t)&key; /* at least not 0 */
+    lb__stack_canary_key = key;
+}
+
 int lb__stack_pool_new(lb__stack_pool **ret) {
     lb__stack_pool *p = lb__calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
     p->page = (size_t)sysconf(_SC_PAGESIZE);
+    pthread_once(&canary_key_once, draw_canary_key);
     lb__overflow_install();
     *ret = p;
     return 0;

@@ -43,10 +43,12 @@ typedef struct lb__stack_pool lb__stack_pool;
  * table entry a page; no memory is committed for it. */
 #define LB__STACK_GUARD_MIN (256 * 1024)
 
-/* What the canary of a stack holds: its address, scrambled, so a stale
- * value of another stack does not pass. */
+/* What the canary of a stack holds: its address (so another stack's
+ * value does not pass) scrambled with a key drawn at random once per
+ * process (by lb__stack_pool_new). */
+extern uint64_t lb__stack_canary_key;
 static inline uint64_t lb__stack_canary_value(const uint64_t *canary) {
-    return (uint64_t)(uintptr_t)canary ^ 0x9e3779b97f4a7c00u;
+    return (uint64_t)(uintptr_t)canary ^ lb__stack_canary_key;
 }
 
 int lb__stack_pool_new(lb__stack_pool **ret);
