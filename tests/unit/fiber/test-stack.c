@@ -10,7 +10,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -64,6 +66,43 @@ static void test_stack_sizes(void **state) {
     memset(st->lo, 0x5a, st->size);
     lb__stack_release(pool, st);
     assert_int_equal(lb__stack_pool_count(pool), 0);
+    lb__stack_pool_free(pool);
+}
+
+/* Dies of a fault if the byte at p cannot be written. */
+static bool write_faults(volatile char *p) {
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGSEGV, SIG_DFL);
+        *p = 1;
+        _exit(0);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV;
+}
+
+/* Below every stack, of every size, a guard as large as the stack and at
+ * least LB__STACK_GUARD_MIN: its lowest and highest bytes fault. */
+static void test_stack_guard_sizes(void **state) {
+    (void)state;
+    static const size_t sizes[] = {16 * 1024, 0, 1024 * 1024, 64 * 1024 * 1024};
+    lb__stack_pool *pool;
+    assert_int_equal(lb__stack_pool_new(&pool), 0);
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        lb__stack *st;
+        assert_int_equal(lb__stack_acquire(pool, sizes[i], &st), 0);
+        size_t guard = st->slab->guard;
+        printf("# %zu KiB stack: %zu KiB guard\n", st->size / 1024, guard / 1024);
+        assert_true(guard >= LB__STACK_GUARD_MIN && guard >= st->size);
+        assert_null(st->canary); /* guarded: no canary */
+        assert_true(write_faults((char *)st->lo - 1));
+        assert_true(write_faults((char *)st->lo - guard));
+        ((volatile char *)st->lo)[0] = 1; /* the stack itself is all usable */
+        ((volatile char *)st->lo)[st->size - 1] = 1;
+        lb__stack_release(pool, st);
+    }
     lb__stack_pool_free(pool);
 }
 
@@ -125,6 +164,7 @@ static void test_stack_hundred_thousand(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stack_sizes),
+        cmocka_unit_test(test_stack_guard_sizes),
         cmocka_unit_test(test_stack_reuse_is_lifo),
         cmocka_unit_test(test_stack_hundred_thousand),
     };
