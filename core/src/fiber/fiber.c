@@ -4,6 +4,7 @@
  * switch_<cpu>.S (or switch_ucontext.c). */
 #include "fiber.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
@@ -102,11 +103,16 @@ static inline __attribute__((always_inline)) uintptr_t stack_pointer(void) {
  * task's stack), an overwritten canary an overflow where no guard is.
  * Either is reported now, before any other fiber can run on what it
  * overwrote. Two compares of words in from. */
+static inline bool canary_broken(uintptr_t lo) {
+    const uint64_t *canary = (const uint64_t *)lo - 1;
+    return *canary != lb__stack_canary_value(canary);
+}
+
 static inline void check_stack(const lb__fiber *from) {
     uintptr_t sp = stack_pointer();
-    if (__builtin_expect(sp < from->limit, 0) ||
-        __builtin_expect(from->canary && *from->canary != lb__stack_canary_value(from->canary), 0))
-        lb__overflow_found_at_switch(from->stack, sp);
+    uintptr_t limit = from->limit, lo = limit & ~(uintptr_t)1;
+    if (__builtin_expect(sp < limit || ((limit & 1) && canary_broken(lo)), 0))
+        lb__overflow_found_at_switch(lo, sp);
 }
 
 static inline void before_switch(lb__fiber *from, const lb__fiber *to, bool final) {
@@ -166,9 +172,8 @@ static void init_common(lb__fiber *f, lb__stack *stack, void (*entry)(void *arg)
     f->arg = arg;
     f->stack_lo = stack->lo;
     f->stack_size = stack->size;
-    f->limit = (uintptr_t)stack->lo;
-    f->canary = stack->canary;
-    f->stack = stack;
+    assert(!stack->canary || stack->canary == (uint64_t *)stack->lo - 1);
+    f->limit = (uintptr_t)stack->lo | (stack->canary ? 1 : 0);
     unpoison_stack(stack);
     fiber_created(f);
 }

@@ -27,12 +27,12 @@ typedef struct lb__fiber {
      * switch to it); the thread's own stack for lb__fiber_init_thread. */
     const void *stack_lo;
     size_t stack_size;
-    /* What a switch away from this context checks: the stack pointer must
-     * not be below limit (0 on a thread's own stack), nor the canary
-     * (NULL: none) overwritten; stack names the owner in the report. */
+    /* What a switch away from this context checks: the stack's lowest
+     * byte, which the stack pointer must not be below (0 on a thread's
+     * own stack: nothing to check), with bit 0 set when a canary lies
+     * just below it (the stack is page-aligned). One word: every task
+     * holds two fibers. */
     uintptr_t limit;
-    const uint64_t *canary;
-    const lb__stack *stack;
     void *asan_fake_stack;
     void *tsan_fiber; /* ThreadSanitizer's handle for this context */
     void (*entry)(void *arg);

@@ -76,28 +76,40 @@ static void report(const lb__stack *stack, const char *detail) {
     (void)w;
 }
 
-void lb__overflow_found_at_switch(const lb__stack *stack, uintptr_t sp) {
-    /* Whatever the overflow wrote below the stack (another task's frames,
-     * perhaps) must not run: end here. */
-    report(stack, sp < (uintptr_t)stack->lo
-                      ? " (found at a switch: its stack pointer was below the stack)\n"
-                      : " (found at a switch: the canary below the stack was overwritten)\n");
-    abort();
-}
-
-static void on_segv(int signo, siginfo_t *info, void *uctx) {
-    char *addr = info->si_addr;
+/* The registered stack at address addr (in its guard or in it), or
+ * NULL. */
+static const lb__stack *stack_at(const char *addr, bool *in_guard) {
     for (lb__stack_slab *s = atomic_load(&registered); s; s = atomic_load(&s->next_registered)) {
         if (!atomic_load(&s->live) || addr < s->base || addr >= s->base + s->length)
             continue;
         size_t off = (size_t)(addr - s->base);
-        size_t index = off / s->stride;
-        /* A guard hit (the gap of an unguarded stack does not fault). */
-        if (off % s->stride < s->guard) {
-            report(&s->stacks[index], "\n");
-            signal(SIGSEGV, SIG_DFL);
-            return; /* the fault repeats and the default action ends the process */
-        }
+        *in_guard = off % s->stride < s->guard;
+        return &s->stacks[off / s->stride];
+    }
+    return NULL;
+}
+
+void lb__overflow_found_at_switch(uintptr_t lo, uintptr_t sp) {
+    const char *detail = sp < lo
+                             ? " (found at a switch: its stack pointer was below the stack)\n"
+                             : " (found at a switch: the canary below the stack was overwritten)\n";
+    bool in_guard;
+    const lb__stack *stack = stack_at((const char *)lo, &in_guard);
+    static const lb__stack unknown; /* not expected: every stack's slab is registered */
+    report(stack ? stack : &unknown, detail);
+    /* Whatever the overflow wrote below the stack (another task's frames,
+     * perhaps) must not run: end here. */
+    abort();
+}
+
+static void on_segv(int signo, siginfo_t *info, void *uctx) {
+    /* A guard hit (the gap of an unguarded stack does not fault). */
+    bool in_guard;
+    const lb__stack *stack = stack_at(info->si_addr, &in_guard);
+    if (stack && in_guard) {
+        report(stack, "\n");
+        signal(SIGSEGV, SIG_DFL);
+        return; /* the fault repeats and the default action ends the process */
     }
     /* Not ours: whoever handled SIGSEGV before (a sanitizer, the
      * application) gets it, or the default action. */

@@ -81,11 +81,11 @@ void lb__overflow_register(lb__stack_slab *slab);
 void lb__overflow_unregister(lb__stack_slab *slab);
 void lb__overflow_install(void);
 
-/* A switch away from stack found it overflowed: its stack pointer below
- * the stack (sp), or its canary overwritten. Reports it as a guard hit is
- * reported, by the owner's name, and aborts. */
-__attribute__((noreturn, cold)) void lb__overflow_found_at_switch(const lb__stack *stack,
-                                                                uintptr_t sp);
+/* A switch away from the stack whose lowest byte is lo found it
+ * overflowed: its stack pointer (sp) below the stack, or its canary
+ * overwritten. Reports it as a guard hit is reported, by the owner's
+ * name, and aborts. */
+__attribute__((noreturn, cold)) void lb__overflow_found_at_switch(uintptr_t lo, uintptr_t sp);
 
 /* What overflow.c needs to know of a slab. */
 struct lb__stack_slab {

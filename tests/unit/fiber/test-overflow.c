@@ -162,7 +162,7 @@ static int huge(lb_task *t, void *data) {
 /* A write through a pointer just below the task's stack, then a switch. */
 static int scribble(lb_task *t, void *data) {
     (void)data;
-    volatile char *below = (char *)t->fiber.stack->lo - 3;
+    volatile char *below = (char *)t->fiber.stack_lo - 3;
     *below = 'x';
     lb_yield();
     lb_future_set_result(gate, NULL, NULL);
