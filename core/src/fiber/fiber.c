@@ -98,16 +98,17 @@ static inline __attribute__((always_inline)) uintptr_t stack_pointer(void) {
     return sp;
 }
 
-/* Leaving a fiber's stack: a stack pointer below the stack means a frame
- * that skipped the guard is live (its writes may have landed in another
- * task's stack), an overwritten canary an overflow where no guard is.
- * Either is reported now, before any other fiber can run on what it
- * overwrote. Two compares of words in from. */
+/* The canary below the stack whose lowest byte is lo was overwritten. */
 static inline bool canary_broken(uintptr_t lo) {
     const uint64_t *canary = (const uint64_t *)lo - 1;
     return *canary != lb__stack_canary_value(canary);
 }
 
+/* Leaving a fiber's stack: a stack pointer below the stack means a frame
+ * that skipped the guard is live (its writes may have landed in another
+ * task's stack), an overwritten canary an overflow where no guard is.
+ * Either is reported now, before any other fiber can run on what it
+ * overwrote. On a guarded stack: one load from from and two tests. */
 static inline void check_stack(const lb__fiber *from) {
     uintptr_t sp = stack_pointer();
     uintptr_t limit = from->limit, lo = limit & ~(uintptr_t)1;
