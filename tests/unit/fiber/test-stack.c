@@ -106,6 +106,34 @@ static void test_stack_guard_sizes(void **state) {
     lb__stack_pool_free(pool);
 }
 
+/* Where no guard could be installed, a canary below each stack holds its
+ * value whenever the stack is handed out, also after its pages (the
+ * canary's among them) went back to the system. */
+static void test_stack_canaries_without_guards(void **state) {
+    (void)state;
+    enum { N = 400 }; /* enough released stacks to trim some */
+    lb__stack_force_guard_mode(LB__GUARD_NONE);
+    lb__stack_pool *pool;
+    assert_int_equal(lb__stack_pool_new(&pool), 0);
+    lb__stack *st[N];
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < N; i++) {
+            assert_int_equal(lb__stack_acquire(pool, 0, &st[i]), 0);
+            assert_ptr_equal(st[i]->canary, (uint64_t *)st[i]->lo - 1);
+            assert_true(*st[i]->canary == lb__stack_canary_value(st[i]->canary));
+            *st[i]->canary = 0; /* an overflow: rewritten at the next acquire */
+        }
+        for (int i = 0; i < N; i++)
+            lb__stack_release(pool, st[i]);
+    }
+    lb__stack *odd;
+    assert_int_equal(lb__stack_acquire(pool, 20000, &odd), 0);
+    assert_true(*odd->canary == lb__stack_canary_value(odd->canary));
+    lb__stack_release(pool, odd);
+    lb__stack_pool_free(pool);
+    lb__stack_force_guard_mode(LB__GUARD_MADVISE);
+}
+
 static void test_stack_reuse_is_lifo(void **state) {
     (void)state;
     lb__stack_pool *pool;
@@ -165,6 +193,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stack_sizes),
         cmocka_unit_test(test_stack_guard_sizes),
+        cmocka_unit_test(test_stack_canaries_without_guards),
         cmocka_unit_test(test_stack_reuse_is_lifo),
         cmocka_unit_test(test_stack_hundred_thousand),
     };
