@@ -21,6 +21,12 @@ from . import _compat
 # draw and handle input; the rest runs in the next pass.
 DEFAULT_BUDGET = 0.002
 
+# After this long of passes back to back, the next pass waits for a real
+# timer of _BUSY_PAUSE: a host that runs events until none is pending (Tcl's
+# `update`, a `while pending(): iteration()` loop) then gets to return.
+_BUSY_STREAK = 0.02
+_BUSY_PAUSE = 0.001
+
 _MAXIMUM_SELECT_TIMEOUT = 24 * 3600
 _MIN_CANCELLED_TIMER_HANDLES_FRACTION = 0.5
 _MIN_SCHEDULED_TIMER_HANDLES = 100
@@ -68,10 +74,13 @@ class _BridgeSelector(selectors._BaseSelectorImpl):
 class BridgeEventLoop(asyncio.SelectorEventLoop):
     """Base class; use loopbridge.tk.EventLoop or loopbridge.glib.EventLoop."""
 
+    _closed = True  # until BaseEventLoop.__init__ ran: __del__ must not fail
+
     def __init__(self, bridge):
         self._bridge = bridge
         self._lb_owner = threading.get_ident()
         self._lb_budget = DEFAULT_BUDGET
+        self._lb_busy_since = None    # when passes began to follow back to back
         self._lb_deadline = None      # the when the C timer is armed for
         self._lb_run_depth = 0        # our own run_forever/run_until_complete
         self._lb_pass_depth = 0       # passes running on the stack
@@ -105,6 +114,12 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
     def _lb_pass(self):
         if self._closed:
             return
+        if self._lb_stopped:
+            if self._lb_run_depth > 0:
+                # run_forever is about to return: as asyncio's loop, run
+                # nothing more until it is run again.
+                return
+            self._lb_stopped = self._stopping = False
         outer_task = _compat.suspend_current_task(self)
         outer_loop = _compat.get_running_loop_or_none()
         if outer_loop is not self:
@@ -180,7 +195,16 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
     def _lb_rearm(self):
         bridge = self._bridge
         if self._ready or (self._stopping and not self._lb_stopped):
-            bridge.schedule()
+            now = time.monotonic()
+            if self._lb_busy_since is None:
+                self._lb_busy_since = now
+            if now - self._lb_busy_since >= _BUSY_STREAK:
+                self._lb_busy_since = None
+                bridge.schedule(_BUSY_PAUSE)
+            else:
+                bridge.schedule()
+        else:
+            self._lb_busy_since = None
         sched = self._scheduled
         if sched:
             when = _compat.handle_when(sched[0])
@@ -236,12 +260,17 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
         """Runs the host's main loop until done() is true."""
         self._lb_run_depth += 1
         try:
-            self._bridge.schedule()
+            if not self._bridge.closed:
+                self._bridge.schedule()
             while not done():
                 self._lb_iterate()
                 self._lb_raise_pending()
         finally:
             self._lb_run_depth -= 1
+            # Work left runs when the toolkit's loop (mainloop, update)
+            # turns next, whoever turns it.
+            if self._ready and not self._bridge.closed:
+                self._bridge.schedule()
 
     def run_forever(self):
         if self._lb_nested():

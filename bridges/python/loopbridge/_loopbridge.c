@@ -25,6 +25,7 @@
 #endif
 
 #include <errno.h>
+#include <poll.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -55,7 +56,8 @@ struct Bridge {
     int nfds;               /* size of fds */
     int *ready_list;        /* fds with a nonzero ready mask, in order */
     int nready;
-    int pass_pending;  /* a pass is scheduled with lb_loop_call_soon */
+    lb_handle *pass;   /* the scheduled pass, or NULL */
+    int pass_delayed;  /* it waits for a timer (schedule(delay > 0)) */
     lb_handle *timer;  /* the deadline, or NULL */
     int in_notify;
 };
@@ -120,20 +122,48 @@ static void notify(Bridge *self)
     PyGILState_Release(gil);
 }
 
+static void drop_pass(Bridge *self)
+{
+    if (self->pass) {
+        lb_handle_cancel(self->pass);
+        lb_handle_unref(self->pass);
+        self->pass = NULL;
+    }
+}
+
 static void on_pass(lb_loop *loop, void *data)
 {
     Bridge *self = data;
-    self->pass_pending = 0;
+    if (self->pass) {
+        lb_handle_unref(self->pass);
+        self->pass = NULL;
+    }
     if (self->loop)
         notify(self);
 }
 
+/* Schedules a pass now (delay 0) or after delay; a pass already waiting
+ * stays, except that a delayed request replaces an immediate one. */
+static int request_pass_in(Bridge *self, double delay)
+{
+    if (!self->loop)
+        return -EBADF;
+    if (self->pass && (self->pass_delayed || delay <= 0))
+        return 0;
+    drop_pass(self);
+    int rc = delay > 0 ? lb_loop_call_later(self->loop, delay, on_pass, self, &self->pass)
+                       : lb_loop_call_soon(self->loop, on_pass, self, &self->pass);
+    if (rc < 0) {
+        self->pass = NULL;
+        return rc;
+    }
+    self->pass_delayed = delay > 0;
+    return 0;
+}
+
 static void request_pass(Bridge *self)
 {
-    if (self->pass_pending || !self->loop)
-        return;
-    if (lb_loop_call_soon(self->loop, on_pass, self, NULL) == 0)
-        self->pass_pending = 1;
+    request_pass_in(self, 0);
 }
 
 static void on_timer(lb_loop *loop, void *data)
@@ -147,17 +177,25 @@ static void on_timer(lb_loop *loop, void *data)
         notify(self);
 }
 
-static void mark_ready(struct fd_watch *w, int what)
+/* Records that w is ready for what (the watched part of it). */
+static void add_ready(struct fd_watch *w, int what)
 {
     Bridge *self = w->bridge;
-    if (!(w->watched & what))
+    what &= w->watched;
+    if (!what)
         return;
     if (!w->listed) {
         self->ready_list[self->nready++] = w->fd;
         w->listed = 1;
     }
     w->ready |= (unsigned char)what;
-    request_pass(self);
+}
+
+static void mark_ready(struct fd_watch *w, int what)
+{
+    add_ready(w, what);
+    if (w->ready)
+        request_pass(w->bridge);
 }
 
 static void on_readable(lb_loop *loop, void *data)
@@ -240,11 +278,55 @@ static PyObject *Bridge_watch(Bridge *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Adds what a zero-timeout poll() of the watched fds sees, so that a pass
+ * sees every fd ready at its start, as a selector loop's iteration does,
+ * even if the host has not polled since. */
+static int poll_watched(Bridge *self)
+{
+    int n = 0;
+    for (int fd = 0; fd < self->nfds; fd++)
+        if (self->fds[fd] && self->fds[fd]->watched)
+            n++;
+    if (n == 0)
+        return 0;
+    struct pollfd *pfds = PyMem_Malloc((size_t)n * sizeof *pfds);
+    if (!pfds)
+        return -1;
+    int i = 0;
+    for (int fd = 0; fd < self->nfds; fd++) {
+        struct fd_watch *w = self->fds[fd];
+        if (!w || !w->watched)
+            continue;
+        pfds[i].fd = fd;
+        pfds[i].events = (short)(((w->watched & WATCH_READ) ? POLLIN : 0) |
+                                 ((w->watched & WATCH_WRITE) ? POLLOUT : 0));
+        pfds[i].revents = 0;
+        i++;
+    }
+    int rc = poll(pfds, (nfds_t)n, 0);
+    for (i = 0; rc > 0 && i < n; i++) {
+        short re = pfds[i].revents;
+        if (!re || (re & POLLNVAL))
+            continue;
+        int what = 0;
+        if (re & (POLLIN | POLLHUP | POLLERR))
+            what |= WATCH_READ;
+        if (re & (POLLOUT | POLLHUP | POLLERR))
+            what |= WATCH_WRITE;
+        add_ready(self->fds[pfds[i].fd], what);
+    }
+    PyMem_Free(pfds);
+    return 0;
+}
+
 PyDoc_STRVAR(take_events_doc, "take_events() -> list of (fd, mask)\n\n"
-"Returns the fds that became ready since the last call, and forgets them.");
+"Returns the fds that became ready since the last call, or that a poll\n"
+"with no timeout finds ready now, and forgets them.");
 
 static PyObject *Bridge_take_events(Bridge *self, PyObject *unused)
 {
+    if (self->loop && poll_watched(self) < 0)
+        return PyErr_NoMemory();
     PyObject *list = PyList_New(0);
     if (!list)
         return NULL;
@@ -269,21 +351,24 @@ static PyObject *Bridge_take_events(Bridge *self, PyObject *unused)
     return list;
 }
 
-PyDoc_STRVAR(schedule_doc, "schedule()\n\n"
+PyDoc_STRVAR(schedule_doc, "schedule(delay=0)\n\n"
 "Asks for one pass (the Tcl command or the callable) as soon as the host\n"
-"loop turns; asking again before it ran changes nothing. Between passes\n"
-"loopbridge lets the toolkit run once its budget is spent.");
+"loop turns, or delay seconds from now; asking again before it ran\n"
+"changes nothing. Between passes loopbridge lets the toolkit run once\n"
+"its budget is spent.");
 
-static PyObject *Bridge_schedule(Bridge *self, PyObject *unused)
+static PyObject *Bridge_schedule(Bridge *self, PyObject *args)
 {
-    if (check_open(self))
+    double delay = 0;
+    if (!PyArg_ParseTuple(args, "|d:schedule", &delay) || check_open(self))
         return NULL;
-    if (!self->pass_pending) {
-        int rc = lb_loop_call_soon(self->loop, on_pass, self, NULL);
-        if (rc < 0)
-            return raise_lb(rc, "call_soon");
-        self->pass_pending = 1;
+    if (delay != delay) {
+        PyErr_SetString(PyExc_ValueError, "delay is NaN");
+        return NULL;
     }
+    int rc = request_pass_in(self, delay);
+    if (rc < 0)
+        return raise_lb(rc, "schedule");
     Py_RETURN_NONE;
 }
 
@@ -347,6 +432,7 @@ static PyObject *Bridge_set_budget(Bridge *self, PyObject *arg)
 static void bridge_close(Bridge *self)
 {
     if (self->loop) {
+        drop_pass(self);
         if (self->timer) {
             lb_handle_cancel(self->timer);
             lb_handle_unref(self->timer);
@@ -466,7 +552,7 @@ static void Bridge_dealloc(Bridge *self)
 static PyMethodDef Bridge_methods[] = {
     {"watch", (PyCFunction)Bridge_watch, METH_VARARGS, watch_doc},
     {"take_events", (PyCFunction)Bridge_take_events, METH_NOARGS, take_events_doc},
-    {"schedule", (PyCFunction)Bridge_schedule, METH_NOARGS, schedule_doc},
+    {"schedule", (PyCFunction)Bridge_schedule, METH_VARARGS, schedule_doc},
     {"set_timer", (PyCFunction)Bridge_set_timer, METH_O, set_timer_doc},
     {"set_budget", (PyCFunction)Bridge_set_budget, METH_O, set_budget_doc},
     {"close", (PyCFunction)Bridge_close, METH_NOARGS, close_doc},

@@ -1,0 +1,283 @@
+"""loopbridge.tk.EventLoop on a display-less tkinter.Tcl(): the three ways
+in, nested loops from a task, update() loops, no polling, the flood."""
+import asyncio
+import gc
+import os
+import threading
+import time
+import tkinter
+import unittest
+
+import loopbridge.tk
+
+# Generous: a loaded CI machine must not fail these; the figures are printed.
+SLACK = float(os.environ.get("LB_PY_TIME_SLACK", "1"))
+
+
+def ticker(root, period_ms, ticks):
+    """A Tcl `after` chain that records when it ran (Tk's redraw stand-in)."""
+    def tick():
+        ticks.append(time.monotonic())
+        root.after(period_ms, tick)
+    root.after(period_ms, tick)
+
+
+class TkLoopTest(unittest.TestCase):
+    def setUp(self):
+        self.root = tkinter.Tcl()
+        self.loop = None
+
+    def tearDown(self):
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.close()
+        asyncio.set_event_loop(None)
+        # Free the interpreter here: the cyclic GC could otherwise free it
+        # on another thread, which Tcl refuses (Tcl_AsyncDelete aborts).
+        self.loop = self.root = None
+        gc.collect()
+
+    def make_loop(self):
+        self.loop = loopbridge.tk.EventLoop(self.root)
+        return self.loop
+
+    def vwait(self, name):
+        self.root.tk.call("vwait", name)
+
+    def test_runner_keeps_tcl_live(self):
+        ticks = []
+        ticker(self.root, 10, ticks)
+
+        async def main():
+            await asyncio.sleep(0.3)
+            return "done"
+        with asyncio.Runner(loop_factory=self.make_loop) as runner:
+            self.assertEqual(runner.run(main()), "done")
+        self.assertGreaterEqual(len(ticks), 5)
+
+    def test_hosted_create_task_from_tcl_callback(self):
+        loop = loopbridge.tk.install(self.root)
+        self.loop = loop
+        result = []
+
+        async def job():
+            await asyncio.sleep(0.01)
+            result.append(asyncio.get_running_loop())
+            self.root.setvar("done", 1)
+
+        # what a button command does in a hosted app
+        self.root.after(0, lambda: asyncio.create_task(job()))
+        self.vwait("done")
+        self.assertEqual(result, [loop])
+        self.assertTrue(loop.is_running())
+        loop.close()
+        self.assertFalse(loop.is_running())
+
+    def test_seed_run_until_complete_from_handler(self):
+        # The tutorial's AsyncTkApp: run_until_complete in a button handler
+        # while Tk's loop is the outer loop. The handler must not freeze Tcl.
+        loop = self.make_loop()
+        ticks = []
+        ticker(self.root, 10, ticks)
+        out = []
+
+        async def task():
+            await asyncio.sleep(0.3)
+            return 42
+
+        def on_button_click():
+            out.append(loop.run_until_complete(task()))
+            self.root.setvar("done", 1)
+        self.root.after(0, on_button_click)
+        self.vwait("done")
+        self.assertEqual(out, [42])
+        self.assertGreaterEqual(len(ticks), 5)
+
+    def test_seed_nested_in_hosted_loop(self):
+        loop = loopbridge.tk.install(self.root)
+        self.loop = loop
+        out = []
+
+        async def task():
+            await asyncio.sleep(0.05)
+            return "ok"
+
+        def on_button_click():
+            out.append(loop.run_until_complete(task()))
+            self.root.setvar("done", 1)
+        self.root.after(0, on_button_click)
+        self.vwait("done")
+        self.assertEqual(out, ["ok"])
+
+    def test_nested_loop_from_task_keeps_tasks_running(self):
+        # A dialog opened from a task: tk_messageBox waits in vwait. Other
+        # tasks must step (asyncio's "Cannot enter into task" wall) and
+        # Python Tcl commands must work (tkinter's thread state).
+        loop = self.make_loop()
+        steps = []
+
+        async def other():
+            for i in range(5):
+                await asyncio.sleep(0.01)
+                steps.append(i)
+                self.root.call("set", "x", i)   # tkinter call inside the nested loop
+            self.root.after(0, lambda: self.root.setvar("dialog", "closed"))
+
+        async def opens_dialog():
+            t = asyncio.create_task(other())
+            await asyncio.sleep(0)
+            self.vwait("dialog")            # the modal dialog
+            self.assertEqual(asyncio.current_task(), me[0])
+            await t
+            return steps[:]
+        me = []
+
+        async def main():
+            me.append(asyncio.create_task(opens_dialog()))
+            return await me[0]
+        self.assertEqual(loop.run_until_complete(main()), [0, 1, 2, 3, 4])
+
+    def test_update_from_task(self):
+        loop = self.make_loop()
+        seen = []
+
+        async def spinner():
+            while True:
+                seen.append(1)
+                await asyncio.sleep(0)
+
+        async def main():
+            t = asyncio.create_task(spinner())
+            await asyncio.sleep(0)
+            before = len(seen)
+            start = time.monotonic()
+            self.root.update()
+            took = time.monotonic() - start
+            t.cancel()
+            return len(seen) - before, took
+        advanced, took = loop.run_until_complete(main())
+        self.assertGreater(advanced, 0)
+        self.assertLess(took, 1.0 * SLACK)
+
+    def test_while_update_program(self):
+        # Programs that drive Tcl themselves with `while ...: root.update()`.
+        loop = self.make_loop()
+        asyncio.set_event_loop(loop)
+        counter = [0]
+
+        async def always_ready():
+            while True:
+                counter[0] += 1
+                await asyncio.sleep(0)
+
+        async def sleeper():
+            await asyncio.sleep(0.05)
+            return "slept"
+        t1 = loop.create_task(always_ready())
+        t2 = loop.create_task(sleeper())
+        deadline = time.monotonic() + 5 * SLACK
+        updates = 0
+        while not t2.done() and time.monotonic() < deadline:
+            start = time.monotonic()
+            self.root.update()
+            self.assertLess(time.monotonic() - start, 1.0 * SLACK)
+            updates += 1
+        self.assertEqual(t2.result(), "slept")
+        self.assertGreater(counter[0], 0)
+        t1.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+
+    def test_idle_with_many_timers_does_not_poll(self):
+        loop = self.make_loop()
+        passes = [0]
+        run_ready = loop._lb_run_ready
+
+        def counting():
+            passes[0] += 1
+            run_ready()
+        loop._lb_run_ready = counting
+        for i in range(1000):
+            loop.call_later(3600 + i, lambda: None)
+        loop.call_later(1.0, lambda: self.root.setvar("done", 1))
+        loop.run_until_complete(asyncio.sleep(0))  # settle
+        passes[0] = 0
+        cpu = time.process_time()
+        self.vwait("done")
+        cpu = time.process_time() - cpu
+        print("\nidle 1 s with 1000 timers: %d passes, %.2f ms CPU" % (passes[0], cpu * 1e3))
+        self.assertLessEqual(passes[0], 1)
+        self.assertLess(cpu, 0.05 * SLACK)
+
+    def test_input_reaches_task_without_delay(self):
+        loop = self.make_loop()
+        r, w = os.pipe()
+
+        async def main():
+            reader = asyncio.StreamReader()
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
+                                         os.fdopen(r, "rb", 0))
+            threading.Timer(0.1, lambda: (os.write(w, b"x"), )).start()
+            await reader.readexactly(1)
+            start = time.monotonic()
+            os.write(w, b"y")
+            await reader.readexactly(1)
+            return time.monotonic() - start
+        latency = loop.run_until_complete(main())
+        os.close(w)
+        print("\ninput latency %.3f ms" % (latency * 1e3))
+        self.assertLess(latency, 0.05 * SLACK)
+
+    def test_threadsafe_wakes_idle_loop(self):
+        loop = self.make_loop()
+        fut = loop.create_future()
+        threading.Timer(0.05, loop.call_soon_threadsafe, (fut.set_result, "hi")).start()
+        self.assertEqual(loop.run_until_complete(fut), "hi")
+
+    def test_flood_keeps_after_ticking(self):
+        loop = self.make_loop()
+        ticks = []
+        counter = [0]
+
+        def cb():
+            counter[0] += 1
+
+        async def task():
+            await asyncio.sleep(0)
+            counter[0] += 1
+
+        async def main():
+            # in slices: the loop cannot cut a single long callback short
+            tasks = []
+            for _ in range(100):
+                for _ in range(1000):
+                    loop.call_soon(cb)
+                tasks += [asyncio.create_task(task()) for _ in range(100)]
+                await asyncio.sleep(0)
+            await asyncio.gather(*tasks)
+            while counter[0] < 110_000:
+                await asyncio.sleep(0.001)
+        ticker(self.root, 16, ticks)
+        loop.run_until_complete(asyncio.sleep(0.05))
+        ticks.clear()
+        start = time.monotonic()
+        loop.run_until_complete(main())
+        took = time.monotonic() - start
+        ticks.insert(0, start)
+        gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+        print("\nflood: %.2f s, %d ticks, max gap %.1f ms" % (took, len(ticks), max(gaps) * 1e3))
+        self.assertEqual(counter[0], 110_000)
+        self.assertLess(max(gaps), 0.1 * SLACK)
+
+    def test_closed_loop_refuses(self):
+        loop = self.make_loop()
+        loop.close()
+        with self.assertRaises(RuntimeError):
+            loop.call_soon(lambda: None)
+        loop.close()  # idempotent
+
+    def test_bad_root(self):
+        with self.assertRaises(TypeError):
+            loopbridge.tk.EventLoop(object())
+
+
+if __name__ == "__main__":
+    unittest.main()
