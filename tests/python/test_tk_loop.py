@@ -197,14 +197,14 @@ class TkLoopTest(unittest.TestCase):
         loop._lb_run_ready = counting
         for i in range(1000):
             loop.call_later(3600 + i, lambda: None)
-        loop.call_later(1.0, lambda: self.root.setvar("done", 1))
+        self.root.after(1000, lambda: self.root.setvar("done", 1))
         loop.run_until_complete(asyncio.sleep(0))  # settle
         passes[0] = 0
         cpu = time.process_time()
         self.vwait("done")
         cpu = time.process_time() - cpu
         print("\nidle 1 s with 1000 timers: %d passes, %.2f ms CPU" % (passes[0], cpu * 1e3))
-        self.assertLessEqual(passes[0], 1)
+        self.assertEqual(passes[0], 0)
         self.assertLess(cpu, 0.05 * SLACK)
 
     def test_input_reaches_task_without_delay(self):
@@ -252,7 +252,8 @@ class TkLoopTest(unittest.TestCase):
                     loop.call_soon(cb)
                 tasks += [asyncio.create_task(task()) for _ in range(100)]
                 await asyncio.sleep(0)
-            await asyncio.gather(*tasks)
+            for t in tasks:   # gather() of 10,000 is one long step
+                await t
             while counter[0] < 110_000:
                 await asyncio.sleep(0.001)
         ticker(self.root, 16, ticks)
