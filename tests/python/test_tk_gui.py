@@ -71,11 +71,14 @@ class TkGuiTest(unittest.TestCase):
             await asyncio.sleep(0.05)
             root.after(1000, press_ok)
             before = count[0]
+            opened = time.monotonic()
             messagebox.showinfo("loopbridge-box", "tasks go on", parent=root)
+            shown = time.monotonic() - opened
             during = count[0] - before
             t.cancel()
-            return during
-        during = loop.run_until_complete(asyncio.wait_for(main(), 60))
+            return during, shown
+        during, shown = loop.run_until_complete(asyncio.wait_for(main(), 60))
+        print("\nbox shown %.2f s, counter advanced %d" % (shown, during))
         loop.close()
         root.destroy()
         self.assertGreater(during, 10)

@@ -142,6 +142,23 @@ class TkLoopTest(unittest.TestCase):
             return await me[0]
         self.assertEqual(loop.run_until_complete(main()), [0, 1, 2, 3, 4])
 
+    def test_nested_loop_sees_handles_already_ready(self):
+        # Two timers due in the same pass: the first opens a nested loop
+        # (as a dialog would), the second, already taken from the timer
+        # heap, must still run inside it.
+        loop = self.make_loop()
+        self.root.after(10000, lambda: self.root.setvar("v", "timed out"))
+        when = loop.time() + 0.02
+        seen = []
+
+        def first():
+            self.vwait("v")
+            seen.append(self.root.getvar("v"))
+        loop.call_at(when, first)
+        loop.call_at(when, lambda: self.root.setvar("v", "set by the second"))
+        loop.run_until_complete(asyncio.sleep(0.05))
+        self.assertEqual(seen, ["set by the second"])
+
     def test_update_from_task(self):
         loop = self.make_loop()
         seen = []

@@ -165,6 +165,10 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
             _compat.handle_unschedule(handle)
             ready.append(handle)
 
+        # A callback may open a nested main loop (a modal dialog): the
+        # deadline and a pass for what is still ready must be waiting there.
+        self._lb_rearm_timer()
+        schedule = self._bridge.schedule
         ntodo = len(ready)
         stop_deadline = time.monotonic() + self._lb_budget
         debug = self._debug
@@ -173,6 +177,8 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
             ntodo -= 1
             if handle._cancelled:
                 continue
+            if ready:
+                schedule()
             if debug:
                 try:
                     self._current_handle = handle
@@ -205,6 +211,10 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
                 bridge.schedule()
         else:
             self._lb_busy_since = None
+        self._lb_rearm_timer()
+
+    def _lb_rearm_timer(self):
+        bridge = self._bridge
         sched = self._scheduled
         if sched:
             when = _compat.handle_when(sched[0])
