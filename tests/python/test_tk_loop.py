@@ -236,15 +236,17 @@ class TkLoopTest(unittest.TestCase):
 
         async def main():
             reader = asyncio.StreamReader()
-            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
-                                         os.fdopen(r, "rb", 0))
+            transport, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(r, "rb", 0))
             threading.Timer(0.1, lambda: (os.write(w, b"x"), )).start()
             await reader.readexactly(1)
             start = time.monotonic()
             os.write(w, b"y")
             await reader.readexactly(1)
-            return time.monotonic() - start
-        latency = loop.run_until_complete(main())
+            return time.monotonic() - start, transport
+        latency, transport = loop.run_until_complete(main())
+        transport.close()
+        loop.run_until_complete(asyncio.sleep(0))
         os.close(w)
         print("\ninput latency %.3f ms" % (latency * 1e3))
         self.assertLess(latency, 0.05 * SLACK)
@@ -252,8 +254,13 @@ class TkLoopTest(unittest.TestCase):
     def test_threadsafe_wakes_idle_loop(self):
         loop = self.make_loop()
         fut = loop.create_future()
-        threading.Timer(0.05, loop.call_soon_threadsafe, (fut.set_result, "hi")).start()
+        timer = threading.Timer(0.05, loop.call_soon_threadsafe, (fut.set_result, "hi"))
+        timer.start()
         self.assertEqual(loop.run_until_complete(fut), "hi")
+        # the thread holds the loop, and so the interpreter, which Tcl
+        # must free on this thread
+        timer.join()
+        del timer
 
     def test_flood_keeps_after_ticking(self):
         loop = self.make_loop()
