@@ -3,6 +3,9 @@ in, nested loops from a task, update() loops, no polling, the flood."""
 import asyncio
 import gc
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import tkinter
@@ -297,6 +300,43 @@ class TkLoopTest(unittest.TestCase):
         print("\nflood: %.2f s, %d ticks, max gap %.1f ms" % (took, len(ticks), max(gaps) * 1e3))
         self.assertEqual(counter[0], 110_000)
         self.assertLess(max(gaps), 0.25 * SLACK)
+
+    # With threaded Tcl, _tkinter keeps a per-thread state that only its own
+    # command wrapper restores. Python entered straight from a Tcl event
+    # source (here a ctypes timer handler) that calls tkinter leaves it
+    # empty, and the next Python command of the same wait crashes. The
+    # loop's passes go through a tkinter-made command instead.
+    HAZARD = textwrap.dedent("""
+        import ctypes, sys, tkinter
+        root = tkinter.Tcl()
+        if sys.argv[1] == "direct":
+            tcl = ctypes.CDLL("libtcl8.6.so")
+            PROC = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+            proc = PROC(lambda _: root.call("set", "x", 1))
+            tcl.Tcl_CreateTimerHandler.argtypes = [ctypes.c_int, PROC, ctypes.c_void_p]
+            tcl.Tcl_CreateTimerHandler(10, proc, None)
+        else:
+            import loopbridge.tk
+            loop = loopbridge.tk.EventLoop(root)
+            loop.call_later(0.01, lambda: root.call("set", "x", 1))
+        root.after(50, lambda: root.setvar("done", 1))
+        root.tk.call("vwait", "done")
+        print("survived")
+        """)
+
+    def run_hazard(self, how):
+        return subprocess.run([sys.executable, "-c", self.HAZARD, how], capture_output=True,
+                              text=True, timeout=60)
+
+    def test_tcl_thread_state_hazard_is_real(self):
+        result = self.run_hazard("direct")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("PyEval_RestoreThread", result.stderr)
+
+    def test_tcl_thread_state_kept_by_the_loop(self):
+        result = self.run_hazard("loopbridge")
+        self.assertEqual((result.returncode, result.stdout.strip()), (0, "survived"),
+                         result.stderr)
 
     def test_closed_loop_refuses(self):
         loop = self.make_loop()
