@@ -219,8 +219,7 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
         if sched:
             when = _compat.handle_when(sched[0])
             if when != self._lb_deadline or not bridge.timer_armed:
-                delay = min(max(0.0, when - self.time()), _MAXIMUM_SELECT_TIMEOUT)
-                bridge.set_timer(delay)
+                bridge.set_timer(min(when, self.time() + _MAXIMUM_SELECT_TIMEOUT))
                 self._lb_deadline = when
         elif self._lb_deadline is not None:
             bridge.set_timer(None)

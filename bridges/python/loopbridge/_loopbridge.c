@@ -372,21 +372,22 @@ static PyObject *Bridge_schedule(Bridge *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(set_timer_doc, "set_timer(delay)\n\n"
-"Runs a pass delay seconds from now, replacing the previous deadline;\n"
-"None removes it.");
+PyDoc_STRVAR(set_timer_doc, "set_timer(when)\n\n"
+"Runs a pass at when, on CLOCK_MONOTONIC (time.monotonic(), asyncio's\n"
+"loop.time() on Linux), replacing the previous deadline; None removes it.\n"
+"An absolute deadline, so that the pass never comes before it.");
 
 static PyObject *Bridge_set_timer(Bridge *self, PyObject *arg)
 {
     if (check_open(self))
         return NULL;
-    double delay = 0;
+    double when = 0;
     if (arg != Py_None) {
-        delay = PyFloat_AsDouble(arg);
-        if (delay == -1.0 && PyErr_Occurred())
+        when = PyFloat_AsDouble(arg);
+        if (when == -1.0 && PyErr_Occurred())
             return NULL;
-        if (delay != delay) {
-            PyErr_SetString(PyExc_ValueError, "delay is NaN");
+        if (when != when) {
+            PyErr_SetString(PyExc_ValueError, "when is NaN");
             return NULL;
         }
     }
@@ -396,10 +397,10 @@ static PyObject *Bridge_set_timer(Bridge *self, PyObject *arg)
         self->timer = NULL;
     }
     if (arg != Py_None) {
-        int rc = lb_loop_call_later(self->loop, delay, on_timer, self, &self->timer);
+        int rc = lb_loop_call_at(self->loop, when, on_timer, self, &self->timer);
         if (rc < 0) {
             self->timer = NULL;
-            return raise_lb(rc, "call_later");
+            return raise_lb(rc, "call_at");
         }
     }
     Py_RETURN_NONE;
