@@ -84,5 +84,74 @@ class TkGuiTest(unittest.TestCase):
         self.assertGreater(during, 10)
 
 
+    def nested_dialog_from_task(self, open_dialog, close_dialog):
+        """Opens a dialog from a task; a second task counts and, after a
+        while, closes it. Returns how far the counter went meanwhile."""
+        import loopbridge.tk
+        root = tkinter.Tk()
+        loop = loopbridge.tk.EventLoop(root)
+        count = [0]
+
+        async def counter():
+            while count[0] < 30:
+                count[0] += 1
+                await asyncio.sleep(0.01)
+            close_dialog(root)
+
+        async def main():
+            t = asyncio.create_task(counter())
+            await asyncio.sleep(0)
+            before = count[0]
+            open_dialog(root)
+            await t
+            return count[0] - before
+        during = loop.run_until_complete(asyncio.wait_for(main(), 60))
+        loop.close()
+        root.destroy()
+        return during
+
+    def test_wait_window_from_task(self):
+        box = {}
+
+        def open_dialog(root):
+            box["w"] = tkinter.Toplevel(root)
+            root.wait_window(box["w"])
+        during = self.nested_dialog_from_task(open_dialog, lambda root: box["w"].destroy())
+        self.assertGreaterEqual(during, 29)
+
+    def test_filedialog_from_task(self):
+        from tkinter import filedialog
+
+        def close(root):
+            # Tk's own file dialog (X11) waits in vwait on this variable
+            root.tk.call("set", "::tk::Priv(selectFilePath)", "")
+        during = self.nested_dialog_from_task(
+            lambda root: filedialog.askopenfilename(parent=root), close)
+        self.assertGreaterEqual(during, 29)
+
+    def test_hosted_button_creates_task(self):
+        import loopbridge.tk
+        root = tkinter.Tk()
+        loop = loopbridge.tk.install(root)
+        done = []
+
+        async def work():
+            await asyncio.sleep(0.05)
+            done.append(asyncio.get_running_loop())
+            root.quit()
+        button = tkinter.Button(root, text="go", command=lambda: asyncio.create_task(work()))
+        button.pack()
+
+        def click():
+            root.update()
+            xdotool("mousemove", "--window", str(button.winfo_id()), "5", "5", "click", "1")
+        root.after(300, click)
+        root.after(30000, root.quit)
+        root.mainloop()
+        loop.close()
+        root.destroy()
+        self.assertEqual(done, [loop])
+
+
 if __name__ == "__main__":
     unittest.main()
