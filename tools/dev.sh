@@ -164,10 +164,15 @@ job_valgrind() {
   log "valgrind memcheck"
   local supp=""
   for f in "$root"/tests/valgrind/*.supp; do supp="$supp --suppressions=$f"; done
-  local vtests="unit-alloc-fail fuzz-replay" listed
+  local vtests="unit-alloc-fail fuzz-replay" listed conformance
   listed=$(meson test -C build/normal --list 2>/dev/null)
   # Every conformance group on every driver built (conformance-<driver>-<group>).
-  vtests="$vtests $(grep -o 'conformance-[a-z]*-[a-z_]*$' <<<"$listed" | tr '\n' ' ')"
+  conformance=$(grep -o 'conformance-[a-z]*-[a-z_]*$' <<<"$listed" | tr '\n' ' ')
+  if [ -z "$conformance" ]; then
+    echo "dev.sh: build/normal lists no conformance-<driver>-<group> test" >&2
+    return 1
+  fi
+  vtests="$vtests $conformance"
   for t in tk-driver tk-complaints; do
     grep -q "/ $t\$" <<<"$listed" && vtests="$vtests $t"
   done
