@@ -15,7 +15,7 @@ import re
 import sys
 
 SOURCES = ("core/include/loopbridge/*.h", "core/src/*.[chS]", "core/src/fiber/*.[chS]",
-           "bridges/*/*.[ch]", "bridges/*/include/loopbridge/*.h")
+           "bridges/*/*.[ch]", "bridges/*/*/*.[ch]", "bridges/*/include/loopbridge/*.h")
 NAME = re.compile(r"\b[\w.-]+\.[chS]\b")
 
 
