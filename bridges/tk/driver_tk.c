@@ -32,10 +32,9 @@
 #include <unistd.h>
 
 /* One budget, plus a pass through Tcl's notifier, is the most a Tk
- * redraw or a Tcl `after` waits for the loop while it is flooded. An
- * `after 16` tick already comes 16.1 to 16.4 ms apart on an idle
- * notifier; 0.5 ms keeps it within 17 ms (1 ms did not), at no cost
- * measurable in the throughput of a flood. */
+ * redraw or a Tcl `after` waits for the loop while it is flooded: half
+ * the GLib driver's, since Tcl's own ticks come late already
+ * (docs/performance.md, "Figures behind the code"). */
 #define DEFAULT_BUDGET_NS (500 * 1000)
 /* Tcl 8.6's select notifier writes fd_sets of FD_SETSIZE bits. */
 #define TCL_FD_LIMIT 1024

@@ -302,8 +302,8 @@ static job *take_job(lb_executor *e) {
 /* How long a worker that ran out of work watches for more before it
  * sleeps. A loop that submits jobs one by one about as fast as they run
  * would otherwise fall into waking a sleeping worker for each (a futex
- * call on each side: W9 then cost 6-9 us a job instead of 0.3, in about
- * one run of five here); a few times one such wakeup. */
+ * call on each side, many times a job's cost: docs/performance.md,
+ * "Figures behind the code"); a few times one such wakeup. */
 #define SPIN_NS 20000
 
 /* Yields rather than spins: on two cores the thread that submits the

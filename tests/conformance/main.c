@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* The conformance suite: the public API's contract, run once per driver
- * (LB_DRIVER picks it; meson registers conformance-<driver>).
- * LB_TEST_GROUPS=a,b runs only the named groups (the TSan job runs the
+/* The conformance suite: the public API's contract, run on each driver
+ * (LB_DRIVER picks it). LB_TEST_GROUPS=a,b runs only the named groups;
+ * meson reads the table below and registers each group on each driver as
+ * a test of its own, conformance-<driver>-<group>, so that a crash names
+ * its group and the other groups still run (the TSan job picks the
  * threaded ones: ThreadSanitizer tracks at most 8,128 threads and fibers,
  * fewer than the task tests create). */
 #include "fixture.h"
