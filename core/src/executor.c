@@ -350,6 +350,9 @@ static void thread_return_locked(lb_executor *e) {
 static void *worker_main(void *arg) {
     lb_executor *e = arg;
     worker_of = e;
+    /* Found once: each job sets it (a thread-local's address costs a
+     * call in a shared library). */
+    const job **running = &current_job;
     job *done = NULL; /* finished, to be posted once the lock is released */
     bool may_watch = false;
     pid_t tid = (pid_t)syscall(SYS_gettid);
@@ -411,9 +414,9 @@ static void *worker_main(void *arg) {
             job_post(j);
         } else {
             j->result = NULL;
-            current_job = j;
+            *running = j;
             j->status = j->fn(j->data, &j->result);
-            current_job = NULL;
+            *running = NULL;
             done = j;
         }
         pthread_mutex_lock(&e->lock);
