@@ -192,6 +192,22 @@ static void check_settled(lb_loop *loop, void *data) {
 
 static flood the_flood;
 
+/* POSTERS threads running fn on c, released together once all started. */
+typedef struct posters {
+    atomic_bool go;
+    poster ps[POSTERS];
+    pthread_t threads[POSTERS];
+} posters;
+
+static void posters_start(posters *p, lb_coalesce *c, void *(*fn)(void *)) {
+    atomic_store(&p->go, false);
+    for (int i = 0; i < POSTERS; i++) {
+        p->ps[i] = (poster){.c = c, .go = &p->go};
+        assert_int_equal(pthread_create(&p->threads[i], NULL, fn, &p->ps[i]), 0);
+    }
+    atomic_store(&p->go, true);
+}
+
 static void *post_many_and_count(void *data) {
     post_many(data);
     atomic_fetch_add(&the_flood.finished, 1);
@@ -205,22 +221,16 @@ static void test_coalesce_from_eight_threads(void **state) {
     lb_loop *loop = fixture_loop_new();
     receiver r;
     lb_coalesce *c = counted_coalesce(loop, &r);
-    atomic_bool go = false;
     atomic_store(&the_flood.finished, 0);
-    poster ps[POSTERS];
-    pthread_t threads[POSTERS];
-    for (int i = 0; i < POSTERS; i++) {
-        ps[i] = (poster){.c = c, .go = &go};
-        assert_int_equal(pthread_create(&threads[i], NULL, post_many_and_count, &ps[i]), 0);
-    }
-    atomic_store(&go, true);
+    static posters p;
+    posters_start(&p, c, post_many_and_count);
     double t0 = fixture_now();
     assert_int_equal(lb_loop_call_soon(loop, check_settled, &the_flood, NULL), 0);
     assert_int_equal(lb_loop_run_forever(loop), 0);
     assert_true(fixture_now() - t0 < 120);
     for (int i = 0; i < POSTERS; i++) {
-        pthread_join(threads[i], NULL);
-        assert_int_equal(ps[i].accepted, POSTS);
+        pthread_join(p.threads[i], NULL);
+        assert_int_equal(p.ps[i].accepted, POSTS);
     }
     assert_true(r.calls >= 1);
     assert_int_equal(r.last, POSTS - 1);
@@ -239,18 +249,12 @@ static void test_coalesce_posts_race_close(void **state) {
         lb_loop *loop = fixture_loop_new();
         receiver r;
         lb_coalesce *c = counted_coalesce(loop, &r);
-        atomic_bool go = false;
-        poster ps[POSTERS];
-        pthread_t threads[POSTERS];
-        for (int i = 0; i < POSTERS; i++) {
-            ps[i] = (poster){.c = c, .go = &go};
-            assert_int_equal(pthread_create(&threads[i], NULL, post_many, &ps[i]), 0);
-        }
-        atomic_store(&go, true);
+        static posters p;
+        posters_start(&p, c, post_many);
         run_a_little(loop);
         fixture_loop_free(loop);
         for (int i = 0; i < POSTERS; i++)
-            pthread_join(threads[i], NULL);
+            pthread_join(p.threads[i], NULL);
         lb_coalesce_free(c);
         assert_int_equal(atomic_load(&made), atomic_load(&delivered) + atomic_load(&destroyed));
     }
