@@ -88,6 +88,7 @@ int run_exception_tests(void);
 int run_task_tests(void);
 int run_task_shared_tests(void);
 int run_executor_tests(void);
+int run_coalesce_tests(void);
 int run_signal_tests(void);
 int run_loop_thread_tests(void);
 int run_debug_tests(void);

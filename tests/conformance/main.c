@@ -19,6 +19,7 @@ static const fixture_group groups[] = {
     {"task", run_task_tests},
     {"task_shared", run_task_shared_tests},
     {"executor", run_executor_tests},
+    {"coalesce", run_coalesce_tests},
     {"signal", run_signal_tests},
     {"loop_thread", run_loop_thread_tests},
     {"debug", run_debug_tests},
