@@ -9,11 +9,8 @@
 #include "tk-fixture.h"
 
 #include <errno.h>
-#include <pthread.h>
-#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 enum {
     FLOOD = 100000,
@@ -53,39 +50,6 @@ static int tk_update_bounded(const char *where) {
     if (n >= PASS_BOUND)
         fail_msg("%s: Tk's `update` still busy after %d passes", where, n);
     return n;
-}
-
-/* The `update` command itself, under a watchdog thread that cancels it
- * (Tcl_CancelEval, which `update` checks between passes) after 20 s. */
-typedef struct watchdog {
-    Tcl_Interp *interp;
-    sem_t done;
-} watchdog;
-
-static void *watch(void *data) {
-    watchdog *w = data;
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 20;
-    while (sem_timedwait(&w->done, &until) < 0)
-        if (errno == ETIMEDOUT) {
-            Tcl_CancelEval(w->interp, NULL, NULL, 0);
-            break;
-        }
-    return NULL;
-}
-
-static void eval_update(Tcl_Interp *interp) {
-    watchdog w = {.interp = interp};
-    assert_int_equal(sem_init(&w.done, 0, 0), 0);
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, watch, &w), 0);
-    int r = Tcl_EvalEx(interp, "update", -1, TCL_EVAL_GLOBAL);
-    sem_post(&w.done);
-    pthread_join(th, NULL);
-    sem_destroy(&w.done);
-    if (r != TCL_OK)
-        fail_msg("`update` did not return in 20 s: %s", Tcl_GetStringResult(interp));
 }
 
 /* ------------------------------------------------------------------ */
@@ -175,7 +139,7 @@ static void test_tk_update_command_returns(void **state) {
     busy_start(loop, &b);
     for (int i = 0; i < 100; i++) {
         long before = b.callbacks + b.yields;
-        eval_update(interp);
+        tk_eval_update(interp);
         assert_true(b.callbacks + b.yields > before);
     }
     busy_stop(&b);
@@ -193,7 +157,7 @@ typedef struct nested {
 static void update_from_callback(lb_loop *loop, void *data) {
     nested *n = data;
     long before = n->b->callbacks + n->b->yields;
-    eval_update(n->interp);
+    tk_eval_update(n->interp);
     assert_true(n->b->callbacks + n->b->yields > before);
     if (++n->updates < 20)
         assert_int_equal(lb_loop_call_soon(loop, update_from_callback, n, NULL), 0);
@@ -344,7 +308,7 @@ static void test_tk_update_latency_under_load(void **state) {
     for (int i = 0; i < UPDATES; i++) {
         work_us(1000);
         int64_t t0 = tk_now_ns();
-        eval_update(interp);
+        tk_eval_update(interp);
         took[i] = tk_now_ns() - t0;
     }
     long steps = s.steps - steps0;
@@ -372,7 +336,7 @@ static void test_tk_update_latency_idle(void **state) {
     static int64_t took[UPDATES];
     for (int i = 0; i < UPDATES; i++) {
         int64_t t0 = tk_now_ns();
-        eval_update(interp);
+        tk_eval_update(interp);
         took[i] = tk_now_ns() - t0;
     }
     int64_t median = tk_percentile(took, UPDATES, 50);
