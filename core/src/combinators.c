@@ -18,6 +18,7 @@ typedef struct gather {
     unsigned flags;
     size_t n;
     size_t pending;
+    bool cancel_requested; /* ends cancelled once every child reported */
     unsigned refs; /* one per pending child callback, one for the result */
     lb_future *children[];
 } gather;
@@ -66,7 +67,11 @@ static void gather_complete(gather *g) {
 static void gather_child_done(lb_future *child, void *data) {
     gather *g = data;
     g->pending--;
-    if (!lb_future_is_done(g->outer)) {
+    if (g->cancel_requested) {
+        /* Cancelled: it ends when its children have unwound. */
+        if (g->pending == 0)
+            lb__future_cancel_plain(g->outer);
+    } else if (!lb_future_is_done(g->outer)) {
         int st = lb_future_result(child, NULL);
         if (st < 0 && !(g->flags & LB_GATHER_RETURN_ERRORS)) {
             if (st == -ECANCELED)
@@ -82,28 +87,28 @@ static void gather_child_done(lb_future *child, void *data) {
     gather_unref(g);
 }
 
+/* As asyncio's: too late (0) when no child could be cancelled, every
+ * one done already even if not yet reported (their results are kept);
+ * otherwise the gather ends cancelled once every child has ended. */
 static int gather_cancel(lb_future *outer, void *data) {
     gather *g = data;
+    (void)outer;
+    bool requested = false;
     for (size_t i = 0; i < g->n; i++)
-        lb_future_cancel(g->children[i]);
-    return lb__future_cancel_plain(outer);
+        if (!lb_future_is_done(g->children[i]) && lb_future_cancel(g->children[i]) > 0)
+            requested = true;
+    if (requested)
+        g->cancel_requested = true;
+    return requested ? 1 : 0;
 }
 
 /* Only consulted while the outer future is pending, when the gather is
  * alive for certain. */
 static const lb__future_hooks gather_hooks = {.cancel = gather_cancel};
 
-int lb_gather(lb_future *const *futures, size_t n, unsigned flags, lb_future **ret) {
-    lb_assert_return(ret, -EINVAL);
-    lb_assert_return(futures && n > 0, -EINVAL);
-    lb_assert_return((flags & ~LB_GATHER_RETURN_ERRORS) == 0, -EINVAL);
-    lb_loop *loop = NULL;
-    for (size_t i = 0; i < n; i++) {
-        lb_assert_return(futures[i], -EINVAL);
-        if (loop && futures[i]->loop != loop)
-            return lb__fail(loop, -EXDEV, "lb_gather: the futures belong to different loops");
-        loop = futures[i]->loop;
-    }
+/* A gather of n children (not filled in yet) and its outer future, with
+ * one reference. */
+static int gather_new(lb_loop *loop, size_t n, gather **ret) {
     gather *g = lb__calloc(1, sizeof *g + n * sizeof(lb_future *));
     if (!g)
         return lb__fail(loop, -ENOMEM, "lb_gather: out of memory");
@@ -112,11 +117,57 @@ int lb_gather(lb_future *const *futures, size_t n, unsigned flags, lb_future **r
         lb__free(g);
         return r;
     }
-    g->flags = flags;
     g->n = n;
+    g->refs = 1;
+    *ret = g;
+    return 0;
+}
+
+/* A gather of nothing: done at once with an empty result, on the loop
+ * of the calling task or the loop running on this thread. */
+static int gather_nothing(lb_future **ret) {
+    lb_loop *loop = lb__current_task ? lb__current_task->loop : lb_loop_get_running();
+    if (!loop)
+        return lb__fail(NULL, -EINVAL,
+                        "lb_gather: no futures, and no loop runs on this thread for the result");
+    gather *g = NULL;
+    int r = gather_new(loop, 0, &g);
+    if (r < 0)
+        return r;
+    /* Its reference is dropped below: the result holds the gather. */
+    gather_complete(g);
+    if (lb_future_result(g->outer, NULL) < 0) {
+        r = lb__fail(loop, -ENOMEM, "lb_gather: out of memory");
+        lb_future_unref(g->outer);
+        gather_unref(g);
+        return r;
+    }
+    *ret = g->outer;
+    gather_unref(g);
+    return 0;
+}
+
+int lb_gather(lb_future *const *futures, size_t n, unsigned flags, lb_future **ret) {
+    lb_assert_return(ret, -EINVAL);
+    lb_assert_return(futures || n == 0, -EINVAL);
+    lb_assert_return((flags & ~LB_GATHER_RETURN_ERRORS) == 0, -EINVAL);
+    if (n == 0)
+        return gather_nothing(ret);
+    lb_loop *loop = NULL;
+    for (size_t i = 0; i < n; i++) {
+        lb_assert_return(futures[i], -EINVAL);
+        if (loop && futures[i]->loop != loop)
+            return lb__fail(loop, -EXDEV, "lb_gather: the futures belong to different loops");
+        loop = futures[i]->loop;
+    }
+    gather *g = NULL;
+    int r = gather_new(loop, n, &g);
+    if (r < 0)
+        return r;
+    g->flags = flags;
     for (size_t i = 0; i < n; i++)
         g->children[i] = lb_future_ref(futures[i]);
-    g->refs = 1; /* dropped below, after the callbacks are added */
+    /* Its reference is dropped below, after the callbacks are added. */
     for (size_t i = 0; i < n; i++) {
         r = lb_future_add_done_callback(futures[i], gather_child_done, g);
         if (r < 0) {
@@ -191,16 +242,15 @@ int lb_shield(lb_future *future, lb_future **ret) {
 /* wait_for                                                            */
 /* ------------------------------------------------------------------ */
 
-typedef struct wait_for_state {
-    lb_future *future;
-    bool timed_out;
-} wait_for_state;
-
+/* The task waits in lb_await(future) while its deadline is pending (the
+ * timer is cancelled before lb_wait_for returns), so what to cancel is
+ * what it awaits. */
 static void wait_for_expired(lb_loop *loop, void *data) {
-    wait_for_state *w = data;
+    lb_task *t = data;
     (void)loop;
-    w->timed_out = true;
-    lb_future_cancel(w->future);
+    t->deadline_passed = true;
+    if (t->awaiting)
+        lb_future_cancel(t->awaiting);
 }
 
 int lb_wait_for(lb_future *future, double timeout, void **value) {
@@ -209,18 +259,35 @@ int lb_wait_for(lb_future *future, double timeout, void **value) {
         return lb__fail(NULL, -EPERM, "lb_wait_for: called outside a task");
     lb_assert_return(future, -EINVAL);
     lb_assert_return(!isnan(timeout), -EINVAL);
-    if (timeout < 0 || lb_future_is_done(future))
+    /* lb_await reports a future it cannot await, delivers a cancellation
+     * already requested, and returns what is done already. */
+    if (timeout < 0 || future->loop != t->loop || future == t->future || t->must_cancel ||
+        lb_future_is_done(future))
         return lb_await(future, value);
-    wait_for_state w = {.future = future};
-    lb_handle *timer = NULL;
-    int r = lb_loop_call_later(t->loop, timeout, wait_for_expired, &w, &timer);
-    if (r < 0)
-        return r;
-    r = lb_await(future, value);
-    lb_handle_cancel(timer);
-    lb_handle_unref(timer);
-    /* The task's own cancellation wins over the timeout. */
-    if (w.timed_out && r == -ECANCELED && !t->must_cancel && t->cancel_requests == 0)
+    /* Only a cancellation that the timeout made becomes -ETIMEDOUT: the
+     * task's own, requested while it waits, wins. Counting requests (not
+     * asking whether any is left) keeps a cancellation the task caught
+     * earlier from turning its later timeouts into cancellations. */
+    unsigned requests = t->cancel_requests;
+    bool timed_out;
+    int r;
+    if (timeout == 0) {
+        /* No time at all: cancelled at once (the work does not get one
+         * more iteration), and awaited until the cancellation landed. */
+        lb_future_cancel(future);
+        r = lb_await(future, value);
+        timed_out = true;
+    } else {
+        t->deadline_passed = false;
+        r = lb_loop_call_later(t->loop, timeout, wait_for_expired, t, &t->deadline);
+        if (r < 0)
+            return r;
+        r = lb_await(future, value);
+        lb_handle_cancel(t->deadline);
+        t->deadline = lb_handle_unref(t->deadline);
+        timed_out = t->deadline_passed;
+    }
+    if (timed_out && r == -ECANCELED && t->cancel_requests <= requests)
         return lb__fail(t->loop, -ETIMEDOUT, "lb_wait_for: timed out after %.3f s", timeout);
     return r;
 }

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Task groups (asyncio's TaskGroup): children are awaited together; the
- * first child that fails cancels its siblings. */
+ * first child that fails cancels its siblings and the group's body (the
+ * task that made the group), and lb_group_wait takes the body's
+ * cancellation back. */
 #include "task_internal.h"
 
 #include "alloc.h"
@@ -12,6 +14,8 @@ struct lb_group {
     size_t live;       /* children not ended */
     int first_error;   /* the first child failure, 0 if none */
     bool aborting;     /* siblings are being cancelled */
+    lb_task *body;     /* the task that made the group, or NULL */
+    bool body_cancelled; /* by the group: lb_group_wait uncancels it */
     lb_future *idle;   /* completed when live drops to 0 (while waited on) */
     lb_task **children;
     size_t n, cap;
@@ -25,6 +29,9 @@ int lb_group_new(lb_loop *loop, lb_group **ret) {
         return lb__fail(loop, -ENOMEM, "lb_group_new: out of memory");
     g->loop = lb_loop_ref(loop);
     g->refs = 1;
+    lb_task *current = lb_task_current();
+    if (current && current->loop == loop)
+        g->body = lb_task_ref(current);
     *ret = g;
     return 0;
 }
@@ -36,6 +43,7 @@ static void group_release(lb_group *g) {
         lb_task_unref(g->children[i]);
     lb__free(g->children);
     lb_future_unref(g->idle);
+    lb_task_unref(g->body);
     lb_loop_unref(g->loop);
     lb__free(g);
 }
@@ -61,7 +69,15 @@ static void group_child_done(lb_future *f, void *data) {
     g->live--;
     if (st < 0 && st != -ECANCELED && g->first_error == 0) {
         g->first_error = st;
+        /* As asyncio's TaskGroup, the body is interrupted too (its awaits,
+         * its nested groups), unless the group is cancelling already
+         * because its waiter was cancelled. */
+        bool was_aborting = g->aborting;
         group_abort(g);
+        if (!was_aborting && g->body && !lb_task_is_done(g->body) && !g->body_cancelled) {
+            g->body_cancelled = true;
+            lb_task_cancel(g->body);
+        }
     }
     if (g->live == 0 && g->idle && !lb_future_is_done(g->idle))
         lb_future_set_result(g->idle, NULL, NULL);
@@ -71,6 +87,9 @@ static void group_child_done(lb_future *f, void *data) {
 int lb_group_spawn(lb_group *group, lb_task_fn fn, void *data, const lb_task_options *opts,
                    lb_task **ret) {
     lb_assert_return(group, -EINVAL);
+    /* The thread (and the loop) first: nothing of the group is touched
+     * from a thread that does not run its loop. */
+    LB__CHECK_LOOP(group->loop);
     if (group->aborting)
         return lb__fail(group->loop, -ECANCELED,
                         "lb_group_spawn: the group is cancelling its tasks");
@@ -122,6 +141,13 @@ int lb_group_wait(lb_group *group) {
         } else if (r < 0) {
             return r;
         }
+    }
+    if (group->body_cancelled) {
+        /* The group cancelled its body: taken back, so that it does not
+         * leak out as a cancellation from outside. */
+        group->body_cancelled = false;
+        if (lb_task_uncancel(group->body) == 0 && group->body == lb_task_current())
+            cancelled = false;
     }
     if (cancelled)
         return -ECANCELED;

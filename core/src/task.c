@@ -114,6 +114,13 @@ void lb__task_suspend(lb_task *t, lb__task_wait why) {
 static void task_entry(void *arg) {
     lb_task *t = arg;
     t->status = t->fn(t, t->data);
+    /* Cancelled while it ran, it returned before awaiting again: as in
+     * asyncio, the undelivered cancellation wins over its result (an
+     * error it returned still wins over the cancellation). */
+    if (t->status == 0 && t->must_cancel) {
+        t->must_cancel = false;
+        t->status = -ECANCELED;
+    }
     t->state = LB__TASK_DONE;
     lb__fiber_switch_final(&t->fiber, &t->caller);
 }
@@ -378,28 +385,31 @@ int lb_await(lb_future *future, void **value) {
     if (future == t->future)
         return lb__fail(t->loop, -EDEADLK, "lb_await: task %s cannot await its own future",
                         t->name);
-    if (take_cancel(t)) {
-        lb_future_cancel(future);
+    bool cancelled = take_cancel(t);
+    /* Cancelled before it awaits: as asyncio does, the task cancels what
+     * it would have awaited and, if that is still unwinding (a task, a
+     * gather of tasks), waits until it ended. What refuses cancellation is
+     * not waited for. */
+    if (cancelled &&
+        (lb_future_is_done(future) || lb_future_cancel(future) <= 0 || lb_future_is_done(future)))
         return -ECANCELED;
-    }
     if (!lb_future_is_done(future)) {
         int r = ready_to_suspend(t, __func__);
+        if (r == 0)
+            r = lb_future_add_done_callback(future, wake_on_done, t);
         if (r < 0)
-            return r;
-        r = lb_future_add_done_callback(future, wake_on_done, t);
-        if (r < 0)
-            return r;
+            return cancelled ? -ECANCELED : r;
         lb_future_ref(future);
         t->awaiting = future;
         lb__task_suspend(t, LB__WAIT_FUTURE);
         t->awaiting = NULL;
-        bool cancelled = take_cancel(t);
+        cancelled |= take_cancel(t);
         if (cancelled && !lb_future_is_done(future))
             lb_future_cancel(future);
         lb_future_unref(future);
-        if (cancelled)
-            return -ECANCELED;
     }
+    if (cancelled)
+        return -ECANCELED;
     return lb_future_result(future, value);
 }
 
@@ -542,6 +552,8 @@ static void tasks_destroy(lb_loop *loop) {
             t->timer = lb_handle_unref(t->timer);
         if (t->awaiting)
             t->awaiting = lb_future_unref(t->awaiting);
+        if (t->deadline)
+            t->deadline = lb_handle_unref(t->deadline);
         t->status = -ECANCELED;
         t->state = LB__TASK_DONE;
         task_finish(t);

@@ -33,6 +33,11 @@ struct lb_task {
     lb_future *future;      /* the task's outcome */
     lb_future *awaiting;    /* LB__WAIT_FUTURE */
     lb_handle *timer;       /* LB__WAIT_TIMER */
+    /* lb_wait_for's timer and whether it fired: kept here, not in the
+     * task's frames, which a shared-stack task's neighbours overwrite
+     * while it waits. */
+    lb_handle *deadline;
+    bool deadline_passed;
     unsigned cancel_requests;
     bool must_cancel;       /* deliver -ECANCELED at the next (or current) wait */
     bool close_cancelled;   /* close already asked it to unwind */

@@ -1315,6 +1315,12 @@ static void walk_group_after_failure(misuse *m) {
     run_in_task(m, group_after_failure);
 }
 
+static void walk_gather_nothing_no_loop(misuse *m) {
+    lb_future *out = NULL;
+    CHECK(m, lb_gather(NULL, 0, 0, &out));
+    EXPECT(m, out == NULL);
+}
+
 /* ------------------------------------------------------------------ */
 /* Drivers                                                             */
 /* ------------------------------------------------------------------ */
@@ -1402,6 +1408,7 @@ static const struct {
     {"executor-wait-self", walk_executor_wait_self},
     {"bad-stack-size", walk_bad_stack_size},
     {"group-after-failure", walk_group_after_failure},
+    {"gather-nothing-no-loop", walk_gather_nothing_no_loop},
     {"unknown-driver", walk_unknown_driver},
     {"bad-driver", walk_bad_driver},
 };

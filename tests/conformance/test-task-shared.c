@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 static const lb_task_options shared_opts = {.flags = LB_TASK_SHARED_STACK};
@@ -299,6 +300,75 @@ static void test_task_shared_sleeping_tasks_are_small(void **state) {
     fixture_loop_free(loop);
 }
 
+/* Timeouts in many shared-stack tasks at once: the state of a pending
+ * timeout must not live in a task's frames, which other tasks' frames
+ * replace while it waits. The even tasks time out quickly (reading a
+ * silent socket, or in lb_wait_for); the odd ones wait with a long timeout
+ * and get their byte or result once the even ones ended. */
+enum { TIMEOUT_TASKS = 64 };
+
+typedef struct timeout_tally {
+    int fd[TIMEOUT_TASKS][2];
+    lb_future *f[TIMEOUT_TASKS];
+    int next;
+    int right, wrong, finished;
+    bool quick_done, all_done;
+} timeout_tally;
+
+static int wait_with_timeout(lb_task *task, void *data) {
+    timeout_tally *tt = data;
+    (void)task;
+    int i = tt->next++;
+    bool quick = i % 2 == 0;
+    double timeout = quick ? 0.01 : 3600;
+    char buf[8] = {0};
+    void *v = NULL;
+    bool ok;
+    if (i % 4 < 2) {
+        ssize_t n = lb_read(tt->fd[i][0], buf, sizeof buf, timeout);
+        ok = quick ? n == -ETIMEDOUT : n == 1 && buf[0] == 'x';
+    } else {
+        int r = lb_wait_for(tt->f[i], timeout, &v);
+        ok = quick ? r == -ETIMEDOUT : r == 0 && v == tt;
+    }
+    if (ok)
+        tt->right++;
+    else
+        tt->wrong++;
+    if (quick && ++tt->finished == TIMEOUT_TASKS / 2)
+        tt->quick_done = true;
+    if (!quick && ++tt->finished == TIMEOUT_TASKS)
+        tt->all_done = true;
+    return 0;
+}
+
+static void test_task_shared_timeouts(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    timeout_tally tt = {0};
+    for (int i = 0; i < TIMEOUT_TASKS; i++) {
+        assert_int_equal(
+            socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, tt.fd[i]), 0);
+        assert_int_equal(lb_future_new(loop, &tt.f[i]), 0);
+        assert_int_equal(lb_task_spawn(loop, wait_with_timeout, &tt, &shared_opts, NULL), 0);
+    }
+    fixture_run_until(loop, &tt.quick_done, 30);
+    assert_int_equal(tt.wrong, 0);
+    for (int i = 1; i < TIMEOUT_TASKS; i += 2) {
+        assert_int_equal(write(tt.fd[i][1], "x", 1), 1);
+        assert_int_equal(lb_future_set_result(tt.f[i], &tt, NULL), 0);
+    }
+    fixture_run_until(loop, &tt.all_done, 30);
+    assert_int_equal(tt.wrong, 0);
+    assert_int_equal(tt.right, TIMEOUT_TASKS);
+    for (int i = 0; i < TIMEOUT_TASKS; i++) {
+        close(tt.fd[i][0]);
+        close(tt.fd[i][1]);
+        lb_future_unref(tt.f[i]);
+    }
+    fixture_loop_free(loop);
+}
+
 int run_task_shared_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_task_shared_locals_survive_switches),
@@ -307,6 +377,7 @@ int run_task_shared_tests(void) {
         cmocka_unit_test(test_task_shared_bad_options),
         cmocka_unit_test(test_task_shared_nested_loop_holds_the_stack),
         cmocka_unit_test(test_task_shared_sleeping_tasks_are_small),
+        cmocka_unit_test(test_task_shared_timeouts),
     };
     return cmocka_run_group_tests_name("task_shared", tests, NULL, NULL);
 }

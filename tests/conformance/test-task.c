@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 static lb_task *spawn(lb_loop *loop, lb_task_fn fn, void *data, const char *name) {
     lb_task *t = NULL;
@@ -603,6 +605,357 @@ static void test_task_group_waiter_cancelled(void **state) {
     fixture_loop_free(loop);
 }
 
+/* ---------------- asyncio parity of cancellation and combinators ---------------- */
+
+static lb_loop *loop_of(lb_task *task) {
+    return lb_future_get_loop(lb_task_future(task));
+}
+
+/* Runs fn as the one task of a loop of its own, until it ended. */
+static void run_alone(lb_task_fn fn, const char *name) {
+    lb_loop *loop = fixture_loop_new();
+    lb_task *t = spawn(loop, fn, NULL, name);
+    assert_int_equal(fixture_finish(loop, t, 30), 0);
+    fixture_loop_free(loop);
+}
+
+/* wait_for with no time left cancels at once, as asyncio does. */
+static int sets_flag(lb_task *task, void *data) {
+    (void)task;
+    *(bool *)data = true;
+    return lb_task_return("too late", NULL);
+}
+
+static int wait_for_zero(lb_task *task, void *data) {
+    (void)data;
+    bool ran = false;
+    lb_task *child = NULL;
+    assert_int_equal(lb_task_spawn(loop_of(task), sets_flag, &ran, NULL, &child), 0);
+    void *v = NULL;
+    assert_int_equal(lb_wait_for(lb_task_future(child), 0, &v), -ETIMEDOUT);
+    assert_false(ran);
+    assert_true(lb_future_is_cancelled(lb_task_future(child)));
+    lb_task_unref(child);
+
+    lb_future *f = NULL;
+    assert_int_equal(lb_future_new(loop_of(task), &f), 0);
+    assert_int_equal(lb_wait_for(f, 0, NULL), -ETIMEDOUT);
+    assert_true(lb_future_is_cancelled(f));
+    lb_future_unref(f);
+
+    /* Done already: its outcome, with no time needed. */
+    assert_int_equal(lb_future_new(loop_of(task), &f), 0);
+    assert_int_equal(lb_future_set_result(f, "ready", NULL), 0);
+    assert_int_equal(lb_wait_for(f, 0, &v), 0);
+    assert_string_equal(v, "ready");
+    lb_future_unref(f);
+    return 0;
+}
+
+static void test_task_wait_for_zero(void **state) {
+    (void)state;
+    run_alone(wait_for_zero, "wait-for-zero");
+}
+
+/* A task that caught a cancellation (without uncancelling) still gets
+ * -ETIMEDOUT from its later timeouts. */
+static int timeouts_after_caught_cancel(lb_task *task, void *data) {
+    (void)data;
+    assert_int_equal(lb_task_cancel(task), 1);
+    assert_int_equal(lb_yield(), -ECANCELED);
+    assert_true(lb_task_cancelling(task));
+    lb_future *f = NULL;
+    assert_int_equal(lb_future_new(loop_of(task), &f), 0);
+    assert_int_equal(lb_wait_for(f, 0.01, NULL), -ETIMEDOUT);
+    lb_future_unref(f);
+    assert_int_equal(lb_future_new(loop_of(task), &f), 0);
+    assert_int_equal(lb_wait_for(f, 0, NULL), -ETIMEDOUT);
+    lb_future_unref(f);
+    int fd[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fd), 0);
+    char c;
+    assert_int_equal(lb_read(fd[0], &c, 1, 0.01), -ETIMEDOUT);
+    close(fd[0]);
+    close(fd[1]);
+    return 0;
+}
+
+static void test_task_timeouts_after_caught_cancel(void **state) {
+    (void)state;
+    run_alone(timeouts_after_caught_cancel, "caught-cancel");
+}
+
+/* A task cancelled while it runs that returns without awaiting again
+ * ends cancelled, its result dropped. */
+static int cancel_self_then_return(lb_task *task, void *data) {
+    int *requested = data;
+    *requested = lb_task_cancel(task);
+    assert_int_equal(lb_task_return(strdup("dropped"), free), 0);
+    return 0;
+}
+
+static void test_task_cancelled_while_running_ends_cancelled(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    int requested = 0;
+    lb_task *t = spawn(loop, cancel_self_then_return, &requested, "self-cancel");
+    run_task(loop, t);
+    assert_int_equal(requested, 1);
+    assert_true(lb_task_is_done(t));
+    assert_true(lb_future_is_cancelled(lb_task_future(t)));
+    assert_int_equal(lb_future_result(lb_task_future(t), NULL), -ECANCELED);
+    lb_task_unref(t);
+    fixture_loop_free(loop);
+}
+
+/* Unwinds slowly: its cleanup awaits twice. */
+static int slow_unwinder(lb_task *task, void *data) {
+    (void)task;
+    (void)data;
+    int r = lb_sleep(3600);
+    if (r == -ECANCELED) {
+        assert_int_equal(lb_sleep(0.005), 0);
+        assert_int_equal(lb_yield(), 0);
+    }
+    return r;
+}
+
+typedef struct await_unwind {
+    lb_task *inner[2];
+    bool cancel_self; /* else a callback cancels the awaiting task */
+    bool via_gather;
+    bool waiting; /* about to await: the canceller may go */
+    int status;
+    bool inner_done_at_return;
+} await_unwind;
+
+static int await_unwinding(lb_task *task, void *data) {
+    await_unwind *u = data;
+    /* Let the inner tasks start their sleep. */
+    assert_int_equal(lb_yield(), 0);
+    lb_future *what = lb_task_future(u->inner[0]);
+    lb_future *g = NULL;
+    if (u->via_gather) {
+        lb_future *fs[2] = {lb_task_future(u->inner[0]), lb_task_future(u->inner[1])};
+        assert_int_equal(lb_gather(fs, 2, 0, &g), 0);
+        what = g;
+    }
+    if (u->cancel_self)
+        assert_int_equal(lb_task_cancel(task), 1);
+    u->waiting = true;
+    u->status = lb_await(what, NULL);
+    u->inner_done_at_return = lb_task_is_done(u->inner[0]) &&
+                              (!u->via_gather || lb_task_is_done(u->inner[1]));
+    lb_future_unref(g);
+    return 0;
+}
+
+static void test_task_await_waits_for_unwinding(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    for (int mode = 0; mode < 4; mode++) {
+        await_unwind u = {.cancel_self = mode & 1, .via_gather = mode & 2};
+        u.inner[0] = spawn(loop, slow_unwinder, NULL, "unwinder-0");
+        u.inner[1] = spawn(loop, slow_unwinder, NULL, "unwinder-1");
+        lb_task *t = spawn(loop, await_unwinding, &u, "awaiter");
+        fixture_canceller k = {.target = t, .waiting = &u.waiting};
+        if (!u.cancel_self)
+            fixture_cancel_when_waiting(loop, &k);
+        assert_int_equal(fixture_finish(loop, t, 30), 0);
+        assert_int_equal(u.status, -ECANCELED);
+        assert_true(u.inner_done_at_return);
+        lb_task_cancel(u.inner[1]);
+        fixture_finish(loop, u.inner[0], 30);
+        fixture_finish(loop, u.inner[1], 30);
+    }
+    fixture_loop_free(loop);
+}
+
+/* Cancelling a gather whose children all finished, before they reported,
+ * is too late: the results are kept. */
+static void test_task_gather_cancel_too_late(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    lb_future *fs[2], *g = NULL;
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(lb_future_new(loop, &fs[i]), 0);
+    assert_int_equal(lb_gather(fs, 2, 0, &g), 0);
+    assert_int_equal(lb_future_set_result(fs[0], "a", NULL), 0);
+    assert_int_equal(lb_future_set_result(fs[1], "b", NULL), 0);
+    assert_int_equal(lb_future_cancel(g), 0);
+    assert_int_equal(lb_loop_run_until_complete(loop, g), 0);
+    void *v = NULL;
+    assert_int_equal(lb_future_result(g, &v), 0);
+    lb_gather_result *res = v;
+    assert_int_equal(res->n, 2);
+    assert_string_equal(res->items[0].value, "a");
+    assert_string_equal(res->items[1].value, "b");
+    lb_future_unref(g);
+    for (int i = 0; i < 2; i++)
+        lb_future_unref(fs[i]);
+    fixture_loop_free(loop);
+}
+
+/* A cancelled gather completes only once its children ended. */
+typedef struct gather_unwind {
+    lb_task *kids[2];
+    lb_future *g;
+    bool kids_done_when_cancelled;
+    bool reported;
+} gather_unwind;
+
+static void gather_reported(lb_future *g, void *data) {
+    gather_unwind *gu = data;
+    (void)g;
+    gu->kids_done_when_cancelled = lb_task_is_done(gu->kids[0]) && lb_task_is_done(gu->kids[1]);
+    gu->reported = true;
+}
+
+static void cancel_gather_cb(lb_loop *loop, void *data) {
+    gather_unwind *gu = data;
+    (void)loop;
+    assert_int_equal(lb_future_cancel(gu->g), 1);
+}
+
+static void test_task_gather_cancel_waits_for_children(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    for (unsigned flags = 0; flags <= LB_GATHER_RETURN_ERRORS; flags++) {
+        gather_unwind gu = {0};
+        gu.kids[0] = spawn(loop, slow_unwinder, NULL, "kid-0");
+        gu.kids[1] = spawn(loop, slow_unwinder, NULL, "kid-1");
+        lb_future *fs[2] = {lb_task_future(gu.kids[0]), lb_task_future(gu.kids[1])};
+        assert_int_equal(lb_gather(fs, 2, flags, &gu.g), 0);
+        assert_int_equal(lb_future_add_done_callback(gu.g, gather_reported, &gu), 0);
+        assert_int_equal(lb_loop_call_later(loop, 0.005, cancel_gather_cb, &gu, NULL), 0);
+        fixture_run_until(loop, &gu.reported, 30);
+        assert_true(lb_future_is_cancelled(gu.g));
+        assert_true(gu.kids_done_when_cancelled);
+        fixture_finish(loop, gu.kids[0], 30);
+        fixture_finish(loop, gu.kids[1], 30);
+        lb_future_unref(gu.g);
+    }
+    fixture_loop_free(loop);
+}
+
+/* A gather of nothing is done at once with an empty result. */
+static int gather_nothing(lb_task *task, void *data) {
+    (void)task;
+    (void)data;
+    lb_future *g = NULL;
+    assert_int_equal(lb_gather(NULL, 0, 0, &g), 0);
+    assert_true(lb_future_is_done(g));
+    void *v = NULL;
+    assert_int_equal(lb_await(g, &v), 0);
+    assert_int_equal(((lb_gather_result *)v)->n, 0);
+    lb_future_unref(g);
+    return 0;
+}
+
+static void test_task_gather_of_nothing(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    lb_task *t = spawn(loop, gather_nothing, NULL, "gather-nothing");
+    assert_int_equal(fixture_finish(loop, t, 30), 0);
+    /* No loop runs here to own the future. */
+    lb_future *g = NULL;
+    assert_int_equal(lb_gather(NULL, 0, 0, &g), -EINVAL);
+    assert_null(g);
+    fixture_loop_free(loop);
+}
+
+/* A failing child cancels the group's body too, so its awaits and nested
+ * groups are interrupted; the group takes that cancellation back when it
+ * ends. */
+static int fails_soon(lb_task *task, void *data) {
+    (void)task;
+    (void)data;
+    assert_int_equal(lb_yield(), 0);
+    return -EIO;
+}
+
+typedef struct body_case {
+    bool nested;
+    int await_status;
+    int inner_status;
+    int status;
+    int after;
+    bool cancelling_after;
+} body_case;
+
+static int group_body_interrupted(lb_task *task, void *data) {
+    body_case *bc = data;
+    lb_group *g = NULL, *inner = NULL;
+    assert_int_equal(lb_group_new(loop_of(task), &g), 0);
+    assert_int_equal(lb_group_spawn(g, fails_soon, NULL, NULL, NULL), 0);
+    if (bc->nested) {
+        assert_int_equal(lb_group_new(loop_of(task), &inner), 0);
+        assert_int_equal(lb_group_spawn(inner, sleeper, (void *)3600000, NULL, NULL), 0);
+        bc->inner_status = lb_group_wait(inner);
+        lb_group_unref(inner);
+    } else {
+        bc->await_status = lb_sleep(3600);
+    }
+    bc->status = lb_group_wait(g);
+    lb_group_unref(g);
+    bc->after = lb_sleep(0.001);
+    bc->cancelling_after = lb_task_cancelling(task);
+    return 0;
+}
+
+static void test_task_group_failure_cancels_body(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    for (int nested = 0; nested < 2; nested++) {
+        body_case bc = {.nested = nested};
+        lb_task *t = spawn(loop, group_body_interrupted, &bc, "group-body");
+        assert_int_equal(fixture_finish(loop, t, 30), 0);
+        if (nested)
+            assert_int_equal(bc.inner_status, -ECANCELED);
+        else
+            assert_int_equal(bc.await_status, -ECANCELED);
+        assert_int_equal(bc.status, -EIO);
+        assert_int_equal(bc.after, 0);
+        assert_false(bc.cancelling_after);
+    }
+    fixture_loop_free(loop);
+}
+
+/* lb_group_spawn checks its thread before it looks at the group. */
+typedef struct foreign_spawn {
+    lb_group *g;
+    int status;
+} foreign_spawn;
+
+static void *spawn_from_thread(void *arg) {
+    foreign_spawn *fs = arg;
+    fs->status = lb_group_spawn(fs->g, sleeper, (void *)1, NULL, NULL);
+    return NULL;
+}
+
+static int group_aborted(lb_task *task, void *data) {
+    foreign_spawn *fs = data;
+    assert_int_equal(lb_group_new(loop_of(task), &fs->g), 0);
+    assert_int_equal(lb_group_spawn(fs->g, fails_soon, NULL, NULL, NULL), 0);
+    assert_int_equal(lb_group_wait(fs->g), -EIO);
+    /* While the loop runs, so that it has a thread. */
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, spawn_from_thread, fs), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    return 0;
+}
+
+static void test_task_group_spawn_checks_thread_first(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    foreign_spawn fs = {0};
+    lb_task *t = spawn(loop, group_aborted, &fs, "group-aborted");
+    assert_int_equal(fixture_finish(loop, t, 30), 0);
+    assert_int_equal(fs.status, -EPERM);
+    lb_group_unref(fs.g);
+    fixture_loop_free(loop);
+}
+
 /* ---------------- close with live tasks ---------------- */
 
 typedef struct unwinder {
@@ -720,6 +1073,61 @@ static void test_task_close_reports_stubborn_task(void **state) {
     assert_int_equal(reports, 1);
 }
 
+/* ---------------- stacks used nearly to their end ---------------- */
+
+/* Recurses in 8 KiB frames, each filled with a pattern, and yields at the
+ * bottom: a switch with the stack pointer close to the stack's limit is
+ * no overflow, and nothing below the limit (the guard) may be touched. */
+enum { CHUNK = 8192 };
+
+static int use_stack(int levels, uintptr_t seed) {
+    volatile unsigned char chunk[CHUNK];
+    for (size_t i = 0; i < CHUNK; i++)
+        chunk[i] = (unsigned char)(seed + i * 13u);
+    int r = 0;
+    if (levels > 1)
+        r = use_stack(levels - 1, seed + 1);
+    else
+        for (int y = 0; y < 3 && r == 0; y++)
+            r = lb_yield();
+    for (size_t i = 0; i < CHUNK && r == 0; i++)
+        if (chunk[i] != (unsigned char)(seed + i * 13u))
+            r = -EIO;
+    return r;
+}
+
+static int deep_user(lb_task *task, void *data) {
+    return use_stack((int)(intptr_t)data, (uintptr_t)task);
+}
+
+static void test_task_stack_used_to_its_end(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    struct {
+        lb_task_options opts;
+        int levels;
+    } cases[] = {
+        {{.name = "small", .stack_size = 16 * 1024}, 1},
+        {{.name = "default"}, 26},     /* about 216 KiB of 256 */
+        {{.name = "default-2"}, 26},   /* its neighbour, just as deep */
+        {{.name = "large", .stack_size = 1024 * 1024}, 110},
+        {{.name = "shared", .flags = LB_TASK_SHARED_STACK}, 20},
+        {{.name = "shared-2", .flags = LB_TASK_SHARED_STACK}, 20},
+    };
+    enum { N = sizeof cases / sizeof cases[0] };
+    lb_task *tasks[N];
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(lb_task_spawn(loop, deep_user, (void *)(intptr_t)cases[i].levels,
+                                       &cases[i].opts, &tasks[i]),
+                         0);
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(lb_loop_run_until_complete(loop, lb_task_future(tasks[i])), 0);
+        assert_int_equal(lb_future_result(lb_task_future(tasks[i]), NULL), 0);
+        lb_task_unref(tasks[i]);
+    }
+    fixture_loop_free(loop);
+}
+
 int run_task_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_task_await_callback_and_timer),
@@ -738,9 +1146,19 @@ int run_task_tests(void) {
         cmocka_unit_test(test_task_shield),
         cmocka_unit_test(test_task_group),
         cmocka_unit_test(test_task_group_waiter_cancelled),
+        cmocka_unit_test(test_task_wait_for_zero),
+        cmocka_unit_test(test_task_timeouts_after_caught_cancel),
+        cmocka_unit_test(test_task_cancelled_while_running_ends_cancelled),
+        cmocka_unit_test(test_task_await_waits_for_unwinding),
+        cmocka_unit_test(test_task_gather_cancel_too_late),
+        cmocka_unit_test(test_task_gather_cancel_waits_for_children),
+        cmocka_unit_test(test_task_gather_of_nothing),
+        cmocka_unit_test(test_task_group_failure_cancels_body),
+        cmocka_unit_test(test_task_group_spawn_checks_thread_first),
         cmocka_unit_test(test_task_close_cancels_live_tasks),
         cmocka_unit_test(test_task_close_reports_stubborn_task),
         cmocka_unit_test(test_task_close_frees_futures_of_dropped_callbacks),
+        cmocka_unit_test(test_task_stack_used_to_its_end),
     };
     return cmocka_run_group_tests_name("task", tests, NULL, NULL);
 }

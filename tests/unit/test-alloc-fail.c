@@ -393,6 +393,18 @@ static void read_errors_and_release(probe *p) {
 static void resolve_soon(lb_loop *loop, void *data) {
     (void)loop;
     lb_future_set_result(data, NULL, NULL);
+    lb_future_unref(data);
+}
+
+/* Queues resolve_soon with a reference of its own: the task may give up
+ * on the future (an allocation failed) and drop it before the callback
+ * runs. */
+static int resolve_future_soon(probe *p, lb_future *f) {
+    lb_future_ref(f);
+    int r = CHECKED(p, lb_loop_call_soon(p->loop, resolve_soon, f, NULL));
+    if (r < 0)
+        lb_future_unref(f);
+    return r;
 }
 
 static int task_body(lb_task *task, void *data) {
@@ -405,7 +417,7 @@ static int task_body(lb_task *task, void *data) {
     if (r == 0)
         r = CHECKED(p, lb_future_new(p->loop, &f));
     if (r == 0)
-        r = CHECKED(p, lb_loop_call_soon(p->loop, resolve_soon, f, NULL));
+        r = resolve_future_soon(p, f);
     if (r == 0)
         r = CHECKED(p, lb_await(f, NULL));
     lb_future_unref(f);
@@ -627,7 +639,7 @@ static int wait_for_task(lb_task *task, void *data) {
         r = CHECKED(p, lb_future_new(p->loop, &soon));
     }
     if (r == 0)
-        r = CHECKED(p, lb_loop_call_soon(p->loop, resolve_soon, soon, NULL));
+        r = resolve_future_soon(p, soon);
     if (r == 0) {
         r = lb_wait_for(soon, 5.0, NULL);
         check_outcome(p, r, "lb_wait_for (completing)", 0);
@@ -662,7 +674,7 @@ static int shield_task(lb_task *task, void *data) {
         lb_future_cancel(outer);
         if (lb_future_is_done(inner))
             problem("shield: cancelling the outer future cancelled the inner one");
-        r = CHECKED(p, lb_loop_call_soon(p->loop, resolve_soon, inner, NULL));
+        r = resolve_future_soon(p, inner);
     }
     if (r == 0) {
         r = lb_await(inner, NULL);

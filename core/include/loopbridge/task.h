@@ -29,7 +29,8 @@ extern "C" {
 
 /* A task's body. Returns 0 (the result is then what lb_task_return()
  * set, or NULL), -ECANCELED to end as cancelled, or another negative
- * errno to fail. */
+ * errno to fail. A task cancelled while it ran that returns 0 before it
+ * awaited again ends cancelled, its result dropped (as in asyncio). */
 typedef int (*lb_task_fn)(lb_task *task, void *data);
 
 enum {
@@ -48,10 +49,31 @@ enum {
     LB_TASK_SHARED_STACK = 1u << 0,
 };
 
+/* A task's stack and overflows. The stack is address space; the pages
+ * the task touches are committed as it touches them. Below it lies a
+ * guard as large as the stack and at least 256 KiB, where any access
+ * faults: a task that overflows is reported on stderr as "task NAME
+ * overflowed its N KiB stack" and the process dies (of SIGSEGV there, of
+ * SIGABRT when found at a switch, below).
+ *
+ * Largest safe frame: a function whose frame (its locals, arrays
+ * included) is at most the guard's size, 256 KiB on the default stack,
+ * cannot reach past the guard, however deep the stack is. A larger frame
+ * can jump over the guard into another task's stack when its first write
+ * lands there: build code that may have such frames with
+ * -fstack-clash-protection (GCC, Clang), which touches a large frame a
+ * page at a time from the top, so any frame hits the guard first. Two
+ * checks stand behind the guard: at every switch away from a task its
+ * stack pointer must be within its stack (a task that suspends inside a
+ * frame larger than its stack is reported before any other task runs),
+ * and where no guard could be installed (an old kernel whose map count
+ * ran out) a canary word just below the stack, checked at every switch,
+ * reports what overwrote it. */
 typedef struct lb_task_options {
-    const char *name;  /* copied; NULL: "task-N" */
+    const char *name;  /* copied; NULL: "task-N"; overflow reports show it */
     size_t stack_size; /* bytes of address space; 0: 256 KiB; 16 KiB .. 64 MiB
-                        * (0 with LB_TASK_SHARED_STACK) */
+                        * (0 with LB_TASK_SHARED_STACK: the shared stack is
+                        * 256 KiB) */
     unsigned flags;    /* LB_TASK_* */
 } lb_task_options;
 
@@ -77,8 +99,12 @@ LB_EXPORT lb_task *lb_task_unref(lb_task *task);
 
 /* Suspends the calling task until future is done, then returns as
  * lb_future_result() (0 and the value in *value, the error, or
- * -ECANCELED). If the task is cancelled while waiting, returns
- * -ECANCELED and cancels future. value may be NULL.
+ * -ECANCELED). If the task is cancelled while waiting, or was cancelled
+ * before it awaits, future is cancelled and lb_await returns -ECANCELED
+ * once future is done: as asyncio's await, it never returns while an
+ * awaited task (or a gather of tasks) still unwinds. A future that
+ * refuses the cancellation (lb_future_cancel() returns 0) is not waited
+ * for when the cancellation came before the await. value may be NULL.
  * Outside a task returns -EPERM at once; -EXDEV for a future of another
  * loop; -EDEADLK for the task's own future (it would never complete). */
 LB_EXPORT int lb_await(lb_future *future, void **value);
@@ -99,17 +125,22 @@ LB_EXPORT lb_task *lb_task_current(void);
 LB_EXPORT int lb_task_return(void *value, lb_destroy_fn destroy);
 
 /* Requests cancellation: the task's pending or next lb_await() returns
- * -ECANCELED. A task cancelled before it first ran never runs.
+ * -ECANCELED. A task cancelled before it first ran never runs; one
+ * cancelled while it runs that returns 0 without awaiting again ends
+ * cancelled.
  * Returns 1 if requested, 0 if the task is done already; -EINVAL; -EPERM
  * on a thread that does not run the task's open loop. Loop thread. */
 LB_EXPORT int lb_task_cancel(lb_task *task);
 
-/* True once cancellation was requested and not yet delivered or
- * cleared. */
+/* True while cancellation requests are counted against the task
+ * (asyncio's cancelling() > 0): each lb_task_cancel() that returned 1
+ * counts one, delivering it counts none off, lb_task_uncancel() counts one
+ * off. It stays true on a task that ended cancelled. */
 LB_EXPORT bool lb_task_cancelling(const lb_task *task);
 
 /* Clears a delivered cancellation request so the task can go on as if it
- * had not been cancelled (asyncio's uncancel). Returns the number of
+ * had not been cancelled (asyncio's uncancel). When no request remains, a
+ * request not yet delivered is dropped too. Returns the number of
  * requests that remain, or -EINVAL. */
 LB_EXPORT int lb_task_uncancel(lb_task *task);
 
@@ -173,14 +204,24 @@ enum {
 /* A future that completes when all n futures are done, with an
  * lb_gather_result (in the order given). Without LB_GATHER_RETURN_ERRORS
  * it fails with the first error as soon as one future fails (the others
- * go on). Cancelling it cancels every future still pending. The gather
- * holds references to the futures until it completes. Returns 0, -EINVAL,
- * -ENOMEM. */
+ * go on). Cancelling it cancels every future still pending, and it ends
+ * cancelled once they all ended (never before its tasks unwound); the
+ * cancel returns 0 and changes nothing if every future was done already,
+ * even if the gather has not seen it yet. The gather holds references to
+ * the futures until it completes. n 0 (futures may then be NULL): a
+ * future done at once with an empty result, on the loop of the calling
+ * task or the loop running on this thread. Returns 0, -EINVAL (also for
+ * n 0 where no loop runs), -EXDEV (futures of different loops), -ENOMEM. */
 LB_EXPORT int lb_gather(lb_future *const *futures, size_t n, unsigned flags, lb_future **ret);
 
 /* Awaits future for at most timeout seconds (timeout < 0: no limit).
- * On timeout cancels future and returns -ETIMEDOUT. Otherwise as
- * lb_await(). Inside a task only (-EPERM). */
+ * On timeout cancels future, waits until it is done, and returns
+ * -ETIMEDOUT (or future's outcome if it ended otherwise than cancelled).
+ * timeout 0: a future done already gives its outcome; otherwise it is
+ * cancelled at once, without one more iteration, and awaited as above.
+ * A cancellation of the calling task requested before or during the wait
+ * wins: -ECANCELED (one the task caught earlier does not count). Otherwise
+ * as lb_await(). Inside a task only (-EPERM). */
 LB_EXPORT int lb_wait_for(lb_future *future, double timeout, void **value);
 
 /* A future that mirrors future's outcome, but whose cancellation does not
@@ -188,7 +229,10 @@ LB_EXPORT int lb_wait_for(lb_future *future, double timeout, void **value);
 LB_EXPORT int lb_shield(lb_future *future, lb_future **ret);
 
 /* asyncio's TaskGroup: tasks spawned into a group are awaited together
- * by lb_group_wait(); the first child that fails cancels its siblings. */
+ * by lb_group_wait(); the first child that fails cancels its siblings and
+ * the group's body, the task that made the group (if it was made in a
+ * task), so that the body's awaits and nested groups are interrupted at
+ * once. lb_group_wait() takes that cancellation of the body back. */
 typedef struct lb_group lb_group;
 
 /* Creates an empty group on loop; *ret gets its one reference.
@@ -203,14 +247,19 @@ LB_EXPORT int lb_group_new(lb_loop *loop, lb_group **ret);
 LB_EXPORT lb_group *lb_group_unref(lb_group *group);
 
 /* Spawns a child task into group (as lb_task_spawn). After a child
- * failed, new children are refused with -ECANCELED. */
+ * failed, new children are refused with -ECANCELED. Returns 0, -EINVAL,
+ * -EPERM (wrong thread: checked before the group is looked at), -EBADF
+ * (closed loop), -ECANCELED, or lb_task_spawn()'s errors. Loop thread. */
 LB_EXPORT int lb_group_spawn(lb_group *group, lb_task_fn fn, void *data,
                              const lb_task_options *opts, lb_task **ret);
 
 /* Waits (inside a task) until every child ended. Returns 0 if all
- * succeeded, else the first child's error (its siblings were cancelled).
- * If the waiting task is cancelled, the children are cancelled too, and
- * -ECANCELED is returned once they ended. */
+ * succeeded, else the first child's error (its siblings and the body were
+ * cancelled). If the group cancelled the body, the body is uncancelled
+ * here (lb_task_uncancel()), so that cancellation does not leak out as
+ * one from outside. If the waiting task is cancelled from outside, the
+ * children are cancelled too, and -ECANCELED is returned once they
+ * ended. */
 LB_EXPORT int lb_group_wait(lb_group *group);
 
 #ifdef __cplusplus
