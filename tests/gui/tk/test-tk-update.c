@@ -3,12 +3,15 @@
  * 0) while the loop is busy: it returns however much work the loop has,
  * a task that yields for ever included, both as Tcl's `update` (one quiet
  * pass ends it) and as Tk's (a second quiet pass after the displays are
- * synced); each call moves the loop on; a vwait after a run of updates
+ * synced), or while another thread posts without a pause; each call
+ * moves the loop on; a vwait after a run of updates
  * still runs everything, once each; and what an `update` costs under a
  * steady load, printed. Tcl only: no display needed. */
 #include "tk-fixture.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -176,6 +179,59 @@ static void test_tk_update_in_a_callback_returns(void **state) {
     assert_int_equal(lb_loop_run_forever(loop), 0);
     assert_int_equal(n.updates, 20);
     busy_stop(&b);
+    tk_loop_free(loop, interp);
+}
+
+/* Another thread posts as fast as it can while the program updates:
+ * every update returns, and once the thread stops, a vwait runs the
+ * rest, each post once. */
+typedef struct poster {
+    lb_loop *loop;
+    Tcl_Interp *interp;
+    atomic_bool stop;
+    long posted; /* written by the thread, read after the join */
+    long ran;    /* the loop's thread */
+} poster;
+
+static void count_post(lb_loop *loop, void *data) {
+    (void)loop;
+    ((poster *)data)->ran++;
+}
+
+/* Posted last, from the same thread: runs after every other post. */
+static void posts_done(lb_loop *loop, void *data) {
+    (void)loop;
+    Tcl_SetVar(((poster *)data)->interp, "posts_done", "1", TCL_GLOBAL_ONLY);
+}
+
+static void *post_flood(void *data) {
+    poster *p = data;
+    while (!atomic_load(&p->stop))
+        if (lb_loop_call_soon_threadsafe(p->loop, count_post, p) == 0)
+            p->posted++;
+    assert_int_equal(lb_loop_call_soon_threadsafe(p->loop, posts_done, p), 0);
+    return NULL;
+}
+
+static void test_tk_update_returns_while_a_thread_posts(void **state) {
+    (void)state;
+    Tcl_Interp *interp = tk_interp_new();
+    lb_loop *loop = tk_loop_new(interp);
+    poster p = {.loop = loop, .interp = interp};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, post_flood, &p), 0);
+    for (int i = 0; i < 100; i++) {
+        tcl_update_bounded("update while a thread posts");
+        tk_eval_update(interp);
+    }
+    long ran_in_updates = p.ran;
+    atomic_store(&p.stop, true);
+    pthread_join(th, NULL);
+    tk_eval(interp, "vwait posts_done");
+    printf("# %ld posts: %ld ran in 200 updates, the rest in a vwait\n", p.posted,
+           ran_in_updates);
+    assert_true(ran_in_updates > 0);
+    assert_int_equal(p.ran, p.posted);
     tk_loop_free(loop, interp);
 }
 
@@ -354,6 +410,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_tk_tk_update_returns_while_the_loop_is_busy),
         cmocka_unit_test(test_tk_update_command_returns),
         cmocka_unit_test(test_tk_update_in_a_callback_returns),
+        cmocka_unit_test(test_tk_update_returns_while_a_thread_posts),
         cmocka_unit_test(test_tk_vwait_after_updates_runs_everything),
         cmocka_unit_test(test_tk_update_latency_idle),
         cmocka_unit_test(test_tk_update_latency_under_load),
