@@ -3,10 +3,10 @@
  * 0) while the loop is busy: it returns however much work the loop has,
  * a task that yields for ever included, both as Tcl's `update` (one quiet
  * pass ends it) and as Tk's (a second quiet pass after the displays are
- * synced), or while another thread posts without a pause; each call
- * moves the loop on; a vwait after a run of updates
- * still runs everything, once each; and what an `update` costs under a
- * steady load, printed. Tcl only: no display needed. */
+ * synced), and while another thread posts without a pause; each call
+ * moves the loop on; a vwait after a run of updates still runs
+ * everything, once each; and what an `update` costs under a steady load,
+ * printed. Tcl only: no display needed. */
 #include "tk-fixture.h"
 
 #include <errno.h>
