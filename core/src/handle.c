@@ -39,7 +39,7 @@ void lb__run_handle(lb_loop *loop, void *handle) {
     lb__handle_unqueue(h);
 }
 
-void lb__handle_run_destroy(lb_handle *h) {
+__attribute__((cold)) void lb__handle_run_destroy(lb_handle *h) {
     if (h->flags & LB__HANDLE_DESTROY) {
         /* Cleared first: the destroy may cancel or release the handle. */
         h->flags &= ~(uint32_t)LB__HANDLE_DESTROY;
@@ -54,7 +54,7 @@ void lb__handle_run_destroy(lb_handle *h) {
  * dropped: lb__handle_unqueue clears QUEUED first) runs its destroy
  * notify, so every way a call leaves the loop runs it exactly once, and
  * a reference the user still holds keeps the handle but not its data. */
-void lb__handle_release(lb_handle *h) {
+static inline __attribute__((always_inline)) void handle_release(lb_handle *h) {
     if (__builtin_expect((h->flags & (LB__HANDLE_DESTROY | LB__HANDLE_QUEUED)) ==
                              LB__HANDLE_DESTROY, 0))
         lb__handle_run_destroy(h);
@@ -67,6 +67,12 @@ void lb__handle_release(lb_handle *h) {
     lb_future_unref(future);
     if (held)
         lb__loop_unhold(loop);
+}
+
+/* Inlined into lb_handle_unref as well: the destroy check must not cost
+ * the unref of a timer handle a call (workload W3). */
+void lb__handle_release(lb_handle *h) {
+    handle_release(h);
 }
 
 int lb_handle_cancel(lb_handle *handle) {
@@ -113,7 +119,7 @@ lb_handle *lb_handle_unref(lb_handle *handle) {
             lb__log(LB_LOG_ERROR, "lb_handle_unref: handle %p has no reference left", (void *)handle);
             return NULL;
         }
-        lb__handle_release(handle);
+        handle_release(handle);
     }
     return NULL;
 }

@@ -501,9 +501,11 @@ static void hand_out(lb_loop *loop, lb_handle *h, lb_handle **ret) {
     }
 }
 
-static __attribute__((noinline)) int call_soon_slow(lb_loop *loop, lb_callback cb, void *data,
-                                                    lb_destroy_fn destroy, lb_handle **ret) {
-    LB__CHECK_LOOP(loop);
+static int call_soon(lb_loop *loop, lb_callback cb, void *data, lb_destroy_fn destroy,
+                     lb_handle **ret) {
+    int r = lb__loop_check_fast(loop, "lb_loop_call_soon");
+    if (r < 0)
+        return r;
     lb_assert_return(cb, -EINVAL);
     if (!ret && !destroy) {
         /* Floating: a queue entry, no handle. */
@@ -522,6 +524,13 @@ static __attribute__((noinline)) int call_soon_slow(lb_loop *loop, lb_callback c
     return 0;
 }
 
+/* Keeps the arguments of lb_loop_call_soon() as they are, so its fast
+ * path hands over to it without moving a register. */
+static __attribute__((noinline)) int call_soon_slow(lb_loop *loop, lb_callback cb, void *data,
+                                                    lb_handle **ret) {
+    return call_soon(loop, cb, data, NULL, ret);
+}
+
 /* The common case, a floating call with room in the queue, decided inline
  * with no register to save; everything else (checks that fail, handles,
  * a new chunk) goes the slow way. */
@@ -531,12 +540,12 @@ int lb_loop_call_soon(lb_loop *loop, lb_callback cb, void *data, lb_handle **ret
             lb__ready_try_push(&loop->ready, cb, data))
             return 0;
     }
-    return call_soon_slow(loop, cb, data, NULL, ret);
+    return call_soon_slow(loop, cb, data, ret);
 }
 
 int lb_loop_call_soon_full(lb_loop *loop, lb_callback cb, void *data, lb_destroy_fn destroy,
                            lb_handle **ret) {
-    return lb__destroy_if_refused(call_soon_slow(loop, cb, data, destroy, ret), destroy, data);
+    return lb__destroy_if_refused(call_soon(loop, cb, data, destroy, ret), destroy, data);
 }
 
 lb_handle *lb__call_soon_internal(lb_loop *loop, lb_callback cb, void *data) {
@@ -551,8 +560,11 @@ lb_handle *lb__call_soon_internal(lb_loop *loop, lb_callback cb, void *data) {
  * overflow. seconds_to_ns() saturates to the same bound. */
 #define EARLIEST_DEADLINE_NS (-(INT64_MAX / 2))
 
-static int call_at_ns(lb_loop *loop, int64_t when_ns, lb_callback cb, void *data,
-                      lb_destroy_fn destroy, lb_handle **ret, const char *func) {
+/* Inlined into each entry point, where destroy and func are constants:
+ * the plain calls cost what they did before destroy notifies. */
+static inline __attribute__((always_inline)) int
+call_at_ns(lb_loop *loop, int64_t when_ns, lb_callback cb, void *data, lb_destroy_fn destroy,
+           lb_handle **ret, const char *func) {
     int r = lb__loop_check_fast(loop, func);
     if (r < 0)
         return r;
@@ -589,8 +601,9 @@ static int64_t seconds_to_ns(double s) {
     return (int64_t)ceil(s * 1e9);
 }
 
-static int call_later(lb_loop *loop, double delay, lb_callback cb, void *data,
-                      lb_destroy_fn destroy, lb_handle **ret, const char *func) {
+static inline __attribute__((always_inline)) int
+call_later(lb_loop *loop, double delay, lb_callback cb, void *data, lb_destroy_fn destroy,
+           lb_handle **ret, const char *func) {
     lb_assert_return(!isnan(delay), -EINVAL);
     int r = lb__loop_check_fast(loop, func);
     if (r < 0)
@@ -614,8 +627,9 @@ int lb_loop_call_later_full(lb_loop *loop, double delay, lb_callback cb, void *d
                                   destroy, data);
 }
 
-static int call_at(lb_loop *loop, double when, lb_callback cb, void *data, lb_destroy_fn destroy,
-                   lb_handle **ret, const char *func) {
+static inline __attribute__((always_inline)) int
+call_at(lb_loop *loop, double when, lb_callback cb, void *data, lb_destroy_fn destroy,
+        lb_handle **ret, const char *func) {
     lb_assert_return(!isnan(when), -EINVAL);
     return call_at_ns(loop, seconds_to_ns(when), cb, data, destroy, ret, func);
 }

@@ -54,7 +54,8 @@ static void test_destroy_after_run(void **state) {
     lb_handle *h = NULL;
     assert_int_equal(lb_loop_call_soon_full(loop, ordered_cb, &c[0], call_destroy, NULL), 0);
     assert_int_equal(lb_loop_call_soon_full(loop, ordered_cb, &c[1], call_destroy, &h), 0);
-    assert_int_equal(lb_loop_call_later_full(loop, 0.001, ordered_cb, &c[2], call_destroy, NULL), 0);
+    assert_int_equal(
+        lb_loop_call_later_full(loop, 0.001, ordered_cb, &c[2], call_destroy, NULL), 0);
     assert_int_equal(lb_loop_call_at_full(loop, lb_loop_time(loop), ordered_cb, &c[3],
                                           call_destroy, NULL), 0);
     assert_int_equal(lb_loop_call_soon_threadsafe_full(loop, ordered_cb, &c[4], call_destroy), 0);
