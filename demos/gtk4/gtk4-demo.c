@@ -205,20 +205,19 @@ typedef struct worker_report {
     int percent;
 } worker_report;
 
+/* The report is freed by its destroy notify (g_free), whether this ran
+ * or the post was dropped because the loop closed first. */
 static void show_worker_progress(lb_loop *loop, void *data) {
     worker_report *r = data;
     (void)loop;
-    if (r->a->closing) {
-        g_free(r);
+    if (r->a->closing)
         return;
-    }
     gtk_progress_bar_set_fraction(GTK_PROGRESS_BAR(r->a->worker_bar), r->percent / 100.0);
     if (r->percent == 100) {
         gtk_label_set_text(GTK_LABEL(r->a->worker_label), "worker thread: done");
         printf("worker: done\n");
         fflush(stdout);
     }
-    g_free(r);
 }
 
 static void *worker_main(void *data) {
@@ -229,10 +228,10 @@ static void *worker_main(void *data) {
         nanosleep(&ts, NULL);
         worker_report *r = g_new(worker_report, 1);
         *r = (worker_report){a, p};
-        if (lb_loop_call_soon_threadsafe(a->loop, show_worker_progress, r) < 0) {
-            g_free(r); /* the loop closed: the window is gone */
+        /* Refused (the loop closed: the window is gone), the report
+         * is freed here before the call returns. */
+        if (lb_loop_call_soon_threadsafe_full(a->loop, show_worker_progress, r, g_free) < 0)
             break;
-        }
     }
     return NULL;
 }
