@@ -167,4 +167,7 @@ LB_EXPORT int lb_gio_op_await(lb_gio_op *op, GAsyncResult **result);
 
 G_END_DECLS
 
+/* One-line awaitables for common GIO calls and GObject signals. */
+#include <loopbridge/gio.h>
+
 #endif
