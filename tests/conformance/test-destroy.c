@@ -168,11 +168,32 @@ static void test_destroy_future_freed(void **state) {
     assert_int_equal(atomic_load(&c.destroyed), 1);
 }
 
+typedef struct off_thread_call {
+    lb_loop *loop;
+    call c;
+    int r;
+    pthread_t self;
+} off_thread_call;
+
+static void *call_from_other_thread(void *data) {
+    off_thread_call *o = data;
+    o->self = pthread_self();
+    o->r = lb_loop_call_soon_full(o->loop, call_cb, &o->c, call_destroy, NULL);
+    return NULL;
+}
+
 /* A refused call runs its destroy before it returns, on the caller's
  * thread. */
 static void test_destroy_on_refusal(void **state) {
     (void)state;
     lb_loop *loop = fixture_loop_new();
+    off_thread_call o = {.loop = loop};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, call_from_other_thread, &o), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(o.r, -EPERM);
+    assert_int_equal(atomic_load(&o.c.destroyed), 1);
+    assert_true(pthread_equal(o.c.destroy_thread, o.self));
     call c[6] = {0};
     assert_int_equal(lb_loop_call_soon_full(loop, NULL, &c[0], call_destroy, NULL), -EINVAL);
     assert_int_equal(lb_loop_call_later_full(loop, 0.0 / 0.0, call_cb, &c[1], call_destroy, NULL),
