@@ -29,6 +29,7 @@ packages=(
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
   clang libclang-rt-14-dev
   g++
+  python3-dev python3-tk python3-gi gir1.2-gtk-4.0 libpython3.11-testsuite python3-mesonpy patchelf
 )
 # Only `bench` needs these: the plot of docs/performance.md.
 bench_packages=(gnuplot-nox)
