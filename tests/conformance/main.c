@@ -29,6 +29,7 @@ static const fixture_group groups[] = {
     {"stream", run_stream_tests},
     {"server", run_server_tests},
     {"process", run_process_tests},
+    {"destroy", run_destroy_tests},
 };
 
 int main(void) {
