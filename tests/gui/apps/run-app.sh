@@ -83,7 +83,8 @@ pc=$(find "$dest" -name loopbridge.pc -path '*/pkgconfig/*' | head -1)
 for f in "$(dirname "$pc")"/*.pc; do
   sed -i "s|^prefix=|prefix=$dest|" "$f"
 done
-export PKG_CONFIG_PATH=$(dirname "$pc")
+PKG_CONFIG_PATH=$(dirname "$pc")
+export PKG_CONFIG_PATH
 libdir=$(pkg-config --variable=libdir loopbridge)
 # shellcheck disable=SC2046,SC2086
 cc -std=c11 -Wall -Wextra -Werror -O2 -g "$here/$app.c" -o "$work/$app" \
@@ -116,6 +117,7 @@ export KIND=$kind APP=$work/$app FILES=$files WORK=$work SUPP=$supp
 # ---- 2. drive it under Xvfb ----
 # Inside xvfb-run: helpers, then the runs. Each app's output goes to a log;
 # the checks below read it.
+# shellcheck disable=SC2016 # expanded by the inner bash
 xvfb-run -a bash -c '
 set -u
 log=$WORK/run.log
@@ -230,17 +232,17 @@ if [ "$kind" = gtk ]; then
 else
   expect "^modal: closed after" "$log"
   pings=$(sed -n 's/^modal: closed after [0-9]* ms, \([0-9]*\) pings meanwhile$/\1/p' "$log")
-  [ -n "$pings" ] && [ "$pings" -gt 0 ] || FAIL "no round trip while the message box was open"
+  { [ -n "$pings" ] && [ "$pings" -gt 0 ]; } || FAIL "no round trip while the message box was open"
   gap=$(sed -n 's/^ticks: [0-9]* while 4 jobs hashed, max gap \([0-9.]*\) ms$/\1/p' "$log" | head -1)
   ticks=$(sed -n 's/^ticks: \([0-9]*\) while 4 jobs hashed.*/\1/p' "$log" | head -1)
-  [ -n "$ticks" ] && [ "$ticks" -ge 20 ] || FAIL "the tick ran '$ticks' times while the jobs hashed"
+  { [ -n "$ticks" ] && [ "$ticks" -ge 20 ]; } || FAIL "the tick ran '$ticks' times while the jobs hashed"
   timing "16 ms tick, largest gap while 4 jobs hashed" "$gap" 20
   lat=$(observed "^ticks:" "^hashing:")
   [ "$(echo "$lat" | grep -c .)" -eq 4 ] || FAIL "not the 4 jobs saw the cancel: '$lat'"
 fi
 [ -n "$lat" ] || FAIL "no job observed Cancel"
 worst=$(echo "$lat" | sort -n | tail -1)
-timing "Cancel to the last job's stop ($(echo $lat | wc -w) jobs were running)" "$worst" 50
+timing "Cancel to the last job's stop ($(echo "$lat" | wc -l) jobs were running)" "$worst" 50
 expect "^close: cancelling$" "$log"
 expect "^exit: " "$log"
 close=$(sed -n 's/^close-to-exit: \([0-9]*\) ms, status 0$/\1/p' "$log")
