@@ -266,6 +266,40 @@ class TkLoopTest(unittest.TestCase):
         timer.join()
         del timer
 
+    def test_threadsafe_posts_from_many_threads_all_run_in_order(self):
+        # call_soon_threadsafe writes one wakeup byte per iteration, not per
+        # post: four threads posting 20,000 callbacks each while the loop
+        # runs and posts too must lose none and keep each thread's order.
+        loop = self.make_loop()
+        seen = {}
+
+        def record(who, i):
+            seen.setdefault(who, []).append(i)
+
+        def worker(who):
+            for i in range(20_000):
+                loop.call_soon_threadsafe(record, who, i)
+                if i % 5000 == 0:
+                    time.sleep(0.001)  # let the loop go idle in between
+
+        async def main():
+            threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+            for t in threads:
+                t.start()
+            for i in range(20_000):
+                loop.call_soon_threadsafe(record, "loop", i)
+                if i % 100 == 0:
+                    await asyncio.sleep(0)
+            async with asyncio.timeout(60):
+                while sum(map(len, seen.values())) < 100_000:
+                    await asyncio.sleep(0.001)
+            for t in threads:
+                t.join()
+        loop.run_until_complete(main())
+        for who, order in seen.items():
+            self.assertEqual(order, list(range(20_000)), who)
+        self.assertEqual(len(seen), 5)
+
     def test_thread_to_widget(self):
         # G3: a worker posts an update 1,000 times, each time waiting for it
         # to be applied (the callback sets a Tcl variable, then signals).
@@ -326,12 +360,13 @@ class TkLoopTest(unittest.TestCase):
                     loop.call_soon(cb)
                 tasks += [asyncio.create_task(task()) for _ in range(5)]
                 await asyncio.sleep(0)
-            # not gather(*tasks): its call alone is one 20-30 ms step for
-            # 10,000 tasks, on asyncio's own loop too
-            for t in tasks:
-                await t
+            # not gather(*tasks), nor awaiting each task: the call of
+            # gather alone is one 20-30 ms step for 10,000 tasks (on
+            # asyncio's own loop too), and awaiting tasks already done
+            # does not leave the step
             while counter[0] < 110_000:
                 await asyncio.sleep(0.001)
+            self.assertTrue(all(t.done() for t in tasks))
         ticker(self.root, 16, ticks)
         loop.run_until_complete(asyncio.sleep(0.05))
         ticks.clear()
