@@ -17,6 +17,9 @@ import weakref
 
 from . import _compat
 
+_Handle = asyncio.Handle
+_get_ident = threading.get_ident
+
 # A pass runs callbacks for at most this long before it lets the toolkit
 # draw and handle input; the rest runs in the next pass.
 DEFAULT_BUDGET = 0.002
@@ -87,6 +90,7 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
         self._lb_stopped = False
         self._lb_hosted = False
         self._lb_pending_exc = None
+        self._lb_woken = False        # a wakeup byte is on its way
         super().__init__(_BridgeSelector(bridge))
 
     # -- what the host calls -------------------------------------------
@@ -136,8 +140,22 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
                 self._lb_rearm()
 
     def _lb_run_ready(self):
-        # What BaseEventLoop._run_once does, without blocking, with a time
-        # budget, and safe to enter again from a callback.
+        # Iterations of the loop (what BaseEventLoop._run_once does, without
+        # blocking) back to back until nothing is ready or the budget is
+        # spent: a chain of callbacks then costs one iteration per hop, not
+        # one turn of the host's loop.
+        stop_deadline = time.monotonic() + self._lb_budget
+        while self._lb_run_once(stop_deadline):
+            if not self._ready or self._stopping or time.monotonic() >= stop_deadline:
+                break
+
+    def _lb_run_once(self, stop_deadline):
+        # One iteration, with the pass's time budget, and safe to enter
+        # again from a callback. Returns False when the budget cut it
+        # short.
+        # Wakeups asked for from now on must reach the host (see
+        # _write_to_self); what was asked before is seen below.
+        self._lb_woken = False
         self._process_events(self._selector.select(0))
         sched = self._scheduled
         if (len(sched) > _MIN_SCHEDULED_TIMER_HANDLES and
@@ -168,9 +186,8 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
         # A callback may open a nested main loop (a modal dialog): the
         # deadline and a pass for what is still ready must be waiting there.
         self._lb_rearm_timer()
-        schedule = self._bridge.schedule
+        schedule = self._bridge.wake
         ntodo = len(ready)
-        stop_deadline = time.monotonic() + self._lb_budget
         debug = self._debug
         while ntodo > 0 and ready:
             handle = ready.popleft()
@@ -194,9 +211,10 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
             else:
                 handle._run()
             if ntodo > 0 and time.monotonic() >= stop_deadline:
-                break
+                return False
         if self._stopping and ntodo <= 0:
             self._lb_stopped = True
+        return ntodo <= 0
 
     def _lb_rearm(self):
         bridge = self._bridge
@@ -228,10 +246,40 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
     # -- asyncio's scheduling, told to the host ------------------------
 
     def _call_soon(self, callback, args, context):
-        handle = super()._call_soon(callback, args, context)
-        if threading.get_ident() == self._lb_owner and not self._bridge.closed:
-            self._bridge.schedule()
+        if self._debug:
+            handle = super()._call_soon(callback, args, context)
+        else:
+            # asyncio's own _call_soon without the debug branch: the hot
+            # path of call_soon, futures' callbacks and tasks' steps
+            handle = _Handle(callback, args, self, context)
+            self._ready.append(handle)
+        if _get_ident() == self._lb_owner:
+            self._bridge.wake()
         return handle
+
+    def call_soon_threadsafe(self, callback, *args, context=None):
+        if self._debug:
+            return super().call_soon_threadsafe(callback, *args, context=context)
+        # asyncio's, minus a system call per post (see _write_to_self)
+        if self._closed:
+            raise RuntimeError('Event loop is closed')
+        handle = _Handle(callback, args, self, context)
+        self._ready.append(handle)
+        if _get_ident() == self._lb_owner:
+            self._bridge.wake()
+        elif not self._lb_woken:
+            self._write_to_self()
+        return handle
+
+    def _write_to_self(self):
+        # call_soon_threadsafe() wakes the loop by writing to its self-pipe,
+        # a system call per post. One byte per iteration is enough: the
+        # iteration that clears the flag then sees every handle posted
+        # before the flag was cleared, and a post after it writes again.
+        if self._lb_woken:
+            return
+        self._lb_woken = True
+        super()._write_to_self()
 
     def call_at(self, when, callback, *args, context=None):
         timer = super().call_at(when, callback, *args, context=context)
