@@ -30,6 +30,9 @@ DEFAULT_BUDGET = 0.002
 _BUSY_STREAK = 0.02
 _BUSY_PAUSE = 0.001
 
+# Within a pass, the fds are polled again after this long.
+_POLL_INTERVAL = 0.0001
+
 _MAXIMUM_SELECT_TIMEOUT = 24 * 3600
 _MIN_CANCELLED_TIMER_HANDLES_FRACTION = 0.5
 _MIN_SCHEDULED_TIMER_HANDLES = 100
@@ -62,8 +65,15 @@ class _BridgeSelector(selectors._BaseSelectorImpl):
         return key
 
     def select(self, timeout=None):
+        return self._keys(self._bridge.take_events())
+
+    def select_reported(self):
+        """What the host reported since the last select, without polling."""
+        return self._keys(self._bridge.take_events(False))
+
+    def _keys(self, events):
         ready = []
-        for fd, mask in self._bridge.take_events():
+        for fd, mask in events:
             key = self._fd_to_key.get(fd)
             if key is not None and mask & key.events:
                 ready.append((key, mask & key.events))
@@ -144,19 +154,28 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
         # blocking) back to back until nothing is ready or the budget is
         # spent: a chain of callbacks then costs one iteration per hop, not
         # one turn of the host's loop.
-        stop_deadline = time.monotonic() + self._lb_budget
-        while self._lb_run_once(stop_deadline):
-            if not self._ready or self._stopping or time.monotonic() >= stop_deadline:
+        # The fds are polled at the start of the pass and then every
+        # _POLL_INTERVAL: a system call per hop would double a hop's cost.
+        last_poll = time.monotonic()
+        stop_deadline = last_poll + self._lb_budget
+        poll = True
+        while self._lb_run_once(stop_deadline, poll):
+            now = time.monotonic()
+            if not self._ready or self._stopping or now >= stop_deadline:
                 break
+            poll = now - last_poll >= _POLL_INTERVAL
+            if poll:
+                last_poll = now
 
-    def _lb_run_once(self, stop_deadline):
+    def _lb_run_once(self, stop_deadline, poll=True):
         # One iteration, with the pass's time budget, and safe to enter
         # again from a callback. Returns False when the budget cut it
         # short.
         # Wakeups asked for from now on must reach the host (see
         # _write_to_self); what was asked before is seen below.
         self._lb_woken = False
-        self._process_events(self._selector.select(0))
+        selector = self._selector
+        self._process_events(selector.select(0) if poll else selector.select_reported())
         sched = self._scheduled
         if (len(sched) > _MIN_SCHEDULED_TIMER_HANDLES and
                 self._timer_cancelled_count / len(sched) >

@@ -319,13 +319,17 @@ static int poll_watched(Bridge *self)
     return 0;
 }
 
-PyDoc_STRVAR(take_events_doc, "take_events() -> list of (fd, mask)\n\n"
+PyDoc_STRVAR(take_events_doc, "take_events(poll=True) -> list of (fd, mask)\n\n"
 "Returns the fds that became ready since the last call, or that a poll\n"
-"with no timeout finds ready now, and forgets them.");
+"with no timeout finds ready now (poll=False: only what the host\n"
+"reported, no system call), and forgets them.");
 
-static PyObject *Bridge_take_events(Bridge *self, PyObject *unused)
+static PyObject *Bridge_take_events(Bridge *self, PyObject *args)
 {
-    if (self->loop && poll_watched(self) < 0)
+    int poll_now = 1;
+    if (!PyArg_ParseTuple(args, "|p:take_events", &poll_now))
+        return NULL;
+    if (self->loop && poll_now && poll_watched(self) < 0)
         return PyErr_NoMemory();
     PyObject *list = PyList_New(0);
     if (!list)
@@ -579,7 +583,7 @@ static void Bridge_dealloc(Bridge *self)
 
 static PyMethodDef Bridge_methods[] = {
     {"watch", (PyCFunction)Bridge_watch, METH_VARARGS, watch_doc},
-    {"take_events", (PyCFunction)Bridge_take_events, METH_NOARGS, take_events_doc},
+    {"take_events", (PyCFunction)Bridge_take_events, METH_VARARGS, take_events_doc},
     {"schedule", (PyCFunction)(void (*)(void))Bridge_schedule, METH_FASTCALL, schedule_doc},
     {"wake", (PyCFunction)Bridge_wake, METH_NOARGS, wake_doc},
     {"set_timer", (PyCFunction)Bridge_set_timer, METH_O, set_timer_doc},
