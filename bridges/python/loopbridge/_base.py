@@ -101,6 +101,7 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
         self._lb_hosted = False
         self._lb_pending_exc = None
         self._lb_woken = False        # a wakeup byte is on its way
+        self._lb_passes = 0           # passes begun, nested ones included
         super().__init__(_BridgeSelector(bridge))
 
     # -- what the host calls -------------------------------------------
@@ -126,6 +127,7 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
                 raise
 
     def _lb_pass(self):
+        self._lb_passes += 1
         if self._closed:
             return
         if self._lb_stopped:
@@ -205,7 +207,12 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
         # A callback may open a nested main loop (a modal dialog): the
         # deadline and a pass for what is still ready must be waiting there.
         self._lb_rearm_timer()
-        schedule = self._bridge.wake
+        # A pass is kept waiting in the host while handles remain; the one
+        # asked for stays waiting until the host runs a pass, which only a
+        # nested loop can do before this one returns: ask again only after
+        # a pass began.
+        wake = self._bridge.wake
+        passes_seen = -1
         ntodo = len(ready)
         debug = self._debug
         while ntodo > 0 and ready:
@@ -213,8 +220,9 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
             ntodo -= 1
             if handle._cancelled:
                 continue
-            if ready:
-                schedule()
+            if ready and self._lb_passes != passes_seen:
+                passes_seen = self._lb_passes
+                wake()
             if debug:
                 try:
                     self._current_handle = handle
@@ -302,10 +310,17 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
 
     def call_at(self, when, callback, *args, context=None):
         timer = super().call_at(when, callback, *args, context=context)
-        if (threading.get_ident() == self._lb_owner and not self._bridge.closed and
+        if (_get_ident() == self._lb_owner and not self._bridge.closed and
                 (self._lb_deadline is None or when < self._lb_deadline or
                  not self._bridge.timer_armed)):
-            self._lb_rearm()
+            if self._lb_pass_depth > 0:
+                # Inside a pass: the pass waiting in the host (wake) arms
+                # the deadline when it runs, in a nested loop too; and this
+                # pass arms it when it ends. A burst of call_later() then
+                # costs no timer operation per call.
+                self._bridge.wake()
+            else:
+                self._lb_rearm()
         return timer
 
     def stop(self):
