@@ -144,10 +144,6 @@ static void poll_backend(lb_loop *loop, int64_t timeout_ns) {
             (void)rd;
             continue;
         }
-        if (token == LB__TOKEN_SIGNALS) {
-            lb__signals_readable(loop);
-            continue;
-        }
         lb__watch_event(loop, token, events[i].events);
     }
 }
@@ -285,7 +281,7 @@ static inline int iterate(lb_loop *loop, int64_t poll_timeout_ns, int64_t budget
      * clock matters only to what waits on time or I/O (timers, fds,
      * signals): a chain of callbacks on a loop without them reads none,
      * and polls by the count alone (posts are taken without a poll). */
-    bool timed = loop->timers.n || loop->watches_live || loop->signals;
+    bool timed = loop->timers.n || loop->watches_live;
     int64_t coarse = timed ? lb__clock_coarse_ns() : loop->last_poll;
     bool now_fresh = false;
     if (poll_timeout_ns != 0 && work_ready(loop))

@@ -26,7 +26,6 @@
 #include "error.h"
 #include "executor_internal.h"
 #include "future_internal.h"
-#include "task_internal.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -555,8 +554,6 @@ static int job_cancel_hook(lb_future *f, void *data) {
 
 static const lb__future_hooks job_hooks = {.cancel = job_cancel_hook};
 
-lb_executor *lb__loop_default_executor(lb_loop *loop, int *error);
-
 int lb_loop_run_in_executor(lb_loop *loop, lb_executor *executor, lb_work_fn fn, void *data,
                             lb_future **ret) {
     return lb__loop_run_in_executor_owned(loop, executor, fn, data, NULL, false, ret);
@@ -739,7 +736,6 @@ int lb_loop_set_default_executor(lb_loop *loop, lb_executor *executor) {
 
 /* Called by close: queued jobs were cancelled with their futures; the
  * pool stops and its threads are joined once they finished. */
-void lb__loop_executor_close(lb_loop *loop);
 void lb__loop_executor_close(lb_loop *loop) {
     lb_executor *e = loop->default_executor;
     loop->default_executor = NULL;
@@ -747,17 +743,4 @@ void lb__loop_executor_close(lb_loop *loop) {
         lb_executor_shutdown(e, true, true);
         lb_executor_unref(e);
     }
-}
-
-int lb_to_thread(lb_work_fn fn, void *data, void **value) {
-    lb_task *t = lb__current_task;
-    if (!t)
-        return lb__fail(NULL, -EPERM, "lb_to_thread: called outside a task");
-    lb_future *f = NULL;
-    int r = lb_loop_run_in_executor(t->loop, NULL, fn, data, &f);
-    if (r < 0)
-        return r;
-    r = lb_await(f, value);
-    lb_future_unref(f);
-    return r;
 }

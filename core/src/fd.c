@@ -196,9 +196,9 @@ static int epoll_failed(lb_loop *loop, int fd, int r, const char *func) {
     return lb__fail(loop, r, "%s: epoll_ctl on fd %d: %s", func, fd, strerror(-r));
 }
 
+/* The loop was checked by the caller. */
 static int add_watch(lb_loop *loop, int fd, int dir, lb_callback cb, void *data,
                      const char *func) {
-    LB__CHECK_LOOP(loop);
     lb_assert_return(cb, -EINVAL);
     if (fd < 0 || fcntl(fd, F_GETFD) < 0)
         return lb__fail(loop, -EBADF, "%s: fd %d is not an open file descriptor", func, fd);
@@ -242,8 +242,8 @@ static int add_watch(lb_loop *loop, int fd, int dir, lb_callback cb, void *data,
     return 0;
 }
 
+/* The loop was checked by the caller; a closed loop has no watch left. */
 static int remove_watch(lb_loop *loop, int fd, int dir, const char *func) {
-    LB__CHECK_LOOP(loop);
     lb__watch *w = lookup(loop, fd);
     if (!w || !(dir == DIR_READ ? w->read_cb : w->write_cb))
         return 0;
@@ -262,19 +262,32 @@ static int remove_watch(lb_loop *loop, int fd, int dir, const char *func) {
 }
 
 int lb_loop_add_reader(lb_loop *loop, int fd, lb_callback cb, void *data) {
+    LB__CHECK_LOOP(loop);
     return add_watch(loop, fd, DIR_READ, cb, data, __func__);
 }
 
 int lb_loop_add_writer(lb_loop *loop, int fd, lb_callback cb, void *data) {
+    LB__CHECK_LOOP(loop);
     return add_watch(loop, fd, DIR_WRITE, cb, data, __func__);
 }
 
 int lb_loop_remove_reader(lb_loop *loop, int fd) {
+    LB__CHECK_LOOP(loop);
     return remove_watch(loop, fd, DIR_READ, __func__);
 }
 
 int lb_loop_remove_writer(lb_loop *loop, int fd) {
+    LB__CHECK_LOOP(loop);
     return remove_watch(loop, fd, DIR_WRITE, __func__);
+}
+
+/* The loop's own descriptors (the signal pipe) are ordinary readers. */
+int lb__watch_add_reader(lb_loop *loop, int fd, lb_callback cb, void *data, const char *func) {
+    return add_watch(loop, fd, DIR_READ, cb, data, func);
+}
+
+void lb__watch_remove_reader(lb_loop *loop, int fd) {
+    remove_watch(loop, fd, DIR_READ, "lb__watch_remove_reader");
 }
 
 /* Runs in the ready queue: finds the watch again and calls its callback

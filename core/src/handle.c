@@ -2,8 +2,6 @@
 #include "error.h"
 #include "loop_internal.h"
 
-#include <loopbridge/future.h>
-
 lb_handle *lb__handle_new(lb_loop *loop, lb_callback cb, void *data) {
     lb_handle *h = lb__slab_alloc(&loop->handle_slab);
     if (!h)
@@ -47,9 +45,10 @@ void lb__handle_release(lb_handle *h) {
         return;
     lb_loop *loop = h->loop;
     bool held = h->flags & LB__HANDLE_HELD;
-    lb_future *future = (h->flags & LB__HANDLE_FUTURE_REF) ? h->aux : NULL;
+    void *aux = (h->flags & LB__HANDLE_AUX_REF) ? h->aux : NULL;
     lb__slab_free(&loop->handle_slab, h);
-    lb_future_unref(future);
+    if (aux)
+        loop->release_aux(aux);
     if (held)
         lb__loop_unhold(loop);
 }

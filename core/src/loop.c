@@ -3,9 +3,8 @@
  * itself lives in dispatch.c. */
 #include "alloc.h"
 #include "error.h"
+#include "executor_internal.h"
 #include "loop_internal.h"
-
-#include <loopbridge/task.h>
 
 #include <math.h>
 #include <sched.h>
@@ -84,10 +83,6 @@ int lb_loop_new(lb_loop **ret, const lb_driver *driver) {
     return lb_loop_new_full(ret, driver, NULL);
 }
 
-int lb__driver_validate(const lb_driver *driver);
-void lb__loop_executor_close(lb_loop *loop);
-int lb__driver_from_env(const lb_driver **ret);
-
 int lb_loop_new_full(lb_loop **ret, const lb_driver *driver, void *driver_arg) {
     lb_assert_return(ret, -EINVAL);
     int r;
@@ -117,8 +112,7 @@ int lb_loop_new_full(lb_loop **ret, const lb_driver *driver, void *driver_arg) {
         lb__free(loop);
         return lb__fail(NULL, r, "lb_loop_new: cannot initialise the inbox lock");
     }
-    extern void lb__future_slab_init(lb_loop *loop);
-    lb__future_slab_init(loop);
+    lb__futures_init(loop);
 
     loop->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     if (loop->epoll_fd < 0) {
@@ -343,8 +337,6 @@ int lb_loop_set_slow_callback_duration(lb_loop *loop, double seconds) {
     return 0;
 }
 
-const char *lb__symbol_name(const void *fn, char *buf, size_t size);
-
 int lb_loop_get_stats(const lb_loop *loop, lb_loop_stats *ret) {
     lb_assert_return(loop, -EINVAL);
     lb_assert_return(ret, -EINVAL);
@@ -355,7 +347,7 @@ int lb_loop_get_stats(const lb_loop *loop, lb_loop_stats *ret) {
         .iterations = loop->iterations,
         .callbacks_run = loop->callbacks_run,
         .timers_alive = loop->timers.n - loop->timers.dead,
-        .tasks_alive = lb_loop_task_count(loop),
+        .tasks_alive = loop->task_hooks ? loop->task_hooks->count(loop) : 0,
         .ready = loop->ready.count,
         .slowest_callback = (double)loop->slowest_ns / 1e9,
         .slowest_callback_name =

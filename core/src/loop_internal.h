@@ -37,14 +37,18 @@ enum {
 typedef struct lb__watch lb__watch;
 typedef struct lb__signals lb__signals;
 
-/* epoll tokens of the loop's own descriptors (watches use fd | gen << 32). */
+/* The epoll token of the loop's wakeup eventfd (watches use
+ * fd | gen << 32; the loop's other descriptors are ordinary watches). */
 #define LB__TOKEN_WAKE UINT64_MAX
-#define LB__TOKEN_SIGNALS (UINT64_MAX - 1)
 typedef struct lb__task_hooks lb__task_hooks;
 
 /* Hooks the task layer installs so that the loop core does not depend on
- * it: close cancels live tasks and lets them unwind through these. */
+ * it (no loop-layer file includes task_internal.h: tools/check-layers.sh):
+ * the stats count live tasks, and close cancels them and lets them unwind
+ * through these. */
 struct lb__task_hooks {
+    /* Live tasks (lb_loop_task_count). */
+    size_t (*count)(const lb_loop *loop);
     /* Cancels every live task; returns how many are still alive. */
     size_t (*cancel_all)(lb_loop *loop);
     /* Frees what the task layer holds for the loop (stacks, pools). */
@@ -112,6 +116,11 @@ struct lb_loop {
 
     const lb__task_hooks *task_hooks;
     void *task_state;
+
+    /* Drops the reference a handle's aux holds (LB__HANDLE_AUX_REF): the
+     * future layer's unref, registered by lb__futures_init, so that
+     * handles need not know futures. */
+    void (*release_aux)(void *aux);
 
     lb_handle *current; /* the handle whose callback runs */
     size_t holds;       /* see lb__loop_hold() */
@@ -266,12 +275,23 @@ static inline void lb__handle_unqueue(lb_handle *h) {
 void lb__watch_event(lb_loop *loop, uint64_t token, uint32_t events);
 void lb__watches_close(lb_loop *loop);
 
+/* A reader for one of the loop's own descriptors, without the checks of
+ * lb_loop_add_reader (the caller made them): 0 or a negative errno with a
+ * message naming func. */
+int lb__watch_add_reader(lb_loop *loop, int fd, lb_callback cb, void *data, const char *func);
+void lb__watch_remove_reader(lb_loop *loop, int fd);
+
 /* Signals (signal.c). */
-void lb__signals_readable(lb_loop *loop);
 void lb__signals_close(lb_loop *loop);
 
 /* Futures (future.c). */
+void lb__futures_init(lb_loop *loop); /* the slab, the handles' release_aux */
 void lb__futures_cancel_all(lb_loop *loop);
+
+/* Drivers (driver.c): the checks of a driver table when a loop is made,
+ * and the driver LB_DRIVER names (the native one by default). */
+int lb__driver_validate(const lb_driver *driver);
+int lb__driver_from_env(const lb_driver **ret);
 
 /* The loop's thread-local "current" bookkeeping while running/dispatching. */
 typedef struct lb__enter_state {
@@ -294,9 +314,13 @@ void lb__debug_call(lb_loop *loop, lb_callback cb, void *data);
  * function is fn and name is name. */
 void lb__debug_note_task(lb_loop *loop, const void *fn, const char *name);
 
-/* Reports the error of future (task's, when task is not NULL) that nobody
- * retrieved (debug.c). */
-void lb__report_unretrieved(lb_loop *loop, lb_future *future, lb_task *task);
+/* Reports the error of future (task's, when task is not NULL, named
+ * task_name, running task_fn) that nobody retrieved (debug.c). */
+void lb__report_unretrieved(lb_loop *loop, lb_future *future, lb_task *task,
+                            const char *task_name, const void *task_fn);
+
+/* The name of the function at fn, written to buf (debug.c). */
+const char *lb__symbol_name(const void *fn, char *buf, size_t size);
 
 /* Reports an error through the exception handler. */
 void lb__report(lb_loop *loop, int error, lb_future *future, lb_task *task, const char *fmt, ...)

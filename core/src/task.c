@@ -8,6 +8,8 @@
 #include "alloc.h"
 #include "error.h"
 
+#include <loopbridge/executor.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -25,6 +27,7 @@ static size_t tasks_cancel_all(lb_loop *loop);
 static void tasks_destroy(lb_loop *loop);
 
 static const lb__task_hooks task_hooks = {
+    .count = lb_loop_task_count,
     .cancel_all = tasks_cancel_all,
     .destroy = tasks_destroy,
 };
@@ -271,7 +274,7 @@ lb_task *lb_task_unref(lb_task *task) {
     if (atomic_load(&task->future->refs) == 1 &&
         atomic_load(&task->future->state) == LB__FUTURE_ERROR &&
         !atomic_exchange(&task->future->retrieved, true))
-        lb__report_unretrieved(loop, task->future, task);
+        lb__report_unretrieved(loop, task->future, task, task->name, (const void *)task->fn);
     lb_future_unref(task->future);
     lb__free(task);
     lb__loop_unhold(loop);
@@ -563,4 +566,18 @@ static void tasks_destroy(lb_loop *loop) {
     lb__free(ts);
     loop->task_state = NULL;
     loop->task_hooks = NULL;
+}
+
+/* The task layer's use of the executor, through its public API. */
+int lb_to_thread(lb_work_fn fn, void *data, void **value) {
+    lb_task *t = lb__current_task;
+    if (!t)
+        return lb__fail(NULL, -EPERM, "lb_to_thread: called outside a task");
+    lb_future *f = NULL;
+    int r = lb_loop_run_in_executor(t->loop, NULL, fn, data, &f);
+    if (r < 0)
+        return r;
+    r = lb_await(f, value);
+    lb_future_unref(f);
+    return r;
 }

@@ -49,6 +49,10 @@ void lb__overflow_register(lb__stack_slab *slab);
 void lb__overflow_unregister(lb__stack_slab *slab);
 void lb__overflow_install(void);
 
+/* Gives the calling thread an alternate signal stack, so that the
+ * overflow reporter can run when a fiber overflowed its stack. */
+void lb__overflow_thread_init(void);
+
 /* What overflow.c needs to know of a slab. */
 struct lb__stack_slab {
     char *base;        /* first byte of the mapping */
