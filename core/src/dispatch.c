@@ -34,6 +34,10 @@ bool lb_driver_stop_requested(const lb_loop *loop) {
     return !loop || stop_pending(loop);
 }
 
+int lb_driver_check_loop(const lb_loop *loop, const char *func) {
+    return lb__loop_check(loop, func ? func : "lb_driver_check_loop");
+}
+
 void *lb_driver_state(const lb_loop *loop) {
     return loop ? loop->driver_state : NULL;
 }
@@ -319,10 +323,10 @@ int lb_driver_dispatch(lb_loop *loop, int64_t poll_timeout_ns, int64_t budget_ns
     if (__builtin_expect(lb__loop_thread(loop) != lb__thread_self(), 0)) {
         /* A hosted loop belongs to the thread its host dispatches it on; a
          * native one is adopted if nobody drives it. */
-        if (loop->thread_pinned)
-            lb__loop_set_thread(loop, lb__thread_self());
-        else if (lb__loop_adopt(loop, __func__) < 0)
-            return -EPERM;
+        lb__loop_adopt(loop, true);
+        int r = lb__loop_check_thread(loop, __func__);
+        if (r < 0)
+            return r;
     }
     loop->dispatch_depth++;
     lb__enter_state st;

@@ -154,8 +154,7 @@ lb_future *lb_future_unref(lb_future *future) {
         /* The last reference may go on another thread (a future handed
          * out by lb_loop_thread_submit): the loop's home thread frees
          * it, whether the loop runs, idles or closes. */
-        if (lb__loop_thread(future->loop) != lb__thread_self() &&
-            !lb__loop_released(future->loop) && !free_on_home_thread(future))
+        if (!lb__loop_may_touch(future->loop) && !free_on_home_thread(future))
             return NULL;
         future_free(future);
     }
@@ -479,7 +478,7 @@ int lb_future_wait(lb_future *future, double timeout, void **value) {
      * a host's thread (it dispatches the loop between its own events). */
     lb_loop *loop = future->loop;
     bool runs_it = lb_loop_get_running() == loop ||
-                   (loop->thread_pinned && lb__loop_thread(loop) == lb__thread_self());
+                   (loop->thread_pinned && lb__loop_may_touch(loop));
     if (runs_it && !lb_future_is_done(future))
         return lb__fail(future->loop, -EDEADLK,
                         "lb_future_wait: called on the thread that runs the future's loop");

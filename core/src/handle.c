@@ -55,7 +55,7 @@ void lb__handle_release(lb_handle *h) {
 
 int lb_handle_cancel(lb_handle *handle) {
     lb_assert_return(handle, -EINVAL);
-    int r = lb__check_owner(handle->loop, __func__);
+    int r = lb__loop_check_thread(handle->loop, __func__);
     if (r < 0)
         return r;
     if (handle->flags & (LB__HANDLE_CANCELLED | LB__HANDLE_DONE))
@@ -78,14 +78,14 @@ double lb_handle_when(const lb_handle *handle) {
 }
 
 lb_handle *lb_handle_ref(lb_handle *handle) {
-    if (!handle || lb__refuse_off_thread(handle->loop, __func__))
+    if (!handle || lb__loop_refuse_thread(handle->loop, __func__))
         return NULL;
     handle->refs++;
     return handle;
 }
 
 lb_handle *lb_handle_unref(lb_handle *handle) {
-    if (handle && !lb__refuse_off_thread(handle->loop, __func__)) {
+    if (handle && !lb__loop_refuse_thread(handle->loop, __func__)) {
         /* The loop's own reference (while the handle is scheduled) is not
          * the caller's to drop: dropping it would free the handle under
          * the timer heap or the ready queue. */

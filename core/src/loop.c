@@ -22,16 +22,15 @@ _Thread_local char lb__thread_token;
 static _Thread_local lb_loop *running_loop;
 _Thread_local lb_task *lb__current_task;
 
-int lb__fail_wrong_thread(const lb_loop *loop, const char *func) {
+/* The thread rule's two reports (loop_internal.h). */
+int lb__loop_fail_thread(const lb_loop *loop, const char *func) {
     return lb__fail(loop, -EPERM,
                     "%s: loop %p is used from a thread that does not run it; post with "
                     "lb_loop_call_soon_threadsafe()",
                     func, (const void *)loop);
 }
 
-bool lb__log_off_thread(const lb_loop *loop, const char *func) {
-    if (lb__loop_released(loop))
-        return false;
+bool lb__loop_log_thread(const lb_loop *loop, const char *func) {
     lb__log(LB_LOG_ERROR,
             "%s: called on a thread that does not run loop %p; refused (a reference is "
             "leaked rather than raced)",
@@ -39,29 +38,18 @@ bool lb__log_off_thread(const lb_loop *loop, const char *func) {
     return true;
 }
 
-int lb__fail_off_thread(const lb_loop *loop, const char *func) {
-    return lb__loop_released(loop) ? 0 : lb__fail_wrong_thread(loop, func);
-}
-
-int lb__loop_adopt(lb_loop *loop, const char *func) {
+void lb__loop_adopt(lb_loop *loop, bool host) {
     const void *self = lb__thread_self();
     const void *home = lb__loop_thread(loop);
     if (home == self)
-        return 0;
-    if (loop->thread_pinned || atomic_load(&loop->active) ||
-        !atomic_compare_exchange_strong(&loop->thread, &home, self))
-        return lb__fail_wrong_thread(loop, func);
-    return 0;
-}
-
-/* The checks of the entry points that drive the loop: those of
- * lb__loop_check, with adoption instead of the thread check. */
-static int check_driving(lb_loop *loop, const char *func) {
-    if (!loop)
-        return lb__fail(NULL, -EINVAL, "%s: loop is NULL", func);
-    if (lb__loop_closed(loop))
-        return lb__fail(loop, -EBADF, "%s: loop %p is closed", func, (const void *)loop);
-    return lb__loop_adopt(loop, func);
+        return;
+    if (loop->thread_pinned) {
+        if (host)
+            atomic_store_explicit(&loop->thread, self, memory_order_relaxed);
+        return;
+    }
+    if (!atomic_load(&loop->active))
+        atomic_compare_exchange_strong(&loop->thread, &home, self);
 }
 
 int lb__loop_check(const lb_loop *loop, const char *func) {
@@ -69,7 +57,15 @@ int lb__loop_check(const lb_loop *loop, const char *func) {
         return lb__fail(NULL, -EINVAL, "%s: loop is NULL", func);
     if (lb__loop_closed(loop))
         return lb__fail(loop, -EBADF, "%s: loop %p is closed", func, (const void *)loop);
-    return lb__check_thread(loop, func);
+    return lb__loop_check_thread(loop, func);
+}
+
+/* The checks of the entry points that drive the loop: adoption, then
+ * those of every entry point. */
+static int check_driving(lb_loop *loop, const char *func) {
+    if (loop && !lb__loop_closed(loop))
+        lb__loop_adopt(loop, false);
+    return lb__loop_check(loop, func);
 }
 
 static int64_t seconds_to_ns(double s);
@@ -135,7 +131,7 @@ int lb_loop_new_full(lb_loop **ret, const lb_driver *driver, void *driver_arg) {
 
     /* The thread that makes the loop is its home. A hosted loop lives on
      * its host's thread for good; a native one may be handed over. */
-    lb__loop_set_thread(loop, lb__thread_self());
+    atomic_init(&loop->thread, lb__thread_self());
     loop->thread_pinned = (driver->caps & LB_DRIVER_CAP_HOSTED) != 0;
     r = driver->attach(loop, driver_arg, &loop->driver_state);
     if (r < 0) {
@@ -516,8 +512,7 @@ static __attribute__((noinline)) int call_soon_slow(lb_loop *loop, lb_callback c
  * a new chunk) goes the slow way. */
 int lb_loop_call_soon(lb_loop *loop, lb_callback cb, void *data, lb_handle **ret) {
     if (__builtin_expect(!ret && cb && loop && !lb__loop_closed(loop), 1)) {
-        if (lb__loop_thread(loop) == lb__thread_self() &&
-            lb__ready_try_push(&loop->ready, cb, data))
+        if (lb__loop_may_touch(loop) && lb__ready_try_push(&loop->ready, cb, data))
             return 0;
     }
     return call_soon_slow(loop, cb, data, ret);

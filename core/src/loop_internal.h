@@ -144,77 +144,84 @@ static inline const void *lb__thread_self(void) {
     return &lb__thread_token;
 }
 
-/* -EPERM with a message that names func, the public function called. */
-int lb__fail_wrong_thread(const lb_loop *loop, const char *func) __attribute__((cold));
+/* ------------------------------------------------------------------ */
+/* The thread rule                                                     */
+/* ------------------------------------------------------------------ */
 
-/* 0 if the calling thread may use loop, else -EPERM with a message naming
- * func. Callers check `closed` first (a closed loop has no home). */
-static inline int lb__check_thread(const lb_loop *loop, const char *func) {
-    const void *t = atomic_load_explicit(&loop->thread, memory_order_relaxed);
-    if (__builtin_expect(t != NULL && t != lb__thread_self(), 0))
-        return lb__fail_wrong_thread(loop, func);
-    return 0;
-}
+/* Every loop has a home thread (loop->thread): the one thread that may
+ * touch its state and the counts of its objects, whether it runs, idles
+ * or closes the loop. It is the thread that made the loop; the driving
+ * entry points (run, close, lb_driver_dispatch) hand a native loop nobody
+ * drives over to the calling thread (lb__loop_adopt), and a hosted loop
+ * follows its host's dispatching thread. Once the loop's close returned
+ * it has no home, and its objects may be released on any thread.
+ *
+ * Every check of the rule goes through lb__loop_check_thread (calls that
+ * return an error code) or lb__loop_refuse_thread (the ref and unref
+ * calls, which have none). docs/design.md ("One thread rule") and the
+ * wrong-thread rows of docs/errors.md say the same for users. */
 
-static inline bool lb__loop_closed(const lb_loop *loop) {
-    return atomic_load_explicit(&loop->closed, memory_order_relaxed);
-}
-
-bool lb__log_off_thread(const lb_loop *loop, const char *func) __attribute__((cold));
-
-/* For the calls that have no error code to return (the ref and unref of
- * objects whose counts are plain integers owned by the loop's thread):
- * true, with an error logged naming func, when the calling thread may not
- * touch loop's objects; the call is then refused, which leaks a reference
- * instead of racing the home thread (running, idle or closing the loop).
- * Once the loop's close returned, its objects may be released anywhere. */
-static inline bool lb__refuse_off_thread(const lb_loop *loop, const char *func) {
-    const void *t = atomic_load_explicit(&loop->thread, memory_order_relaxed);
-    if (__builtin_expect(t == lb__thread_self(), 1))
-        return false;
-    return lb__log_off_thread(loop, func);
-}
-
-int lb__fail_off_thread(const lb_loop *loop, const char *func) __attribute__((cold));
-
-/* The same for calls that return an error code (cancels, the close of
- * I/O objects): 0, or -EPERM with a message naming func. One load in the
- * common case; a closed loop's objects may be used anywhere once its
- * close returned. */
-static inline int lb__check_owner(const lb_loop *loop, const char *func) {
-    const void *t = atomic_load_explicit(&loop->thread, memory_order_relaxed);
-    if (__builtin_expect(t == lb__thread_self(), 1))
-        return 0;
-    return lb__fail_off_thread(loop, func);
-}
-
-/* True once the loop's close returned (it has no home thread any more),
- * with what the close did visible to the caller. Any thread. */
+/* The rule itself, with no report: true if the calling thread is the
+ * loop's home thread, or the loop's close returned (lb__loop_released,
+ * true with what the close did visible to the caller). One load in the
+ * common case. */
 static inline bool lb__loop_released(const lb_loop *loop) {
     return atomic_load_explicit(&loop->thread, memory_order_acquire) == NULL;
+}
+
+static inline bool lb__loop_may_touch(const lb_loop *loop) {
+    const void *t = atomic_load_explicit(&loop->thread, memory_order_relaxed);
+    if (__builtin_expect(t == lb__thread_self(), 1))
+        return true;
+    return lb__loop_released(loop);
+}
+
+int lb__loop_fail_thread(const lb_loop *loop, const char *func) __attribute__((cold));
+bool lb__loop_log_thread(const lb_loop *loop, const char *func) __attribute__((cold));
+
+/* 0 if the calling thread may touch loop (lb__loop_may_touch), else
+ * -EPERM with a message naming func, the public function called. */
+static inline int lb__loop_check_thread(const lb_loop *loop, const char *func) {
+    if (__builtin_expect(lb__loop_may_touch(loop), 1))
+        return 0;
+    return lb__loop_fail_thread(loop, func);
+}
+
+/* For the calls that have no error code to return (the ref and unref of
+ * objects whose counts are plain integers owned by the home thread):
+ * false if the calling thread may touch loop, else true with an error
+ * logged naming func; the call is then refused, which leaks a reference
+ * instead of racing the home thread. */
+static inline bool lb__loop_refuse_thread(const lb_loop *loop, const char *func) {
+    if (__builtin_expect(lb__loop_may_touch(loop), 1))
+        return false;
+    return lb__loop_log_thread(loop, func);
 }
 
 static inline const void *lb__loop_thread(const lb_loop *loop) {
     return atomic_load_explicit(&loop->thread, memory_order_relaxed);
 }
 
-static inline void lb__loop_set_thread(lb_loop *loop, const void *t) {
-    atomic_store_explicit(&loop->thread, t, memory_order_relaxed);
+/* The driving entry points (run, close, lb_driver_dispatch) first make
+ * the calling thread the loop's home when it may take it over: a native
+ * loop that no thread runs, dispatches or closes (the hand-over of a loop
+ * made on one thread to the thread that runs it), or, with host set, a
+ * hosted loop its host dispatches on this thread. The thread rule then
+ * decides as for every other call. */
+void lb__loop_adopt(lb_loop *loop, bool host);
+
+/* The loop's state, one value checked at each entry (sd-event's
+ * assert_return(e->state == ...)). */
+static inline bool lb__loop_closed(const lb_loop *loop) {
+    return atomic_load_explicit(&loop->closed, memory_order_relaxed);
 }
 
-/* The entry points that drive a loop (run, close, lb_driver_dispatch):
- * 0 if the calling thread is its home thread or adopted the loop, which
- * it may when the loop is native and no thread drives it (the hand-over
- * of a loop made on one thread to the thread that runs it); else -EPERM
- * with a message naming func. */
-int lb__loop_adopt(lb_loop *loop, const char *func);
-
-/* The common preamble of loop-thread entry points: 0, or -EINVAL (NULL),
- * -EBADF (closed), -EPERM (wrong thread) with a message. */
+/* The common preamble of the loop-thread entry points: 0, or -EINVAL
+ * (NULL), -EBADF (closed), -EPERM (the thread rule) with a message. */
 int lb__loop_check(const lb_loop *loop, const char *func);
 
-/* The same, with the common case (a valid loop used from its thread)
- * decided inline. */
+/* The same, with the common case (a valid loop used from its home
+ * thread) decided inline. */
 static inline int lb__loop_check_fast(const lb_loop *loop, const char *func) {
     if (__builtin_expect(loop != NULL && !lb__loop_closed(loop), 1)) {
         if (__builtin_expect(lb__loop_thread(loop) == lb__thread_self(), 1))

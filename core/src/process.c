@@ -446,7 +446,7 @@ int lb_process_spawn(lb_loop *loop, const char *const argv[], const lb_process_o
 /* ------------------------------------------------------------------ */
 
 lb_process *lb_process_ref(lb_process *process) {
-    if (!process || lb__refuse_off_thread(process->loop, __func__))
+    if (!process || lb__loop_refuse_thread(process->loop, __func__))
         return NULL;
     process->refs++;
     return process;
@@ -472,7 +472,7 @@ static void release_pipes(lb_process *p) {
 }
 
 lb_process *lb_process_unref(lb_process *process) {
-    if (!process || lb__refuse_off_thread(process->loop, __func__) ||
+    if (!process || lb__loop_refuse_thread(process->loop, __func__) ||
         lb__io_no_ref_left(process->refs, "lb_process", process) || --process->refs > 0)
         return NULL;
     if (!process->watching)
@@ -547,7 +547,7 @@ int lb_process_wait(lb_process *process, double timeout, int *ret) {
 int lb_process_send_signal(lb_process *process, int signum) {
     lb_assert_return(process, -EINVAL);
     lb_assert_return(signum >= 0 && signum < NSIG, -EINVAL);
-    int r = lb__check_owner(process->loop, __func__);
+    int r = lb__loop_check_thread(process->loop, __func__);
     if (r < 0)
         return r;
     if (process->exited)

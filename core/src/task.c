@@ -252,14 +252,14 @@ fail:
 }
 
 lb_task *lb_task_ref(lb_task *task) {
-    if (!task || lb__refuse_off_thread(task->loop, __func__))
+    if (!task || lb__loop_refuse_thread(task->loop, __func__))
         return NULL;
     task->refs++;
     return task;
 }
 
 lb_task *lb_task_unref(lb_task *task) {
-    if (!task || lb__refuse_off_thread(task->loop, __func__))
+    if (!task || lb__loop_refuse_thread(task->loop, __func__))
         return NULL;
     if (task->refs == 0) {
         lb__log(LB_LOG_ERROR, "lb_task_unref: task %p has no reference left", (void *)task);
@@ -465,7 +465,7 @@ int lb_sleep(double seconds) {
 
 int lb_task_cancel(lb_task *task) {
     lb_assert_return(task, -EINVAL);
-    int r = lb__check_owner(task->loop, __func__);
+    int r = lb__loop_check_thread(task->loop, __func__);
     if (r < 0)
         return r;
     if (task->state == LB__TASK_DONE)
