@@ -74,6 +74,10 @@ void lb__debug_note_task(lb_loop *loop, const void *fn, const char *name) {
  * loop runs callbacks of its own inside: what they note is theirs, and
  * the outer callback's note comes back after them. */
 void lb__debug_call(lb_loop *loop, lb_callback cb, void *data) {
+    if (cb == lb__run_handle) {
+        cb(loop, data);
+        return;
+    }
     const void *outer_fn = loop->resumed_fn;
     char outer_name[sizeof loop->resumed_name];
     memcpy(outer_name, loop->resumed_name, sizeof outer_name);

@@ -565,7 +565,7 @@ int lb__loop_run_in_executor_owned(lb_loop *loop, lb_executor *executor, lb_work
     LB__CHECK_LOOP(loop);
     lb_assert_return(fn, -EINVAL);
     lb_assert_return(ret, -EINVAL);
-    if (loop->closing)
+    if (lb__loop_closing(loop))
         return lb__fail(loop, -EBADF, "lb_loop_run_in_executor: loop is closing");
     if (!executor) {
         int r = 0;

@@ -28,10 +28,7 @@ void lb__run_handle(lb_loop *loop, void *handle) {
         h->flags |= LB__HANDLE_DONE;
         lb_handle *outer = loop->current; /* nested dispatch */
         loop->current = h;
-        if (__builtin_expect(loop->debug, 0))
-            lb__debug_call(loop, h->cb, h->data);
-        else
-            h->cb(loop, h->data);
+        lb__run_callback(loop, h->cb, h->data);
         loop->current = outer;
     }
     lb__handle_unqueue(h);

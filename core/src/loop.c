@@ -238,7 +238,7 @@ static int run_checks(lb_loop *loop, const char *func) {
         return lb__fail(loop, -EBUSY,
                         "%s: cannot run the loop while another loop is running on this thread",
                         func);
-    if (loop->closing)
+    if (lb__loop_get_state(loop) != LB__LOOP_OPEN)
         return lb__fail(loop, -EBADF, "%s: loop is closing", func);
     return 0;
 }
@@ -413,9 +413,9 @@ int lb_loop_close(lb_loop *loop) {
         return r;
     if (loop->run_depth > 0 || loop->dispatch_depth > 0)
         return lb__fail(loop, -EBUSY, "lb_loop_close: cannot close a running event loop");
-    if (loop->closing)
+    if (lb__loop_get_state(loop) != LB__LOOP_OPEN)
         return lb__fail(loop, -EBUSY, "lb_loop_close: the loop is already closing");
-    loop->closing = true;
+    lb__loop_set_state(loop, LB__LOOP_CLOSING);
     atomic_store(&loop->active, true);
     lb_loop_ref(loop);
 
@@ -446,7 +446,7 @@ int lb_loop_close(lb_loop *loop) {
 
     /* 5. Everything left is released. Threads that posted just before
      *    may still be waking the loop: let them finish first. */
-    atomic_store(&loop->closed, true);
+    lb__loop_set_state(loop, LB__LOOP_RELEASING);
     while (atomic_load(&loop->wakers) > 0)
         sched_yield();
     lb__inbox_close(&loop->inbox, loop);
@@ -464,7 +464,7 @@ int lb_loop_close(lb_loop *loop) {
     close(loop->wake_fd);
     close(loop->epoll_fd);
     loop->wake_fd = loop->epoll_fd = -1;
-    loop->closing = false;
+    lb__loop_set_state(loop, LB__LOOP_CLOSED);
     /* Closed: the loop has no home any more, and its objects may be
      * released on any thread, after everything done above. */
     atomic_store_explicit(&loop->thread, NULL, memory_order_release);

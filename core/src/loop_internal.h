@@ -34,6 +34,20 @@ enum {
     LB__ARMED_CORE = 2, /* the core itself, in epoll_wait on its backend fd */
 };
 
+/* Where the loop is in its life (lb_loop.state): one value, checked at
+ * each entry point, that only moves forward. */
+typedef enum lb__loop_state {
+    LB__LOOP_OPEN = 0,
+    /* lb_loop_close began: live tasks unwind and pending futures are
+     * cancelled, with the loop still iterating for them; new tasks,
+     * executor jobs and runs are refused. */
+    LB__LOOP_CLOSING = 1,
+    /* Closed to every call (-EBADF); close releases what is left. */
+    LB__LOOP_RELEASING = 2,
+    /* lb_loop_close returned. */
+    LB__LOOP_CLOSED = 3,
+} lb__loop_state;
+
 typedef struct lb__watch lb__watch;
 typedef struct lb__signals lb__signals;
 
@@ -78,8 +92,7 @@ struct lb_loop {
     uint32_t dispatch_depth; /* lb_driver_dispatch frames active */
     bool stopping;
     bool ready_first;        /* hosted: the ready queue goes before posts */
-    atomic_bool closed;
-    bool closing;
+    atomic_int state; /* lb__loop_state; read by posting threads */
     bool debug;
 
     int64_t now;        /* the precise clock when the loop last read it */
@@ -212,8 +225,24 @@ void lb__loop_adopt(lb_loop *loop, bool host);
 
 /* The loop's state, one value checked at each entry (sd-event's
  * assert_return(e->state == ...)). */
+static inline lb__loop_state lb__loop_get_state(const lb_loop *loop) {
+    return (lb__loop_state)atomic_load_explicit(&loop->state, memory_order_relaxed);
+}
+
+/* Moves the loop on (its home thread, in lb_loop_close). */
+static inline void lb__loop_set_state(lb_loop *loop, lb__loop_state state) {
+    atomic_store(&loop->state, (int)state);
+}
+
+/* Closed to every call: the last steps of the close, and after. */
 static inline bool lb__loop_closed(const lb_loop *loop) {
-    return atomic_load_explicit(&loop->closed, memory_order_relaxed);
+    return lb__loop_get_state(loop) >= LB__LOOP_RELEASING;
+}
+
+/* Inside lb_loop_close (what it cancels may ask). */
+static inline bool lb__loop_closing(const lb_loop *loop) {
+    lb__loop_state s = lb__loop_get_state(loop);
+    return s == LB__LOOP_CLOSING || s == LB__LOOP_RELEASING;
 }
 
 /* The common preamble of the loop-thread entry points: 0, or -EINVAL
@@ -314,8 +343,19 @@ void lb__loop_enter(lb_loop *loop, lb__enter_state *st);
 void lb__loop_leave(lb_loop *loop, const lb__enter_state *st);
 
 /* Runs cb timing it (debug mode): slow callbacks are logged with their
- * function's name, and the slowest is kept for the stats. */
+ * function's name, and the slowest is kept for the stats. A handle's
+ * runner (lb__run_handle) is not timed: the handle times the callback it
+ * carries, so the report names the function the user scheduled. */
 void lb__debug_call(lb_loop *loop, lb_callback cb, void *data);
+
+/* Runs a callback: the one path every callback the loop runs takes
+ * (ready entries, posts, handles), timed in debug mode. */
+static inline void lb__run_callback(lb_loop *loop, lb_callback cb, void *data) {
+    if (__builtin_expect(loop->debug, 0))
+        lb__debug_call(loop, cb, data);
+    else
+        cb(loop, data);
+}
 
 /* Debug mode: notes that the running callback resumes the task whose
  * function is fn and name is name. */

@@ -162,7 +162,7 @@ static void free_later(lb_loop *loop, void *data) {
 static int exit_cancel(lb_future *f, void *data) {
     lb_process *p = data;
     (void)f;
-    if (!p->loop->closing)
+    if (!lb__loop_closing(p->loop))
         return 0; /* only close cancels it: the callers' futures are shields */
     if (!p->exited) {
         kill(p->pid, SIGKILL);
@@ -345,7 +345,7 @@ int lb_process_spawn(lb_loop *loop, const char *const argv[], const lb_process_o
     LB__CHECK_LOOP(loop);
     lb_assert_return(argv && argv[0] && argv[0][0], -EINVAL);
     lb_assert_return(ret, -EINVAL);
-    if (lb_loop_is_closed(loop) || loop->closing)
+    if (lb__loop_get_state(loop) != LB__LOOP_OPEN)
         return lb__fail(loop, -EBADF, "lb_process_spawn: the loop is closing");
     static const lb_process_options defaults;
     if (!opts)

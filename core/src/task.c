@@ -166,7 +166,7 @@ int lb_task_spawn(lb_loop *loop, lb_task_fn fn, void *data, const lb_task_option
                   lb_task **ret) {
     LB__CHECK_LOOP(loop);
     lb_assert_return(fn, -EINVAL);
-    if (loop->closing)
+    if (lb__loop_closing(loop))
         return lb__fail(loop, -EBADF, "lb_task_spawn: loop is closing");
     size_t stack_size = opts ? opts->stack_size : 0;
     unsigned flags = opts ? opts->flags : 0;
