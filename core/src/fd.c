@@ -30,6 +30,7 @@ struct lb__watch {
     void *read_data, *write_data;
     lb_future *waiter[2]; /* by direction; holds a reference */
     bool kept[2];         /* interest left registered after a waiter */
+    bool own;             /* one of the loop's own descriptors (signal pipe) */
 };
 
 enum { DIR_READ = 0, DIR_WRITE = 1 };
@@ -261,29 +262,47 @@ static int remove_watch(lb_loop *loop, int fd, int dir, const char *func) {
     return 1;
 }
 
+/* The loop's own descriptors are not the caller's to replace or remove
+ * (a caller's stale fd number may have been reused for one). */
+static bool owned_by_loop(const lb_loop *loop, int fd) {
+    const lb__watch *w = lookup(loop, fd);
+    return w && w->own;
+}
+
+static int refuse_own(lb_loop *loop, int fd, const char *func) {
+    return lb__fail(loop, -EBUSY, "%s: fd %d is one of the loop's own descriptors", func, fd);
+}
+
 int lb_loop_add_reader(lb_loop *loop, int fd, lb_callback cb, void *data) {
     LB__CHECK_LOOP(loop);
+    if (owned_by_loop(loop, fd))
+        return refuse_own(loop, fd, __func__);
     return add_watch(loop, fd, DIR_READ, cb, data, __func__);
 }
 
 int lb_loop_add_writer(lb_loop *loop, int fd, lb_callback cb, void *data) {
     LB__CHECK_LOOP(loop);
+    if (owned_by_loop(loop, fd))
+        return refuse_own(loop, fd, __func__);
     return add_watch(loop, fd, DIR_WRITE, cb, data, __func__);
 }
 
 int lb_loop_remove_reader(lb_loop *loop, int fd) {
     LB__CHECK_LOOP(loop);
-    return remove_watch(loop, fd, DIR_READ, __func__);
+    return owned_by_loop(loop, fd) ? 0 : remove_watch(loop, fd, DIR_READ, __func__);
 }
 
 int lb_loop_remove_writer(lb_loop *loop, int fd) {
     LB__CHECK_LOOP(loop);
-    return remove_watch(loop, fd, DIR_WRITE, __func__);
+    return owned_by_loop(loop, fd) ? 0 : remove_watch(loop, fd, DIR_WRITE, __func__);
 }
 
 /* The loop's own descriptors (the signal pipe) are ordinary readers. */
 int lb__watch_add_reader(lb_loop *loop, int fd, lb_callback cb, void *data, const char *func) {
-    return add_watch(loop, fd, DIR_READ, cb, data, func);
+    int r = add_watch(loop, fd, DIR_READ, cb, data, func);
+    if (r == 0)
+        loop->watches[fd]->own = true;
+    return r;
 }
 
 void lb__watch_remove_reader(lb_loop *loop, int fd) {
@@ -392,6 +411,8 @@ int lb__fd_wait(lb_loop *loop, int fd, int dir, unsigned flags, lb_future **ret)
     static const char func[] = "lb__fd_wait";
     LB__CHECK_LOOP(loop);
     lb__watch *w = lookup(loop, fd);
+    if (w && w->own)
+        return refuse_own(loop, fd, "awaiting readiness");
     if (w && ((dir == DIR_READ ? w->read_cb : w->write_cb) || w->waiter[dir]))
         drop_if_stale(loop, w, "awaiting readiness");
     if (w && (dir == DIR_READ ? w->read_cb : w->write_cb))
