@@ -570,14 +570,22 @@ static void tasks_destroy(lb_loop *loop) {
 
 /* The task layer's use of the executor, through its public API. */
 int lb_to_thread(lb_work_fn fn, void *data, void **value) {
+    return lb_to_thread_full(fn, data, NULL, value);
+}
+
+int lb_to_thread_full(lb_work_fn fn, void *data, lb_destroy_fn result_destroy, void **value) {
     lb_task *t = lb__current_task;
     if (!t)
         return lb__fail(NULL, -EPERM, "lb_to_thread: called outside a task");
     lb_future *f = NULL;
-    int r = lb_loop_run_in_executor(t->loop, NULL, fn, data, &f);
+    int r = lb_loop_run_in_executor_full(t->loop, NULL, fn, data, result_destroy, &f);
     if (r < 0)
         return r;
-    r = lb_await(f, value);
+    r = lb_await(f, NULL);
+    /* The caller takes the result: the future, which nobody else holds
+     * now that the job is over, must not destroy it. */
+    if (r == 0 && value)
+        r = lb__future_take_result(f, value);
     lb_future_unref(f);
     return r;
 }
