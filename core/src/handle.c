@@ -2,8 +2,6 @@
 #include "error.h"
 #include "loop_internal.h"
 
-#include <loopbridge/future.h>
-
 lb_handle *lb__handle_new(lb_loop *loop, lb_callback cb, void *data) {
     lb_handle *h = lb__slab_alloc(&loop->handle_slab);
     if (!h)
@@ -30,33 +28,52 @@ void lb__run_handle(lb_loop *loop, void *handle) {
         h->flags |= LB__HANDLE_DONE;
         lb_handle *outer = loop->current; /* nested dispatch */
         loop->current = h;
-        if (__builtin_expect(loop->debug, 0))
-            lb__debug_call(loop, h->cb, h->data);
-        else
-            h->cb(loop, h->data);
+        lb__run_callback(loop, h->cb, h->data);
         loop->current = outer;
     }
     lb__handle_unqueue(h);
 }
 
+__attribute__((cold)) void lb__handle_run_destroy(lb_handle *h) {
+    if (h->flags & LB__HANDLE_DESTROY) {
+        /* Cleared first: the destroy may cancel or release the handle. */
+        h->flags &= ~(uint32_t)LB__HANDLE_DESTROY;
+        h->destroy(h->data);
+    }
+}
+
 /* Drops one reference; the last one returns the handle to the slab. A
  * handle the user held keeps the loop alive (lb__loop_hold), so the slab
- * is still there when the user's reference goes last. */
-void lb__handle_release(lb_handle *h) {
+ * is still there when the user's reference goes last.
+ * The first release once the loop let go of the handle (it ran, or was
+ * dropped: lb__handle_unqueue clears QUEUED first) runs its destroy
+ * notify, so every way a call leaves the loop runs it exactly once, and
+ * a reference the user still holds keeps the handle but not its data. */
+static inline __attribute__((always_inline)) void handle_release(lb_handle *h) {
+    if (__builtin_expect((h->flags & (LB__HANDLE_DESTROY | LB__HANDLE_QUEUED)) ==
+                             LB__HANDLE_DESTROY, 0))
+        lb__handle_run_destroy(h);
     if (--h->refs > 0)
         return;
     lb_loop *loop = h->loop;
     bool held = h->flags & LB__HANDLE_HELD;
-    lb_future *future = (h->flags & LB__HANDLE_FUTURE_REF) ? h->aux : NULL;
+    void *aux = (h->flags & LB__HANDLE_AUX_REF) ? h->aux : NULL;
     lb__slab_free(&loop->handle_slab, h);
-    lb_future_unref(future);
+    if (aux)
+        loop->release_aux(aux);
     if (held)
         lb__loop_unhold(loop);
 }
 
+/* Inlined into lb_handle_unref as well: the destroy check must not cost
+ * the unref of a timer handle a call (workload W3). */
+void lb__handle_release(lb_handle *h) {
+    handle_release(h);
+}
+
 int lb_handle_cancel(lb_handle *handle) {
     lb_assert_return(handle, -EINVAL);
-    int r = lb__check_owner(handle->loop, __func__);
+    int r = lb__loop_check_thread(handle->loop, __func__);
     if (r < 0)
         return r;
     if (handle->flags & (LB__HANDLE_CANCELLED | LB__HANDLE_DONE))
@@ -65,6 +82,9 @@ int lb_handle_cancel(lb_handle *handle) {
     /* A due timer moved to the ready queue is no longer the heap's. */
     if (handle->flags & LB__HANDLE_IN_HEAP)
         handle->loop->timers.dead++;
+    /* Its data is released now, not when the lazily cancelled entry
+     * surfaces in the heap or the queue. */
+    lb__handle_run_destroy(handle);
     return 1;
 }
 
@@ -79,14 +99,14 @@ double lb_handle_when(const lb_handle *handle) {
 }
 
 lb_handle *lb_handle_ref(lb_handle *handle) {
-    if (!handle || lb__refuse_off_thread(handle->loop, __func__))
+    if (!handle || lb__loop_refuse_thread(handle->loop, __func__))
         return NULL;
     handle->refs++;
     return handle;
 }
 
 lb_handle *lb_handle_unref(lb_handle *handle) {
-    if (handle && !lb__refuse_off_thread(handle->loop, __func__)) {
+    if (handle && !lb__loop_refuse_thread(handle->loop, __func__)) {
         /* The loop's own reference (while the handle is scheduled) is not
          * the caller's to drop: dropping it would free the handle under
          * the timer heap or the ready queue. */
@@ -95,7 +115,7 @@ lb_handle *lb_handle_unref(lb_handle *handle) {
             lb__log(LB_LOG_ERROR, "lb_handle_unref: handle %p has no reference left", (void *)handle);
             return NULL;
         }
-        lb__handle_release(handle);
+        handle_release(handle);
     }
     return NULL;
 }
