@@ -4,7 +4,8 @@ import os
 import time
 
 # The loop's own longest pass may never exceed this (CPU time of the thread,
-# so that a loaded machine preempting the pass does not count).
+# so that a loaded machine preempting the pass does not count): its 2 ms
+# budget plus the callback that was running when the budget ran out.
 PASS_LIMIT = 0.005
 
 
@@ -68,3 +69,10 @@ def check_idle(test, probe, wait):
     test.assertLessEqual(woken, 1)
     slack = float(os.environ.get("LB_PY_TIME_SLACK", "1"))
     test.assertLess(cpu, (0.001 if machine_is_quiet() else 0.005) * slack)
+
+
+def pass_limit():
+    """PASS_LIMIT, doubled when the load average is at or above the number
+    of cores: CPU time itself grows there (caches shared with the other
+    processes; 4.8 ms measured at load 10 on 2 cores)."""
+    return PASS_LIMIT * (1 if machine_is_quiet() else 2)
