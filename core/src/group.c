@@ -2,14 +2,29 @@
 /* Task groups (asyncio's TaskGroup): children are awaited together; the
  * first child that fails cancels its siblings and the group's body (the
  * task that made the group), and lb_group_wait takes the body's
- * cancellation back. */
+ * cancellation back. LB_GROUP_COLLECT_ERRORS keeps every child running
+ * instead. lb_group_cancel and lb_group_cancel_then serve the GUI close:
+ * cancel, and hear on the loop once every child unwound, without running
+ * the loop from inside one of its callbacks. */
 #include "task_internal.h"
+
+#include <limits.h>
 
 #include "alloc.h"
 #include "error.h"
 
+/* A callback waiting for the group's children to end (lb_group_cancel_then). */
+typedef struct group_waiter {
+    struct group_waiter *next;
+    lb_callback done;
+    void *data;
+    lb_destroy_fn destroy;
+} group_waiter;
+
 struct lb_group {
     lb_loop *loop;
+    unsigned flags;    /* LB_GROUP_* */
+    bool cancelled;    /* by lb_group_cancel: lb_group_wait says -ECANCELED */
     unsigned refs;     /* the caller's, plus one per live child */
     size_t live;       /* children not ended */
     int first_error;   /* the first child failure, 0 if none */
@@ -17,17 +32,22 @@ struct lb_group {
     lb_task *body;     /* the task that made the group, or NULL */
     bool body_cancelled; /* by the group: lb_group_wait uncancels it */
     lb_future *idle;   /* completed when live drops to 0 (while waited on) */
+    group_waiter *waiters, **waiters_tail; /* oldest first */
     lb_task **children;
     size_t n, cap;
 };
 
-int lb_group_new(lb_loop *loop, lb_group **ret) {
+int lb_group_new_full(lb_loop *loop, unsigned flags, lb_group **ret) {
     lb_assert_return(ret, -EINVAL);
     LB__CHECK_LOOP(loop);
+    if (flags & ~(unsigned)LB_GROUP_COLLECT_ERRORS)
+        return lb__fail(loop, -EINVAL, "lb_group_new_full: unknown flags 0x%x", flags);
     lb_group *g = lb__calloc(1, sizeof *g);
     if (!g)
         return lb__fail(loop, -ENOMEM, "lb_group_new: out of memory");
     g->loop = lb_loop_ref(loop);
+    g->flags = flags;
+    g->waiters_tail = &g->waiters;
     g->refs = 1;
     lb_task *current = lb_task_current();
     if (current && current->loop == loop)
@@ -36,9 +56,37 @@ int lb_group_new(lb_loop *loop, lb_group **ret) {
     return 0;
 }
 
+int lb_group_new(lb_loop *loop, lb_group **ret) {
+    return lb_group_new_full(loop, 0, ret);
+}
+
+/* Takes the waiters off the group (oldest first). */
+static group_waiter *group_take_waiters(lb_group *g) {
+    group_waiter *w = g->waiters;
+    g->waiters = NULL;
+    g->waiters_tail = &g->waiters;
+    return w;
+}
+
+/* Runs (or, drop true, only destroys) each waiter once and frees it. */
+static void group_finish_waiters(lb_loop *loop, group_waiter *w, bool drop) {
+    while (w) {
+        group_waiter *next = w->next;
+        if (!drop)
+            w->done(loop, w->data);
+        if (w->destroy)
+            w->destroy(w->data);
+        lb__free(w);
+        w = next;
+    }
+}
+
 static void group_release(lb_group *g) {
     if (--g->refs > 0)
         return;
+    /* Waiters can only remain when the children never ended (their done
+     * callbacks were dropped with a closed loop): destroyed, not run. */
+    group_finish_waiters(g->loop, group_take_waiters(g), true);
     for (size_t i = 0; i < g->n; i++)
         lb_task_unref(g->children[i]);
     lb__free(g->children);
@@ -71,16 +119,23 @@ static void group_child_done(lb_future *f, void *data) {
         g->first_error = st;
         /* As asyncio's TaskGroup, the body is interrupted too (its awaits,
          * its nested groups), unless the group is cancelling already
-         * because its waiter was cancelled. */
-        bool was_aborting = g->aborting;
-        group_abort(g);
-        if (!was_aborting && g->body && !lb_task_is_done(g->body) && !g->body_cancelled) {
-            g->body_cancelled = true;
-            lb_task_cancel(g->body);
+         * (its waiter was cancelled, or lb_group_cancel) or collects the
+         * children's errors instead. */
+        if (!g->aborting && !(g->flags & LB_GROUP_COLLECT_ERRORS)) {
+            group_abort(g);
+            if (g->body && !lb_task_is_done(g->body) && !g->body_cancelled) {
+                g->body_cancelled = true;
+                lb_task_cancel(g->body);
+            }
         }
     }
-    if (g->live == 0 && g->idle && !lb_future_is_done(g->idle))
-        lb_future_set_result(g->idle, NULL, NULL);
+    if (g->live == 0) {
+        if (g->idle && !lb_future_is_done(g->idle))
+            lb_future_set_result(g->idle, NULL, NULL);
+        /* A done callback of the child's future runs from the loop's ready
+         * queue, not on a task's stack: the waiters may close windows. */
+        group_finish_waiters(g->loop, group_take_waiters(g), false);
+    }
     group_release(g);
 }
 
@@ -151,5 +206,72 @@ int lb_group_wait(lb_group *group) {
     }
     if (cancelled)
         return -ECANCELED;
+    if (group->first_error == 0 && group->cancelled)
+        return -ECANCELED;
     return group->first_error;
+}
+
+int lb_group_cancel(lb_group *group) {
+    lb_assert_return(group, -EINVAL);
+    LB__CHECK_LOOP(group->loop);
+    group->cancelled = true;
+    if (group->aborting)
+        return 0;
+    int n = 0;
+    for (size_t i = 0; i < group->n; i++)
+        if (!lb_task_is_done(group->children[i]))
+            n++;
+    group_abort(group);
+    return n;
+}
+
+/* lb_group_cancel_then on a group with no live child: the callback still
+ * runs from the loop, never from inside the call. */
+static void group_waiters_soon(lb_loop *loop, void *data) {
+    lb_group *g = data;
+    if (g->live == 0)
+        group_finish_waiters(loop, group_take_waiters(g), false);
+    group_release(g);
+}
+
+int lb_group_cancel_then(lb_group *group, lb_callback done, void *data, lb_destroy_fn destroy) {
+    lb_assert_return(group, -EINVAL);
+    lb_assert_return(done, -EINVAL);
+    LB__CHECK_LOOP(group->loop);
+    group_waiter *w = lb__calloc(1, sizeof *w);
+    if (!w)
+        return lb__fail(group->loop, -ENOMEM, "lb_group_cancel_then: out of memory");
+    if (group->live == 0) {
+        /* Nothing to wait for: a loop callback delivers it, holding the
+         * group meanwhile. */
+        int r = lb_loop_call_soon(group->loop, group_waiters_soon, group, NULL);
+        if (r < 0) {
+            lb__free(w);
+            return r;
+        }
+        group->refs++;
+    }
+    w->done = done;
+    w->data = data;
+    w->destroy = destroy;
+    *group->waiters_tail = w;
+    group->waiters_tail = &w->next;
+    lb_group_cancel(group);
+    return 0;
+}
+
+int lb_group_results(const lb_group *group, lb_gather_item *items, size_t cap) {
+    lb_assert_return(group, -EINVAL);
+    lb_assert_return(items || cap == 0, -EINVAL);
+    /* Also after the loop closed: the outcomes stay readable. */
+    int r = lb__check_owner(group->loop, __func__);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < group->n && i < cap; i++) {
+        lb_future *f = lb_task_future(group->children[i]);
+        items[i].value = NULL;
+        items[i].status = lb_future_is_done(f) ? lb_future_result(f, &items[i].value)
+                                                : -EINPROGRESS;
+    }
+    return group->n > INT_MAX ? INT_MAX : (int)group->n;
 }

@@ -86,6 +86,7 @@ int run_future_tests(void);
 int run_exception_tests(void);
 int run_task_tests(void);
 int run_task_shared_tests(void);
+int run_taskgroup_tests(void);
 int run_executor_tests(void);
 int run_signal_tests(void);
 int run_loop_thread_tests(void);

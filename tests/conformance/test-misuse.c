@@ -412,6 +412,7 @@ static void walk_null_callback(misuse *m) {
     CHECK(m, lb_future_remove_done_callback(f, NULL, NULL));
     CHECK(m, lb_task_spawn(m->loop, NULL, NULL, NULL, NULL));
     CHECK(m, lb_group_spawn(g, NULL, NULL, NULL, NULL));
+    CHECK(m, lb_group_cancel_then(g, NULL, NULL, NULL));
     CHECK(m, lb_loop_run_in_executor(m->loop, NULL, NULL, NULL, &out));
     CHECK(m, lb_run(NULL, NULL, NULL));
     lb_group_unref(g);
@@ -475,6 +476,9 @@ static void walk_null_other(misuse *m) {
     lb_future *out = NULL;
     CHECK(m, lb_group_spawn(NULL, task_nop, NULL, NULL, NULL));
     CHECK(m, lb_group_wait(NULL));
+    CHECK(m, lb_group_cancel(NULL));
+    CHECK(m, lb_group_cancel_then(NULL, nop, NULL, NULL));
+    CHECK(m, lb_group_results(NULL, NULL, 0));
     CHECK(m, lb_executor_shutdown(NULL, true, false));
     CHECK(m, lb_loop_thread_call(NULL, nop, NULL));
     CHECK(m, lb_loop_thread_submit(NULL, task_nop, NULL, NULL, &out));
