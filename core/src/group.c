@@ -96,6 +96,13 @@ static void group_release(lb_group *g) {
     lb__free(g);
 }
 
+lb_group *lb_group_ref(lb_group *group) {
+    if (!group || lb__refuse_off_thread(group->loop, __func__))
+        return NULL;
+    group->refs++;
+    return group;
+}
+
 lb_group *lb_group_unref(lb_group *group) {
     if (group && !lb__refuse_off_thread(group->loop, __func__))
         group_release(group);

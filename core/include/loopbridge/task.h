@@ -251,6 +251,10 @@ enum {
  * lb_group_new()'s errors, and -EINVAL for unknown flags. Loop thread. */
 LB_EXPORT int lb_group_new_full(lb_loop *loop, unsigned flags, lb_group **ret);
 
+/* Takes a reference; returns group (NULL for NULL, and, logged, on a
+ * thread that does not run the group's open loop). Loop thread. */
+LB_EXPORT lb_group *lb_group_ref(lb_group *group);
+
 /* Drops the group; returns NULL. Children still running go on running
  * (cancel them first, or lb_group_wait(), to end them with the group).
  * NULL is a no-op. Loop thread (elsewhere refused and logged while the
