@@ -9,6 +9,7 @@
 #include "task_internal.h"
 
 #include <limits.h>
+#include <math.h>
 
 #include "alloc.h"
 #include "error.h"
@@ -265,6 +266,62 @@ int lb_group_cancel_then(lb_group *group, lb_callback done, void *data, lb_destr
     group->waiters_tail = &w->next;
     lb_group_cancel(group);
     return 0;
+}
+
+static void drain_done(lb_loop *loop, void *data) {
+    (void)loop;
+    if (!lb_future_is_done(data))
+        lb_future_set_result(data, NULL, NULL);
+}
+
+static void drain_timeout(lb_loop *loop, void *data) {
+    (void)loop;
+    lb_future_cancel(data);
+}
+
+static void drain_release(void *data) {
+    lb_future_unref(data);
+}
+
+int lb_group_cancel_and_drain(lb_group *group, double timeout) {
+    lb_assert_return(group, -EINVAL);
+    lb_assert_return(!isnan(timeout), -EINVAL);
+    LB__CHECK_LOOP(group->loop);
+    lb_loop *loop = group->loop;
+    if (lb_task_current())
+        return lb__fail(loop, -EBUSY, "lb_group_cancel_and_drain: called in a task (use "
+                                      "lb_group_cancel() and lb_group_wait())");
+    lb_future *drained = NULL;
+    int r = lb_future_new(loop, &drained);
+    if (r < 0)
+        return r;
+    r = lb_group_cancel_then(group, drain_done, lb_future_ref(drained), drain_release);
+    if (r < 0) {
+        lb_future_unref(drained);
+        lb_future_unref(drained);
+        return r;
+    }
+    lb_handle *timer = NULL;
+    if (timeout >= 0) {
+        r = lb_loop_call_later(loop, timeout, drain_timeout, drained, &timer);
+        if (r < 0) {
+            lb_future_unref(drained);
+            return r;
+        }
+    }
+    r = lb_loop_run_until_complete(loop, drained);
+    if (timer) {
+        lb_handle_cancel(timer);
+        lb_handle_unref(timer);
+    }
+    if (r == -EBUSY)
+        r = lb__fail(loop, -EBUSY, "lb_group_cancel_and_drain: the loop is running (called "
+                                   "from one of its callbacks): use lb_group_cancel_then()");
+    else if (r == 0 && lb_future_is_cancelled(drained))
+        r = lb__fail(loop, -ETIMEDOUT, "lb_group_cancel_and_drain: tasks still unwinding "
+                                       "after %g s", timeout);
+    lb_future_unref(drained);
+    return r;
 }
 
 int lb_group_results(const lb_group *group, lb_gather_item *items, size_t cap) {

@@ -5,6 +5,7 @@
  * of cancelling the siblings. */
 #include "fixture.h"
 
+#include <math.h>
 #include <string.h>
 
 /* What the children of a test saw. */
@@ -39,6 +40,11 @@ static void record_done(lb_loop *loop, void *data) {
     k->done_ran = true;
     assert_false(k->destroyed);
     lb_loop_stop(loop);
+}
+
+static void set_true(lb_loop *loop, void *data) {
+    (void)loop;
+    *(bool *)data = true;
 }
 
 static void record_destroy(void *data) {
@@ -218,6 +224,74 @@ static void test_group_results_in_progress(void **state) {
     fixture_loop_free(loop);
 }
 
+/* Stops at the first cancellation, then sleeps again until cancelled
+ * once more (the loop's close does it). */
+static int stubborn_child(lb_task *task, void *data) {
+    (void)task;
+    kids *k = data;
+    k->started++;
+    assert_int_equal(lb_sleep(3600), -ECANCELED);
+    lb_task_uncancel(lb_task_current());
+    int r = lb_sleep(3600);
+    k->ended++;
+    return r;
+}
+
+static void drain_in_callback(lb_loop *loop, void *data) {
+    (void)loop;
+    kids *k = data;
+    k->done_calls = lb_group_cancel_and_drain(k->group, 5);
+    k->done_ran = true;
+}
+
+static int drain_in_task(lb_task *task, void *data) {
+    (void)task;
+    return lb_group_cancel_and_drain(data, 5);
+}
+
+/* The synchronous drain: outside the loop it runs the loop until the
+ * children unwound; a child that will not end makes it time out; inside
+ * a callback or a task it is refused with -EBUSY. */
+static void test_group_cancel_and_drain(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    kids k = {0};
+    assert_int_equal(lb_group_new(loop, &k.group), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(lb_group_spawn(k.group, long_child, &k, NULL, NULL), 0);
+    assert_int_equal(lb_loop_call_soon(loop, set_true, &k.done_ran, NULL), 0);
+    fixture_run_until(loop, &k.done_ran, 30);
+    assert_int_equal(k.started, 3);
+    assert_int_equal(lb_group_cancel_and_drain(k.group, -1), 0);
+    assert_int_equal(k.unwound, 3);
+    assert_int_equal(lb_group_cancel_and_drain(k.group, 0), 0); /* nothing left */
+    assert_int_equal(lb_group_cancel_and_drain(k.group, NAN), -EINVAL);
+    lb_group_unref(k.group);
+
+    kids s = {0};
+    assert_int_equal(lb_group_new(loop, &s.group), 0);
+    lb_task *stubborn = NULL;
+    assert_int_equal(lb_group_spawn(s.group, stubborn_child, &s, NULL, &stubborn), 0);
+    assert_int_equal(lb_loop_call_soon(loop, set_true, &s.done_ran, NULL), 0);
+    fixture_run_until(loop, &s.done_ran, 30);
+    assert_int_equal(lb_group_cancel_and_drain(s.group, 0.05), -ETIMEDOUT);
+    assert_int_equal(s.ended, 0);
+
+    kids c = {.group = s.group};
+    assert_int_equal(lb_loop_call_soon(loop, drain_in_callback, &c, NULL), 0);
+    fixture_run_until(loop, &c.done_ran, 30);
+    assert_int_equal(c.done_calls, -EBUSY);
+    lb_task *t = fixture_spawn(loop, drain_in_task, s.group);
+    assert_int_equal(fixture_finish(loop, t, 30), -EBUSY);
+    /* Cancelled once more, it ends, and the drain sees it. */
+    assert_int_equal(lb_task_cancel(stubborn), 1);
+    assert_int_equal(lb_group_cancel_and_drain(s.group, -1), 0);
+    assert_int_equal(s.ended, 1);
+    lb_task_unref(stubborn);
+    lb_group_unref(s.group);
+    fixture_loop_free(loop);
+}
+
 int run_taskgroup_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_group_cancel_then_from_callback),
@@ -225,6 +299,7 @@ int run_taskgroup_tests(void) {
         cmocka_unit_test(test_group_collect_errors),
         cmocka_unit_test(test_group_cancel_in_task),
         cmocka_unit_test(test_group_results_in_progress),
+        cmocka_unit_test(test_group_cancel_and_drain),
     };
     return cmocka_run_group_tests_name("group", tests, NULL, NULL);
 }

@@ -303,6 +303,19 @@ LB_EXPORT int lb_group_cancel(lb_group *group);
 LB_EXPORT int lb_group_cancel_then(lb_group *group, lb_callback done, void *data,
                                    lb_destroy_fn destroy);
 
+/* The synchronous form of lb_group_cancel_then(), for code outside the
+ * loop (before lb_loop_close(), or a toolkit handler that the loop does
+ * not run): cancels the group and runs the loop until every child ended,
+ * for at most timeout seconds (< 0: no limit). Returns 0 once they
+ * ended; -ETIMEDOUT (some still unwind; they go on at the loop's next
+ * run); -EBUSY where the loop cannot be run: inside one of its callbacks
+ * (a GTK or Tk handler called from a loopbridge callback is one: the
+ * group is cancelled all the same) or tasks (nothing done); use
+ * lb_group_cancel_then() there, which works everywhere;
+ * -EINTR (lb_loop_stop() meanwhile); -EINVAL (NULL group, NaN timeout);
+ * -EBADF; -EPERM; -ENOMEM. Loop thread. */
+LB_EXPORT int lb_group_cancel_and_drain(lb_group *group, double timeout);
+
 /* Stores the outcomes of up to cap children of group, in the order they
  * were spawned, in items: status 0 with the child's result in value
  * (owned by the child's future, valid while the group lives), its error,
