@@ -3,7 +3,11 @@
 #define LOOPBRIDGE_GTK_H
 
 /* GTK 4 one-liners over <loopbridge/glib.h>. Header only: the GLib
- * bridge does not link GTK, the application does. */
+ * bridge does not link GTK, the application does.
+ *
+ * int lb_glib_window_close_after(GtkWindow *window, lb_group *group):
+ * window's close waits until group's tasks unwound
+ * (lb_glib_close_after() with "close-request" and gtk_window_close()). */
 
 #include <gtk/gtk.h>
 #include <loopbridge/glib.h>
