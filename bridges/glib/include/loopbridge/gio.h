@@ -47,7 +47,7 @@ G_BEGIN_DECLS
 /* Errors                                                              */
 /* ------------------------------------------------------------------ */
 
-/* Returns the negative errno that stands for error: G_IO_ERROR's codes by
+/* The negative errno that stands for error: G_IO_ERROR's codes by
  * meaning (G_IO_ERROR_NOT_FOUND is -ENOENT, G_IO_ERROR_CANCELLED
  * -ECANCELED, G_IO_ERROR_TIMED_OUT -ETIMEDOUT, G_IO_ERROR_CONNECTION_REFUSED
  * -ECONNREFUSED...), G_FILE_ERROR's and G_SPAWN_ERROR's likewise, a remote
@@ -55,7 +55,7 @@ G_BEGIN_DECLS
  * Any thread. */
 LB_EXPORT int lb_gio_error_to_errno(const GError *error);
 
-/* Returns the GError of the calling thread's last call here that failed
+/* The GError of the calling thread's last call here that failed
  * with one (borrowed: valid until the next such failure on the thread), or
  * NULL if none did. Calls that fail without a GError (-EPERM, -EINVAL,
  * -ECANCELED, -ETIMEDOUT) leave it as it was. Any thread. */
