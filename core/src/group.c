@@ -22,6 +22,13 @@ typedef struct group_waiter {
     lb_destroy_fn destroy;
 } group_waiter;
 
+/* A child, and whether the group counted its end. */
+typedef struct group_child {
+    lb_group *group;
+    lb_task *task;   /* one reference */
+    bool counted;
+} group_child;
+
 struct lb_group {
     lb_loop *loop;
     unsigned flags;    /* LB_GROUP_* */
@@ -34,8 +41,14 @@ struct lb_group {
     bool body_cancelled; /* by the group: lb_group_wait uncancels it */
     lb_future *idle;   /* completed when live drops to 0 (while waited on) */
     group_waiter *waiters, **waiters_tail; /* oldest first */
-    lb_task **children;
+    group_child **children;
     size_t n, cap;
+    /* Pending until the loop's close cancels it: children that ended while
+     * the close unwound them are counted then, as their own done callbacks
+     * were dropped with the loop's queue. */
+    lb_future *close_watch;
+    bool watch_ran;     /* its callback ran */
+    bool free_deferred; /* the last reference went while it was queued */
 };
 
 int lb_group_new_full(lb_loop *loop, unsigned flags, lb_group **ret) {
@@ -82,19 +95,37 @@ static void group_finish_waiters(lb_loop *loop, group_waiter *w, bool drop) {
     }
 }
 
-static void group_release(lb_group *g) {
-    if (--g->refs > 0)
-        return;
-    /* Waiters can only remain when the children never ended (their done
-     * callbacks were dropped with a closed loop): destroyed, not run. */
+static void group_free(lb_group *g) {
+    /* Waiters can only remain when children never ended (tasks the
+     * loop's close reclaimed): destroyed, not run. */
     group_finish_waiters(g->loop, group_take_waiters(g), true);
-    for (size_t i = 0; i < g->n; i++)
-        lb_task_unref(g->children[i]);
+    for (size_t i = 0; i < g->n; i++) {
+        lb_task_unref(g->children[i]->task);
+        lb__free(g->children[i]);
+    }
     lb__free(g->children);
     lb_future_unref(g->idle);
     lb_task_unref(g->body);
     lb_loop_unref(g->loop);
     lb__free(g);
+}
+
+static void group_loop_closing(lb_future *f, void *data);
+
+static void group_release(lb_group *g) {
+    if (--g->refs > 0)
+        return;
+    if (g->close_watch) {
+        if (lb_future_is_done(g->close_watch) && !g->watch_ran) {
+            /* Its callback is queued and will find the group: it frees. */
+            g->free_deferred = true;
+            return;
+        }
+        if (!lb_future_is_done(g->close_watch))
+            lb_future_remove_done_callback(g->close_watch, group_loop_closing, g);
+        g->close_watch = lb_future_unref(g->close_watch);
+    }
+    group_free(g);
 }
 
 lb_group *lb_group_ref(lb_group *group) {
@@ -115,13 +146,18 @@ static void group_abort(lb_group *g) {
         return;
     g->aborting = true;
     for (size_t i = 0; i < g->n; i++)
-        if (!lb_task_is_done(g->children[i]))
-            lb_task_cancel(g->children[i]);
+        if (!lb_task_is_done(g->children[i]->task))
+            lb_task_cancel(g->children[i]->task);
 }
 
-static void group_child_done(lb_future *f, void *data) {
-    lb_group *g = data;
-    int st = lb_future_result(f, NULL);
+/* A child ended: counted once, from its done callback or, when the
+ * loop's close dropped that, from the close watch. */
+static void group_child_ended(group_child *c) {
+    lb_group *g = c->group;
+    if (c->counted)
+        return;
+    c->counted = true;
+    int st = lb_future_result(lb_task_future(c->task), NULL);
     g->live--;
     if (st < 0 && st != -ECANCELED && g->first_error == 0) {
         g->first_error = st;
@@ -147,6 +183,27 @@ static void group_child_done(lb_future *f, void *data) {
     group_release(g);
 }
 
+static void group_child_done(lb_future *f, void *data) {
+    (void)f;
+    group_child_ended(data);
+}
+
+static void group_loop_closing(lb_future *f, void *data) {
+    (void)f;
+    lb_group *g = data;
+    g->watch_ran = true;
+    if (g->free_deferred) {
+        g->close_watch = lb_future_unref(g->close_watch);
+        group_free(g);
+        return;
+    }
+    g->refs++;
+    for (size_t i = 0; i < g->n; i++)
+        if (lb_task_is_done(g->children[i]->task))
+            group_child_ended(g->children[i]);
+    group_release(g);
+}
+
 int lb_group_spawn(lb_group *group, lb_task_fn fn, void *data, const lb_task_options *opts,
                    lb_task **ret) {
     lb_assert_return(group, -EINVAL);
@@ -158,23 +215,40 @@ int lb_group_spawn(lb_group *group, lb_task_fn fn, void *data, const lb_task_opt
                         "lb_group_spawn: the group is cancelling its tasks");
     if (group->n == group->cap) {
         size_t cap = group->cap ? group->cap * 2 : 8;
-        lb_task **v = lb__realloc(group->children, cap * sizeof *v);
+        group_child **v = lb__realloc(group->children, cap * sizeof *v);
         if (!v)
             return lb__fail(group->loop, -ENOMEM, "lb_group_spawn: out of memory");
         group->children = v;
         group->cap = cap;
     }
+    if (!group->close_watch) {
+        int r = lb_future_new(group->loop, &group->close_watch);
+        if (r == 0)
+            r = lb_future_add_done_callback(group->close_watch, group_loop_closing, group);
+        if (r < 0) {
+            group->close_watch = lb_future_unref(group->close_watch);
+            return r;
+        }
+    }
+    group_child *c = lb__calloc(1, sizeof *c);
+    if (!c)
+        return lb__fail(group->loop, -ENOMEM, "lb_group_spawn: out of memory");
     lb_task *t = NULL;
     int r = lb_task_spawn(group->loop, fn, data, opts, &t);
-    if (r < 0)
+    if (r < 0) {
+        lb__free(c);
         return r;
-    r = lb_future_add_done_callback(lb_task_future(t), group_child_done, group);
+    }
+    c->group = group;
+    c->task = t;
+    r = lb_future_add_done_callback(lb_task_future(t), group_child_done, c);
     if (r < 0) {
         lb_task_cancel(t);
         lb_task_unref(t);
+        lb__free(c);
         return r;
     }
-    group->children[group->n++] = t;
+    group->children[group->n++] = c;
     group->live++;
     group->refs++;
     if (ret)
@@ -227,7 +301,7 @@ int lb_group_cancel(lb_group *group) {
         return 0;
     int n = 0;
     for (size_t i = 0; i < group->n; i++)
-        if (!lb_task_is_done(group->children[i]))
+        if (!lb_task_is_done(group->children[i]->task))
             n++;
     group_abort(group);
     return n;
@@ -332,7 +406,7 @@ int lb_group_results(const lb_group *group, lb_gather_item *items, size_t cap) {
     if (r < 0)
         return r;
     for (size_t i = 0; i < group->n && i < cap; i++) {
-        lb_future *f = lb_task_future(group->children[i]);
+        lb_future *f = lb_task_future(group->children[i]->task);
         items[i].value = NULL;
         items[i].status = lb_future_is_done(f) ? lb_future_result(f, &items[i].value)
                                                 : -EINPROGRESS;

@@ -107,6 +107,31 @@ static void test_group_cancel_then_empty(void **state) {
     fixture_loop_free(loop);
 }
 
+/* The loop closed while the children still sleep: its close unwinds
+ * them, the group counts them, and done runs once; the group and the
+ * loop are freed (the children's own done callbacks are dropped with the
+ * loop's queue). Also for a group nobody waits on. */
+static void test_group_cancel_then_loop_closed(void **state) {
+    (void)state;
+    for (int waited = 0; waited < 2; waited++) {
+        lb_loop *loop = fixture_loop_new();
+        kids k = {0};
+        assert_int_equal(lb_group_new(loop, &k.group), 0);
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(lb_group_spawn(k.group, long_child, &k, NULL, NULL), 0);
+        assert_int_equal(lb_loop_call_soon(loop, set_true, &k.done_ran, NULL), 0);
+        fixture_run_until(loop, &k.done_ran, 30);
+        k.done_ran = false;
+        if (waited)
+            assert_int_equal(lb_group_cancel_then(k.group, record_done, &k, record_destroy), 0);
+        k.group = lb_group_unref(k.group);
+        fixture_loop_free(loop);
+        assert_int_equal(k.ended, 2);
+        assert_int_equal(k.done_calls, waited);
+        assert_int_equal(k.destroyed, waited);
+    }
+}
+
 static int fails_with(lb_task *task, void *data) {
     (void)task;
     intptr_t v = (intptr_t)data;
@@ -296,6 +321,7 @@ int run_taskgroup_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_group_cancel_then_from_callback),
         cmocka_unit_test(test_group_cancel_then_empty),
+        cmocka_unit_test(test_group_cancel_then_loop_closed),
         cmocka_unit_test(test_group_collect_errors),
         cmocka_unit_test(test_group_cancel_in_task),
         cmocka_unit_test(test_group_results_in_progress),

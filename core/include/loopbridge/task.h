@@ -294,10 +294,11 @@ LB_EXPORT int lb_group_cancel(lb_group *group);
  * runs the loop itself, so it works from any callback, a task, or a
  * toolkit handler (GTK's close-request, Tk's WM_DELETE_WINDOW); with no
  * child running, done runs in the loop's next iteration, never inside
- * this call. destroy (may be NULL) is called with data after done, or
- * instead of it when the children never end because the loop was closed
- * first (the group is then dropped with its waiters). The group is held
- * until done ran. Returns 0, -EINVAL (group or done NULL), -EBADF (closed
+ * this call. If the loop is closed first, its close unwinds the
+ * children and done runs from the close; only if a child refuses to end
+ * and the close reclaims it is done dropped. destroy (may be NULL) is
+ * called with data after done, or when done is dropped. The group is
+ * held until done ran. Returns 0, -EINVAL (group or done NULL), -EBADF (closed
  * loop), -EPERM (wrong thread), -ENOMEM; on failure nothing is called.
  * Loop thread. */
 LB_EXPORT int lb_group_cancel_then(lb_group *group, lb_callback done, void *data,
