@@ -136,7 +136,7 @@ lb_group *lb_group_ref(lb_group *group) {
 }
 
 lb_group *lb_group_unref(lb_group *group) {
-    if (group && !lb__refuse_off_thread(group->loop, __func__))
+    if (group && !lb__loop_refuse_thread(group->loop, __func__))
         group_release(group);
     return NULL;
 }
