@@ -129,7 +129,7 @@ static void group_release(lb_group *g) {
 }
 
 lb_group *lb_group_ref(lb_group *group) {
-    if (!group || lb__refuse_off_thread(group->loop, __func__))
+    if (!group || lb__loop_refuse_thread(group->loop, __func__))
         return NULL;
     group->refs++;
     return group;
@@ -402,7 +402,7 @@ int lb_group_results(const lb_group *group, lb_gather_item *items, size_t cap) {
     lb_assert_return(group, -EINVAL);
     lb_assert_return(items || cap == 0, -EINVAL);
     /* Also after the loop closed: the outcomes stay readable. */
-    int r = lb__check_owner(group->loop, __func__);
+    int r = lb__loop_check_thread(group->loop, __func__);
     if (r < 0)
         return r;
     for (size_t i = 0; i < group->n && i < cap; i++) {
