@@ -8,17 +8,18 @@
  *    lb_job_cancelled() every 256 KiB chunk;
  *  - each job reports its progress through a coalescer (lb_coalesce), so
  *    a fast job cannot flood the GTK thread;
- *  - the hashing tasks form a group; Cancel cancels every one of them,
+ *  - the hashing tasks form a group; Cancel cancels it (lb_group_cancel),
  *    a spinner turns while they run;
  *  - a small file of the directory is read first with a GIO one-liner
  *    (lb_gio_file_load_contents);
  *  - when the hashing ended, the app awaits the "Hash again" button's
  *    "clicked" with a timeout (lb_glib_await_signal), then hashes again;
- *  - closing the window (close-request) cancels the main task, which
- *    cancels the group and waits for it inside lb_group_wait(); the window
- *    is destroyed once every task unwound, so no task ever touches a
- *    destroyed widget; lb_loop_close() then waits for the jobs, which
- *    return at their next chunk.
+ *  - the main task runs in the app's group; closing the window
+ *    (close-request, lb_glib_window_close_after) cancels that group: the
+ *    main task, waiting in lb_group_wait(), passes the cancellation to the
+ *    hashing tasks; the window goes once every task unwound, so no task
+ *    ever touches a destroyed widget; lb_loop_close() then waits for the
+ *    jobs, which return at their next chunk.
  *
  * Usage: gtk-hasher DIRECTORY (the directory a user would have chosen).
  * For its test it prints what it does, one line each:
@@ -32,6 +33,7 @@
  *   exit: MS ms after close-request */
 #define _GNU_SOURCE /* O_CLOEXEC, clock_gettime under -std=c11 */
 #include <loopbridge/glib.h>
+#include <loopbridge/gtk.h>
 
 #include "app-common.h"
 
@@ -77,7 +79,8 @@ typedef struct app {
     GtkWidget *window, *spinner, *status, *cancel, *again, *gio_label, *bars_box;
     hash_job jobs[MAX_FILES];
     int njobs;
-    lb_task *main_task;
+    lb_group *tasks;  /* the app's: closing the window cancels it */
+    lb_group *hashes; /* the hashing tasks running, for Cancel */
     _Atomic int64_t cancel_ns; /* when Cancel (or close) asked the jobs to stop */
     bool closing;              /* close-request came: tasks unwind, then the window goes */
     bool window_gone;
@@ -238,9 +241,11 @@ static int hash_all(app *a) {
     gtk_label_set_text(GTK_LABEL(a->status), "Hashing...");
     atomic_store(&a->cancel_ns, 0);
     say("hashing: %d files", a->njobs);
+    a->hashes = group;
     /* Cancelled from outside (the window is closing), lb_group_wait()
      * cancels the children and returns once they all ended. */
     r = lb_group_wait(group);
+    a->hashes = NULL;
     lb_group_unref(group);
     gtk_spinner_stop(GTK_SPINNER(a->spinner));
     gtk_widget_set_sensitive(a->cancel, FALSE);
@@ -311,9 +316,6 @@ static int main_task(lb_task *task, void *data) {
     app *a = data;
     (void)task;
     int r = run(a);
-    /* Every task this one started has ended: the window may go now. */
-    if (a->closing)
-        gtk_window_destroy(GTK_WINDOW(a->window));
     return r == -ECANCELED && a->closing ? 0 : r;
 }
 
@@ -324,28 +326,23 @@ static void on_cancel(GtkButton *button, gpointer data) {
     (void)button;
     atomic_store(&a->cancel_ns, now_ns());
     say("cancel: clicked");
-    for (int i = 0; i < a->njobs; i++)
-        if (a->jobs[i].task)
-            lb_task_cancel(a->jobs[i].task);
+    if (a->hashes)
+        lb_group_cancel(a->hashes);
 }
 
-/* Closing mid-job: cancel the main task (lb_group_wait passes the
- * cancellation to the hashing tasks) and keep the window until it
- * unwound; main_task destroys it. */
+/* Connected before lb_glib_window_close_after()'s handler, which then
+ * cancels the app's group and holds the window until it unwound: this one
+ * notes the time for the jobs' reports and lets the close go on. */
 static gboolean on_close_request(GtkWindow *window, gpointer data) {
     app *a = data;
     (void)window;
-    if (!a->close_ns)
-        a->close_ns = now_ns();
-    if (!a->main_task || lb_task_is_done(a->main_task))
-        return FALSE;
     if (!a->closing) {
         a->closing = true;
+        a->close_ns = now_ns();
         atomic_store(&a->cancel_ns, a->close_ns);
         say("close: cancelling");
-        lb_task_cancel(a->main_task);
     }
-    return TRUE;
+    return FALSE;
 }
 
 static void on_destroy(GtkWidget *w, gpointer data) {
@@ -394,8 +391,10 @@ static void activate(GtkApplication *gtk, gpointer data) {
     g_signal_connect(a->window, "destroy", G_CALLBACK(on_destroy), a);
     gtk_window_present(GTK_WINDOW(a->window));
     lb_task_options o = {.name = "main"};
-    if (lb_task_spawn(a->loop, main_task, a, &o, &a->main_task) < 0)
-        fprintf(stderr, "lb_task_spawn: %s\n", lb_error_detail());
+    if (lb_group_new(a->loop, &a->tasks) < 0 ||
+        lb_glib_window_close_after(GTK_WINDOW(a->window), a->tasks) < 0 ||
+        lb_group_spawn(a->tasks, main_task, a, &o, NULL) < 0)
+        fprintf(stderr, "tasks: %s\n", lb_error_detail());
 }
 
 int main(int argc, char **argv) {
@@ -404,7 +403,7 @@ int main(int argc, char **argv) {
     g_signal_connect(a.gtk, "activate", G_CALLBACK(activate), &a);
     int status = g_application_run(G_APPLICATION(a.gtk), 1, argv);
     if (a.loop) {
-        lb_task_unref(a.main_task);
+        lb_group_unref(a.tasks);
         /* Waits for the jobs still running: they see lb_job_cancelled(). */
         lb_loop_close(a.loop);
         free_jobs(&a);

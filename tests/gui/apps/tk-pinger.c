@@ -13,11 +13,14 @@
  *    while the four jobs hash;
  *  - a modal tk_messageBox opens 0.5 s in (from `after`): tasks and the
  *    tick keep running in its nested event loop;
- *  - Cancel cancels the hashing tasks; Hash starts them again;
- *  - closing the window (WM_DELETE_WINDOW) cancels every task and runs
- *    `update` until they unwound, so that none outlives the widgets it
- *    updates, then destroys the window; lb_loop_close() waits for the
- *    jobs, which return at their next chunk.
+ *  - the hashing tasks form a group, which Cancel cancels
+ *    (lb_group_cancel); Hash starts them again;
+ *  - the pingers and the task that waits for the hashing group run in the
+ *    app's group; closing the window (WM_DELETE_WINDOW, handled by
+ *    lb_tk_close_after) cancels it and destroys the window once every
+ *    task unwound, so that none outlives the widgets it updates;
+ *    lb_loop_close() waits for the jobs, which return at their next
+ *    chunk.
  *
  * It prints what it does, one line each, for its test:
  *   widget NAME X Y      a button's centre, in root window coordinates
@@ -78,6 +81,8 @@ typedef struct app {
     unsigned char *data; /* what the jobs hash, read-only */
     hash_job jobs[JOBS];
     pinger pingers[PINGERS];
+    lb_group *tasks;  /* the app's: closing the window cancels it */
+    lb_group *hashes; /* the hashing tasks running, for Cancel */
     _Atomic int64_t cancel_ns;
     /* The tick's gaps while the jobs hash. */
     int64_t last_tick_ns;
@@ -199,58 +204,82 @@ static void free_jobs(app *a) {
     }
 }
 
+/* Spawns the four hashing tasks in a group of their own and waits for
+ * them; cancelled (the window closes), lb_group_wait() cancels them and
+ * returns once they ended. */
+static int hash_batch_task(lb_task *task, void *data) {
+    app *a = data;
+    (void)task;
+    lb_group *group;
+    int r = lb_group_new(a->loop, &group);
+    for (int i = 0; r == 0 && i < JOBS; i++) {
+        hash_job *j = &a->jobs[i];
+        char name[16];
+        snprintf(name, sizeof name, "hash-%d", i);
+        lb_task_options o = {.name = name};
+        if ((r = lb_coalesce_new(a->loop, show_progress, j, NULL, &j->progress)) == 0)
+            r = lb_group_spawn(group, hash_task, j, &o, &j->task);
+    }
+    if (r < 0) {
+        say("hashing: cannot start: %s", lb_error_detail());
+        lb_group_unref(group);
+        return r;
+    }
+    a->hashes = group;
+    say("hashing: %d jobs", JOBS);
+    r = lb_group_wait(group);
+    a->hashes = NULL;
+    lb_group_unref(group);
+    return r;
+}
+
 /* Hash: starts the four jobs (once the previous ones are over). */
 static int hash_cmd(void *data, Tcl_Interp *interp, int objc, Tcl_Obj *const objv[]) {
     app *a = data;
     (void)objc;
     (void)objv;
-    for (int i = 0; i < JOBS; i++)
-        if (a->jobs[i].task && !lb_task_is_done(a->jobs[i].task))
-            return TCL_OK; /* still hashing */
+    if (a->hashes)
+        return TCL_OK; /* still hashing */
     if (!jobs_over(a)) {
         Tcl_SetObjResult(interp, Tcl_NewStringObj("the cancelled jobs are still stopping", -1));
         return TCL_ERROR;
     }
     free_jobs(a);
     for (int i = 0; i < JOBS; i++) {
-        hash_job *j = &a->jobs[i];
-        j->a = a;
-        j->index = i;
-        atomic_store(&j->state, JOB_QUEUED);
-        char name[16];
-        snprintf(name, sizeof name, "hash-%d", i);
-        lb_task_options o = {.name = name};
-        if (lb_coalesce_new(a->loop, show_progress, j, NULL, &j->progress) < 0 ||
-            lb_task_spawn(a->loop, hash_task, j, &o, &j->task) < 0) {
-            Tcl_SetObjResult(interp, Tcl_NewStringObj(lb_error_detail(), -1));
-            return TCL_ERROR;
-        }
+        a->jobs[i].a = a;
+        a->jobs[i].index = i;
+        atomic_store(&a->jobs[i].state, JOB_QUEUED);
+    }
+    lb_task_options o = {.name = "hashing"};
+    if (lb_group_spawn(a->tasks, hash_batch_task, a, &o, NULL) < 0) {
+        Tcl_SetObjResult(interp, Tcl_NewStringObj(lb_error_detail(), -1));
+        return TCL_ERROR;
     }
     a->hashing = true;
     a->ticks_hashing = 0;
     a->max_gap_ms = 0;
     a->last_tick_ns = 0;
     atomic_store(&a->cancel_ns, 0);
-    say("hashing: %d jobs", JOBS);
     return TCL_OK;
 }
 
-static void cancel_jobs(app *a) {
+/* Prints the tick's figures and notes when the jobs were asked to stop. */
+static void stopping_jobs(app *a) {
     if (a->hashing)
         say("ticks: %ld while %d jobs hashed, max gap %.1f ms", a->ticks_hashing, JOBS,
             a->max_gap_ms);
     a->hashing = false;
     atomic_store(&a->cancel_ns, now_ns());
-    for (int i = 0; i < JOBS; i++)
-        if (a->jobs[i].task)
-            lb_task_cancel(a->jobs[i].task);
 }
 
 static int cancel_cmd(void *data, Tcl_Interp *interp, int objc, Tcl_Obj *const objv[]) {
     (void)interp;
     (void)objc;
     (void)objv;
-    cancel_jobs(data);
+    app *a = data;
+    stopping_jobs(a);
+    if (a->hashes)
+        lb_group_cancel(a->hashes);
     say("cancel: clicked");
     return TCL_OK;
 }
@@ -286,8 +315,9 @@ static int modal_cmd(void *data, Tcl_Interp *interp, int objc, Tcl_Obj *const ob
     return TCL_OK;
 }
 
-/* WM_DELETE_WINDOW: cancels every task; the script then runs `update`
- * until busy says none is left, and destroys the window. */
+/* WM_DELETE_WINDOW, before lb_tk_close_after()'s command (which cancels
+ * the app's group and destroys the window once it unwound): notes the
+ * time for the jobs' reports. */
 static int close_cmd(void *data, Tcl_Interp *interp, int objc, Tcl_Obj *const objv[]) {
     app *a = data;
     (void)interp;
@@ -298,24 +328,8 @@ static int close_cmd(void *data, Tcl_Interp *interp, int objc, Tcl_Obj *const ob
     if (!a->closing) {
         a->closing = true;
         say("close: cancelling");
-        cancel_jobs(a);
-        for (int i = 0; i < PINGERS; i++)
-            if (a->pingers[i].task)
-                lb_task_cancel(a->pingers[i].task);
+        stopping_jobs(a);
     }
-    return TCL_OK;
-}
-
-static int busy_cmd(void *data, Tcl_Interp *interp, int objc, Tcl_Obj *const objv[]) {
-    app *a = data;
-    (void)objc;
-    (void)objv;
-    bool busy = false;
-    for (int i = 0; i < JOBS; i++)
-        busy |= a->jobs[i].task && !lb_task_is_done(a->jobs[i].task);
-    for (int i = 0; i < PINGERS; i++)
-        busy |= a->pingers[i].task && !lb_task_is_done(a->pingers[i].task);
-    Tcl_SetObjResult(interp, Tcl_NewBooleanObj(busy));
     return TCL_OK;
 }
 
@@ -338,12 +352,7 @@ static const char *window_script =
     "    tk_messageBox -title lb-apps-modal -message {The jobs keep running.} -type ok\n"
     "    lb_modal closed\n"
     "}\n"
-    "proc on_close {} {\n"
-    "    lb_close\n"
-    "    while {[lb_busy]} { update }\n"
-    "    destroy .\n"
-    "}\n"
-    "wm protocol . WM_DELETE_WINDOW on_close\n"
+    "wm protocol . WM_DELETE_WINDOW {lb_close; close_after_tasks}\n"
     "proc show_position {name w} {\n"
     "    puts \"widget $name [expr {[winfo rootx $w] + [winfo width $w] / 2}]"
     " [expr {[winfo rooty $w] + [winfo height $w] / 2}]\"\n"
@@ -384,11 +393,15 @@ int main(int argc, char **argv) {
     Tcl_CreateObjCommand(a.interp, "lb_tick", tick_cmd, &a, NULL);
     Tcl_CreateObjCommand(a.interp, "lb_modal", modal_cmd, &a, NULL);
     Tcl_CreateObjCommand(a.interp, "lb_close", close_cmd, &a, NULL);
-    Tcl_CreateObjCommand(a.interp, "lb_busy", busy_cmd, &a, NULL);
+    if (lb_group_new(a.loop, &a.tasks) < 0 ||
+        lb_tk_close_after(a.interp, ".", a.tasks, "close_after_tasks") < 0) {
+        fprintf(stderr, "tk-pinger: %s\n", lb_error_detail());
+        return 1;
+    }
     for (int i = 0; i < PINGERS; i++) {
         lb_task_options o = {.name = i ? "ping-1" : "ping-0"};
         a.pingers[i] = (pinger){&a, i, NULL};
-        lb_task_spawn(a.loop, ping_task, &a.pingers[i], &o, &a.pingers[i].task);
+        lb_group_spawn(a.tasks, ping_task, &a.pingers[i], &o, &a.pingers[i].task);
     }
     if (Tcl_Eval(a.interp, window_script) != TCL_OK) {
         fprintf(stderr, "tk-pinger: %s\n", Tcl_GetStringResult(a.interp));
@@ -401,6 +414,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < PINGERS; i++)
         lb_task_unref(a.pingers[i].task);
     lb_server_unref(a.server);
+    lb_group_unref(a.tasks);
     /* Waits for the jobs still running: they see lb_job_cancelled(). */
     lb_loop_close(a.loop);
     free_jobs(&a);
