@@ -99,6 +99,9 @@ struct lb_loop {
 
     lb__signals *signals;
 
+    /* What the loop owns and closes, newest first (resource.c). */
+    lb_resource *resources;
+
     /* Futures not freed yet, so that close can cancel the pending ones. */
     lb_future *futures;
 
@@ -269,6 +272,10 @@ void lb__watches_close(lb_loop *loop);
 /* Signals (signal.c). */
 void lb__signals_readable(lb_loop *loop);
 void lb__signals_close(lb_loop *loop);
+
+/* Resources (resource.c): closes every registered resource, newest
+ * first, until none is left. */
+void lb__resources_close(lb_loop *loop);
 
 /* Futures (future.c). */
 void lb__futures_cancel_all(lb_loop *loop);
