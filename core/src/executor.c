@@ -31,6 +31,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -52,6 +53,7 @@ typedef struct job {
     int status;
     int state; /* under the executor's lock */
     bool slow;
+    lb_resource resource; /* on its loop until freed: close withdraws or waits for it */
 } job;
 
 typedef struct job_queue {
@@ -75,6 +77,7 @@ struct lb_executor {
     size_t waking;   /* idle workers signalled and not yet awake */
     size_t spinning; /* workers watching for work before they sleep */
     atomic_size_t queued; /* jobs in the queue (not the slow ones), for spinning workers */
+    atomic_size_t posting; /* finished jobs whose workers are posting them to their loops */
     size_t nworkers;      /* workers started */
     size_t eager_workers; /* how many start as soon as work finds the others busy */
     size_t nthreads;      /* started, the gate included */
@@ -189,6 +192,7 @@ static void job_free(job *j) {
         lb_future_unref(j->future);
     }
     atomic_fetch_sub(&loop->executor_jobs, 1);
+    lb_driver_resource_remove(&j->resource);
     lb__free(j);
     lb__loop_unhold(loop);
     /* Last, and never waiting: this may run under the inbox's lock (a
@@ -347,6 +351,7 @@ static void *worker_main(void *arg) {
     for (;;) {
         if (done) {
             done->state = JOB_FINISHED;
+            atomic_fetch_add(&e->posting, 1);
             if (done->slow)
                 e->slow_running--; /* this worker takes the next slow job */
         }
@@ -355,6 +360,7 @@ static void *worker_main(void *arg) {
                 /* Post before sleeping: its loop may be waiting for it. */
                 pthread_mutex_unlock(&e->lock);
                 job_post(done);
+                atomic_fetch_sub(&e->posting, 1);
                 done = NULL;
                 pthread_mutex_lock(&e->lock);
                 continue;
@@ -380,12 +386,16 @@ static void *worker_main(void *arg) {
             may_watch = true;
             cancelled = e->shutdown && e->cancel_pending;
             j->state = cancelled ? JOB_FINISHED : JOB_RUNNING;
+            if (cancelled)
+                atomic_fetch_add(&e->posting, 1);
             if (j->slow && !cancelled)
                 e->slow_running++;
         }
         pthread_mutex_unlock(&e->lock);
-        if (done)
+        if (done) {
             job_post(done);
+            atomic_fetch_sub(&e->posting, 1);
+        }
         done = NULL;
         if (!j) {
             /* Shut down and drained: slow jobs still queued are left to
@@ -398,6 +408,7 @@ static void *worker_main(void *arg) {
         if (cancelled) {
             j->status = -ECANCELED;
             job_post(j);
+            atomic_fetch_sub(&e->posting, 1);
         } else {
             j->result = NULL;
             j->status = j->fn(j->data, &j->result);
@@ -555,6 +566,36 @@ static int job_cancel_hook(lb_future *f, void *data) {
 
 static const lb__future_hooks job_hooks = {.cancel = job_cancel_hook};
 
+/* The loop closes with the job not over: a queued job is withdrawn (its
+ * completion, posted, is dropped with the inbox); a running one is
+ * waited for, as long as it runs, until its completion is in the inbox
+ * (or in flight to it: the pool's count of posts in flight), since no
+ * thread may touch the loop once it is closed. Its future is cancelled:
+ * what it computes is discarded. */
+static void job_close(lb_resource *resource) {
+    job *j = (job *)((char *)resource - offsetof(job, resource));
+    lb_executor *e = j->executor;
+    lb__future_cancel_plain(j->future);
+    pthread_mutex_lock(&e->lock);
+    if (j->state == JOB_QUEUED) {
+        unqueue(e, j);
+        j->state = JOB_FINISHED;
+        j->status = -ECANCELED;
+        pthread_mutex_unlock(&e->lock);
+        job_post(j);
+        return;
+    }
+    while (j->state == JOB_RUNNING || atomic_load(&e->posting) > 0) {
+        pthread_mutex_unlock(&e->lock);
+        struct timespec ts = {0, 100 * 1000};
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&e->lock);
+    }
+    pthread_mutex_unlock(&e->lock);
+}
+
+static const lb_resource_ops job_resource_ops = {.name = "executor job", .close = job_close};
+
 lb_executor *lb__loop_default_executor(lb_loop *loop, int *error);
 
 int lb_loop_run_in_executor(lb_loop *loop, lb_executor *executor, lb_work_fn fn, void *data,
@@ -624,6 +665,7 @@ int lb__loop_run_in_executor_owned(lb_loop *loop, lb_executor *executor, lb_work
 
     j->future->hooks = &job_hooks;
     j->future->hooks_data = j;
+    lb_driver_resource_add(loop, &j->resource, &job_resource_ops); /* cannot fail here */
     *ret = lb_future_ref(j->future);
     return 0;
 
