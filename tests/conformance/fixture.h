@@ -96,5 +96,6 @@ int run_dns_tests(void);
 int run_stream_tests(void);
 int run_server_tests(void);
 int run_process_tests(void);
+int run_close_tests(void);
 
 #endif
