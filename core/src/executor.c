@@ -779,8 +779,8 @@ int lb_loop_set_default_executor(lb_loop *loop, lb_executor *executor) {
     return 0;
 }
 
-/* Called by close: queued jobs were cancelled with their futures; the
- * pool stops and its threads are joined once they finished. */
+/* Called by close once its jobs were closed (queued ones withdrawn,
+ * running ones waited for): the pool stops and its threads are joined. */
 void lb__loop_executor_close(lb_loop *loop);
 void lb__loop_executor_close(lb_loop *loop) {
     lb_executor *e = loop->default_executor;

@@ -109,7 +109,8 @@ struct lb_loop {
     void *exception_data;
 
     /* Executor jobs submitted by this loop whose completion it has not
-     * processed yet: close waits for them. */
+     * processed yet (each is also a resource of the loop, which close
+     * withdraws or waits for). */
     atomic_size_t executor_jobs;
     struct lb_executor *default_executor;
 
