@@ -4,7 +4,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -91,6 +93,51 @@ void *lb__map_pages(size_t size) {
 void lb__unmap_pages(void *ptr, size_t size) {
     if (ptr)
         munmap(ptr, size);
+}
+
+static size_t large_size(size_t size) {
+    return (size + LB__LARGE_BLOCK - 1) & ~(LB__LARGE_BLOCK - 1);
+}
+
+void *lb__map_large(size_t size) {
+    size = large_size(size);
+    if (size == 0 || size > SIZE_MAX - LB__LARGE_BLOCK)
+        return NULL;
+    /* Mapped with room to spare, then trimmed to the aligned part: huge
+     * pages need 2 MiB alignment. */
+    char *raw = lb__map_pages(size + LB__LARGE_BLOCK);
+    if (!raw)
+        return NULL;
+    uintptr_t start = ((uintptr_t)raw + LB__LARGE_BLOCK - 1) & ~(uintptr_t)(LB__LARGE_BLOCK - 1);
+    size_t head = start - (uintptr_t)raw;
+    if (head)
+        munmap(raw, head);
+    if (LB__LARGE_BLOCK - head)
+        munmap((char *)start + size, LB__LARGE_BLOCK - head);
+#ifdef MADV_HUGEPAGE
+    (void)madvise((void *)start, size, MADV_HUGEPAGE); /* a hint: refused is fine */
+#endif
+    return (void *)start;
+}
+
+void *lb__grow_large(void *old, size_t old_size, size_t new_size) {
+    char *p = lb__map_large(new_size);
+    if (!p || !old)
+        return p;
+    old_size = large_size(old_size);
+    /* The old pages move to the start of the new block: page tables are
+     * moved, the memory is not copied, huge pages stay whole (both blocks
+     * are aligned). */
+    if (mremap(old, old_size, old_size, MREMAP_MAYMOVE | MREMAP_FIXED, p) == MAP_FAILED) {
+        memcpy(p, old, old_size);
+        munmap(old, old_size);
+    }
+    return p;
+}
+
+void lb__unmap_large(void *ptr, size_t size) {
+    if (ptr)
+        munmap(ptr, large_size(size));
 }
 
 void lb__release_pages(const struct iovec *ranges, size_t n) {

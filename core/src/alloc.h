@@ -22,6 +22,23 @@ void lb__free(void *ptr);
 void *lb__map_pages(size_t size);
 void lb__unmap_pages(void *ptr, size_t size);
 
+/* Large blocks (a slab's chunk, a big timer heap): whole 2 MiB-aligned
+ * regions from the system, with transparent huge pages asked for, so one
+ * page fault commits 2 MiB where it would otherwise take 512 faults (each
+ * costs tens of microseconds on a virtual machine: a loop that grows to
+ * 200,000 timers would spend most of its setup faulting). The pages are
+ * only committed when touched. size is rounded up to LB__LARGE_BLOCK.
+ * lb__grow_large moves the pages of a block made by lb__map_large into a
+ * larger one without copying them (old may be NULL). Failed by the test
+ * hooks like the others. Blocks of LB__LARGE_FROM bytes and more are
+ * worth one: below, a huge page would commit memory a small loop never
+ * uses. */
+#define LB__LARGE_BLOCK ((size_t)2 << 20)
+#define LB__LARGE_FROM ((size_t)256 << 10)
+void *lb__map_large(size_t size);
+void *lb__grow_large(void *old, size_t old_size, size_t new_size);
+void lb__unmap_large(void *ptr, size_t size);
+
 /* Gives the pages of n page-aligned ranges back to the system (they read
  * as zeros after), in one system call where the kernel allows
  * (process_madvise, Linux 5.10+), else one madvise per range: on a

@@ -4,49 +4,71 @@
 #include "alloc.h"
 
 #include <assert.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Chunks start with a header that links them; objects follow, aligned to
  * 16 bytes. */
-#define CHUNK_HEADER 16
+typedef struct chunk_header {
+    struct chunk_header *next;
+    size_t bytes;
+} chunk_header;
+
+_Static_assert(sizeof(chunk_header) == 16, "objects stay 16-byte aligned");
 
 void lb__slab_init(lb__slab *slab, size_t object_size, size_t per_chunk) {
     assert(object_size >= sizeof(void *));
     slab->free_list = NULL;
+    slab->fresh = slab->fresh_end = NULL;
     slab->chunks = NULL;
     slab->object_size = (object_size + 15) & ~(size_t)15;
-    slab->per_chunk = per_chunk;
+    slab->chunk_bytes = sizeof(chunk_header) + slab->object_size * per_chunk;
     slab->live = 0;
 }
 
-void *lb__slab_grow_and_alloc(lb__slab *slab) {
-    char *chunk = lb__malloc(CHUNK_HEADER + slab->object_size * slab->per_chunk);
+static int grow(lb__slab *slab) {
+    size_t bytes = slab->chunk_bytes;
+    bool large = bytes >= LB__LARGE_FROM;
+    if (large)
+        bytes = LB__LARGE_BLOCK;
+    chunk_header *chunk = large ? lb__map_large(bytes) : lb__malloc(bytes);
     if (!chunk)
-        return NULL;
-    *(void **)chunk = slab->chunks;
+        return -1;
+    chunk->next = slab->chunks;
+    chunk->bytes = bytes;
     slab->chunks = chunk;
-    /* Thread the new objects onto the free list in address order, so
-     * consecutive allocations walk memory forwards. */
-    char *first = chunk + CHUNK_HEADER;
-    for (size_t i = slab->per_chunk; i-- > 1;) {
-        char *obj = first + i * slab->object_size;
-        *(void **)obj = slab->free_list;
-        slab->free_list = obj;
-        LB__SLAB_POISON(obj, slab->object_size);
-    }
+    slab->fresh = (char *)(chunk + 1);
+    slab->fresh_end = (char *)chunk + bytes;
+    LB__SLAB_POISON(slab->fresh, (size_t)(slab->fresh_end - slab->fresh));
+    /* Fourfold until chunks are large blocks: few small chunks for a
+     * small loop, few page faults for a large one. */
+    slab->chunk_bytes = large ? LB__LARGE_BLOCK : bytes * 4;
+    return 0;
+}
+
+void *lb__slab_alloc_fresh(lb__slab *slab) {
+    if ((size_t)(slab->fresh_end - slab->fresh) < slab->object_size && grow(slab) < 0)
+        return NULL;
+    void *p = slab->fresh;
+    slab->fresh += slab->object_size;
+    LB__SLAB_UNPOISON(p, slab->object_size);
     slab->live++;
-    return first;
+    return p;
 }
 
 void lb__slab_destroy(lb__slab *slab) {
-    void *c = slab->chunks;
+    chunk_header *c = slab->chunks;
     while (c) {
-        void *next = *(void **)c;
-        /* Given back to malloc whole: no slot stays poisoned. */
-        LB__SLAB_UNPOISON((char *)c + CHUNK_HEADER, slab->object_size * slab->per_chunk);
-        lb__free(c);
+        chunk_header *next = c->next;
+        /* Given back whole: no slot stays poisoned. */
+        LB__SLAB_UNPOISON(c + 1, c->bytes - sizeof *c);
+        if (c->bytes >= LB__LARGE_BLOCK)
+            lb__unmap_large(c, c->bytes);
+        else
+            lb__free(c);
         c = next;
     }
     slab->chunks = NULL;
     slab->free_list = NULL;
+    slab->fresh = slab->fresh_end = NULL;
 }

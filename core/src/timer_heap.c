@@ -4,6 +4,8 @@
 #include "alloc.h"
 
 #include <errno.h>
+#include <stdint.h>
+#include <string.h>
 
 static inline bool entry_less(const lb__timer_entry *a, const lb__timer_entry *b) {
     return a->when < b->when || (a->when == b->when && a->seq < b->seq);
@@ -50,20 +52,49 @@ void lb__timer_heap_init(lb__timer_heap *heap) {
     *heap = (lb__timer_heap){0};
 }
 
+/* Heaps of LB__LARGE_FROM bytes and more live in large blocks: a loop
+ * with hundreds of thousands of timers would otherwise fault its heap in
+ * page by page. Whether a heap is large follows from its capacity. */
+static bool is_large(size_t cap) {
+    return cap * sizeof(lb__timer_entry) >= LB__LARGE_FROM;
+}
+
 void lb__timer_heap_destroy(lb__timer_heap *heap) {
-    lb__free(heap->v);
+    if (is_large(heap->cap))
+        lb__unmap_large(heap->v, heap->cap * sizeof *heap->v);
+    else
+        lb__free(heap->v);
     *heap = (lb__timer_heap){0};
 }
 
-int lb__timer_heap_push(lb__timer_heap *heap, int64_t when, void *item) {
-    if (heap->n == heap->cap) {
-        size_t cap = heap->cap ? heap->cap * 2 : 64;
-        lb__timer_entry *v = lb__realloc(heap->v, cap * sizeof *v);
-        if (!v)
-            return -ENOMEM;
-        heap->v = v;
-        heap->cap = cap;
+static int grow(lb__timer_heap *heap) {
+    size_t cap = heap->cap ? heap->cap * 2 : 64;
+    if (cap > SIZE_MAX / 2 / sizeof(lb__timer_entry))
+        return -ENOMEM;
+    size_t old_bytes = heap->cap * sizeof *heap->v, bytes = cap * sizeof *heap->v;
+    lb__timer_entry *v;
+    if (!is_large(cap)) {
+        v = lb__realloc(heap->v, bytes);
+    } else if (is_large(heap->cap)) {
+        v = lb__grow_large(heap->v, old_bytes, bytes);
+    } else {
+        v = lb__map_large(bytes);
+        if (v) {
+            if (heap->n)
+                memcpy(v, heap->v, heap->n * sizeof *v);
+            lb__free(heap->v);
+        }
     }
+    if (!v)
+        return -ENOMEM;
+    heap->v = v;
+    heap->cap = cap;
+    return 0;
+}
+
+int lb__timer_heap_push(lb__timer_heap *heap, int64_t when, void *item) {
+    if (heap->n == heap->cap && grow(heap) < 0)
+        return -ENOMEM;
     heap->v[heap->n] = (lb__timer_entry){.when = when, .seq = heap->next_seq++, .item = item};
     sift_up(heap->v, heap->n);
     heap->n++;

@@ -198,6 +198,10 @@ static void w3(long n) {
     for (long i = 0; i < n; i++)
         delays[i] = splitmix_uniform();
     w3_timer *tm = calloc(n, sizeof *tm);
+    /* The harness's own bookkeeping is faulted in before the clock
+     * starts: what setup measures is the loop's memory. */
+    for (size_t off = 0; off < n * sizeof *tm; off += 4096)
+        ((volatile char *)tm)[off] = 0;
     count = 0;
     target = n - n / 2;
     w3_max_late = INT64_MIN;

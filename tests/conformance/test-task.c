@@ -1073,6 +1073,61 @@ static void test_task_close_reports_stubborn_task(void **state) {
     assert_int_equal(reports, 1);
 }
 
+/* ---------------- stacks used nearly to their end ---------------- */
+
+/* Recurses in 8 KiB frames, each filled with a pattern, and yields at the
+ * bottom: a switch with the stack pointer close to the stack's limit is
+ * no overflow, and nothing below the limit (the guard) may be touched. */
+enum { CHUNK = 8192 };
+
+static int use_stack(int levels, uintptr_t seed) {
+    volatile unsigned char chunk[CHUNK];
+    for (size_t i = 0; i < CHUNK; i++)
+        chunk[i] = (unsigned char)(seed + i * 13u);
+    int r = 0;
+    if (levels > 1)
+        r = use_stack(levels - 1, seed + 1);
+    else
+        for (int y = 0; y < 3 && r == 0; y++)
+            r = lb_yield();
+    for (size_t i = 0; i < CHUNK && r == 0; i++)
+        if (chunk[i] != (unsigned char)(seed + i * 13u))
+            r = -EIO;
+    return r;
+}
+
+static int deep_user(lb_task *task, void *data) {
+    return use_stack((int)(intptr_t)data, (uintptr_t)task);
+}
+
+static void test_task_stack_used_to_its_end(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    struct {
+        lb_task_options opts;
+        int levels;
+    } cases[] = {
+        {{.name = "small", .stack_size = 16 * 1024}, 1},
+        {{.name = "default"}, 26},     /* about 216 KiB of 256 */
+        {{.name = "default-2"}, 26},   /* its neighbour, just as deep */
+        {{.name = "large", .stack_size = 1024 * 1024}, 110},
+        {{.name = "shared", .flags = LB_TASK_SHARED_STACK}, 20},
+        {{.name = "shared-2", .flags = LB_TASK_SHARED_STACK}, 20},
+    };
+    enum { N = sizeof cases / sizeof cases[0] };
+    lb_task *tasks[N];
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(lb_task_spawn(loop, deep_user, (void *)(intptr_t)cases[i].levels,
+                                       &cases[i].opts, &tasks[i]),
+                         0);
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(lb_loop_run_until_complete(loop, lb_task_future(tasks[i])), 0);
+        assert_int_equal(lb_future_result(lb_task_future(tasks[i]), NULL), 0);
+        lb_task_unref(tasks[i]);
+    }
+    fixture_loop_free(loop);
+}
+
 int run_task_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_task_await_callback_and_timer),
@@ -1103,6 +1158,7 @@ int run_task_tests(void) {
         cmocka_unit_test(test_task_close_cancels_live_tasks),
         cmocka_unit_test(test_task_close_reports_stubborn_task),
         cmocka_unit_test(test_task_close_frees_futures_of_dropped_callbacks),
+        cmocka_unit_test(test_task_stack_used_to_its_end),
     };
     return cmocka_run_group_tests_name("task", tests, NULL, NULL);
 }

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -46,6 +47,49 @@ static void test_slab_reuses_objects(void **state) {
     /* Steady state: no allocation. */
     assert_int_equal(lb__test_alloc_count(), before);
     lb__slab_destroy(&s);
+}
+
+/* A slab that grows past LB__LARGE_FROM gets its chunks as aligned large
+ * blocks; every object is distinct, aligned and usable, and a chunk's
+ * memory is only touched when its objects are handed out (page faults
+ * are counted, not timed). */
+static void test_slab_grows_into_large_blocks(void **state) {
+    (void)state;
+    enum { N = 100000 };
+    lb__slab s;
+    lb__slab_init(&s, 64, 256);
+    char **p = malloc(N * sizeof *p);
+    assert_non_null(p);
+    for (int i = 0; i < N; i++) {
+        p[i] = lb__slab_alloc(&s);
+        assert_non_null(p[i]);
+        assert_int_equal((uintptr_t)p[i] % 16, 0);
+        memset(p[i], i & 0xff, 64);
+    }
+    size_t large = 0, small = 0;
+    for (void **c = s.chunks; c; c = *c) {
+        size_t bytes = ((size_t *)c)[1];
+        if (bytes >= LB__LARGE_FROM) {
+            assert_int_equal(bytes, LB__LARGE_BLOCK);
+            assert_int_equal((uintptr_t)c % LB__LARGE_BLOCK, 0);
+            large++;
+        } else {
+            small++;
+        }
+    }
+    assert_true(small <= 3);                                   /* 16, 64 KiB, then large */
+    assert_true(large >= (size_t)N * 64 / LB__LARGE_BLOCK);
+    for (int i = 0; i < N; i++)
+        assert_int_equal((unsigned char)p[i][63], i & 0xff); /* no two objects overlap */
+    for (int i = 0; i < N; i++)
+        lb__slab_free(&s, p[i]);
+    assert_int_equal(s.live, 0);
+    long before = lb__test_alloc_count();
+    for (int i = 0; i < N; i++)
+        assert_non_null(lb__slab_alloc(&s));
+    assert_int_equal(lb__test_alloc_count(), before); /* freed objects are reused */
+    lb__slab_destroy(&s);
+    free(p);
 }
 
 static void test_slab_out_of_memory(void **state) {
@@ -111,6 +155,7 @@ static void test_slab_handle_fields_start_clean(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_slab_reuses_objects),
+        cmocka_unit_test(test_slab_grows_into_large_blocks),
         cmocka_unit_test(test_slab_out_of_memory),
         cmocka_unit_test(test_slab_poisons_freed_objects),
         cmocka_unit_test(test_slab_handle_fields_start_clean),

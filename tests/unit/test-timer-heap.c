@@ -146,6 +146,37 @@ static void test_timer_heap_fifo_ties(void **state) {
     lb__timer_heap_destroy(&heap);
 }
 
+/* A heap that grows into large blocks (moved, not copied, as it grows)
+ * keeps its order and its FIFO ties. */
+static void test_timer_heap_large(void **state) {
+    (void)state;
+    enum { N = 300000 };
+    lb__timer_heap heap;
+    lb__timer_heap_init(&heap);
+    int *ids = malloc(N * sizeof *ids);
+    assert_non_null(ids);
+    uint64_t x = 42;
+    for (int i = 0; i < N; i++) {
+        ids[i] = i;
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        assert_int_equal(lb__timer_heap_push(&heap, (int64_t)(x >> 48), &ids[i]), 0);
+    }
+    int64_t last = INT64_MIN;
+    int last_id = -1;
+    for (int i = 0; i < N; i++) {
+        int64_t when = lb__timer_heap_top(&heap)->when;
+        int id = *(int *)lb__timer_heap_pop(&heap);
+        assert_true(when >= last);
+        if (when == last)
+            assert_true(id > last_id);
+        last = when;
+        last_id = id;
+    }
+    assert_null(lb__timer_heap_pop(&heap));
+    lb__timer_heap_destroy(&heap);
+    free(ids);
+}
+
 static void test_timer_heap_compact_releases(void **state) {
     (void)state;
     lb__timer_heap heap;
@@ -174,6 +205,7 @@ int main(void) {
         cmocka_unit_test(test_timer_heap_matches_model),
         cmocka_unit_test(test_timer_heap_fifo_ties),
         cmocka_unit_test(test_timer_heap_compact_releases),
+        cmocka_unit_test(test_timer_heap_large),
     };
     return cmocka_run_group_tests_name("timer_heap", tests, NULL, NULL);
 }

@@ -49,10 +49,31 @@ enum {
     LB_TASK_SHARED_STACK = 1u << 0,
 };
 
+/* A task's stack and overflows. The stack is address space; the pages
+ * the task touches are committed as it touches them. Below it lies a
+ * guard as large as the stack and at least 256 KiB, where any access
+ * faults: a task that overflows is reported on stderr as "task NAME
+ * overflowed its N KiB stack" and the process dies (of SIGSEGV there, of
+ * SIGABRT when found at a switch, below).
+ *
+ * Largest safe frame: a function whose frame (its locals, arrays
+ * included) is at most the guard's size, 256 KiB on the default stack,
+ * cannot reach past the guard, however deep the stack is. A larger frame
+ * can jump over the guard into another task's stack when its first write
+ * lands there: build code that may have such frames with
+ * -fstack-clash-protection (GCC, Clang), which touches a large frame a
+ * page at a time from the top, so any frame hits the guard first. Two
+ * checks stand behind the guard: at every switch away from a task its
+ * stack pointer must be within its stack (a task that suspends inside a
+ * frame larger than its stack is reported before any other task runs),
+ * and where no guard could be installed (an old kernel whose map count
+ * ran out) a canary word just below the stack, checked at every switch,
+ * reports what overwrote it. */
 typedef struct lb_task_options {
-    const char *name;  /* copied; NULL: "task-N" */
+    const char *name;  /* copied; NULL: "task-N"; overflow reports show it */
     size_t stack_size; /* bytes of address space; 0: 256 KiB; 16 KiB .. 64 MiB
-                        * (0 with LB_TASK_SHARED_STACK) */
+                        * (0 with LB_TASK_SHARED_STACK: the shared stack is
+                        * 256 KiB) */
     unsigned flags;    /* LB_TASK_* */
 } lb_task_options;
 

@@ -4,6 +4,7 @@
  * switch_<cpu>.S (or switch_ucontext.c). */
 #include "fiber.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
@@ -83,7 +84,40 @@ void lb__fiber_init_thread(lb__fiber *self) {
     lb__overflow_thread_init();
 }
 
+/* The stack pointer of the caller. The address of a local would not do:
+ * under ASan locals may live on a heap-allocated fake stack. */
+static inline __attribute__((always_inline)) uintptr_t stack_pointer(void) {
+    uintptr_t sp;
+#if defined(__x86_64__)
+    __asm__("mov %%rsp, %0" : "=r"(sp));
+#elif defined(__aarch64__)
+    __asm__("mov %0, sp" : "=r"(sp));
+#else
+    sp = (uintptr_t)__builtin_frame_address(0);
+#endif
+    return sp;
+}
+
+/* The canary below the stack whose lowest byte is lo was overwritten. */
+static inline bool canary_broken(uintptr_t lo) {
+    const uint64_t *canary = (const uint64_t *)lo - 1;
+    return *canary != lb__stack_canary_value(canary);
+}
+
+/* Leaving a fiber's stack: a stack pointer below the stack means a frame
+ * that skipped the guard is live (its writes may have landed in another
+ * task's stack), an overwritten canary an overflow where no guard is.
+ * Either is reported now, before any other fiber can run on what it
+ * overwrote. On a guarded stack: one load from from and two tests. */
+static inline void check_stack(const lb__fiber *from) {
+    uintptr_t sp = stack_pointer();
+    uintptr_t limit = from->limit, lo = limit & ~(uintptr_t)1;
+    if (__builtin_expect(sp < limit || ((limit & 1) && canary_broken(lo)), 0))
+        lb__overflow_found_at_switch(lo, sp);
+}
+
 static inline void before_switch(lb__fiber *from, const lb__fiber *to, bool final) {
+    check_stack(from);
 #ifdef LB_TSAN
     __tsan_switch_to_fiber(to->tsan_fiber, 0);
 #endif
@@ -139,6 +173,8 @@ static void init_common(lb__fiber *f, lb__stack *stack, void (*entry)(void *arg)
     f->arg = arg;
     f->stack_lo = stack->lo;
     f->stack_size = stack->size;
+    assert(!stack->canary || stack->canary == (uint64_t *)stack->lo - 1);
+    f->limit = (uintptr_t)stack->lo | (stack->canary ? 1 : 0);
     unpoison_stack(stack);
     fiber_created(f);
 }

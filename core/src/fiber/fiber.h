@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #if defined(LB_FIBER_UCONTEXT)
 #include <ucontext.h>
@@ -26,6 +27,12 @@ typedef struct lb__fiber {
      * switch to it); the thread's own stack for lb__fiber_init_thread. */
     const void *stack_lo;
     size_t stack_size;
+    /* What a switch away from this context checks: the stack's lowest
+     * byte, which the stack pointer must not be below (0 on a thread's
+     * own stack: nothing to check), with bit 0 set when a canary lies
+     * just below it (the stack is page-aligned). One word: every task
+     * holds two fibers. */
+    uintptr_t limit;
     void *asan_fake_stack;
     void *tsan_fiber; /* ThreadSanitizer's handle for this context */
     void (*entry)(void *arg);
@@ -41,7 +48,10 @@ void lb__fiber_init_thread(lb__fiber *self);
  * must never return: it ends with lb__fiber_switch_final(). */
 void lb__fiber_init(lb__fiber *f, lb__stack *stack, void (*entry)(void *arg), void *arg);
 
-/* Saves the current context in from and resumes to. */
+/* Saves the current context in from and resumes to. Leaving a fiber's
+ * stack, it checks that the fiber stayed within it (stack pointer and
+ * canary): one that did not is reported by its owner's name and the
+ * process aborts, before anything else runs. */
 void lb__fiber_switch(lb__fiber *from, lb__fiber *to);
 
 /* The last switch out of a finished fiber. Never returns. */

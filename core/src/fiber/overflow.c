@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* A fiber that runs off the end of its stack hits the guard page below
- * it; the SIGSEGV handler (on an alternate signal stack, since the
- * fiber's own is exhausted) recognises the guard, names the task and lets
- * the process die of the signal as before. Any other fault goes to the
- * handler that was installed before ours. */
+/* A fiber that runs off the end of its stack hits the guard below it;
+ * the SIGSEGV handler (on an alternate signal stack, since the fiber's
+ * own is exhausted) recognises the guard, names the task and lets the
+ * process die of the signal as before. Any other fault goes to the
+ * handler that was installed before ours. An overflow that faulted
+ * nowhere (a frame larger than the guard, or no guard) is found at the
+ * next switch away from the stack, reported the same way, and aborts. */
 #include "stack.h"
 
 #include "../alloc.h"
@@ -43,7 +45,9 @@ void lb__overflow_unregister(lb__stack_slab *slab) {
     pthread_mutex_unlock(&registry_lock);
 }
 
-static size_t format_message(char *buf, size_t cap, const char *name, size_t kib) {
+/* "task NAME overflowed its N KiB stack" and then detail. */
+static size_t format_message(char *buf, size_t cap, const char *name, size_t kib,
+                             const char *detail) {
     /* No stdio in a signal handler. */
     size_t n = 0;
     const char *parts[] = {"task ", name ? name : "(unnamed)", " overflowed its "};
@@ -58,28 +62,54 @@ static size_t format_message(char *buf, size_t cap, const char *name, size_t kib
     } while (kib && d < sizeof digits);
     while (d > 0 && n < cap - 1)
         buf[n++] = digits[--d];
-    for (const char *c = " KiB stack\n"; *c && n < cap - 1; c++)
+    for (const char *c = " KiB stack"; *c && n < cap - 1; c++)
+        buf[n++] = *c;
+    for (const char *c = detail; *c && n < cap - 1; c++)
         buf[n++] = *c;
     return n;
 }
 
-static void on_segv(int signo, siginfo_t *info, void *uctx) {
-    char *addr = info->si_addr;
+static void report(const lb__stack *stack, const char *detail) {
+    char msg[256];
+    size_t n = format_message(msg, sizeof msg, stack->owner, stack->size / 1024, detail);
+    ssize_t w = write(STDERR_FILENO, msg, n);
+    (void)w;
+}
+
+/* The registered stack at address addr (in its guard or in it), or
+ * NULL. */
+static const lb__stack *stack_at(const char *addr, bool *in_guard) {
     for (lb__stack_slab *s = atomic_load(&registered); s; s = atomic_load(&s->next_registered)) {
         if (!atomic_load(&s->live) || addr < s->base || addr >= s->base + s->length)
             continue;
         size_t off = (size_t)(addr - s->base);
-        size_t index = off / s->stride;
-        /* A guard hit, or (unguarded slab) a fault just below a stack. */
-        if (off % s->stride < s->guard) {
-            char msg[160];
-            size_t n = format_message(msg, sizeof msg, s->stacks[index].owner,
-                                      s->stacks[index].size / 1024);
-            ssize_t w = write(STDERR_FILENO, msg, n);
-            (void)w;
-            signal(SIGSEGV, SIG_DFL);
-            return; /* the fault repeats and the default action ends the process */
-        }
+        *in_guard = off % s->stride < s->guard;
+        return &s->stacks[off / s->stride];
+    }
+    return NULL;
+}
+
+void lb__overflow_found_at_switch(uintptr_t lo, uintptr_t sp) {
+    const char *detail = sp < lo
+                             ? " (found at a switch: its stack pointer was below the stack)\n"
+                             : " (found at a switch: the canary below the stack was overwritten)\n";
+    bool in_guard;
+    const lb__stack *stack = stack_at((const char *)lo, &in_guard);
+    static const lb__stack unknown; /* not expected: every stack's slab is registered */
+    report(stack ? stack : &unknown, detail);
+    /* Whatever the overflow wrote below the stack (another task's frames,
+     * perhaps) must not run: end here. */
+    abort();
+}
+
+static void on_segv(int signo, siginfo_t *info, void *uctx) {
+    /* A guard hit (the gap of an unguarded stack does not fault). */
+    bool in_guard;
+    const lb__stack *stack = stack_at(info->si_addr, &in_guard);
+    if (stack && in_guard) {
+        report(stack, "\n");
+        signal(SIGSEGV, SIG_DFL);
+        return; /* the fault repeats and the default action ends the process */
     }
     /* Not ours: whoever handled SIGSEGV before (a sanitizer, the
      * application) gets it, or the default action. */

@@ -4,10 +4,12 @@
 #include "../alloc.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -55,15 +57,31 @@ struct lb__stack_pool {
     size_t page;
 };
 
-/* How guard pages are installed; decided once per process. */
-enum { GUARD_MADVISE, GUARD_MPROTECT };
-static _Atomic int guard_mode = GUARD_MADVISE;
+/* How guards are installed; decided once per process (or by a test). */
+static _Atomic int guard_mode = LB__GUARD_MADVISE;
+
+void lb__stack_force_guard_mode(lb__guard_mode mode) {
+    guard_mode = (int)mode;
+}
+
+uint64_t lb__stack_canary_key;
+static pthread_once_t canary_key_once = PTHREAD_ONCE_INIT;
+
+/* Drawn once per process, before any canary is written: the bytes that
+ * overwrite a canary (a client's, say) cannot be chosen to match it. */
+static void draw_canary_key(void) {
+    uint64_t key;
+    if (getrandom(&key, sizeof key, GRND_NONBLOCK) != (ssize_t)sizeof key)
+        key = 0x9e3779b97f4a7c15u ^ (uint64_t)(uintptr_t)&key; /* at least not 0 */
+    lb__stack_canary_key = key;
+}
 
 int lb__stack_pool_new(lb__stack_pool **ret) {
     lb__stack_pool *p = lb__calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
     p->page = (size_t)sysconf(_SC_PAGESIZE);
+    pthread_once(&canary_key_once, draw_canary_key);
     lb__overflow_install();
     *ret = p;
     return 0;
@@ -140,26 +158,32 @@ static size_t advise_ranges(struct iovec *v, size_t n, int advice) {
 /* Slabs                                                               */
 /* ------------------------------------------------------------------ */
 
-/* Installs the guard below each stack: returns false if none could be. */
-static bool install_guards(lb__stack_slab *s) {
-    if (guard_mode == GUARD_MADVISE) {
+/* Installs the guard below each stack, from the lowest: returns how many
+ * stacks got one. */
+static size_t install_guards(lb__stack_slab *s) {
+    if (guard_mode == LB__GUARD_MADVISE) {
         struct iovec v[STACKS_PER_SLAB];
         size_t n = s->count < STACKS_PER_SLAB ? s->count : STACKS_PER_SLAB;
         for (size_t i = 0; i < n; i++)
             v[i] = (struct iovec){s->base + i * s->stride, s->guard};
         size_t done = advise_ranges(v, n, MADV_GUARD_INSTALL);
-        if (done == n)
-            return true;
         if (done > 0 || errno != EINVAL)
-            return false;
-        guard_mode = GUARD_MPROTECT; /* a kernel before 6.13 */
+            return done;
+        guard_mode = LB__GUARD_MPROTECT; /* a kernel before 6.13 */
     }
+    if (guard_mode == LB__GUARD_NONE)
+        return 0;
     /* Each mprotect'ed guard splits the mapping: once the kernel's map
      * count runs out, the rest of the slab goes unguarded. */
-    for (size_t i = 0; i < s->count; i++)
-        if (mprotect(s->base + i * s->stride, s->guard, PROT_NONE) != 0)
-            return false;
-    return true;
+    size_t i = 0;
+    while (i < s->count && mprotect(s->base + i * s->stride, s->guard, PROT_NONE) == 0)
+        i++;
+    return i;
+}
+
+/* The guard below a stack of size bytes: see LB__STACK_GUARD_MIN. */
+static size_t guard_size(size_t size) {
+    return size > LB__STACK_GUARD_MIN ? size : LB__STACK_GUARD_MIN;
 }
 
 static lb__stack_slab *slab_new(lb__stack_pool *p, size_t size, size_t count) {
@@ -171,7 +195,7 @@ static lb__stack_slab *slab_new(lb__stack_pool *p, size_t size, size_t count) {
         lb__free(s);
         return NULL;
     }
-    s->guard = p->page;
+    s->guard = guard_size(size);
     s->stride = s->guard + size;
     s->count = count;
     s->length = s->stride * count;
@@ -189,6 +213,11 @@ static lb__stack_slab *slab_new(lb__stack_pool *p, size_t size, size_t count) {
         st->lo = s->base + i * s->stride + s->guard;
         st->size = size;
         st->slab = s;
+        /* Where no guard could be installed, the canary stands in for it
+         * (written at each acquire). Its page, below the stack, is one a
+         * guarded stack does not commit. */
+        if (i >= s->guarded)
+            st->canary = (uint64_t *)st->lo - 1;
     }
     s->live = 1;
     s->next_in_pool = p->slabs;
@@ -252,6 +281,8 @@ int lb__stack_acquire(lb__stack_pool *pool, size_t size, lb__stack **ret) {
     }
     st->next_free = NULL;
     st->owner = NULL;
+    if (st->canary)
+        *st->canary = lb__stack_canary_value(st->canary);
 #ifdef LB_HAVE_VALGRIND
     st->valgrind_id = VALGRIND_STACK_REGISTER(st->lo, (char *)st->lo + st->size);
 #endif
@@ -275,8 +306,11 @@ static void slab_unmap(lb__stack_pool *pool, lb__stack_slab *s) {
  * system, in one call, and files them as cold. */
 static void trim_warm(lb__stack_pool *pool) {
     struct iovec v[TRIM_BATCH];
-    for (size_t i = 0; i < TRIM_BATCH; i++)
-        v[i] = (struct iovec){pool->warm[i]->lo, pool->warm[i]->size};
+    for (size_t i = 0; i < TRIM_BATCH; i++) {
+        /* A canary's page goes too: it is written again at acquire. */
+        size_t below = pool->warm[i]->canary ? pool->page : 0;
+        v[i] = (struct iovec){(char *)pool->warm[i]->lo - below, pool->warm[i]->size + below};
+    }
     advise_ranges(v, TRIM_BATCH, MADV_DONTNEED);
     for (size_t i = 0; i < TRIM_BATCH; i++) {
         lb__stack *st = pool->warm[i];

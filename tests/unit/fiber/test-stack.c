@@ -10,7 +10,10 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -34,6 +37,18 @@ static long rss_kb(void) {
     return resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
+/* Page tables of the process, in KiB: a guard costs entries, not pages. */
+static long page_tables_kb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmPTE: %ld", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
 static void test_stack_sizes(void **state) {
     (void)state;
     lb__stack_pool *pool;
@@ -52,6 +67,71 @@ static void test_stack_sizes(void **state) {
     lb__stack_release(pool, st);
     assert_int_equal(lb__stack_pool_count(pool), 0);
     lb__stack_pool_free(pool);
+}
+
+/* Dies of a fault if the byte at p cannot be written. */
+static bool write_faults(volatile char *p) {
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGSEGV, SIG_DFL);
+        *p = 1;
+        _exit(0);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV;
+}
+
+/* Below every stack, of every size, a guard as large as the stack and at
+ * least LB__STACK_GUARD_MIN: its lowest and highest bytes fault. */
+static void test_stack_guard_sizes(void **state) {
+    (void)state;
+    static const size_t sizes[] = {16 * 1024, 0, 1024 * 1024, 64 * 1024 * 1024};
+    lb__stack_pool *pool;
+    assert_int_equal(lb__stack_pool_new(&pool), 0);
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        lb__stack *st;
+        assert_int_equal(lb__stack_acquire(pool, sizes[i], &st), 0);
+        size_t guard = st->slab->guard;
+        printf("# %zu KiB stack: %zu KiB guard\n", st->size / 1024, guard / 1024);
+        assert_true(guard >= LB__STACK_GUARD_MIN && guard >= st->size);
+        assert_null(st->canary); /* guarded: no canary */
+        assert_true(write_faults((char *)st->lo - 1));
+        assert_true(write_faults((char *)st->lo - guard));
+        ((volatile char *)st->lo)[0] = 1; /* the stack itself is all usable */
+        ((volatile char *)st->lo)[st->size - 1] = 1;
+        lb__stack_release(pool, st);
+    }
+    lb__stack_pool_free(pool);
+}
+
+/* Where no guard could be installed, a canary below each stack holds its
+ * value whenever the stack is handed out, also after its pages (the
+ * canary's among them) went back to the system. */
+static void test_stack_canaries_without_guards(void **state) {
+    (void)state;
+    enum { N = 400 }; /* enough released stacks to trim some */
+    lb__stack_force_guard_mode(LB__GUARD_NONE);
+    lb__stack_pool *pool;
+    assert_int_equal(lb__stack_pool_new(&pool), 0);
+    lb__stack *st[N];
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < N; i++) {
+            assert_int_equal(lb__stack_acquire(pool, 0, &st[i]), 0);
+            assert_ptr_equal(st[i]->canary, (uint64_t *)st[i]->lo - 1);
+            assert_true(*st[i]->canary == lb__stack_canary_value(st[i]->canary));
+            *st[i]->canary = 0; /* an overflow: rewritten at the next acquire */
+        }
+        for (int i = 0; i < N; i++)
+            lb__stack_release(pool, st[i]);
+    }
+    lb__stack *odd;
+    assert_int_equal(lb__stack_acquire(pool, 20000, &odd), 0);
+    assert_true(*odd->canary == lb__stack_canary_value(odd->canary));
+    lb__stack_release(pool, odd);
+    lb__stack_pool_free(pool);
+    lb__stack_force_guard_mode(LB__GUARD_MADVISE);
 }
 
 static void test_stack_reuse_is_lifo(void **state) {
@@ -78,14 +158,21 @@ static void test_stack_hundred_thousand(void **state) {
     assert_int_equal(lb__stack_pool_new(&pool), 0);
     lb__stack **st = calloc(N, sizeof *st);
     long before = count_maps();
+    long pte_before = page_tables_kb();
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (int i = 0; i < N; i++) {
         assert_int_equal(lb__stack_acquire(pool, 0, &st[i]), 0);
         /* Touch the top, as a fiber's first frame does. */
         ((char *)st[i]->lo)[st[i]->size - 1] = 1;
     }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
     long during = count_maps();
     long rss_during = rss_kb();
-    printf("# %ld mappings for %d stacks\n", during - before, N);
+    printf("# %.2f us per stack acquired and touched\n",
+           ((double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec)) / 1e3 / N);
+    printf("# %ld mappings for %d stacks, %ld KiB of page tables\n", during - before, N,
+           page_tables_kb() - pte_before);
     assert_true(during < 60000);
     assert_int_equal(lb__stack_pool_count(pool), N);
     for (int i = 0; i < N; i++)
@@ -105,6 +192,8 @@ static void test_stack_hundred_thousand(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stack_sizes),
+        cmocka_unit_test(test_stack_guard_sizes),
+        cmocka_unit_test(test_stack_canaries_without_guards),
         cmocka_unit_test(test_stack_reuse_is_lifo),
         cmocka_unit_test(test_stack_hundred_thousand),
     };
