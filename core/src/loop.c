@@ -460,7 +460,7 @@ int lb_loop_close(lb_loop *loop) {
     /* 1. Tasks are cancelled and let unwind. */
     unwind_tasks(loop);
     /* 2. What the loop owns (streams, servers, processes, executor jobs,
-     *    GIO operations) is closed, newest first. */
+     *    GIO operations, fd and signal watches) is closed, newest first. */
     lb__resources_close(loop);
     /* 3. The futures still pending are cancelled, so that every thread
      *    blocked in lb_future_wait returns. */
