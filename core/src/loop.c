@@ -461,12 +461,13 @@ int lb_loop_close(lb_loop *loop) {
     unwind_tasks(loop);
     /* 2. What the loop owns (streams, servers, processes, executor jobs,
      *    GIO operations, fd and signal watches) is closed, newest first. */
+    loop->settling = true; /* no queue runs from here: done callbacks run at once */
     lb__resources_close(loop);
     /* 3. The futures still pending are cancelled, so that every thread
      *    blocked in lb_future_wait returns. */
     lb__futures_cancel_all(loop);
-    /* 4. The queues are dropped, what the cancellations queued too:
-     *    nothing runs after the resources closed. */
+    loop->settling = false;
+    /* 4. The queues are dropped: what was still queued never runs. */
     drop_queues(loop);
     /* 5. The rest is freed. */
     release_loop_state(loop);

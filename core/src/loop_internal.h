@@ -76,6 +76,7 @@ struct lb_loop {
     bool ready_first;        /* hosted: the ready queue goes before posts */
     atomic_bool closed;
     bool closing;
+    bool settling; /* close: futures run their done callbacks as they complete */
     bool debug;
 
     int64_t now;        /* the precise clock when the loop last read it */

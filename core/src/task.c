@@ -550,11 +550,14 @@ static void tasks_destroy(lb_loop *loop) {
                    "task %s did not finish after being cancelled at close; its stack was "
                    "reclaimed without unwinding",
                    t->name);
-        /* What it waited for was dropped by close already. */
+        /* What it waited for may still complete as close goes on: it must
+         * not resume the task then (which may be freed by that time). */
         if (t->timer)
             t->timer = lb_handle_unref(t->timer);
-        if (t->awaiting)
+        if (t->awaiting) {
+            lb_future_remove_done_callback(t->awaiting, wake_on_done, t);
             t->awaiting = lb_future_unref(t->awaiting);
+        }
         if (t->deadline)
             t->deadline = lb_handle_unref(t->deadline);
         t->status = -ECANCELED;

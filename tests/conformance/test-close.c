@@ -196,6 +196,44 @@ static void test_close_process_with_unread_pipes(void **state) {
     lb_loop_unref(loop);
 }
 
+typedef struct process_waiter {
+    lb_process *p;
+    bool waiting;
+    int result;
+} process_waiter;
+
+static int wait_process(lb_task *t, void *data) {
+    process_waiter *w = data;
+    (void)t;
+    int code = 0;
+    w->waiting = true;
+    w->result = lb_process_wait(w->p, -1, &code);
+    w->waiting = false;
+    return 0;
+}
+
+/* A task waiting for a child when the loop closes: it unwinds, then the
+ * child is killed and reaped, which completes the exit future the task's
+ * wait was shielded from; the shield's done callback runs then, so
+ * nothing is left holding the other (ASan/valgrind: no leak). */
+static void test_close_task_waiting_for_process(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    const char *argv[] = {"sleep", "1000", NULL};
+    process_waiter w = {0};
+    assert_int_equal(lb_process_spawn(loop, argv, NULL, &w.p), 0);
+    pid_t pid = lb_process_pid(w.p);
+    lb_task *t = fixture_spawn(loop, wait_process, &w);
+    fixture_run_until(loop, &w.waiting, 10);
+    lb_process_unref(w.p);
+    fixture_loop_free(loop);
+    assert_int_equal(w.result, -ECANCELED);
+    errno = 0;
+    assert_int_equal(waitpid(pid, NULL, WNOHANG), -1);
+    assert_int_equal(errno, ECHILD);
+    lb_task_unref(t);
+}
+
 /* ------------------------------------------------------------------ */
 
 typedef struct job_state {
@@ -385,6 +423,7 @@ int run_close_tests(void) {
         cmocka_unit_test(test_close_stream_unheld_with_queued_data),
         cmocka_unit_test(test_close_server_pending_accepts),
         cmocka_unit_test(test_close_process_with_unread_pipes),
+        cmocka_unit_test(test_close_task_waiting_for_process),
         cmocka_unit_test_setup_teardown(test_close_executor_jobs, hook_on, hook_off),
         cmocka_unit_test(test_close_fd_waiters_and_signal_watches),
         cmocka_unit_test_setup_teardown(test_close_everything_newest_first, hook_on, hook_off),
