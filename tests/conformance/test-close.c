@@ -32,6 +32,7 @@ static char closed_names[256];
 static atomic_bool release_jobs;
 
 static int watches_closed;
+static int jobs_closed, jobs_running_last; /* the running job is closed as this one */
 
 static void record_close(const char *name) {
     /* Watches come with the objects (a stream's read interest, a pidfd,
@@ -43,8 +44,10 @@ static void record_close(const char *name) {
     }
     size_t n = strlen(closed_names);
     snprintf(closed_names + n, sizeof closed_names - n, "%s%s", n ? "," : "", name);
-    /* A running job is waited for: let it end once close reached it. */
-    if (strcmp(name, "executor job") == 0)
+    /* A running job is waited for: let it end once close reached it (the
+     * oldest job, the last one closed: a job released earlier could let
+     * a queued one run before close withdrew it). */
+    if (strcmp(name, "executor job") == 0 && ++jobs_closed == jobs_running_last)
         atomic_store(&release_jobs, true);
 }
 
@@ -52,6 +55,8 @@ static int hook_on(void **state) {
     (void)state;
     closed_names[0] = '\0';
     watches_closed = 0;
+    jobs_closed = 0;
+    jobs_running_last = 1;
     atomic_store(&release_jobs, false);
     lb__test_on_resource_close(record_close);
     return 0;
@@ -277,6 +282,7 @@ static void test_close_executor_jobs(void **state) {
     assert_int_equal(lb_loop_run_in_executor(loop, e, blocking_job, &running, &fr), 0);
     wait_started(&running);
     assert_int_equal(lb_loop_run_in_executor(loop, e, flag_job, &queued, &fq), 0);
+    jobs_running_last = 2;
     assert_int_equal(lb_loop_close(loop), 0);
     assert_string_equal(closed_names, "executor job,executor job");
     assert_true(atomic_load(&running.finished));
