@@ -29,6 +29,7 @@ packages=(
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
   clang libclang-rt-14-dev
   g++
+  python3-dev python3-tk python3-gi gir1.2-gtk-4.0 libpython3.11-testsuite python3-mesonpy patchelf
 )
 # Only `bench` needs these: the plot of docs/performance.md.
 bench_packages=(gnuplot-nox)
@@ -149,8 +150,9 @@ job_tsan() {
   for t in $(meson test -C build/tsan --list 2>/dev/null | grep -o 'stress-[a-z]*$'); do
     stress+=("$t")
   done
-  LB_TEST_GROUPS=threadsafe,future,executor,signal,loop_thread,dns TSAN_OPTIONS=halt_on_error=1 \
-    suite "tsan" build/tsan conformance-native unit-inbox || rc=1
+  local threaded=(threadsafe future executor signal loop_thread dns) conformance=() g
+  for g in "${threaded[@]}"; do conformance+=("conformance-native-$g"); done
+  TSAN_OPTIONS=halt_on_error=1 suite "tsan" build/tsan "${conformance[@]}" unit-inbox || rc=1
   LB_STRESS_GROUPS=posts,close_race,signals LB_STRESS_SCALE=0.2 TSAN_OPTIONS=halt_on_error=1 \
     suite "tsan stress" build/tsan "${stress[@]}" || rc=1
   return $rc
@@ -163,9 +165,16 @@ job_valgrind() {
   log "valgrind memcheck"
   local supp=""
   for f in "$root"/tests/valgrind/*.supp; do supp="$supp --suppressions=$f"; done
-  local vtests="conformance-native unit-alloc-fail fuzz-replay" listed
+  local vtests="unit-alloc-fail fuzz-replay" listed conformance
   listed=$(meson test -C build/normal --list 2>/dev/null)
-  for t in conformance-glib conformance-tk tk-driver tk-complaints; do
+  # Every conformance group on every driver built (conformance-<driver>-<group>).
+  conformance=$(grep -o 'conformance-[a-z]*-[a-z_]*$' <<<"$listed" | tr '\n' ' ')
+  if [ -z "$conformance" ]; then
+    echo "dev.sh: build/normal lists no conformance-<driver>-<group> test" >&2
+    return 1
+  fi
+  vtests="$vtests $conformance"
+  for t in tk-driver tk-complaints; do
     grep -q "/ $t\$" <<<"$listed" && vtests="$vtests $t"
   done
   suite "valgrind" build/normal $vtests \

@@ -29,7 +29,7 @@
 
 /* One budget is the most any other source of the context waits for the
  * loop, so it bounds how late a frame or a g_timeout can be while the
- * loop is flooded: 1 ms keeps a 60 Hz tick within about 17 ms. */
+ * loop is flooded (docs/performance.md, "Figures behind the code"). */
 #define DEFAULT_BUDGET_NS (1000 * 1000)
 
 typedef struct bridge_source {

@@ -15,6 +15,12 @@
  * spent; with work left it steps aside until an idle callback, queued
  * after the redraws Tk has pending, so the window keeps painting.
  *
+ * `update` (Tcl_DoOneEvent with TCL_DONT_WAIT until a pass services
+ * nothing) runs one iteration of the loop per pass and does not count it
+ * as an event while work is left, so it returns however busy the loop
+ * is; Tcl_DoOneEvent without TCL_DONT_WAIT (vwait, Tk_MainLoop) runs
+ * the loop as before.
+ *
  * Another thread's post wakes the loop's thread with Tcl_ThreadAlert
  * alone (the driver owns the wakeup, LB_DRIVER_CAP_WAKEUP): the core's
  * eventfd is not written, so Tcl 8.6's notifier thread, which selects on
@@ -32,10 +38,9 @@
 #include <unistd.h>
 
 /* One budget, plus a pass through Tcl's notifier, is the most a Tk
- * redraw or a Tcl `after` waits for the loop while it is flooded. An
- * `after 16` tick already comes 16.1 to 16.4 ms apart on an idle
- * notifier; 0.5 ms keeps it within 17 ms (1 ms did not), at no cost
- * measurable in the throughput of a flood. */
+ * redraw or a Tcl `after` waits for the loop while it is flooded: half
+ * the GLib driver's, since Tcl's own ticks come late already
+ * (docs/performance.md, "Figures behind the code"). */
 #define DEFAULT_BUDGET_NS (500 * 1000)
 /* Tcl 8.6's select notifier writes fd_sets of FD_SETSIZE bits. */
 #define TCL_FD_LIMIT 1024
@@ -49,6 +54,10 @@ typedef struct tk_state {
     Tcl_WideInt budget_ns;
     bool drain_queued;  /* a drain event waits in Tcl's queue */
     bool stepped_aside; /* until resume_after_idle runs */
+    /* The loop has work for the event service that follows: a check
+     * found work ready, or the backend fd was readable. What lets one
+     * pass of `update` run one iteration, and only one. */
+    bool work_found;
     /* Drains that follow each other closely (less than a budget apart)
      * form a streak: Tcl serviced an event in every pass, so its idle
      * callbacks did not run in between. 0: no streak. */
@@ -93,8 +102,16 @@ static void resume_after_idle(void *data) {
     queue_drain(st);
 }
 
+static int is_ours(Tcl_Event *ev, void *data) {
+    return ev->proc == drain_proc && ((drain_event *)ev)->state == data;
+}
+
 static void step_aside(tk_state *st) {
     st->stepped_aside = true;
+    /* A drain that a pass of `update` left queued would run before the
+     * idle callbacks the driver steps aside for. */
+    Tcl_DeleteEvents(is_ours, st);
+    st->drain_queued = false;
     Tcl_DeleteFileHandler(st->fd);
     Tcl_DoWhenIdle(resume_after_idle, st);
 }
@@ -135,19 +152,51 @@ static bool serves_loop(int flags) {
     return flags & (TCL_FILE_EVENTS | TCL_TIMER_EVENTS);
 }
 
+/* A pass of `update`, or of any loop of Tcl_DoOneEvent(TCL_DONT_WAIT)
+ * that stops at the first call returning 0: one iteration of the loop,
+ * what was ready when it began (within the budget), once per pass, in
+ * the service that follows the check that found the work. While work is
+ * left (what the iteration scheduled, a task that yields for ever), the
+ * event is reported as not serviced and stays queued: a pass in which
+ * nothing else happens then returns 0 and `update` ends, instead of
+ * running the loop for as long as it has work. The next pass, or the
+ * next `update`, runs the next iteration; a blocking Tcl_DoOneEvent
+ * (vwait, Tk_MainLoop) services the queued event at once, with a full
+ * drain. Tk's `update` takes two passes (it syncs the displays between
+ * them), and runs two iterations. */
+static int update_pass(tk_state *st) {
+    if (!st->work_found || st->stepped_aside)
+        return 0;
+    st->work_found = false;
+    /* An event loop nested in a callback (a vwait) may queue its own. */
+    st->drain_queued = false;
+    int r = lb_driver_dispatch(st->loop, 0, st->budget_ns);
+    /* Nothing left, a nested loop queued a newer event, or one stepped
+     * aside: this event is done with, and counts as serviced. */
+    if (r <= 0 || st->drain_queued || st->stepped_aside)
+        return 1;
+    st->drain_queued = true;
+    return 0;
+}
+
 static int drain_proc(Tcl_Event *ev, int flags) {
     tk_state *st = ((drain_event *)ev)->state;
     /* `update idletasks` services only idle work: keep the event. */
     if (!serves_loop(flags))
         return 0;
+    if (flags & TCL_DONT_WAIT)
+        return update_pass(st);
     st->drain_queued = false;
+    st->work_found = false;
     drain(st);
     return 1;
 }
 
 static void file_proc(void *data, int mask) {
+    tk_state *st = data;
     (void)mask;
-    queue_drain(data);
+    st->work_found = true;
+    queue_drain(st);
 }
 
 static void setup_proc(void *data, int flags) {
@@ -174,10 +223,16 @@ static void setup_proc(void *data, int flags) {
 
 static void check_proc(void *data, int flags) {
     tk_state *st = data;
-    if (!serves_loop(flags) || st->drain_queued || st->stepped_aside)
+    if (!serves_loop(flags) || st->stepped_aside)
         return;
-    if (lb_driver_prepare(st->loop) == 0)
+    /* A pass of `update` may find the drain it left queued: it runs again
+     * in this pass if work is ready now. */
+    if (st->drain_queued && !(flags & TCL_DONT_WAIT))
+        return;
+    if (lb_driver_prepare(st->loop) == 0) {
+        st->work_found = true;
         queue_drain(st);
+    }
 }
 
 /* Errors the loop reports (a task's error nobody retrieved, ...) go to
@@ -282,10 +337,6 @@ static int tk_attach(lb_loop *loop, void *arg, void **state) {
     }
     *state = st;
     return 0;
-}
-
-static int is_ours(Tcl_Event *ev, void *data) {
-    return ev->proc == drain_proc && ((drain_event *)ev)->state == data;
 }
 
 static void tk_detach(lb_loop *loop, void *state) {

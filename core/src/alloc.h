@@ -45,17 +45,21 @@ void lb__unmap_large(void *ptr, size_t size);
  * virtual machine each call costs far more than its pages. */
 void lb__release_pages(const struct iovec *ranges, size_t n);
 
-/* Test hook: after `after` more successful allocations, every allocation
- * fails until reset with -1 (the default). Process-wide, thread-safe. */
-__attribute__((visibility("default"))) void lb__test_alloc_fail_after(long after);
+/* Test hooks. Like every lb__ function they stay inside the library (the
+ * shared library does not export them): the tests that use them link the
+ * core's objects (lb_core_internal_dep, lb_core_whole_dep).
+ *
+ * After `after` more successful allocations, every allocation fails until
+ * reset with -1 (the default). Process-wide, thread-safe. */
+void lb__test_alloc_fail_after(long after);
 
 /* Test hook: after `after` more successful allocations, exactly one
  * allocation fails and the later ones succeed again: the recovery paths
  * that a lasting shortage never reaches (a failure in the middle of work
  * that goes on). -1 resets. Process-wide, thread-safe. */
-__attribute__((visibility("default"))) void lb__test_alloc_fail_once(long after);
+void lb__test_alloc_fail_once(long after);
 
 /* Test hook: how many allocations succeeded since the process started. */
-__attribute__((visibility("default"))) long lb__test_alloc_count(void);
+long lb__test_alloc_count(void);
 
 #endif

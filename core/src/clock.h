@@ -18,8 +18,8 @@ static inline int64_t lb__clock_ns(void) {
 }
 #else
 /* The loop's clock: CLOCK_MONOTONIC in nanoseconds (a vDSO call, no
- * syscall, but about 24 ns on the machines we measure: as much as a few
- * callbacks). */
+ * syscall, but it costs as much as a few callbacks: docs/performance.md,
+ * "Figures behind the code"). */
 static inline int64_t lb__clock_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -27,10 +27,11 @@ static inline int64_t lb__clock_ns(void) {
 }
 #endif
 
-/* The same clock as of the last timer tick (about 5 ns to read, a few
- * milliseconds of resolution; never ahead of lb__clock_ns()). The loop
- * reads it once per iteration to learn whether anything time-bound can be
- * due, and reads the precise clock only when something may be. */
+/* The same clock as of the last timer tick (a fraction of the precise
+ * clock's cost, a few milliseconds of resolution; never ahead of
+ * lb__clock_ns()). The loop reads it once per iteration to learn whether
+ * anything time-bound can be due, and reads the precise clock only when
+ * something may be. */
 static inline int64_t lb__clock_coarse_ns(void) {
 #if defined(LB_TEST_CLOCK)
     return lb__test_clock_now_ns; /* the test clock is exact */

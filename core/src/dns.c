@@ -29,8 +29,7 @@ typedef struct lookup {
 static void (*before_lookup)(void *data);
 static void *before_lookup_data;
 
-__attribute__((visibility("default"))) void lb__test_dns_before_lookup(void (*hook)(void *),
-                                                                       void *data);
+void lb__test_dns_before_lookup(void (*hook)(void *), void *data);
 void lb__test_dns_before_lookup(void (*hook)(void *), void *data) {
     before_lookup = hook;
     before_lookup_data = data;

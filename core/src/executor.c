@@ -49,9 +49,13 @@ typedef struct job {
     lb_work_fn fn;
     void *data;
     lb_destroy_fn data_destroy; /* the job owns data (may be NULL) */
+    lb_destroy_fn result_destroy; /* frees a result nobody took (may be NULL) */
     void *result;
     int status;
     int state; /* under the executor's lock */
+    /* Its future was cancelled while it ran: read by lb_job_cancelled()
+     * with relaxed loads (a hint to stop early, which orders nothing). */
+    atomic_bool cancelled;
     bool slow;
     lb_resource resource; /* on its loop until freed: close withdraws or waits for it */
 } job;
@@ -96,6 +100,7 @@ struct lb_executor {
 };
 
 static _Thread_local const lb_executor *worker_of;
+static _Thread_local const job *current_job; /* the job this thread runs */
 
 int lb_executor_new(lb_executor **ret, size_t threads) {
     lb_assert_return(ret, -EINVAL);
@@ -185,6 +190,10 @@ static void executor_release(lb_executor *e) {
 static void job_free(job *j) {
     lb_loop *loop = j->loop;
     lb_executor *e = j->executor;
+    /* A result its future did not take: cancelled while the job ran, or
+     * the loop closed before the completion was delivered. */
+    if (j->status == 0 && j->result_destroy)
+        j->result_destroy(j->result);
     if (j->data_destroy)
         j->data_destroy(j->data);
     if (j->future) {
@@ -206,8 +215,10 @@ static void job_complete(lb_loop *loop, void *data) {
     lb_future *f = j->future;
     (void)loop;
     if (!lb_future_is_done(f)) {
-        if (j->status == 0)
-            lb__future_complete(f, LB__FUTURE_RESULT, j->result, NULL, 0);
+        if (j->status == 0) {
+            lb__future_complete(f, LB__FUTURE_RESULT, j->result, j->result_destroy, 0);
+            j->result_destroy = NULL; /* the future's now */
+        }
         else if (j->status == -ECANCELED)
             lb__future_cancel_plain(f);
         else
@@ -306,8 +317,8 @@ static job *take_job(lb_executor *e) {
 /* How long a worker that ran out of work watches for more before it
  * sleeps. A loop that submits jobs one by one about as fast as they run
  * would otherwise fall into waking a sleeping worker for each (a futex
- * call on each side: W9 then cost 6-9 us a job instead of 0.3, in about
- * one run of five here); a few times one such wakeup. */
+ * call on each side, many times a job's cost: docs/performance.md,
+ * "Figures behind the code"); a few times one such wakeup. */
 #define SPIN_NS 20000
 
 /* Yields rather than spins: on two cores the thread that submits the
@@ -343,6 +354,9 @@ static void thread_return_locked(lb_executor *e) {
 static void *worker_main(void *arg) {
     lb_executor *e = arg;
     worker_of = e;
+    /* Found once: each job sets it (a thread-local's address costs a
+     * call in a shared library). */
+    const job **running = &current_job;
     job *done = NULL; /* finished, to be posted once the lock is released */
     bool may_watch = false;
     pid_t tid = (pid_t)syscall(SYS_gettid);
@@ -411,7 +425,9 @@ static void *worker_main(void *arg) {
             atomic_fetch_sub(&e->posting, 1);
         } else {
             j->result = NULL;
+            *running = j;
             j->status = j->fn(j->data, &j->result);
+            *running = NULL;
             done = j;
         }
         pthread_mutex_lock(&e->lock);
@@ -556,6 +572,8 @@ static int job_cancel_hook(lb_future *f, void *data) {
         unqueue(e, j);
         j->state = JOB_FINISHED;
         j->status = -ECANCELED;
+    } else if (j->state == JOB_RUNNING) {
+        atomic_store_explicit(&j->cancelled, true, memory_order_relaxed);
     }
     pthread_mutex_unlock(&e->lock);
     int r = lb__future_cancel_plain(f);
@@ -566,25 +584,18 @@ static int job_cancel_hook(lb_future *f, void *data) {
 
 static const lb__future_hooks job_hooks = {.cancel = job_cancel_hook};
 
-/* The loop closes with the job not over: a queued job is withdrawn (its
- * completion, posted, is dropped with the inbox); a running one is
- * waited for, as long as it runs, until its completion is in the inbox
- * (or in flight to it: the pool's count of posts in flight), since no
- * thread may touch the loop once it is closed. Its future is cancelled:
- * what it computes is discarded. */
+/* The loop closes with the job not over: its future is cancelled as any
+ * cancel does it (a queued job is withdrawn, its completion posted and
+ * dropped with the inbox; a running one sees lb_job_cancelled()), then a
+ * running job is waited for, as long as it runs, until its completion is
+ * in the inbox (or in flight to it: the pool's count of posts in flight),
+ * since no thread may touch the loop once it is closed. */
 static void job_close(lb_resource *resource) {
     job *j = (job *)((char *)resource - offsetof(job, resource));
     lb_executor *e = j->executor;
-    lb__future_cancel_plain(j->future);
+    if (!lb_future_is_done(j->future))
+        job_cancel_hook(j->future, j);
     pthread_mutex_lock(&e->lock);
-    if (j->state == JOB_QUEUED) {
-        unqueue(e, j);
-        j->state = JOB_FINISHED;
-        j->status = -ECANCELED;
-        pthread_mutex_unlock(&e->lock);
-        job_post(j);
-        return;
-    }
     while (j->state == JOB_RUNNING || atomic_load(&e->posting) > 0) {
         pthread_mutex_unlock(&e->lock);
         struct timespec ts = {0, 100 * 1000};
@@ -598,14 +609,29 @@ static const lb_resource_ops job_resource_ops = {.name = "executor job", .close 
 
 lb_executor *lb__loop_default_executor(lb_loop *loop, int *error);
 
+static int submit(lb_loop *loop, lb_executor *executor, lb_work_fn fn, void *data,
+                  lb_destroy_fn data_destroy, lb_destroy_fn result_destroy, bool slow,
+                  lb_future **ret);
+
 int lb_loop_run_in_executor(lb_loop *loop, lb_executor *executor, lb_work_fn fn, void *data,
                             lb_future **ret) {
-    return lb__loop_run_in_executor_owned(loop, executor, fn, data, NULL, false, ret);
+    return submit(loop, executor, fn, data, NULL, NULL, false, ret);
+}
+
+int lb_loop_run_in_executor_full(lb_loop *loop, lb_executor *executor, lb_work_fn fn,
+                                 void *data, lb_destroy_fn result_destroy, lb_future **ret) {
+    return submit(loop, executor, fn, data, NULL, result_destroy, false, ret);
 }
 
 int lb__loop_run_in_executor_owned(lb_loop *loop, lb_executor *executor, lb_work_fn fn,
                                    void *data, lb_destroy_fn data_destroy, bool slow,
                                    lb_future **ret) {
+    return submit(loop, executor, fn, data, data_destroy, NULL, slow, ret);
+}
+
+static int submit(lb_loop *loop, lb_executor *executor, lb_work_fn fn, void *data,
+                  lb_destroy_fn data_destroy, lb_destroy_fn result_destroy, bool slow,
+                  lb_future **ret) {
     LB__CHECK_LOOP(loop);
     lb_assert_return(fn, -EINVAL);
     lb_assert_return(ret, -EINVAL);
@@ -631,6 +657,7 @@ int lb__loop_run_in_executor_owned(lb_loop *loop, lb_executor *executor, lb_work
     j->fn = fn;
     j->data = data;
     j->data_destroy = data_destroy; /* not called on the failure paths below */
+    j->result_destroy = result_destroy;
     j->state = JOB_QUEUED;
     j->slow = slow;
 
@@ -792,14 +819,31 @@ void lb__loop_executor_close(lb_loop *loop) {
 }
 
 int lb_to_thread(lb_work_fn fn, void *data, void **value) {
+    return lb_to_thread_full(fn, data, NULL, value);
+}
+
+int lb_to_thread_full(lb_work_fn fn, void *data, lb_destroy_fn result_destroy, void **value) {
     lb_task *t = lb__current_task;
     if (!t)
         return lb__fail(NULL, -EPERM, "lb_to_thread: called outside a task");
     lb_future *f = NULL;
-    int r = lb_loop_run_in_executor(t->loop, NULL, fn, data, &f);
+    int r = lb_loop_run_in_executor_full(t->loop, NULL, fn, data, result_destroy, &f);
     if (r < 0)
         return r;
-    r = lb_await(f, value);
+    void *v = NULL;
+    r = lb_await(f, &v);
+    if (r == 0 && value) {
+        /* The caller takes the result: the future, which nobody else
+         * holds now that the job is over, must not destroy it. */
+        *value = v;
+        f->destroy = NULL;
+    }
     lb_future_unref(f);
     return r;
 }
+
+bool lb_job_cancelled(void) {
+    const job *j = current_job;
+    return j && atomic_load_explicit(&j->cancelled, memory_order_relaxed);
+}
+

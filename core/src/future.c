@@ -175,7 +175,7 @@ lb_loop *lb_future_get_loop(const lb_future *future) {
 
 static void run_done_callback(lb_loop *loop, void *data) {
     lb_handle *h = lb__current(loop);
-    ((lb_future_callback)h->aux2)(h->aux, data);
+    h->done_cb(h->aux, data);
 }
 
 /* Queues a done callback. It holds a reference to the future until it ran
@@ -433,16 +433,22 @@ int lb_future_result(lb_future *future, void **value) {
 /* Done callbacks                                                      */
 /* ------------------------------------------------------------------ */
 
-int lb_future_add_done_callback(lb_future *future, lb_future_callback cb, void *data) {
+/* Adds a done callback; destroy (NULL: none) runs once, after it ran or
+ * when it is dropped. */
+static int add_done_callback(lb_future *future, lb_future_callback cb, void *data,
+                             lb_destroy_fn destroy, const char *func) {
     lb_assert_return(future, -EINVAL);
     lb_assert_return(cb, -EINVAL);
     lb_loop *loop = future->loop;
-    LB__CHECK_LOOP(loop);
+    int r = lb__loop_check_fast(loop, func);
+    if (r < 0)
+        return r;
     lb_handle *h = lb__handle_new(loop, run_done_callback, data);
     if (!h)
-        return lb__fail(loop, -ENOMEM, "%s: out of memory", __func__);
+        return lb__fail(loop, -ENOMEM, "%s: out of memory", func);
     h->aux = future;
-    h->aux2 = (void *)cb;
+    h->done_cb = cb;
+    lb__handle_set_destroy(h, destroy);
     if (atomic_load_explicit(&future->state, memory_order_relaxed) != LB__FUTURE_PENDING) {
         queue_callback(future, h);
         return 0;
@@ -456,6 +462,16 @@ int lb_future_add_done_callback(lb_future *future, lb_future_callback cb, void *
     return 0;
 }
 
+int lb_future_add_done_callback(lb_future *future, lb_future_callback cb, void *data) {
+    return add_done_callback(future, cb, data, NULL, __func__);
+}
+
+int lb_future_add_done_callback_full(lb_future *future, lb_future_callback cb, void *data,
+                                     lb_destroy_fn destroy) {
+    return lb__destroy_if_refused(add_done_callback(future, cb, data, destroy, __func__),
+                                  destroy, data);
+}
+
 int lb_future_remove_done_callback(lb_future *future, lb_future_callback cb, void *data) {
     lb_assert_return(future, -EINVAL);
     lb_assert_return(cb, -EINVAL);
@@ -464,7 +480,7 @@ int lb_future_remove_done_callback(lb_future *future, lb_future_callback cb, voi
     lb_handle *prev = NULL;
     while (*link) {
         lb_handle *h = *link;
-        if (h->aux2 == (void *)cb && h->data == data) {
+        if (h->done_cb == cb && h->data == data) {
             *link = h->next;
             h->flags |= LB__HANDLE_DONE;
             lb__handle_unqueue(h);

@@ -39,10 +39,25 @@ void lb__run_handle(lb_loop *loop, void *handle) {
     lb__handle_unqueue(h);
 }
 
+__attribute__((cold)) void lb__handle_run_destroy(lb_handle *h) {
+    if (h->flags & LB__HANDLE_DESTROY) {
+        /* Cleared first: the destroy may cancel or release the handle. */
+        h->flags &= ~(uint32_t)LB__HANDLE_DESTROY;
+        h->destroy(h->data);
+    }
+}
+
 /* Drops one reference; the last one returns the handle to the slab. A
  * handle the user held keeps the loop alive (lb__loop_hold), so the slab
- * is still there when the user's reference goes last. */
-void lb__handle_release(lb_handle *h) {
+ * is still there when the user's reference goes last.
+ * The first release once the loop let go of the handle (it ran, or was
+ * dropped: lb__handle_unqueue clears QUEUED first) runs its destroy
+ * notify, so every way a call leaves the loop runs it exactly once, and
+ * a reference the user still holds keeps the handle but not its data. */
+static inline __attribute__((always_inline)) void handle_release(lb_handle *h) {
+    if (__builtin_expect((h->flags & (LB__HANDLE_DESTROY | LB__HANDLE_QUEUED)) ==
+                             LB__HANDLE_DESTROY, 0))
+        lb__handle_run_destroy(h);
     if (--h->refs > 0)
         return;
     lb_loop *loop = h->loop;
@@ -52,6 +67,12 @@ void lb__handle_release(lb_handle *h) {
     lb_future_unref(future);
     if (held)
         lb__loop_unhold(loop);
+}
+
+/* Inlined into lb_handle_unref as well: the destroy check must not cost
+ * the unref of a timer handle a call (workload W3). */
+void lb__handle_release(lb_handle *h) {
+    handle_release(h);
 }
 
 int lb_handle_cancel(lb_handle *handle) {
@@ -65,6 +86,9 @@ int lb_handle_cancel(lb_handle *handle) {
     /* A due timer moved to the ready queue is no longer the heap's. */
     if (handle->flags & LB__HANDLE_IN_HEAP)
         handle->loop->timers.dead++;
+    /* Its data is released now, not when the lazily cancelled entry
+     * surfaces in the heap or the queue. */
+    lb__handle_run_destroy(handle);
     return 1;
 }
 
@@ -95,7 +119,7 @@ lb_handle *lb_handle_unref(lb_handle *handle) {
             lb__log(LB_LOG_ERROR, "lb_handle_unref: handle %p has no reference left", (void *)handle);
             return NULL;
         }
-        lb__handle_release(handle);
+        handle_release(handle);
     }
     return NULL;
 }

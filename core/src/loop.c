@@ -497,22 +497,34 @@ static void hand_out(lb_loop *loop, lb_handle *h, lb_handle **ret) {
     }
 }
 
-static __attribute__((noinline)) int call_soon_slow(lb_loop *loop, lb_callback cb, void *data,
-                                                    lb_handle **ret) {
-    LB__CHECK_LOOP(loop);
+static int call_soon(lb_loop *loop, lb_callback cb, void *data, lb_destroy_fn destroy,
+                     lb_handle **ret) {
+    int r = lb__loop_check_fast(loop, "lb_loop_call_soon");
+    if (r < 0)
+        return r;
     lb_assert_return(cb, -EINVAL);
-    if (!ret) {
+    if (!ret && !destroy) {
         /* Floating: a queue entry, no handle. */
         if (!lb__ready_push(&loop->ready, cb, data))
             return schedule_failed(loop, "lb_loop_call_soon");
         return 0;
     }
+    /* A handle, which a destroy notify needs too: the queue's entries
+     * stay two words. */
     lb_handle *h = lb__handle_new(loop, cb, data);
     if (!h)
-        return schedule_failed(loop, __func__);
+        return schedule_failed(loop, "lb_loop_call_soon");
+    lb__handle_set_destroy(h, destroy);
     lb__ready_push_handle(&loop->ready, h);
     hand_out(loop, h, ret);
     return 0;
+}
+
+/* Keeps the arguments of lb_loop_call_soon() as they are, so its fast
+ * path hands over to it without moving a register. */
+static __attribute__((noinline)) int call_soon_slow(lb_loop *loop, lb_callback cb, void *data,
+                                                    lb_handle **ret) {
+    return call_soon(loop, cb, data, NULL, ret);
 }
 
 /* The common case, a floating call with room in the queue, decided inline
@@ -527,6 +539,11 @@ int lb_loop_call_soon(lb_loop *loop, lb_callback cb, void *data, lb_handle **ret
     return call_soon_slow(loop, cb, data, ret);
 }
 
+int lb_loop_call_soon_full(lb_loop *loop, lb_callback cb, void *data, lb_destroy_fn destroy,
+                           lb_handle **ret) {
+    return lb__destroy_if_refused(call_soon(loop, cb, data, destroy, ret), destroy, data);
+}
+
 lb_handle *lb__call_soon_internal(lb_loop *loop, lb_callback cb, void *data) {
     lb_handle *h = lb__handle_new(loop, cb, data);
     if (h)
@@ -539,23 +556,35 @@ lb_handle *lb__call_soon_internal(lb_loop *loop, lb_callback cb, void *data) {
  * overflow. seconds_to_ns() saturates to the same bound. */
 #define EARLIEST_DEADLINE_NS (-(INT64_MAX / 2))
 
-int lb_loop_call_at_ns(lb_loop *loop, int64_t when_ns, lb_callback cb, void *data,
-                       lb_handle **ret) {
-    LB__CHECK_LOOP(loop);
+/* Inlined into each entry point, where destroy and func are constants:
+ * the plain calls cost what they did before destroy notifies. */
+static inline __attribute__((always_inline)) int
+call_at_ns(lb_loop *loop, int64_t when_ns, lb_callback cb, void *data, lb_destroy_fn destroy,
+           lb_handle **ret, const char *func) {
+    int r = lb__loop_check_fast(loop, func);
+    if (r < 0)
+        return r;
     lb_assert_return(cb, -EINVAL);
     if (__builtin_expect(when_ns < EARLIEST_DEADLINE_NS, 0))
         when_ns = EARLIEST_DEADLINE_NS;
     lb_handle *h = lb__handle_new(loop, cb, data);
     if (!h)
-        return schedule_failed(loop, __func__);
+        return schedule_failed(loop, func);
     h->when = when_ns;
     h->flags |= LB__HANDLE_TIMER | LB__HANDLE_IN_HEAP;
     if (lb__timer_heap_push(&loop->timers, when_ns, h) < 0) {
         lb__slab_free(&loop->handle_slab, h);
-        return schedule_failed(loop, __func__);
+        return schedule_failed(loop, func);
     }
+    /* Set once nothing can fail: a refusal releases data in the caller. */
+    lb__handle_set_destroy(h, destroy);
     hand_out(loop, h, ret);
     return 0;
+}
+
+int lb_loop_call_at_ns(lb_loop *loop, int64_t when_ns, lb_callback cb, void *data,
+                       lb_handle **ret) {
+    return call_at_ns(loop, when_ns, cb, data, NULL, ret, __func__);
 }
 
 /* Seconds to nanoseconds, saturating so that absurd delays mean "never"
@@ -568,21 +597,47 @@ static int64_t seconds_to_ns(double s) {
     return (int64_t)ceil(s * 1e9);
 }
 
-int lb_loop_call_later(lb_loop *loop, double delay, lb_callback cb, void *data,
-                       lb_handle **ret) {
+static inline __attribute__((always_inline)) int
+call_later(lb_loop *loop, double delay, lb_callback cb, void *data, lb_destroy_fn destroy,
+           lb_handle **ret, const char *func) {
     lb_assert_return(!isnan(delay), -EINVAL);
-    LB__CHECK_LOOP(loop);
+    int r = lb__loop_check_fast(loop, func);
+    if (r < 0)
+        return r;
     if (delay < 0)
         delay = 0;
     /* From the current time, not the iteration's cached one: a callback
      * that ran long must not make its timers fire early. */
     int64_t now = lb__clock_ns();
-    return lb_loop_call_at_ns(loop, now + seconds_to_ns(delay), cb, data, ret);
+    return call_at_ns(loop, now + seconds_to_ns(delay), cb, data, destroy, ret, func);
+}
+
+int lb_loop_call_later(lb_loop *loop, double delay, lb_callback cb, void *data,
+                       lb_handle **ret) {
+    return call_later(loop, delay, cb, data, NULL, ret, __func__);
+}
+
+int lb_loop_call_later_full(lb_loop *loop, double delay, lb_callback cb, void *data,
+                            lb_destroy_fn destroy, lb_handle **ret) {
+    return lb__destroy_if_refused(call_later(loop, delay, cb, data, destroy, ret, __func__),
+                                  destroy, data);
+}
+
+static inline __attribute__((always_inline)) int
+call_at(lb_loop *loop, double when, lb_callback cb, void *data, lb_destroy_fn destroy,
+        lb_handle **ret, const char *func) {
+    lb_assert_return(!isnan(when), -EINVAL);
+    return call_at_ns(loop, seconds_to_ns(when), cb, data, destroy, ret, func);
 }
 
 int lb_loop_call_at(lb_loop *loop, double when, lb_callback cb, void *data, lb_handle **ret) {
-    lb_assert_return(!isnan(when), -EINVAL);
-    return lb_loop_call_at_ns(loop, seconds_to_ns(when), cb, data, ret);
+    return call_at(loop, when, cb, data, NULL, ret, __func__);
+}
+
+int lb_loop_call_at_full(lb_loop *loop, double when, lb_callback cb, void *data,
+                         lb_destroy_fn destroy, lb_handle **ret) {
+    return lb__destroy_if_refused(call_at(loop, when, cb, data, destroy, ret, __func__), destroy,
+                                  data);
 }
 
 /* Wakes the loop from any thread. The count of wakers in flight lets
@@ -630,15 +685,67 @@ int lb_loop_wakeup(lb_loop *loop) {
     return r;
 }
 
+static int post_refused(lb_loop *loop, int r, const char *func) {
+    return lb__fail(loop, r, r == -EBADF ? "%s: loop is closed" : "%s: out of memory", func);
+}
+
 int lb_loop_call_soon_threadsafe(lb_loop *loop, lb_callback cb, void *data) {
     lb_assert_return(loop, -EINVAL);
     lb_assert_return(cb, -EINVAL);
     int r = lb__inbox_post(&loop->inbox, cb, data, NULL);
     if (r < 0)
-        return lb__fail(loop, r, r == -EBADF ? "lb_loop_call_soon_threadsafe: loop is closed"
-                                             : "lb_loop_call_soon_threadsafe: out of memory");
+        return post_refused(loop, r, __func__);
     lb__loop_wake(loop);
     return 0;
+}
+
+/* A threadsafe post with a destroy notify. The inbox's entries stay three
+ * words (a plain post carries no destroy), so this one is posted as a
+ * record of its own, freed on the loop's thread. */
+typedef struct full_post {
+    lb_callback cb;
+    void *data;
+    lb_destroy_fn destroy;
+} full_post;
+
+static void run_full_post(lb_loop *loop, void *record) {
+    full_post p = *(full_post *)record;
+    lb__free(record);
+    p.cb(loop, p.data);
+    p.destroy(p.data);
+}
+
+/* Dropped at close, on the closing thread. */
+static void drop_full_post(lb_loop *loop, void *record) {
+    (void)loop;
+    full_post p = *(full_post *)record;
+    lb__free(record);
+    p.destroy(p.data);
+}
+
+static int post_full(lb_loop *loop, lb_callback cb, void *data, lb_destroy_fn destroy) {
+    lb_assert_return(loop, -EINVAL);
+    lb_assert_return(cb, -EINVAL);
+    if (!destroy)
+        return lb_loop_call_soon_threadsafe(loop, cb, data);
+    full_post *p = lb__malloc(sizeof *p);
+    if (!p)
+        return post_refused(loop, -ENOMEM, "lb_loop_call_soon_threadsafe_full");
+    *p = (full_post){cb, data, destroy};
+    int r = lb__inbox_post(&loop->inbox, run_full_post, p, drop_full_post);
+    if (r < 0) {
+        /* Never accepted (withdrawn if it raced the close): the caller's
+         * to release, below. */
+        lb__free(p);
+        return post_refused(loop, r, "lb_loop_call_soon_threadsafe_full");
+    }
+    lb__loop_wake(loop);
+    return 0;
+}
+
+int lb_loop_call_soon_threadsafe_full(lb_loop *loop, lb_callback cb, void *data,
+                                      lb_destroy_fn destroy) {
+    return lb__destroy_if_refused(post_full(loop, cb, data, destroy), destroy, data);
 }
 
 int lb__post_internal(lb_loop *loop, lb_callback cb, void *data, lb_callback drop) {

@@ -17,9 +17,10 @@
 #include <stdatomic.h>
 
 /* While callbacks keep coming, the loop polls its fds without blocking
- * after this many callbacks (a syscall costs about 1.4 us here, a
- * callback a few ns), or after this much time by the coarse clock, so
- * I/O is never starved by a busy queue. */
+ * after this many callbacks (a syscall costs as much as hundreds of
+ * callbacks: docs/performance.md, "Figures behind the code"), or after
+ * this much time by the coarse clock, so I/O is never starved by a busy
+ * queue. */
 #define LB__POLL_EVERY_CALLBACKS 1024
 #define LB__POLL_INTERVAL_NS (1000 * 1000)
 

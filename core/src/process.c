@@ -55,7 +55,7 @@ static atomic_bool pidfd_available = true;
 /* Test hook: false makes every new child use the SIGCHLD watch. */
 static atomic_bool pidfd_allowed = true;
 
-__attribute__((visibility("default"))) void lb__test_process_use_pidfd(bool allowed);
+void lb__test_process_use_pidfd(bool allowed);
 void lb__test_process_use_pidfd(bool allowed) {
     atomic_store(&pidfd_allowed, allowed);
 }

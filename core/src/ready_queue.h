@@ -30,9 +30,8 @@
  * callbacks, spread over the drain rather than paid at its end. Batches,
  * not a call per chunk, because each call flushes the TLB, and on a
  * virtual machine with shadow page tables the pages touched after a flush
- * fault again in the hypervisor (measured on a slow day: a call per 64
- * KiB chunk made the drain of a million callbacks about 10 times slower,
- * one per 1 MiB about 3 times, one per 4 MiB within the noise).
+ * fault again in the hypervisor (smaller batches made a drain several
+ * times slower: docs/performance.md, "Figures behind the code").
  * The chunks stay mapped, their pages zero, and a later burst takes them
  * before mapping new ones; they are unmapped with the queue.
  *

@@ -12,9 +12,9 @@ static inline bool entry_less(const lb__timer_entry *a, const lb__timer_entry *b
 }
 
 /* Four children per node: half the depth of a binary heap, and the
- * children of a node side by side in memory, so popping from a large heap
- * (where every level is a cache miss) costs about 10% less and pushing a
- * third less (measured with 200,000 random deadlines). */
+ * children of a node side by side in memory, so a large heap (where every
+ * level is a cache miss) pops and pushes for less (docs/performance.md,
+ * "Figures behind the code"). */
 #define ARITY 4
 
 static void sift_up(lb__timer_entry *v, size_t i) {

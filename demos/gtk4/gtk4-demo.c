@@ -3,8 +3,8 @@
  * update widgets while the window stays live. A "Start" button sets
  * "Loading...", runs a 2-second task with a spinner, then "Done!"; a clock
  * ticks every 100 ms throughout; three concurrent tasks show progress and
- * can be cancelled; a worker thread reports progress with
- * lb_loop_call_soon_threadsafe; a file is loaded through GIO in a task;
+ * can be cancelled; an executor job reports progress through a coalescing
+ * post (lb_coalesce) and stops when cancelled (lb_job_cancelled); a file is loaded through GIO in a task;
  * "Fetch" downloads a megabyte from a server the demo runs itself on a
  * loopback port, the progress bar moving as the bytes arrive.
  *
@@ -20,7 +20,6 @@
 
 #include <gtk/gtk.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +41,8 @@ typedef struct app {
     GtkWidget *bars[PROGRESS_TASKS], *cancels[PROGRESS_TASKS], *bar_labels[PROGRESS_TASKS];
     lb_task *progress[PROGRESS_TASKS];
     GtkWidget *worker_bar, *worker_label;
+    lb_future *worker;            /* the worker job, once started */
+    lb_coalesce *worker_progress; /* its progress, to the UI thread */
     GtkWidget *file_label;
     GtkWidget *fetch, *fetch_bar, *fetch_label;
     lb_server *server; /* the local download server */
@@ -200,54 +201,51 @@ static void cancel_first(lb_loop *loop, void *data) {
 
 /* ---------------- a worker thread reporting back ---------------- */
 
-typedef struct worker_report {
-    app *a;
-    int percent;
-} worker_report;
-
-static void show_worker_progress(lb_loop *loop, void *data) {
-    worker_report *r = data;
+/* The worker is an executor job: it posts its progress through a
+ * coalescer, so however fast it goes, the UI thread gets at most one
+ * update per iteration, with the latest percentage (carried in the
+ * pointer: nothing to free). It checks lb_job_cancelled() on each step,
+ * so that closing the window (lb_loop_close cancels its future) ends it
+ * at once rather than after its remaining steps. */
+static void show_worker_progress(lb_loop *loop, void *value, void *data) {
+    app *a = data;
+    int percent = (int)(intptr_t)value;
     (void)loop;
-    if (r->a->closing) {
-        g_free(r);
+    if (a->closing)
         return;
-    }
-    gtk_progress_bar_set_fraction(GTK_PROGRESS_BAR(r->a->worker_bar), r->percent / 100.0);
-    if (r->percent == 100) {
-        gtk_label_set_text(GTK_LABEL(r->a->worker_label), "worker thread: done");
+    gtk_progress_bar_set_fraction(GTK_PROGRESS_BAR(a->worker_bar), percent / 100.0);
+    if (percent == 100) {
+        gtk_label_set_text(GTK_LABEL(a->worker_label), "worker thread: done");
         printf("worker: done\n");
         fflush(stdout);
     }
-    g_free(r);
 }
 
-static void *worker_main(void *data) {
+static int worker_job(void *data, void **ret) {
     app *a = data;
+    (void)ret;
     for (int p = 1; p <= 100; p++) {
+        if (lb_job_cancelled())
+            return -ECANCELED; /* the window is gone */
         /* Blocking work that must not run on the UI thread. */
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
-        worker_report *r = g_new(worker_report, 1);
-        *r = (worker_report){a, p};
-        if (lb_loop_call_soon_threadsafe(a->loop, show_worker_progress, r) < 0) {
-            g_free(r); /* the loop closed: the window is gone */
-            break;
-        }
+        lb_coalesce_post(a->worker_progress, (void *)(intptr_t)p);
     }
-    return NULL;
+    return 0;
 }
-
-static pthread_t worker_thread;
-static gboolean worker_started;
 
 static void on_worker(GtkButton *b, gpointer data) {
     (void)b;
     app *a = data;
-    if (worker_started)
+    if (a->worker || lb_coalesce_new(a->loop, show_worker_progress, a, NULL,
+                                     &a->worker_progress) < 0)
         return;
-    worker_started = TRUE;
+    if (lb_loop_run_in_executor(a->loop, NULL, worker_job, a, &a->worker) < 0) {
+        a->worker_progress = lb_coalesce_free(a->worker_progress);
+        return;
+    }
     gtk_label_set_text(GTK_LABEL(a->worker_label), "worker thread: running");
-    pthread_create(&worker_thread, NULL, worker_main, a);
 }
 
 /* ---------------- a file through GIO, awaited in a task ---------------- */
@@ -579,16 +577,17 @@ int main(int argc, char **argv) {
     a.gtk = gtk_application_new("org.loopbridge.Gtk4Demo", G_APPLICATION_NON_UNIQUE);
     g_signal_connect(a.gtk, "activate", G_CALLBACK(activate), &a);
     int status = g_application_run(G_APPLICATION(a.gtk), argc, argv);
-    /* The window is gone: close the loop (cancels what still runs), then
-     * join the worker (its posts now get -EBADF and stop it). */
+    /* The window is gone: close the loop (cancels what still runs, the
+     * worker job included, which sees lb_job_cancelled() and returns;
+     * close waits for it), then free what the worker used. */
     if (a.loop) {
         for (int i = 0; i < PROGRESS_TASKS; i++)
             lb_task_unref(a.progress[i]);
         /* The server stops listening; close cancels its connections. */
         lb_server_unref(a.server);
         lb_loop_close(a.loop);
-        if (worker_started)
-            pthread_join(worker_thread, NULL);
+        lb_future_unref(a.worker);
+        lb_coalesce_free(a.worker_progress);
         lb_loop_unref(a.loop);
     }
     if (a.png.texture)

@@ -20,6 +20,7 @@
 #include "download-server.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -59,8 +60,8 @@ typedef struct app {
     lb_loop *loop;
     double start;
     /* The screenshot being taken: its job lives here, not on the task's
-     * stack, as a job that started runs to its end even if the task is
-     * cancelled. */
+     * stack, as a job that started runs on after its task was cancelled,
+     * until it notices (lb_job_cancelled). */
     char window_id[32];
     const char *screenshot;
     long ticks;        /* of the counter */
@@ -193,7 +194,9 @@ static int on_fetch(void *data, Tcl_Interp *interp, int objc, Tcl_Obj *const obj
 
 /* On a worker thread (lb_to_thread): ImageMagick's import reads the
  * window from the X server and writes the file, while the counter goes
- * on ticking. */
+ * on ticking. It watches lb_job_cancelled() while import runs: when the
+ * task is cancelled or the window closes (lb_loop_close waits for running
+ * jobs), import is stopped at once instead of being waited for. */
 static int run_import(void *data, void **ret) {
     app *a = data;
     (void)ret;
@@ -203,8 +206,20 @@ static int run_import(void *data, void **ret) {
     if (err)
         return -err;
     int status;
-    if (waitpid(pid, &status, 0) < 0)
-        return -errno;
+    for (;;) {
+        pid_t done = waitpid(pid, &status, WNOHANG);
+        if (done == pid)
+            break;
+        if (done < 0)
+            return -errno;
+        if (lb_job_cancelled()) {
+            kill(pid, SIGTERM);
+            waitpid(pid, &status, 0);
+            return -ECANCELED;
+        }
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
 }
 

@@ -58,10 +58,34 @@ static bool selected(const char *list, const char *name) {
     return false;
 }
 
+/* Whether every name in the comma-separated list is a group's: a
+ * misspelt name would otherwise run nothing and pass. */
+static bool all_known(const char *list, const fixture_group *groups, size_t n,
+                      const char *groups_env) {
+    bool known = true;
+    for (const char *p = list; p && *p;) {
+        size_t len = strcspn(p, ",");
+        bool found = false;
+        for (size_t i = 0; i < n && !found; i++)
+            found = strlen(groups[i].name) == len && !strncmp(groups[i].name, p, len);
+        if (!found && len) {
+            fprintf(stderr, "%s: no group '%.*s'; the groups:", groups_env, (int)len, p);
+            for (size_t i = 0; i < n; i++)
+                fprintf(stderr, " %s", groups[i].name);
+            fprintf(stderr, "\n");
+            known = false;
+        }
+        p += len + (p[len] == ',');
+    }
+    return known;
+}
+
 int fixture_main(const char *suite, const fixture_group *groups, size_t n,
                  const char *groups_env, unsigned watchdog_s) {
     const char *driver = getenv("LB_DRIVER");
     const char *only = getenv(groups_env);
+    if (!all_known(only, groups, n, groups_env))
+        return 2;
     printf("%s suite on driver '%s'\n", suite, driver && *driver ? driver : "native");
     fixture_register_bridges();
     alarm(watchdog_s);

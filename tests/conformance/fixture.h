@@ -40,7 +40,8 @@ typedef struct fixture_group {
 /* A suite's main: registers the bridges, arms a watchdog (a hung test
  * fails the suite instead of wedging CI) and runs the groups that the
  * environment variable groups_env lists (comma-separated; all when unset)
- * on the driver LB_DRIVER names. Returns the exit status. */
+ * on the driver LB_DRIVER names. Returns the exit status (2 when the list
+ * names a group that does not exist). */
 int fixture_main(const char *suite, const fixture_group *groups, size_t n,
                  const char *groups_env, unsigned watchdog_s);
 /* Spawns fn(task, data) as a task on loop and returns a reference. */
@@ -87,6 +88,7 @@ int run_exception_tests(void);
 int run_task_tests(void);
 int run_task_shared_tests(void);
 int run_executor_tests(void);
+int run_coalesce_tests(void);
 int run_signal_tests(void);
 int run_loop_thread_tests(void);
 int run_debug_tests(void);
@@ -97,5 +99,6 @@ int run_stream_tests(void);
 int run_server_tests(void);
 int run_process_tests(void);
 int run_close_tests(void);
+int run_destroy_tests(void);
 
 #endif

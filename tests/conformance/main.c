@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* The conformance suite: the public API's contract, run once per driver
- * (LB_DRIVER picks it; meson registers conformance-<driver>).
- * LB_TEST_GROUPS=a,b runs only the named groups (the TSan job runs the
+/* The conformance suite: the public API's contract, run on each driver
+ * (LB_DRIVER picks it). LB_TEST_GROUPS=a,b runs only the named groups;
+ * meson reads the table below and registers each group on each driver as
+ * a test of its own, conformance-<driver>-<group>, so that a crash names
+ * its group and the other groups still run (the TSan job picks the
  * threaded ones: ThreadSanitizer tracks at most 8,128 threads and fibers,
  * fewer than the task tests create). */
 #include "fixture.h"
@@ -17,6 +19,7 @@ static const fixture_group groups[] = {
     {"task", run_task_tests},
     {"task_shared", run_task_shared_tests},
     {"executor", run_executor_tests},
+    {"coalesce", run_coalesce_tests},
     {"signal", run_signal_tests},
     {"loop_thread", run_loop_thread_tests},
     {"debug", run_debug_tests},
@@ -27,6 +30,7 @@ static const fixture_group groups[] = {
     {"server", run_server_tests},
     {"process", run_process_tests},
     {"close", run_close_tests},
+    {"destroy", run_destroy_tests},
 };
 
 int main(void) {

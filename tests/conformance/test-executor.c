@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -415,6 +416,282 @@ static void test_executor_close_with_jobs(void **state) {
     (void)loop_thread_token;
 }
 
+
+/* ------------------------------------------------------------------ */
+/* Cancellation seen by a running job, results freed when not taken    */
+/* ------------------------------------------------------------------ */
+
+/* A job that runs until it learns it was cancelled, or gives up after
+ * 20 s (a regression then fails the test instead of hanging it). */
+typedef struct spinner {
+    atomic_bool started;
+    atomic_bool saw_cancel;
+    atomic_bool ended;
+} spinner;
+
+static int spin_until_cancelled(void *data, void **ret) {
+    spinner *s = data;
+    (void)ret;
+    atomic_store(&s->started, true);
+    double give_up = fixture_now() + 20;
+    while (!lb_job_cancelled()) {
+        if (fixture_now() > give_up) {
+            atomic_store(&s->ended, true);
+            return -ETIMEDOUT;
+        }
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    atomic_store(&s->saw_cancel, true);
+    atomic_store(&s->ended, true);
+    return -ECANCELED;
+}
+
+static void wait_started(const atomic_bool *flag) {
+    double give_up = fixture_now() + 30;
+    while (!atomic_load(flag)) {
+        assert_true(fixture_now() < give_up);
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Cancels target once the job it awaits set *started: the job is then
+ * running, not queued (a queued job would be withdrawn, not told). */
+typedef struct cancel_when_started {
+    lb_task *target;
+    const atomic_bool *started;
+} cancel_when_started;
+
+static void cancel_once_started(lb_loop *loop, void *data) {
+    cancel_when_started *k = data;
+    if (atomic_load(k->started))
+        assert_int_equal(lb_task_cancel(k->target), 1);
+    else
+        assert_int_equal(lb_loop_call_later(loop, 0.002, cancel_once_started, k, NULL), 0);
+}
+
+typedef struct spin_task_case {
+    spinner s;
+    int status;
+} spin_task_case;
+
+static int spin_task(lb_task *task, void *data) {
+    spin_task_case *c = data;
+    (void)task;
+    c->status = lb_to_thread(spin_until_cancelled, &c->s, NULL);
+    return c->status;
+}
+
+static void note_ended(lb_loop *loop, void *data) {
+    spinner *s = data;
+    if (atomic_load(&s->ended))
+        lb_loop_stop(loop);
+    else
+        assert_int_equal(lb_loop_call_later(loop, 0.002, note_ended, s, NULL), 0);
+}
+
+/* Cancelling the task that awaits a job in lb_to_thread() tells the job,
+ * which ends long before its 20 s. */
+static void test_executor_job_learns_task_cancel(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    static spin_task_case c;
+    memset(&c, 0, sizeof c);
+    lb_task *t = fixture_spawn(loop, spin_task, &c);
+    cancel_when_started k = {.target = t, .started = &c.s.started};
+    assert_int_equal(lb_loop_call_soon(loop, cancel_once_started, &k, NULL), 0);
+    assert_int_equal(fixture_finish(loop, t, 30), -ECANCELED);
+    assert_int_equal(c.status, -ECANCELED);
+    double t0 = fixture_now();
+    assert_int_equal(lb_loop_call_soon(loop, note_ended, &c.s, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    assert_true(atomic_load(&c.s.saw_cancel));
+    assert_true(fixture_now() - t0 < 10);
+    assert_false(lb_job_cancelled()); /* outside a job */
+    fixture_loop_free(loop);
+}
+
+/* Closing the loop tells its running jobs: close returns promptly. */
+static void test_executor_close_tells_running_job(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    static spinner s;
+    memset(&s, 0, sizeof s);
+    lb_future *f = NULL;
+    assert_int_equal(lb_loop_run_in_executor(loop, NULL, spin_until_cancelled, &s, &f), 0);
+    wait_started(&s.started);
+    double t0 = fixture_now();
+    fixture_loop_free(loop);
+    assert_true(fixture_now() - t0 < 10);
+    assert_true(atomic_load(&s.saw_cancel));
+    assert_true(atomic_load(&s.ended)); /* close waited for it */
+    assert_true(lb_future_is_cancelled(f));
+    lb_future_unref(f);
+}
+
+static atomic_bool stubborn_ended;
+
+static int stubborn_job(void *data, void **ret) {
+    atomic_bool *started = data;
+    (void)ret;
+    atomic_store(started, true);
+    struct timespec ts = {0, 200 * 1000 * 1000};
+    nanosleep(&ts, NULL); /* never checks lb_job_cancelled() */
+    atomic_store(&stubborn_ended, true);
+    return 0;
+}
+
+/* A job that ignores cancellation still runs to its end: close waits. */
+static void test_executor_close_waits_for_stubborn_job(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    static atomic_bool started;
+    atomic_store(&started, false);
+    atomic_store(&stubborn_ended, false);
+    lb_future *f = NULL;
+    assert_int_equal(lb_loop_run_in_executor(loop, NULL, stubborn_job, &started, &f), 0);
+    wait_started(&started);
+    fixture_loop_free(loop);
+    assert_true(atomic_load(&stubborn_ended));
+    assert_true(lb_future_is_cancelled(f));
+    lb_future_unref(f);
+}
+
+/* Results that need freeing: counted, so that every one is freed once. */
+static atomic_int results_made, results_freed;
+
+static void result_free(void *value) {
+    assert_non_null(value);
+    free(value);
+    atomic_fetch_add(&results_freed, 1);
+}
+
+/* Makes its result once its gate opens, when given one, or once it was
+ * cancelled, when given &until_cancelled (at most 20 s). */
+static char until_cancelled;
+static atomic_bool make_result_started;
+
+static int make_result(void *data, void **ret) {
+    atomic_store(&make_result_started, true);
+    if (data == &until_cancelled) {
+        double give_up = fixture_now() + 20;
+        while (!lb_job_cancelled() && fixture_now() < give_up) {
+            struct timespec ts = {0, 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    } else if (data) {
+        wait_at_gate(data, ret);
+    }
+    int *v = malloc(sizeof *v);
+    if (!v)
+        return -ENOMEM;
+    *v = 42;
+    atomic_fetch_add(&results_made, 1);
+    *ret = v;
+    return 0;
+}
+
+typedef struct full_case {
+    void *job_data;
+    int status;
+    int *value;
+} full_case;
+
+static int full_task(lb_task *task, void *data) {
+    full_case *c = data;
+    void *v = NULL;
+    (void)task;
+    c->status = lb_to_thread_full(make_result, c->job_data, result_free, &v);
+    c->value = v;
+    return c->status;
+}
+
+/* Stops the loop once results_freed reached want, failing after 30 s. */
+typedef struct freed_wait {
+    int want;
+    double give_up;
+} freed_wait;
+
+static void stop_when_freed(lb_loop *loop, void *data) {
+    freed_wait *w = data;
+    assert_true(fixture_now() < w->give_up);
+    if (atomic_load(&results_freed) >= w->want)
+        lb_loop_stop(loop);
+    else
+        assert_int_equal(lb_loop_call_later(loop, 0.002, stop_when_freed, w, NULL), 0);
+}
+
+static void run_until_freed(lb_loop *loop, int want) {
+    freed_wait w = {.want = want, .give_up = fixture_now() + 30};
+    assert_int_equal(lb_loop_call_soon(loop, stop_when_freed, &w, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+}
+
+/* A result nobody takes is destroyed: the awaiting task was cancelled
+ * mid-job, the future dropped before the job ended, or the loop closed;
+ * one that was taken belongs to the taker. */
+static void test_executor_untaken_result_destroyed(void **state) {
+    (void)state;
+    atomic_store(&results_made, 0);
+    atomic_store(&results_freed, 0);
+    lb_loop *loop = fixture_loop_new();
+
+    /* The awaiting task is cancelled mid-job. */
+    gate g = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    full_case c = {.job_data = &g};
+    atomic_store(&make_result_started, false);
+    lb_task *t = fixture_spawn(loop, full_task, &c);
+    cancel_when_started k = {.target = t, .started = &make_result_started};
+    assert_int_equal(lb_loop_call_soon(loop, cancel_once_started, &k, NULL), 0);
+    assert_int_equal(fixture_finish(loop, t, 30), -ECANCELED);
+    assert_null(c.value);
+    gate_open(&g);
+    run_until_freed(loop, 1);
+
+    /* Taken by the task: its own, not destroyed. */
+    full_case taken = {0};
+    t = fixture_spawn(loop, full_task, &taken);
+    assert_int_equal(fixture_finish(loop, t, 30), 0);
+    assert_non_null(taken.value);
+    assert_int_equal(*taken.value, 42);
+    assert_int_equal(atomic_load(&results_freed), 1);
+    free(taken.value);
+
+    /* The future is dropped while the job runs. */
+    gate g2 = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    lb_future *f = NULL;
+    assert_int_equal(lb_loop_run_in_executor_full(loop, NULL, make_result, &g2, result_free, &f), 0);
+    gate_wait_entered(&g2);
+    lb_future_unref(f);
+    gate_open(&g2);
+    run_until_freed(loop, 2);
+
+    /* Held by the future until the future goes. */
+    assert_int_equal(lb_loop_run_in_executor_full(loop, NULL, make_result, NULL, result_free, &f), 0);
+    assert_int_equal(lb_loop_run_until_complete(loop, f), 0);
+    void *v = NULL;
+    assert_int_equal(lb_future_result(f, &v), 0);
+    assert_int_equal(*(int *)v, 42);
+    assert_int_equal(atomic_load(&results_freed), 2);
+    lb_future_unref(f);
+    assert_int_equal(atomic_load(&results_freed), 3);
+
+    /* The loop closes while the job runs: close tells the job, which
+     * returns its result, destroyed then. */
+    atomic_store(&make_result_started, false);
+    assert_int_equal(lb_loop_run_in_executor_full(loop, NULL, make_result, &until_cancelled,
+                                                  result_free, &f), 0);
+    wait_started(&make_result_started);
+    double t0 = fixture_now();
+    fixture_loop_free(loop);
+    assert_true(fixture_now() - t0 < 10);
+    assert_true(lb_future_is_cancelled(f));
+    lb_future_unref(f);
+    assert_int_equal(atomic_load(&results_made), 5);
+    assert_int_equal(atomic_load(&results_freed), 4); /* plus the one taken */
+}
+
 int run_executor_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_executor_result_and_error),
@@ -426,6 +703,10 @@ int run_executor_tests(void) {
         cmocka_unit_test(test_executor_to_thread),
         cmocka_unit_test(test_executor_default_pool_outgrows_waiting_jobs),
         cmocka_unit_test(test_executor_close_with_jobs),
+        cmocka_unit_test(test_executor_job_learns_task_cancel),
+        cmocka_unit_test(test_executor_close_tells_running_job),
+        cmocka_unit_test(test_executor_close_waits_for_stubborn_job),
+        cmocka_unit_test(test_executor_untaken_result_destroyed),
     };
     return cmocka_run_group_tests_name("executor", tests, NULL, NULL);
 }

@@ -395,6 +395,12 @@ static void walk_null_loop(misuse *m) {
     lb_future_unref(f);
 }
 
+static void coalesce_nop(lb_loop *loop, void *value, void *data) {
+    (void)loop;
+    (void)value;
+    (void)data;
+}
+
 static void walk_null_callback(misuse *m) {
     lb_future *f = NULL, *out = NULL;
     lb_group *g = NULL;
@@ -413,6 +419,9 @@ static void walk_null_callback(misuse *m) {
     CHECK(m, lb_task_spawn(m->loop, NULL, NULL, NULL, NULL));
     CHECK(m, lb_group_spawn(g, NULL, NULL, NULL, NULL));
     CHECK(m, lb_loop_run_in_executor(m->loop, NULL, NULL, NULL, &out));
+    CHECK(m, lb_loop_run_in_executor_full(m->loop, NULL, NULL, NULL, free, &out));
+    lb_coalesce *c = NULL;
+    CHECK(m, lb_coalesce_new(m->loop, NULL, NULL, NULL, &c));
     CHECK(m, lb_run(NULL, NULL, NULL));
     lb_group_unref(g);
     lb_future_unref(f);
@@ -430,6 +439,8 @@ static void walk_null_ret(misuse *m) {
     CHECK(m, lb_group_new(m->loop, NULL));
     CHECK(m, lb_executor_new(NULL, 1));
     CHECK(m, lb_loop_run_in_executor(m->loop, NULL, work_nop, NULL, NULL));
+    CHECK(m, lb_loop_run_in_executor_full(m->loop, NULL, work_nop, NULL, free, NULL));
+    CHECK(m, lb_coalesce_new(m->loop, coalesce_nop, NULL, NULL, NULL));
     CHECK(m, lb_loop_get_stats(m->loop, NULL));
     CHECK(m, lb_loop_thread_start(NULL, NULL));
     CHECK(m, lb_driver_find("native", NULL));
@@ -479,6 +490,7 @@ static void walk_null_other(misuse *m) {
     CHECK(m, lb_loop_thread_call(NULL, nop, NULL));
     CHECK(m, lb_loop_thread_submit(NULL, task_nop, NULL, NULL, &out));
     CHECK(m, lb_loop_thread_stop(NULL));
+    CHECK(m, lb_coalesce_post(NULL, NULL));
 }
 
 static void walk_null_unref(misuse *m) {
@@ -492,6 +504,7 @@ static void walk_null_unref(misuse *m) {
     EXPECT(m, lb_handle_unref(NULL) == NULL);
     EXPECT(m, lb_group_unref(NULL) == NULL);
     EXPECT(m, lb_executor_unref(NULL) == NULL);
+    EXPECT(m, lb_coalesce_free(NULL) == NULL);
     EXPECT(m, !lb_loop_is_running(NULL));
     EXPECT(m, !lb_loop_is_closed(NULL));
     EXPECT(m, lb_loop_time(NULL) == 0.0);
@@ -524,7 +537,9 @@ static void walk_closed_loop(misuse *m) {
     lb_group *g = NULL;
     lb_loop_stats st;
     fd_pair p = make_pipe();
+    lb_coalesce *c = NULL, *c2 = NULL;
     assert_int_equal(lb_future_new(loop, &f), 0);
+    assert_int_equal(lb_coalesce_new(loop, coalesce_nop, NULL, NULL, &c), 0);
     assert_int_equal(lb_loop_close(loop), 0);
     atomic_store(&destroyed, 0);
     CHECK(m, lb_loop_call_soon(loop, nop, NULL, NULL));
@@ -559,6 +574,10 @@ static void walk_closed_loop(misuse *m) {
     CHECK(m, lb_future_set_result_threadsafe(f, m, count_destroy));
     CHECK(m, lb_future_set_error_threadsafe(f, -EIO));
     EXPECT(m, atomic_load(&destroyed) == 2);
+    CHECK(m, lb_loop_run_in_executor_full(loop, NULL, work_nop, NULL, free, &out));
+    CHECK(m, lb_coalesce_new(loop, coalesce_nop, NULL, NULL, &c2));
+    CHECK(m, lb_coalesce_post(c, NULL));
+    lb_coalesce_free(c);
     lb_future_unref(f);
     lb_loop_unref(loop);
     close_pipe(p);
@@ -742,6 +761,7 @@ static void await_outside(misuse *m) {
     CHECK(m, lb_group_wait(g));
     CHECK(m, lb_to_thread(work_nop, NULL, NULL));
     CHECK(m, lb_task_return(NULL, NULL));
+    CHECK(m, lb_to_thread_full(work_nop, NULL, free, NULL));
     lb_group_unref(g);
     lb_future_unref(f);
 }

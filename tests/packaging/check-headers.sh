@@ -3,7 +3,7 @@
 # check-headers.sh HEADER...: compiles each public header alone, included
 # twice, as strict C11 and as C++, with -pedantic -Werror, so that a program
 # built with its own strict flags never warns because of ours. A header's
-# flags come from its package's pkg-config file (loopbridge-glib for glib.h,
+# flags come from its package's pkg-config file (loopbridge-glib for glib.h and gio.h,
 # loopbridge-tk for tk.h, loopbridge for the others): point PKG_CONFIG_PATH
 # at an installed prefix, or at a build directory's meson-uninstalled/.
 #
@@ -21,7 +21,7 @@ checked=0
 for header in "$@"; do
     name=$(basename "$header")
     case $name in
-        glib.h) package=loopbridge-glib ;;
+        glib.h | gio.h) package=loopbridge-glib ;;
         tk.h) package=loopbridge-tk ;;
         *) package=loopbridge ;;
     esac

@@ -30,6 +30,7 @@ static const fixture_group groups[] = {
     {"posts", run_post_stress},   {"close_race", run_close_race_stress},
     {"timers", run_timer_stress}, {"tasks", run_task_stress},
     {"fds", run_fd_stress},       {"signals", run_signal_stress},
+    {"destroy_race", run_destroy_race_stress},
 };
 
 int main(void) {

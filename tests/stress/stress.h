@@ -46,5 +46,6 @@ int run_timer_stress(void);
 int run_task_stress(void);
 int run_fd_stress(void);
 int run_signal_stress(void);
+int run_destroy_race_stress(void);
 
 #endif

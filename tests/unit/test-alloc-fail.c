@@ -734,6 +734,79 @@ static void body_group(probe *p) {
 /* Tests                                                               */
 /* ------------------------------------------------------------------ */
 
+/* Destroy notifies: every _full call's destroy runs exactly once,
+ * whether the call ran, was cancelled, was dropped at close or failed with
+ * -ENOMEM (then before it returned). expected_destroys counts the calls
+ * made; run_failing compares after close. */
+static void *full_poster_main(void *data) {
+    probe *p = data;
+    reset_detail();
+    for (int i = 0; i < 600; i++) {
+        p->expected_destroys++;
+        int r = CHECKED(p, lb_loop_call_soon_threadsafe_full(p->loop, count_cb, p,
+                                                              destroy_counted));
+        if (r < 0)
+            break;
+        atomic_fetch_add(&p->accepted, 1);
+    }
+    return NULL;
+}
+
+static void on_full_done(lb_future *f, void *data) {
+    count_cb(lb_future_get_loop(f), data);
+}
+
+static void body_destroy(probe *p) {
+    if (CHECKED(p, lb_future_new(p->loop, &p->futures[0])) < 0)
+        return;
+    p->n_futures = 1;
+    for (int i = 0; i < 300; i++) {
+        lb_handle **keep = i % 10 == 0 ? &p->handles[p->n_handles] : NULL;
+        int r;
+        p->expected_destroys++;
+        switch (i % 4) {
+        case 0:
+            r = CHECKED(p, lb_loop_call_soon_full(p->loop, count_cb, p, destroy_counted, keep));
+            break;
+        case 1:
+            r = CHECKED(p, lb_loop_call_later_full(p->loop, 0.0003, count_cb, p, destroy_counted,
+                                                   keep));
+            break;
+        case 2: /* never due: dropped by close */
+            r = CHECKED(p, lb_loop_call_at_full(p->loop, 1e9, count_cb, p, destroy_counted, keep));
+            break;
+        default:
+            keep = NULL;
+            r = CHECKED(p, lb_future_add_done_callback_full(p->futures[0], on_full_done, p,
+                                                            destroy_counted));
+            break;
+        }
+        if (r < 0)
+            break;
+        if (i % 4 != 2)
+            atomic_fetch_add(&p->accepted, 1);
+        if (keep) {
+            p->n_handles++;
+            if (i % 20 == 0 && lb_handle_cancel(*keep) == 1)
+                p->cancelled++;
+        }
+    }
+    /* Completing never allocates: the done callbacks all run. */
+    if (lb_future_set_result(p->futures[0], NULL, NULL) != 0)
+        problem("lb_future_set_result failed");
+    pthread_t th;
+    if (pthread_create(&th, NULL, full_poster_main, p) != 0) {
+        problem("pthread_create failed");
+        return;
+    }
+    pthread_join(th, NULL);
+}
+
+static void release_handles_and_futures(probe *p) {
+    release_handles(p);
+    release_futures(p);
+}
+
 static const scenario scenarios[] = {
     {"loop_new", body_loop_new, settled_always, NULL},
     {"call_soon", body_call_soon, all_ran, release_handles},
@@ -748,6 +821,7 @@ static const scenario scenarios[] = {
     {"wait_for", body_wait_for, tasks_ended, NULL},
     {"shield", body_shield, tasks_ended, NULL},
     {"group", body_group, tasks_ended, NULL},
+    {"destroy", body_destroy, all_ran, release_handles_and_futures},
 };
 
 static const scenario *find(const char *name) {
@@ -776,6 +850,7 @@ SWEEP_TEST(gather)
 SWEEP_TEST(wait_for)
 SWEEP_TEST(shield)
 SWEEP_TEST(group)
+SWEEP_TEST(destroy)
 
 int main(void) {
     /* Unread errors of futures that failed on purpose are reported at
@@ -794,6 +869,7 @@ int main(void) {
         cmocka_unit_test(test_alloc_fail_wait_for),
         cmocka_unit_test(test_alloc_fail_shield),
         cmocka_unit_test(test_alloc_fail_group),
+        cmocka_unit_test(test_alloc_fail_destroy),
     };
     alarm(900); /* a hang fails the suite instead of wedging CI */
     return cmocka_run_group_tests(tests, NULL, NULL);

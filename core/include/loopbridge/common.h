@@ -22,8 +22,7 @@
  *   server, process) is refused and logged until the loop's close
  *   returned, which leaks a reference rather than racing the home thread.
  *   Futures, loops and executors may be referenced from any thread (the
- *   home thread frees a future released elsewhere).
- */
+ *   home thread frees a future released elsewhere). */
 
 #include <errno.h>
 #include <stdbool.h>
@@ -52,14 +51,14 @@ typedef void (*lb_callback)(lb_loop *loop, void *data);
 /* Frees a value handed to loopbridge (a future's result, for instance). */
 typedef void (*lb_destroy_fn)(void *value);
 
-/* Returns a short English description of a loopbridge error code, which
- * is a negative errno (positive values are accepted too; INT_MIN, which is
+/* A short English description of a loopbridge error code, which is a
+ * negative errno (positive values are accepted too; INT_MIN, which is
  * neither, is "not an error code"). Never NULL; the string is static.
  * Any thread. */
 LB_EXPORT const char *lb_strerror(int error);
 
-/* Returns the detailed message of the last loopbridge call that failed on
- * the calling thread ("loop already running", "fd 7 is not open", ...),
+/* The detailed message of the last loopbridge call that failed on the
+ * calling thread ("loop already running", "fd 7 is not open", ...),
  * or "" when none failed yet. The string belongs to the thread and stays
  * valid until its next failing loopbridge call. Any thread. */
 LB_EXPORT const char *lb_error_detail(void);

@@ -17,8 +17,22 @@ typedef struct lb_executor lb_executor;
 
 /* A job: runs on a pool thread. Returns 0 and stores its result in *ret
  * (NULL by default), or a negative errno. It must not call loop-thread
- * functions (post with lb_loop_call_soon_threadsafe() instead). */
+ * functions (post with lb_loop_call_soon_threadsafe() or an lb_coalesce
+ * instead). A job that runs for long should check lb_job_cancelled() now
+ * and then and return (-ECANCELED, say) once it is true: nothing stops a
+ * running job from outside, and lb_loop_close() waits for every job
+ * running on its loop's behalf. */
 typedef int (*lb_work_fn)(void *data, void **ret);
+
+/* Inside a job: true once nobody waits for the job's result any more:
+ * its future was cancelled (a task awaiting it in lb_to_thread() was
+ * cancelled, for instance) or its loop is closing (lb_loop_close()
+ * cancels the futures of running jobs, then waits for the jobs). The job
+ * should then return soon; its result is discarded (and destroyed, see
+ * lb_loop_run_in_executor_full()). False outside a job. Cheap enough for
+ * an inner loop (a thread-local read and a relaxed atomic load). Any
+ * thread. */
+LB_EXPORT bool lb_job_cancelled(void);
 
 /* Creates a pool of `threads` threads, started lazily as work finds the
  * others busy. 0 sizes it like asyncio's default: min(32, CPUs + 4)
@@ -51,14 +65,26 @@ LB_EXPORT lb_executor *lb_executor_unref(lb_executor *executor);
  * first use) and stores in *ret a future that completes on the loop's
  * thread with fn's result or error. Cancelling the future before the job
  * started removes the job from the queue at once (it no longer holds
- * the pool or the loop); once it runs, its result is discarded. When the
- * loop closes, a queued job is withdrawn (fn never runs) and a running
- * one is waited for, however long it runs (its result is discarded);
- * either way the future is cancelled.
+ * the pool or the loop); once it runs, lb_job_cancelled() turns true in
+ * it and its result is discarded. When the loop closes, a queued job is
+ * withdrawn (fn never runs) and a running one is cancelled likewise and
+ * waited for, however long it runs; either way the future is cancelled.
  * Returns 0, -EINVAL, -EBADF (closed loop, or executor shut down),
  * -ENOMEM, -EPERM (wrong thread). Loop thread only. */
 LB_EXPORT int lb_loop_run_in_executor(lb_loop *loop, lb_executor *executor, lb_work_fn fn,
                                       void *data, lb_future **ret);
+
+/* lb_loop_run_in_executor() for a job whose result must be freed:
+ * result_destroy (may be NULL) is called on the result of a job that
+ * succeeded, on the loop's thread, when nobody takes it: the future was
+ * cancelled while the job ran (the task awaiting it was cancelled, or
+ * the loop closed), or else when the future, which then holds the
+ * result, is freed (lb_future_set_result()'s destroy). A job that fails
+ * must free what it made itself. Returns and threads as
+ * lb_loop_run_in_executor(). */
+LB_EXPORT int lb_loop_run_in_executor_full(lb_loop *loop, lb_executor *executor, lb_work_fn fn,
+                                           void *data, lb_destroy_fn result_destroy,
+                                           lb_future **ret);
 
 /* Replaces the loop's default executor (the loop takes a reference; NULL
  * returns to making one on demand). The previous one stops taking work;
@@ -72,6 +98,14 @@ LB_EXPORT int lb_loop_set_default_executor(lb_loop *loop, lb_executor *executor)
  * it (asyncio.to_thread). Returns fn's status, -ECANCELED if the task was
  * cancelled meanwhile, -EPERM outside a task. value may be NULL. */
 LB_EXPORT int lb_to_thread(lb_work_fn fn, void *data, void **value);
+
+/* lb_to_thread() for a job whose result must be freed: on success the
+ * result is stored in *value and belongs to the caller (value NULL: it is
+ * destroyed at once); whenever the task does not take it (cancelled
+ * meanwhile, or the loop closing), result_destroy (may be NULL) is called
+ * on it, on the loop's thread, once the job is over. */
+LB_EXPORT int lb_to_thread_full(lb_work_fn fn, void *data, lb_destroy_fn result_destroy,
+                                void **value);
 
 #ifdef __cplusplus
 }

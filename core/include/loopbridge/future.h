@@ -79,8 +79,16 @@ LB_EXPORT int lb_future_result(lb_future *future, void **value);
  * is done already). Returns 0, -EINVAL, -ENOMEM, -EBADF. */
 LB_EXPORT int lb_future_add_done_callback(lb_future *future, lb_future_callback cb, void *data);
 
-/* Removes every pending registration of (cb, data). Returns how many
- * were removed; -EINVAL. */
+/* lb_future_add_done_callback() with a destroy notify: destroy(data) runs
+ * exactly once, after cb ran, or when the callback is dropped without
+ * running (lb_future_remove_done_callback(), the future freed or its loop
+ * closed before it ran: on the thread doing that), or at once on the
+ * calling thread if the call fails. Loop thread. */
+LB_EXPORT int lb_future_add_done_callback_full(lb_future *future, lb_future_callback cb,
+                                               void *data, lb_destroy_fn destroy);
+
+/* Removes every pending registration of (cb, data), running the destroy
+ * notify of those added with one. Returns how many were removed; -EINVAL. */
 LB_EXPORT int lb_future_remove_done_callback(lb_future *future, lb_future_callback cb,
                                              void *data);
 

@@ -143,6 +143,37 @@ LB_EXPORT int lb_loop_call_at_ns(lb_loop *loop, int64_t when_ns, lb_callback cb,
  * never run); -ENOMEM. */
 LB_EXPORT int lb_loop_call_soon_threadsafe(lb_loop *loop, lb_callback cb, void *data);
 
+/* Destroy notifies (the _full variants). Each takes destroy, called as
+ * destroy(data) exactly once: after cb ran (on the loop's thread), or when
+ * the call is dropped without running: at lb_handle_cancel() (on the loop's
+ * thread, before it returns), when the loop closes (on the thread that
+ * closes it), or when the call is refused (on the calling thread, before
+ * the call returns its error; a post racing lb_loop_close() that gets
+ * -EBADF included). So once a _full call is made, data belongs to
+ * loopbridge whatever it returns. destroy NULL makes a _full call the same
+ * as the plain one; a handle never grows for it, and a plain call costs no
+ * more. */
+
+/* lb_loop_call_soon() with a destroy notify (see above). */
+LB_EXPORT int lb_loop_call_soon_full(lb_loop *loop, lb_callback cb, void *data,
+                                     lb_destroy_fn destroy, lb_handle **ret);
+
+/* lb_loop_call_later() with a destroy notify (see above). */
+LB_EXPORT int lb_loop_call_later_full(lb_loop *loop, double delay, lb_callback cb, void *data,
+                                      lb_destroy_fn destroy, lb_handle **ret);
+
+/* lb_loop_call_at() with a destroy notify (see above). */
+LB_EXPORT int lb_loop_call_at_full(lb_loop *loop, double when, lb_callback cb, void *data,
+                                   lb_destroy_fn destroy, lb_handle **ret);
+
+/* lb_loop_call_soon_threadsafe() with a destroy notify (see above): it
+ * runs on the loop's thread after cb, on the closing thread if the loop
+ * closes first, or on the calling thread if the post is refused (-EBADF,
+ * -ENOMEM, -EINVAL). Any thread. A post with a destroy allocates a small
+ * record (a plain post does not). */
+LB_EXPORT int lb_loop_call_soon_threadsafe_full(lb_loop *loop, lb_callback cb, void *data,
+                                                lb_destroy_fn destroy);
+
 /* Wakes the loop from any thread, so that a hosted driver re-evaluates
  * what is ready. Returns 0, -EINVAL, -EBADF. */
 LB_EXPORT int lb_loop_wakeup(lb_loop *loop);
@@ -151,7 +182,8 @@ LB_EXPORT int lb_loop_wakeup(lb_loop *loop);
 /* Handles                                                             */
 /* ------------------------------------------------------------------ */
 
-/* Cancels a scheduled callback so that it never runs. Returns 1 if it was
+/* Cancels a scheduled callback so that it never runs; a destroy notify
+ * given to a _full call runs now. Returns 1 if it was
  * cancelled, 0 if it had already run or been cancelled; -EINVAL for NULL;
  * -EPERM on a thread that does not run the handle's open loop. Loop
  * thread only. */

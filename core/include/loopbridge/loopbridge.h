@@ -11,6 +11,7 @@
 #include <loopbridge/driver.h>
 #include <loopbridge/task.h>
 #include <loopbridge/executor.h>
+#include <loopbridge/coalesce.h>
 #include <loopbridge/loop_thread.h>
 #include <loopbridge/io.h>
 #include <loopbridge/dns.h>

@@ -31,12 +31,12 @@
 extern "C" {
 #endif
 
-/* Returns the version of the loopbridge library the program runs with,
+/* The version of the loopbridge library the program runs with,
  * as "MAJOR.MINOR.MICRO" (the LB_VERSION_STRING it was built with). The
  * string is static, never NULL. Any thread. */
 LB_EXPORT const char *lb_version(void);
 
-/* Returns the running library's version as one integer,
+/* The running library's version as one integer,
  * LB_VERSION_ENCODE(major, minor, micro): compare it with
  * LB_VERSION_NUMBER to learn whether the library is at least as new as
  * the headers. Any thread. */

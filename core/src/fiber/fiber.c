@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The portable half of the context switch: sanitizer bookkeeping and the
  * first frame of a new fiber. The register save/restore itself is in
- * switch_<cpu>.S (or switch_ucontext.c). */
+ * switch_<cpu>.S (or, built with LB_FIBER_UCONTEXT, swapcontext below). */
 #include "fiber.h"
 
 #include <assert.h>

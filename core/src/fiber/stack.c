@@ -34,14 +34,13 @@
  * MADV_GUARD_INSTALL a single VMA, for 64 stacks. */
 #define STACKS_PER_SLAB 64
 /* Released stacks whose pages stay committed for reuse. Beyond that the
- * oldest are given back to the system, TRIM_BATCH at a time in one call:
- * a madvise per stack costs about 2.3 us here, a batch about 0.6 us a
- * stack, and the memory of a burst of tasks is returned all the same.
- * The call runs inside the step of the task that ends, which no dispatch
- * budget can split: where giving a page back costs 5-10 us (a virtual
- * machine with shadow page tables) a batch of 256 took 1.4 ms on average
- * and up to 10 ms, in a burst of task ends under a 16 ms frame tick; 64
- * keeps a call near the budget, for little more per stack. */
+ * oldest are given back to the system, TRIM_BATCH at a time in one call,
+ * which costs a stack a fraction of a madvise of its own, and the memory
+ * of a burst of tasks is returned all the same. The call runs inside the
+ * step of the task that ends, which no dispatch budget can split: where
+ * giving a page back is slow (a virtual machine with shadow page tables)
+ * larger batches made frames late; 64 keeps a call near the budget, for
+ * little more per stack (docs/performance.md, "Figures behind the code"). */
 #define WARM_STACKS 64
 #define TRIM_BATCH 64
 
@@ -229,7 +228,8 @@ static lb__stack_slab *slab_new(lb__stack_pool *p, size_t size, size_t count) {
 /* A new slab of default stacks. From the second one on the program runs
  * more than a slab's worth of tasks at once, and each stack will be used:
  * their top pages, where a task's first frames go, are committed in one
- * call (about 1.8 us a stack) rather than by a page fault each (2.5 us). */
+ * call, which costs less than a page fault each (docs/performance.md,
+ * "Figures behind the code"). */
 static bool add_default_slab(lb__stack_pool *pool) {
     lb__stack_slab *s = slab_new(pool, LB__STACK_DEFAULT_SIZE, STACKS_PER_SLAB);
     if (!s)

@@ -2,7 +2,8 @@
 /* Tk's modal waits keep loopbridge running (under Xvfb): a tk_messageBox
  * opened from a callback and from a task, `tkwait window` on a grabbed
  * dialog, `tkwait variable`, and `update` in a long callback while a task
- * relabels a widget. In each, a task and a timer tick every 10 ms, and
+ * relabels a widget; Tk's `update` returning while a task yields for
+ * ever. In each modal wait, a task and a timer tick every 10 ms, and
  * loopbridge code ends the wait (pressing the message box's OK button,
  * destroying the dialog, setting the variable) only once they ticked
  * inside it: a frozen loop never ends it. */
@@ -85,6 +86,58 @@ static void test_tk_modal_update_in_callback(void **state) {
     free_app(loop, interp);
 }
 
+/* Tk's own `update` (it syncs the displays, then tries one more pass)
+ * while a task yields for ever and a timer relabels a widget every
+ * 10 ms: 200 updates in a row each return, the label is redrawn inside
+ * them, and the task goes on between them. */
+static long spins;
+
+static int spin(lb_task *task, void *data) {
+    (void)task;
+    (void)data;
+    for (;;) {
+        if (lb_yield() < 0)
+            return -ECANCELED;
+        spins++;
+    }
+}
+
+static lb_handle *next_relabel;
+
+static void relabel_every_10ms(lb_loop *loop, void *data) {
+    Tcl_Interp *interp = data;
+    tk_eval(interp, ".l configure -text \"relabelled [incr ::relabels]\"");
+    next_relabel = lb_handle_unref(next_relabel);
+    assert_int_equal(lb_loop_call_later(loop, 0.01, relabel_every_10ms, interp, &next_relabel), 0);
+}
+
+static void test_tk_modal_update_returns_on_a_busy_loop(void **state) {
+    (void)state;
+    Tcl_Interp *interp = tk_app_new();
+    lb_loop *loop = tk_loop_new(interp);
+    lb_task *t = NULL;
+    assert_int_equal(lb_task_spawn(loop, spin, NULL, NULL, &t), 0);
+    assert_int_equal(lb_loop_call_soon(loop, relabel_every_10ms, interp, NULL), 0);
+    int64_t end = tk_now_ns() + 500 * 1000 * 1000;
+    long updates = 0;
+    while (updates < 200 || tk_now_ns() < end) {
+        long before = spins;
+        tk_eval_update(interp);
+        assert_true(spins > before);
+        updates++;
+    }
+    printf("# %ld updates, %ld task steps, the label changed %ld times\n", updates, spins,
+           tk_get_long(interp, "relabels"));
+    assert_true(tk_get_long(interp, "relabels") >= 5);
+    lb_task_cancel(t);
+    lb_task_unref(t);
+    /* Closing the loop runs what is due while the task unwinds: the
+     * label is gone by then. */
+    lb_handle_cancel(next_relabel);
+    next_relabel = lb_handle_unref(next_relabel);
+    free_app(loop, interp);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tk_modal_messagebox_from_callback),
@@ -92,6 +145,7 @@ int main(void) {
         cmocka_unit_test(test_tk_modal_tkwait_window),
         cmocka_unit_test(test_tk_modal_tkwait_variable),
         cmocka_unit_test(test_tk_modal_update_in_callback),
+        cmocka_unit_test(test_tk_modal_update_returns_on_a_busy_loop),
     };
     return cmocka_run_group_tests_name("tk_modal", tests, NULL, NULL);
 }

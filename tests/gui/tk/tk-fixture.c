@@ -2,6 +2,8 @@
 #include "tk-fixture.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +49,37 @@ void tk_loop_free(lb_loop *loop, Tcl_Interp *interp) {
 void tk_eval(Tcl_Interp *interp, const char *script) {
     if (Tcl_EvalEx(interp, script, -1, TCL_EVAL_GLOBAL) != TCL_OK)
         fail_msg("Tcl: %s\nin: %s", Tcl_GetStringResult(interp), script);
+}
+
+typedef struct watchdog {
+    Tcl_Interp *interp;
+    sem_t done;
+} watchdog;
+
+static void *watch(void *data) {
+    watchdog *w = data;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 20;
+    while (sem_timedwait(&w->done, &until) < 0)
+        if (errno == ETIMEDOUT) {
+            Tcl_CancelEval(w->interp, NULL, NULL, 0);
+            break;
+        }
+    return NULL;
+}
+
+void tk_eval_update(Tcl_Interp *interp) {
+    watchdog w = {.interp = interp};
+    assert_int_equal(sem_init(&w.done, 0, 0), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, watch, &w), 0);
+    int r = Tcl_EvalEx(interp, "update", -1, TCL_EVAL_GLOBAL);
+    sem_post(&w.done);
+    pthread_join(th, NULL);
+    sem_destroy(&w.done);
+    if (r != TCL_OK)
+        fail_msg("`update` did not return in 20 s: %s", Tcl_GetStringResult(interp));
 }
 
 long tk_get_long(Tcl_Interp *interp, const char *name) {

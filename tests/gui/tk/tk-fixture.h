@@ -36,6 +36,11 @@ void tk_loop_free(lb_loop *loop, Tcl_Interp *interp);
  * if it does not return TCL_OK. */
 void tk_eval(Tcl_Interp *interp, const char *script);
 
+/* Evaluates `update` at global level under a watchdog thread that
+ * cancels it (Tcl_CancelEval, which `update` checks between passes)
+ * after 20 s; fails the test if it did not return TCL_OK. */
+void tk_eval_update(Tcl_Interp *interp);
+
 /* Reads a global variable as an integer (0 when unset). */
 long tk_get_long(Tcl_Interp *interp, const char *name);
 

@@ -25,19 +25,16 @@
 
 G_BEGIN_DECLS
 
-/* Returns the GLib driver, for lb_loop_new_full(&loop, lb_driver_glib(),
+/* The GLib driver, for lb_loop_new_full(&loop, lb_driver_glib(),
  * context) (context NULL: chosen as described above). The table is
- * static; any thread. */
+ * static. Any thread. */
 LB_EXPORT const lb_driver *lb_driver_glib(void);
 
-/* Makes a loop that runs inside context and routes loopbridge's log
- * messages to g_log (lb_glib_install_log_handler()).
- *
- * ret:     receives the loop (one reference; lb_loop_close() then
- *          lb_loop_unref() when done). Untouched on failure.
- * context: the GMainContext to run in, or NULL (see above). The loop
- *          holds a reference to it until it is closed.
- *
+/* Makes a loop that runs inside context (the GMainContext to run in, or
+ * NULL: see above; the loop holds a reference to it until it is closed),
+ * stores it in *ret with one reference (lb_loop_close() then
+ * lb_loop_unref() when done; *ret is untouched on failure), and routes
+ * loopbridge's log messages to g_log (lb_glib_install_log_handler()).
  * The loop then runs whenever the context is iterated:
  * g_application_run(), g_main_loop_run(), nested loops of modal dialogs,
  * g_main_context_iteration(). lb_loop_run_forever() and
@@ -46,42 +43,36 @@ LB_EXPORT const lb_driver *lb_driver_glib(void);
  * returns. Call it on the thread that iterates the context. */
 LB_EXPORT int lb_glib_loop_new(lb_loop **ret, GMainContext *context);
 
-/* Returns the context loop runs in (no reference is taken: valid while
- * the loop is open), or NULL if loop is NULL, closed or not a GLib loop.
- * Loop thread. */
+/* The context loop runs in (no reference is taken: valid while the loop
+ * is open), or NULL if loop is NULL, closed or not a GLib loop. Loop
+ * thread. */
 LB_EXPORT GMainContext *lb_glib_loop_get_context(const lb_loop *loop);
 
-/* Sets the GSource priority of loop (default G_PRIORITY_DEFAULT, as GTK's
- * input events). Lower numbers run first; GTK redraws at
- * G_PRIORITY_HIGH_IDLE + 20. Whatever the priority, a loop that still has
- * work after its budget waits until GTK had its turn.
- *
- * loop:     a GLib loop.
- * priority: any GLib priority.
- *
+/* Sets the GSource priority of loop, a GLib loop, to priority, any GLib
+ * priority (default G_PRIORITY_DEFAULT, as GTK's input events). Lower
+ * numbers run first; GTK redraws at G_PRIORITY_HIGH_IDLE + 20. Whatever
+ * the priority, a loop that still has work after its budget waits until
+ * GTK had its turn.
  * Returns 0, -EINVAL (NULL or not a GLib loop), -EBADF (closed).
  * Loop thread. */
 LB_EXPORT int lb_glib_loop_set_priority(lb_loop *loop, int priority);
 
-/* Returns the GSource priority of loop, or -EINVAL / -EBADF as above
- * (GLib priorities are never that negative in practice). Loop thread. */
+/* The GSource priority of loop, or -EINVAL / -EBADF as above (GLib
+ * priorities are never that negative in practice). Loop thread. */
 LB_EXPORT int lb_glib_loop_get_priority(const lb_loop *loop);
 
-/* Sets how long one dispatch of loop may run callbacks before the loop
- * steps aside until the toolkit had its turn (input, painting). The
- * budget is also the most any other source of the context waits for the
- * loop: a 60 Hz frame or g_timeout is at most that late under a flood.
- *
- * loop:    a GLib loop.
- * seconds: the budget, > 0; default 0.001. A day or more (or INFINITY)
- *          means no budget: the loop then never steps aside.
- *
+/* Sets how long (seconds, > 0; default 0.001) one dispatch of loop, a
+ * GLib loop, may run callbacks before the loop steps aside until the
+ * toolkit had its turn (input, painting). The budget is also the most any
+ * other source of the context waits for the loop: a 60 Hz frame or
+ * g_timeout is at most that late under a flood. A day or more (or
+ * INFINITY) means no budget: the loop then never steps aside.
  * Returns 0, -EINVAL (NULL, not a GLib loop, seconds <= 0 or NaN),
  * -EBADF (closed). Loop thread. */
 LB_EXPORT int lb_glib_loop_set_budget(lb_loop *loop, double seconds);
 
-/* Returns the budget of loop in seconds (INFINITY: none), or NaN if loop
- * is NULL, closed or not a GLib loop. Loop thread. */
+/* The budget of loop in seconds (INFINITY: none), or NaN if loop is
+ * NULL, closed or not a GLib loop. Loop thread. */
 LB_EXPORT double lb_glib_loop_get_budget(const lb_loop *loop);
 
 /* Routes loopbridge's log messages (all loops, process-wide) to g_log,
@@ -117,12 +108,9 @@ LB_EXPORT void lb_glib_install_log_handler(void);
  * lives until GIO called back, even after the caller dropped it. */
 typedef struct lb_gio_op lb_gio_op;
 
-/* Makes an op on loop.
- *
- * loop: a GLib loop (GIO calls back through its context).
- * ret:  receives the op (one reference for the caller; drop it with
- *       lb_gio_op_unref()). Untouched on failure.
- *
+/* Makes an op on loop, a GLib loop (GIO calls back through its context),
+ * and stores it in *ret with one reference for the caller (drop it with
+ * lb_gio_op_unref()); *ret is untouched on failure.
  * Returns 0, -EINVAL (NULL argument or not a GLib loop), -EBADF (closed),
  * -ENOMEM, -EPERM (not the loop's thread). Loop thread. */
 LB_EXPORT int lb_gio_op_new(lb_loop *loop, lb_gio_op **ret);
@@ -135,8 +123,8 @@ LB_EXPORT lb_gio_op *lb_gio_op_ref(lb_gio_op *op);
  * thread. */
 LB_EXPORT lb_gio_op *lb_gio_op_unref(lb_gio_op *op);
 
-/* Returns the GCancellable to hand to the *_async call (owned by the op,
- * valid while it lives), or NULL if op is NULL. Any thread. */
+/* The GCancellable to hand to the *_async call (owned by the op, valid
+ * while it lives), or NULL if op is NULL. Any thread. */
 LB_EXPORT GCancellable *lb_gio_op_cancellable(const lb_gio_op *op);
 
 /* The GAsyncReadyCallback to hand to the *_async call, with the op as its
@@ -147,24 +135,24 @@ LB_EXPORT GCancellable *lb_gio_op_cancellable(const lb_gio_op *op);
  * over with lb_future_set_result_threadsafe(). */
 LB_EXPORT void lb_gio_op_ready(GObject *source, GAsyncResult *result, gpointer op);
 
-/* Returns the op's future (borrowed: valid while the op lives; take a
+/* The op's future (borrowed: valid while the op lives; take a
  * reference to keep it longer), or NULL if op is NULL. It completes with
  * the GAsyncResult when GIO calls back; await it, gather it, or add done
  * callbacks like any future. Loop thread. */
 LB_EXPORT lb_future *lb_gio_op_future(const lb_gio_op *op);
 
 /* Inside a task: suspends until GIO called back, as lb_await() on the
- * op's future, then stores the GAsyncResult in *result (borrowed: valid
- * while the op lives) to hand to the matching *_finish function.
- *
- * op:     the op.
- * result: receives the result on success; may be NULL.
- *
+ * op's future, then stores the GAsyncResult in *result (result may be
+ * NULL; borrowed: valid while the op lives) to hand to the matching
+ * *_finish function.
  * Returns 0; -ECANCELED if the task was cancelled (the GCancellable is
  * cancelled at once); -EPERM outside a task; -EINVAL if op is NULL. Loop
  * thread, inside a task. */
 LB_EXPORT int lb_gio_op_await(lb_gio_op *op, GAsyncResult **result);
 
 G_END_DECLS
+
+/* One-line awaitables for common GIO calls and GObject signals. */
+#include <loopbridge/gio.h>
 
 #endif

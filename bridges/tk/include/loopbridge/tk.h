@@ -26,7 +26,12 @@ LB_EXPORT const lb_driver *lb_driver_tk(void);
 /* Creates a loop in the calling thread's Tcl notifier, bringing that
  * notifier up if the thread has none yet; the loop belongs to this
  * thread for good. Tk_MainLoop(), vwait or Tcl_DoOneEvent() on this
- * thread run it; so does lb_loop_run_forever(). With an interp (which
+ * thread run it; so does lb_loop_run_forever(). A call with
+ * TCL_DONT_WAIT (each pass of `update`) runs one iteration of the loop,
+ * what was ready when it began, and while work is left does not count it
+ * as an event, so `update` returns however busy the loop is; what the
+ * iteration scheduled runs in the next pass or the next blocking call.
+ * With an interp (which
  * the loop keeps alive with Tcl_Preserve until it is closed), errors
  * reported to the loop's exception handler go to Tcl's background error
  * handler (bgerror), with the error code {LOOPBRIDGE errno message};
@@ -39,7 +44,8 @@ LB_EXPORT int lb_tk_loop_new(lb_loop **ret, Tcl_Interp *interp);
 /* How long the loop may keep Tcl busy before it lets Tk's idle work
  * (redraws) and Tcl's other events run; default 0.5 ms. A longer budget
  * trades how late a redraw or a Tcl `after` can be for fewer passes
- * through Tcl's notifier while work floods the loop. Having stepped
+ * through Tcl's notifier while work floods the loop; it also bounds
+ * the iteration one pass of `update` runs. Having stepped
  * aside, the loop resumes from a Tcl idle callback: a host that calls
  * Tcl_DoOneEvent() without TCL_IDLE_EVENTS must let idle work run now
  * and then (Tk_MainLoop, vwait and update do).

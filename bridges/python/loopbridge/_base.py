@@ -1,0 +1,345 @@
+"""The asyncio event loop shared by loopbridge.tk and loopbridge.glib.
+
+It is asyncio's own selector loop (so transports, streams, servers,
+subprocesses, signals and executors are the stdlib's), with the blocking
+select() replaced by the host toolkit's main loop: loopbridge watches the
+fds, arms one timer for the earliest deadline and asks the host for a
+"pass" when something is ready. A pass is re-entrant: a modal dialog or a
+nested main loop opened by a callback or a task runs further passes, and
+other tasks keep stepping while it is open.
+"""
+import asyncio
+import heapq
+import selectors
+import threading
+import time
+import weakref
+
+from . import _compat
+
+# A pass runs callbacks for at most this long before it lets the toolkit
+# draw and handle input; the rest runs in the next pass.
+DEFAULT_BUDGET = 0.002
+
+# After this long of passes back to back, the next pass waits for a real
+# timer of _BUSY_PAUSE: a host that runs events until none is pending (Tcl's
+# `update`, a `while pending(): iteration()` loop) then gets to return.
+_BUSY_STREAK = 0.02
+_BUSY_PAUSE = 0.001
+
+_MAXIMUM_SELECT_TIMEOUT = 24 * 3600
+_MIN_CANCELLED_TIMER_HANDLES_FRACTION = 0.5
+_MIN_SCHEDULED_TIMER_HANDLES = 100
+
+
+class _BridgeSelector(selectors._BaseSelectorImpl):
+    """A selector whose readiness comes from loopbridge; select() never
+    blocks (the host main loop is where the thread waits)."""
+
+    def __init__(self, bridge):
+        super().__init__()
+        self._bridge = bridge
+
+    def register(self, fileobj, events, data=None):
+        key = super().register(fileobj, events, data)
+        try:
+            self._bridge.watch(key.fd, events)
+        except BaseException:
+            super().unregister(fileobj)
+            raise
+        return key
+
+    def unregister(self, fileobj):
+        key = super().unregister(fileobj)
+        if not self._bridge.closed:
+            try:
+                self._bridge.watch(key.fd, 0)
+            except OSError:
+                pass
+        return key
+
+    def select(self, timeout=None):
+        ready = []
+        for fd, mask in self._bridge.take_events():
+            key = self._fd_to_key.get(fd)
+            if key is not None and mask & key.events:
+                ready.append((key, mask & key.events))
+        return ready
+
+    def close(self):
+        self._fd_to_key.clear()
+        self._map = None
+
+
+class BridgeEventLoop(asyncio.SelectorEventLoop):
+    """Base class; use loopbridge.tk.EventLoop or loopbridge.glib.EventLoop."""
+
+    _closed = True  # until BaseEventLoop.__init__ ran: __del__ must not fail
+
+    def __init__(self, bridge):
+        self._bridge = bridge
+        self._lb_owner = threading.get_ident()
+        self._lb_budget = DEFAULT_BUDGET
+        self._lb_busy_since = None    # when passes began to follow back to back
+        self._lb_deadline = None      # the when the C timer is armed for
+        self._lb_run_depth = 0        # our own run_forever/run_until_complete
+        self._lb_pass_depth = 0       # passes running on the stack
+        self._lb_stopped = False
+        self._lb_hosted = False
+        self._lb_pending_exc = None
+        super().__init__(_BridgeSelector(bridge))
+
+    # -- what the host calls -------------------------------------------
+
+    @staticmethod
+    def _lb_pass_function(loop):
+        """A function for the host to call, holding the loop weakly."""
+        ref = weakref.ref(loop)
+
+        def run_pass(*unused):
+            current = ref()
+            if current is not None:
+                current._lb_host_pass()
+        return run_pass
+
+    def _lb_host_pass(self):
+        try:
+            self._lb_pass()
+        except (SystemExit, KeyboardInterrupt) as exc:
+            if self._lb_run_depth > 0:
+                self._lb_pending_exc = exc
+            else:
+                raise
+
+    def _lb_pass(self):
+        if self._closed:
+            return
+        if self._lb_stopped:
+            if self._lb_run_depth > 0:
+                # run_forever is about to return: as asyncio's loop, run
+                # nothing more until it is run again.
+                return
+            self._lb_stopped = self._stopping = False
+        outer_task = _compat.suspend_current_task(self)
+        outer_loop = _compat.get_running_loop_or_none()
+        if outer_loop is not self:
+            _compat.set_running_loop(self)
+        self._lb_pass_depth += 1
+        try:
+            self._lb_run_ready()
+        finally:
+            self._lb_pass_depth -= 1
+            if outer_loop is not self:
+                _compat.set_running_loop(outer_loop)
+            _compat.resume_current_task(self, outer_task)
+            if not self._closed:
+                self._lb_rearm()
+
+    def _lb_run_ready(self):
+        # What BaseEventLoop._run_once does, without blocking, with a time
+        # budget, and safe to enter again from a callback.
+        self._process_events(self._selector.select(0))
+        sched = self._scheduled
+        if (len(sched) > _MIN_SCHEDULED_TIMER_HANDLES and
+                self._timer_cancelled_count / len(sched) >
+                _MIN_CANCELLED_TIMER_HANDLES_FRACTION):
+            new_scheduled = []
+            for handle in sched:
+                if handle._cancelled:
+                    _compat.handle_unschedule(handle)
+                else:
+                    new_scheduled.append(handle)
+            heapq.heapify(new_scheduled)
+            self._scheduled = sched = new_scheduled
+            self._timer_cancelled_count = 0
+        else:
+            while sched and sched[0]._cancelled:
+                self._timer_cancelled_count -= 1
+                _compat.handle_unschedule(heapq.heappop(sched))
+        end_time = self.time() + self._clock_resolution
+        ready = self._ready
+        while sched:
+            if _compat.handle_when(sched[0]) >= end_time:
+                break
+            handle = heapq.heappop(sched)
+            _compat.handle_unschedule(handle)
+            ready.append(handle)
+
+        # A callback may open a nested main loop (a modal dialog): the
+        # deadline and a pass for what is still ready must be waiting there.
+        self._lb_rearm_timer()
+        schedule = self._bridge.schedule
+        ntodo = len(ready)
+        stop_deadline = time.monotonic() + self._lb_budget
+        debug = self._debug
+        while ntodo > 0 and ready:
+            handle = ready.popleft()
+            ntodo -= 1
+            if handle._cancelled:
+                continue
+            if ready:
+                schedule()
+            if debug:
+                try:
+                    self._current_handle = handle
+                    t0 = self.time()
+                    handle._run()
+                    dt = self.time() - t0
+                    if dt >= self.slow_callback_duration:
+                        asyncio.log.logger.warning(
+                            'Executing %s took %.3f seconds',
+                            asyncio.base_events._format_handle(handle), dt)
+                finally:
+                    self._current_handle = None
+            else:
+                handle._run()
+            if ntodo > 0 and time.monotonic() >= stop_deadline:
+                break
+        if self._stopping and ntodo <= 0:
+            self._lb_stopped = True
+
+    def _lb_rearm(self):
+        bridge = self._bridge
+        if self._ready or (self._stopping and not self._lb_stopped):
+            now = time.monotonic()
+            if self._lb_busy_since is None:
+                self._lb_busy_since = now
+            if now - self._lb_busy_since >= _BUSY_STREAK:
+                self._lb_busy_since = None
+                bridge.schedule(_BUSY_PAUSE)
+            else:
+                bridge.schedule()
+        else:
+            self._lb_busy_since = None
+        self._lb_rearm_timer()
+
+    def _lb_rearm_timer(self):
+        bridge = self._bridge
+        sched = self._scheduled
+        if sched:
+            when = _compat.handle_when(sched[0])
+            if when != self._lb_deadline or not bridge.timer_armed:
+                bridge.set_timer(min(when, self.time() + _MAXIMUM_SELECT_TIMEOUT))
+                self._lb_deadline = when
+        elif self._lb_deadline is not None:
+            bridge.set_timer(None)
+            self._lb_deadline = None
+
+    # -- asyncio's scheduling, told to the host ------------------------
+
+    def _call_soon(self, callback, args, context):
+        handle = super()._call_soon(callback, args, context)
+        if threading.get_ident() == self._lb_owner and not self._bridge.closed:
+            self._bridge.schedule()
+        return handle
+
+    def call_at(self, when, callback, *args, context=None):
+        timer = super().call_at(when, callback, *args, context=context)
+        if (threading.get_ident() == self._lb_owner and not self._bridge.closed and
+                (self._lb_deadline is None or when < self._lb_deadline or
+                 not self._bridge.timer_armed)):
+            self._lb_rearm()
+        return timer
+
+    def stop(self):
+        super().stop()
+        if threading.get_ident() == self._lb_owner and not self._bridge.closed:
+            self._bridge.schedule()
+
+    # -- running -------------------------------------------------------
+
+    def _lb_iterate(self):
+        """Blocks in the host's main loop for one event."""
+        raise NotImplementedError
+
+    def _lb_raise_pending(self):
+        exc = self._lb_pending_exc
+        if exc is not None:
+            self._lb_pending_exc = None
+            raise exc
+
+    def _lb_nested(self):
+        # Running, but called from the toolkit (a button of a hosted loop,
+        # for instance), not from one of the loop's own callbacks: asyncio
+        # refuses those, and so do we.
+        return (self.is_running() and self._thread_id == threading.get_ident() and
+                self._lb_pass_depth == 0)
+
+    def _lb_wait(self, done):
+        """Runs the host's main loop until done() is true."""
+        self._lb_run_depth += 1
+        try:
+            if not self._bridge.closed:
+                self._bridge.schedule()
+            while not done():
+                self._lb_iterate()
+                self._lb_raise_pending()
+        finally:
+            self._lb_run_depth -= 1
+            # Work left runs when the toolkit's loop (mainloop, update)
+            # turns next, whoever turns it.
+            if self._ready and not self._bridge.closed:
+                self._bridge.schedule()
+
+    def run_forever(self):
+        if self._lb_nested():
+            # Nested in a hosted loop or in a callback: run until stop().
+            self._lb_stopped = False
+            try:
+                self._lb_wait(lambda: self._lb_stopped)
+            finally:
+                self._stopping = False
+                self._lb_stopped = False
+            return
+        _compat.run_forever_setup(self)
+        try:
+            self._lb_stopped = False
+            self._lb_wait(lambda: self._lb_stopped)
+        finally:
+            self._lb_stopped = False
+            _compat.run_forever_cleanup(self)
+
+    def run_until_complete(self, future):
+        if not self._lb_nested():
+            return super().run_until_complete(future)
+        # Called from a button handler of a hosted loop or from inside a
+        # callback: a nested main loop keeps the window and the tasks live.
+        self._check_closed()
+        future = asyncio.ensure_future(future, loop=self)
+        self._lb_wait(future.done)
+        return future.result()
+
+    def install(self):
+        """Hosted mode: the toolkit's main loop is the outer loop; the loop
+        counts as running on this thread until close(), so that
+        asyncio.create_task() and get_running_loop() work in the toolkit's
+        callbacks. Returns the loop."""
+        _compat.run_forever_setup(self)
+        self._lb_hosted = True
+        self._bridge.schedule()
+        return self
+
+    def is_hosted(self):
+        return self._lb_hosted
+
+    def close(self):
+        if self._lb_hosted and self._lb_run_depth == 0:
+            self._lb_hosted = False
+            _compat.run_forever_cleanup(self)
+        if self._bridge.closed:
+            return super().close()
+        super().close()
+        self._bridge.close()
+        self._lb_host_close()
+
+    def _lb_host_close(self):
+        pass
+
+    def set_budget(self, seconds):
+        """How long one pass may run callbacks before the toolkit gets a
+        turn (default 2 ms); the host loop's own budget is set too."""
+        seconds = float(seconds)
+        if not seconds > 0:
+            raise ValueError("budget must be positive")
+        self._lb_budget = seconds
+        self._bridge.set_budget(seconds)

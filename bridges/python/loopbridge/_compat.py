@@ -1,0 +1,75 @@
+"""The few asyncio internals loopbridge's loops rely on, in one place.
+
+asyncio's private names differ between Python 3.11, 3.12 and 3.13; every
+use of them goes through this module so a new Python needs changes here
+only.
+"""
+import asyncio
+import sys
+import threading
+from asyncio import events, tasks
+
+__all__ = ["run_forever_setup", "run_forever_cleanup", "suspend_current_task",
+           "resume_current_task", "get_running_loop_or_none", "set_running_loop"]
+
+
+def get_running_loop_or_none():
+    return events._get_running_loop()
+
+
+def set_running_loop(loop):
+    events._set_running_loop(loop)
+
+
+def run_forever_setup(loop):
+    """What BaseEventLoop.run_forever does before its first iteration."""
+    if hasattr(loop, "_run_forever_setup"):  # 3.12 and later
+        loop._run_forever_setup()
+        return
+    loop._check_closed()
+    loop._check_running()
+    loop._set_coroutine_origin_tracking(loop._debug)
+    loop._lb_old_agen_hooks = sys.get_asyncgen_hooks()
+    loop._thread_id = threading.get_ident()
+    sys.set_asyncgen_hooks(firstiter=loop._asyncgen_firstiter_hook,
+                           finalizer=loop._asyncgen_finalizer_hook)
+    events._set_running_loop(loop)
+
+
+def run_forever_cleanup(loop):
+    """What BaseEventLoop.run_forever does after its last iteration."""
+    if hasattr(loop, "_run_forever_cleanup"):  # 3.12 and later
+        loop._run_forever_cleanup()
+        return
+    loop._stopping = False
+    loop._thread_id = None
+    events._set_running_loop(None)
+    loop._set_coroutine_origin_tracking(False)
+    hooks = getattr(loop, "_lb_old_agen_hooks", None)
+    if hooks is not None:
+        sys.set_asyncgen_hooks(*hooks)
+        loop._lb_old_agen_hooks = None
+
+
+def suspend_current_task(loop):
+    """Leaves the task that runs beneath a nested main loop, so that other
+    tasks can step (asyncio refuses to enter a task while another one is
+    current). Returns it for resume_current_task()."""
+    task = tasks.current_task(loop)
+    if task is not None:
+        tasks._leave_task(loop, task)
+    return task
+
+
+def resume_current_task(loop, task):
+    if task is not None:
+        tasks._enter_task(loop, task)
+
+
+# Timer handles: their deadline and the 'is in the heap' flag.
+def handle_when(handle):
+    return handle._when
+
+
+def handle_unschedule(handle):
+    handle._scheduled = False

@@ -1,0 +1,183 @@
+"""loopbridge.glib.EventLoop on a GLib.MainContext: the ways in, nested
+GLib main loops from a task, Gio calls and their cancellation, no
+polling, the flood."""
+import asyncio
+import gc
+import os
+import tempfile
+import time
+import unittest
+
+from gi.repository import Gio, GLib
+
+import loopbridge.glib
+
+SLACK = float(os.environ.get("LB_PY_TIME_SLACK", "1"))
+
+
+class GLibLoopTest(unittest.TestCase):
+    def setUp(self):
+        self.context = GLib.MainContext()
+        self.context.push_thread_default()
+        self.loop = None
+
+    def tearDown(self):
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.close()
+        self.context.pop_thread_default()
+        self.loop = None
+        gc.collect()
+
+    def make_loop(self):
+        self.loop = loopbridge.glib.EventLoop(self.context)
+        return self.loop
+
+    def timeout(self, ms, fn):
+        source = GLib.timeout_source_new(ms)
+        source.set_callback(lambda *a: fn())
+        source.attach(self.context)
+        return source
+
+    def test_runner_keeps_context_live(self):
+        ticks = []
+        self.timeout(10, lambda: ticks.append(1) or True)
+
+        async def main():
+            async with asyncio.timeout(30):
+                while len(ticks) < 5:
+                    await asyncio.sleep(0.005)
+            return "done"
+        with asyncio.Runner(loop_factory=self.make_loop) as runner:
+            self.assertEqual(runner.run(main()), "done")
+
+    def test_hosted_under_glib_main_loop(self):
+        loop = loopbridge.glib.install(self.context)
+        self.loop = loop
+        main_loop = GLib.MainLoop(self.context)
+        out = []
+
+        async def job():
+            await asyncio.sleep(0.01)
+            out.append(asyncio.get_running_loop())
+            main_loop.quit()
+        self.timeout(0, lambda: asyncio.create_task(job()) and False)
+        main_loop.run()
+        self.assertEqual(out, [loop])
+
+    def test_nested_main_loop_from_task(self):
+        # A modal dialog's nested GLib.MainLoop opened by a task.
+        loop = self.make_loop()
+        steps = []
+
+        async def other(nested):
+            for i in range(5):
+                await asyncio.sleep(0.01)
+                steps.append(i)
+            nested.quit()
+
+        async def opens_dialog():
+            nested = GLib.MainLoop(self.context)
+            t = asyncio.create_task(other(nested))
+            await asyncio.sleep(0)
+            nested.run()
+            await t
+            return steps[:]
+        self.assertEqual(loop.run_until_complete(opens_dialog()), [0, 1, 2, 3, 4])
+
+    def test_gio_call_and_cancel(self):
+        loop = self.make_loop()
+        with tempfile.NamedTemporaryFile(delete=False) as f:
+            f.write(b"hello")
+        self.addCleanup(os.unlink, f.name)
+        gfile = Gio.File.new_for_path(f.name)
+
+        async def read():
+            ok, data, etag = await loopbridge.glib.gio_call(gfile, "load_contents")
+            return data
+
+        self.assertEqual(loop.run_until_complete(read()), b"hello")
+
+        async def cancelled():
+            # a read on a pipe nobody writes to: only the cancel ends it
+            r, w = os.pipe()
+            stream = Gio.UnixInputStream.new(r, True)
+            task = asyncio.create_task(
+                loopbridge.glib.gio_call(stream, "read_bytes", 10, GLib.PRIORITY_DEFAULT))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                return "cancelled"
+            finally:
+                os.close(w)
+        self.assertEqual(loop.run_until_complete(cancelled()), "cancelled")
+
+    def test_gio_error_raised(self):
+        loop = self.make_loop()
+        gfile = Gio.File.new_for_path("/nonexistent/loopbridge")
+
+        async def read():
+            await loopbridge.glib.gio_call(gfile, "load_contents")
+        with self.assertRaises(GLib.Error):
+            loop.run_until_complete(read())
+
+    def test_idle_with_many_timers_does_not_poll(self):
+        loop = self.make_loop()
+        passes = [0]
+        run_ready = loop._lb_run_ready
+
+        def counting():
+            passes[0] += 1
+            run_ready()
+        loop._lb_run_ready = counting
+        for i in range(1000):
+            loop.call_later(3600 + i, lambda: None)
+        done = []
+        self.timeout(1000, lambda: done.append(1) and False)
+        loop.run_until_complete(asyncio.sleep(0))
+        passes[0] = 0
+        cpu = time.process_time()
+        while not done:
+            self.context.iteration(True)
+        cpu = time.process_time() - cpu
+        print("\nidle 1 s with 1000 timers: %d passes, %.2f ms CPU" % (passes[0], cpu * 1e3))
+        self.assertEqual(passes[0], 0)
+        self.assertLess(cpu, 0.05 * SLACK)
+
+    def test_flood_keeps_timeout_ticking(self):
+        loop = self.make_loop()
+        ticks = []
+        counter = [0]
+
+        def cb():
+            counter[0] += 1
+
+        async def task():
+            await asyncio.sleep(0)
+            counter[0] += 1
+
+        async def main():
+            tasks = []
+            for _ in range(100):
+                for _ in range(1000):
+                    loop.call_soon(cb)
+                tasks += [asyncio.create_task(task()) for _ in range(100)]
+                await asyncio.sleep(0)
+            for t in tasks:   # gather() of 10,000 is one long step
+                await t
+        self.timeout(16, lambda: ticks.append(time.monotonic()) or True)
+        loop.run_until_complete(asyncio.sleep(0.05))
+        ticks.clear()
+        start = time.monotonic()
+        loop.run_until_complete(main())
+        loop.run_until_complete(asyncio.sleep(0.05))
+        ticks.insert(0, start)
+        gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+        print("\nflood: %d ticks, max gap %.1f ms" % (len(ticks), max(gaps) * 1e3))
+        self.assertEqual(counter[0], 110_000)
+        self.assertLess(max(gaps), 0.25 * SLACK)
+
+
+if __name__ == "__main__":
+    unittest.main()

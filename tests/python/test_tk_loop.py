@@ -1,0 +1,385 @@
+"""loopbridge.tk.EventLoop on a display-less tkinter.Tcl(): the three ways
+in, nested loops from a task, update() loops, no polling, the flood."""
+import asyncio
+import gc
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import tkinter
+import unittest
+
+import loopbridge.tk
+
+# Generous: a loaded CI machine must not fail these; the figures are printed.
+SLACK = float(os.environ.get("LB_PY_TIME_SLACK", "1"))
+
+
+def ticker(root, period_ms, ticks):
+    """A Tcl `after` chain that records when it ran (Tk's redraw stand-in)."""
+    def tick():
+        ticks.append(time.monotonic())
+        root.after(period_ms, tick)
+    root.after(period_ms, tick)
+
+
+async def wait_for_ticks(ticks, n):
+    """Returns once the ticker ran n times: proof that Tcl's timers run
+    while a task waits. Fails after a bound far above any machine's."""
+    async with asyncio.timeout(30):
+        while len(ticks) < n:
+            await asyncio.sleep(0.005)
+
+
+class TkLoopTest(unittest.TestCase):
+    def setUp(self):
+        self.root = tkinter.Tcl()
+        self.loop = None
+
+    def tearDown(self):
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.close()
+        asyncio.set_event_loop(None)
+        # Free the interpreter here: the cyclic GC could otherwise free it
+        # on another thread, which Tcl refuses (Tcl_AsyncDelete aborts).
+        self.loop = self.root = None
+        gc.collect()
+
+    def make_loop(self):
+        self.loop = loopbridge.tk.EventLoop(self.root)
+        return self.loop
+
+    def vwait(self, name):
+        self.root.tk.call("vwait", name)
+
+    def test_runner_keeps_tcl_live(self):
+        ticks = []
+        ticker(self.root, 10, ticks)
+
+        async def main():
+            await wait_for_ticks(ticks, 5)
+            return "done"
+        with asyncio.Runner(loop_factory=self.make_loop) as runner:
+            self.assertEqual(runner.run(main()), "done")
+
+    def test_hosted_create_task_from_tcl_callback(self):
+        loop = loopbridge.tk.install(self.root)
+        self.loop = loop
+        result = []
+
+        async def job():
+            await asyncio.sleep(0.01)
+            result.append(asyncio.get_running_loop())
+            self.root.setvar("done", 1)
+
+        # what a button command does in a hosted app
+        self.root.after(0, lambda: asyncio.create_task(job()))
+        self.vwait("done")
+        self.assertEqual(result, [loop])
+        self.assertTrue(loop.is_running())
+        loop.close()
+        self.assertFalse(loop.is_running())
+
+    def test_seed_run_until_complete_from_handler(self):
+        # The tutorial's AsyncTkApp: run_until_complete in a button handler
+        # while Tk's loop is the outer loop. The handler must not freeze Tcl.
+        loop = self.make_loop()
+        ticks = []
+        ticker(self.root, 10, ticks)
+        out = []
+
+        async def task():
+            await wait_for_ticks(ticks, 5)
+            return 42
+
+        def on_button_click():
+            out.append(loop.run_until_complete(task()))
+            self.root.setvar("done", 1)
+        self.root.after(0, on_button_click)
+        self.vwait("done")
+        self.assertEqual(out, [42])
+
+    def test_seed_nested_in_hosted_loop(self):
+        loop = loopbridge.tk.install(self.root)
+        self.loop = loop
+        out = []
+
+        async def task():
+            await asyncio.sleep(0.05)
+            return "ok"
+
+        def on_button_click():
+            out.append(loop.run_until_complete(task()))
+            self.root.setvar("done", 1)
+        self.root.after(0, on_button_click)
+        self.vwait("done")
+        self.assertEqual(out, ["ok"])
+
+    def test_nested_loop_from_task_keeps_tasks_running(self):
+        # A dialog opened from a task: tk_messageBox waits in vwait. Other
+        # tasks must step (asyncio's "Cannot enter into task" wall) and
+        # Python Tcl commands must work (tkinter's thread state).
+        loop = self.make_loop()
+        steps = []
+
+        async def other():
+            for i in range(5):
+                await asyncio.sleep(0.01)
+                steps.append(i)
+                self.root.call("set", "x", i)   # tkinter call inside the nested loop
+            self.root.after(0, lambda: self.root.setvar("dialog", "closed"))
+
+        async def opens_dialog():
+            t = asyncio.create_task(other())
+            await asyncio.sleep(0)
+            self.vwait("dialog")            # the modal dialog
+            self.assertEqual(asyncio.current_task(), me[0])
+            await t
+            return steps[:]
+        me = []
+
+        async def main():
+            me.append(asyncio.create_task(opens_dialog()))
+            return await me[0]
+        self.assertEqual(loop.run_until_complete(main()), [0, 1, 2, 3, 4])
+
+    def test_nested_loop_sees_handles_already_ready(self):
+        # Two timers due in the same pass: the first opens a nested loop
+        # (as a dialog would), the second, already taken from the timer
+        # heap, must still run inside it.
+        loop = self.make_loop()
+        self.root.after(10000, lambda: self.root.setvar("v", "timed out"))
+        when = loop.time() + 0.02
+        seen = []
+
+        def first():
+            self.vwait("v")
+            seen.append(self.root.getvar("v"))
+        loop.call_at(when, first)
+        loop.call_at(when, lambda: self.root.setvar("v", "set by the second"))
+        loop.run_until_complete(asyncio.sleep(0.05))
+        self.assertEqual(seen, ["set by the second"])
+
+    def test_update_from_task(self):
+        loop = self.make_loop()
+        seen = []
+
+        async def spinner():
+            while True:
+                seen.append(1)
+                await asyncio.sleep(0)
+
+        async def main():
+            t = asyncio.create_task(spinner())
+            await asyncio.sleep(0)
+            before = len(seen)
+            start = time.monotonic()
+            self.root.update()
+            took = time.monotonic() - start
+            t.cancel()
+            return len(seen) - before, took
+        advanced, took = loop.run_until_complete(main())
+        self.assertGreater(advanced, 0)
+        self.assertLess(took, 1.0 * SLACK)
+
+    def test_while_update_program(self):
+        # Programs that drive Tcl themselves with `while ...: root.update()`.
+        loop = self.make_loop()
+        asyncio.set_event_loop(loop)
+        counter = [0]
+
+        async def always_ready():
+            while True:
+                counter[0] += 1
+                await asyncio.sleep(0)
+
+        async def sleeper():
+            await asyncio.sleep(0.05)
+            return "slept"
+        t1 = loop.create_task(always_ready())
+        t2 = loop.create_task(sleeper())
+        deadline = time.monotonic() + 5 * SLACK
+        updates = 0
+        while not t2.done() and time.monotonic() < deadline:
+            start = time.monotonic()
+            self.root.update()
+            self.assertLess(time.monotonic() - start, 1.0 * SLACK)
+            updates += 1
+        self.assertEqual(t2.result(), "slept")
+        self.assertGreater(counter[0], 0)
+        t1.cancel()
+        loop.run_until_complete(asyncio.sleep(0))
+
+    def test_idle_with_many_timers_does_not_poll(self):
+        loop = self.make_loop()
+        passes = [0]
+        run_ready = loop._lb_run_ready
+
+        def counting():
+            passes[0] += 1
+            run_ready()
+        loop._lb_run_ready = counting
+        for i in range(1000):
+            loop.call_later(3600 + i, lambda: None)
+        self.root.after(1000, lambda: self.root.setvar("done", 1))
+        loop.run_until_complete(asyncio.sleep(0))  # settle
+        passes[0] = 0
+        cpu = time.process_time()
+        self.vwait("done")
+        cpu = time.process_time() - cpu
+        print("\nidle 1 s with 1000 timers: %d passes, %.2f ms CPU" % (passes[0], cpu * 1e3))
+        self.assertEqual(passes[0], 0)
+        self.assertLess(cpu, 0.05 * SLACK)
+
+    def test_input_reaches_task_without_delay(self):
+        loop = self.make_loop()
+        r, w = os.pipe()
+
+        async def main():
+            reader = asyncio.StreamReader()
+            transport, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(r, "rb", 0))
+            threading.Timer(0.1, lambda: (os.write(w, b"x"), )).start()
+            await reader.readexactly(1)
+            start = time.monotonic()
+            os.write(w, b"y")
+            await reader.readexactly(1)
+            return time.monotonic() - start, transport
+        latency, transport = loop.run_until_complete(main())
+        transport.close()
+        loop.run_until_complete(asyncio.sleep(0))
+        os.close(w)
+        print("\ninput latency %.3f ms" % (latency * 1e3))
+        self.assertLess(latency, 0.05 * SLACK)
+
+    def test_threadsafe_wakes_idle_loop(self):
+        loop = self.make_loop()
+        fut = loop.create_future()
+        timer = threading.Timer(0.05, loop.call_soon_threadsafe, (fut.set_result, "hi"))
+        timer.start()
+        self.assertEqual(loop.run_until_complete(fut), "hi")
+        # the thread holds the loop, and so the interpreter, which Tcl
+        # must free on this thread
+        timer.join()
+        del timer
+
+    def test_thread_to_widget(self):
+        # G3: a worker posts an update 1,000 times, each time waiting for it
+        # to be applied (the callback sets a Tcl variable, then signals).
+        loop = self.make_loop()
+        done = threading.Event()
+        latencies = []
+
+        def apply(sent):
+            self.root.setvar("label", "update")
+            latencies.append(time.monotonic() - sent)
+            done.set()
+
+        def worker():
+            for _ in range(1000):
+                done.clear()
+                loop.call_soon_threadsafe(apply, time.monotonic())
+                if not done.wait(30):
+                    return
+
+        async def main():
+            thread = threading.Thread(target=worker)
+            thread.start()
+            while thread.is_alive():
+                await asyncio.sleep(0.01)
+            thread.join()
+        loop.run_until_complete(main())
+        latencies.sort()
+        print("\nthread to widget: median %.1f us, p99 %.1f us" %
+              (latencies[len(latencies) // 2] * 1e6, latencies[int(len(latencies) * 0.99)] * 1e6))
+        self.assertEqual(len(latencies), 1000)
+
+    def test_flood_keeps_after_ticking(self):
+        loop = self.make_loop()
+        ticks = []
+        counter = [0]
+
+        def cb():
+            counter[0] += 1
+
+        async def task():
+            await asyncio.sleep(0)
+            counter[0] += 1
+
+        async def main():
+            # in slices: the loop cannot cut a single long callback short
+            tasks = []
+            for _ in range(100):
+                for _ in range(1000):
+                    loop.call_soon(cb)
+                tasks += [asyncio.create_task(task()) for _ in range(100)]
+                await asyncio.sleep(0)
+            for t in tasks:   # gather() of 10,000 is one long step
+                await t
+            while counter[0] < 110_000:
+                await asyncio.sleep(0.001)
+        ticker(self.root, 16, ticks)
+        loop.run_until_complete(asyncio.sleep(0.05))
+        ticks.clear()
+        start = time.monotonic()
+        loop.run_until_complete(main())
+        took = time.monotonic() - start
+        ticks.insert(0, start)
+        gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+        print("\nflood: %.2f s, %d ticks, max gap %.1f ms" % (took, len(ticks), max(gaps) * 1e3))
+        self.assertEqual(counter[0], 110_000)
+        self.assertLess(max(gaps), 0.25 * SLACK)
+
+    # With threaded Tcl, _tkinter keeps a per-thread state that only its own
+    # command wrapper restores. Python entered straight from a Tcl event
+    # source (here a ctypes timer handler) that calls tkinter leaves it
+    # empty, and the next Python command of the same wait crashes. The
+    # loop's passes go through a tkinter-made command instead.
+    HAZARD = textwrap.dedent("""
+        import ctypes, sys, tkinter
+        root = tkinter.Tcl()
+        if sys.argv[1] == "direct":
+            tcl = ctypes.CDLL("libtcl8.6.so")
+            PROC = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+            proc = PROC(lambda _: root.call("set", "x", 1))
+            tcl.Tcl_CreateTimerHandler.argtypes = [ctypes.c_int, PROC, ctypes.c_void_p]
+            tcl.Tcl_CreateTimerHandler(10, proc, None)
+        else:
+            import loopbridge.tk
+            loop = loopbridge.tk.EventLoop(root)
+            loop.call_later(0.01, lambda: root.call("set", "x", 1))
+        root.after(50, lambda: root.setvar("done", 1))
+        root.tk.call("vwait", "done")
+        print("survived")
+        """)
+
+    def run_hazard(self, how):
+        return subprocess.run([sys.executable, "-c", self.HAZARD, how], capture_output=True,
+                              text=True, timeout=60)
+
+    def test_tcl_thread_state_hazard_is_real(self):
+        result = self.run_hazard("direct")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("PyEval_RestoreThread", result.stderr)
+
+    def test_tcl_thread_state_kept_by_the_loop(self):
+        result = self.run_hazard("loopbridge")
+        self.assertEqual((result.returncode, result.stdout.strip()), (0, "survived"),
+                         result.stderr)
+
+    def test_closed_loop_refuses(self):
+        loop = self.make_loop()
+        loop.close()
+        with self.assertRaises(RuntimeError):
+            loop.call_soon(lambda: None)
+        loop.close()  # idempotent
+
+    def test_bad_root(self):
+        with self.assertRaises(TypeError):
+            loopbridge.tk.EventLoop(object())
+
+
+if __name__ == "__main__":
+    unittest.main()
