@@ -297,6 +297,36 @@ static void test_close_executor_jobs(void **state) {
     lb_loop_unref(loop);
 }
 
+/* Runs until it learns its future was cancelled. */
+static int cancellable_job(void *data, void **ret) {
+    job_state *js = data;
+    (void)ret;
+    atomic_store(&js->started, true);
+    while (!lb_job_cancelled())
+        sched_yield();
+    atomic_store(&js->finished, true);
+    return 0;
+}
+
+/* A running job that watches lb_job_cancelled() learns at close that its
+ * future was cancelled, so close's wait for it ends. */
+static void test_close_tells_running_job(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    lb_executor *e = NULL;
+    assert_int_equal(lb_executor_new(&e, 1), 0);
+    job_state js = {0};
+    lb_future *f = NULL;
+    assert_int_equal(lb_loop_run_in_executor(loop, e, cancellable_job, &js, &f), 0);
+    wait_started(&js);
+    assert_int_equal(lb_loop_close(loop), 0);
+    assert_true(atomic_load(&js.finished));
+    assert_true(lb_future_is_cancelled(f));
+    lb_future_unref(f);
+    lb_executor_unref(e);
+    lb_loop_unref(loop);
+}
+
 /* ------------------------------------------------------------------ */
 
 typedef struct fd_waiter {
@@ -431,6 +461,7 @@ int run_close_tests(void) {
         cmocka_unit_test(test_close_process_with_unread_pipes),
         cmocka_unit_test(test_close_task_waiting_for_process),
         cmocka_unit_test_setup_teardown(test_close_executor_jobs, hook_on, hook_off),
+        cmocka_unit_test(test_close_tells_running_job),
         cmocka_unit_test(test_close_fd_waiters_and_signal_watches),
         cmocka_unit_test_setup_teardown(test_close_everything_newest_first, hook_on, hook_off),
         cmocka_unit_test(test_close_resource_registry_checks),
