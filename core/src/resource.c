@@ -8,7 +8,7 @@
 #include "loop_internal.h"
 
 /* Test hook: called with each resource's name as close closes it. */
-__attribute__((visibility("default"))) void lb__test_on_resource_close(void (*fn)(const char *));
+void lb__test_on_resource_close(void (*fn)(const char *));
 static void (*on_resource_close)(const char *name);
 void lb__test_on_resource_close(void (*fn)(const char *)) {
     on_resource_close = fn;
