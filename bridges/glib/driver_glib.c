@@ -278,14 +278,17 @@ GMainContext *lb_glib_loop_get_context(const lb_loop *loop) {
     return st ? st->context : NULL;
 }
 
+/* The core's checks (open, the thread rule), then the driver's. */
 lb__glib_state *lb__glib_loop(const lb_loop *loop, const char *func, int *error) {
+    int r = lb_driver_check_loop(loop, func);
+    if (r < 0) {
+        *error = r;
+        return NULL;
+    }
     lb__glib_state *st = lb__glib_state_of(loop);
     if (!st)
-        *error = !loop ? lb_driver_fail(-EINVAL, "%s: loop is NULL", func)
-               : lb_loop_is_closed(loop)
-                   ? lb_driver_fail(-EBADF, "%s: loop is closed", func)
-                   : lb_driver_fail(-EINVAL, "%s: the loop runs on the %s driver, not glib", func,
-                                    lb_loop_driver_name(loop));
+        *error = lb_driver_fail(-EINVAL, "%s: the loop runs on the %s driver, not glib", func,
+                                lb_loop_driver_name(loop));
     return st;
 }
 

@@ -398,18 +398,15 @@ int lb_tk_loop_new(lb_loop **ret, Tcl_Interp *interp) {
 
 int lb_tk_loop_set_budget(lb_loop *loop, double seconds) {
     static const char func[] = "lb_tk_loop_set_budget";
-    if (!loop)
-        return lb_driver_fail(-EINVAL, "%s: loop is NULL", func);
-    if (lb_loop_is_closed(loop))
-        return lb_driver_fail(-EBADF, "%s: loop is closed", func);
+    int r = lb_driver_check_loop(loop, func);
+    if (r < 0)
+        return r;
     if (lb_loop_driver(loop) != &tk_driver)
         return lb_driver_fail(-EINVAL, "%s: the loop runs on the %s driver, not tk", func,
                               lb_loop_driver_name(loop));
     if (isnan(seconds) || seconds <= 0)
         return lb_driver_fail(-EINVAL, "%s: the budget must be positive", func);
     tk_state *st = lb_driver_state(loop);
-    if (Tcl_GetCurrentThread() != st->thread)
-        return lb_driver_fail(-EPERM, "%s: called from a thread other than the loop's", func);
     st->budget_ns = seconds >= 86400.0 ? INT64_MAX / 2 : (Tcl_WideInt)ceil(seconds * 1e9);
     return 0;
 }

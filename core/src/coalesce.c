@@ -79,7 +79,7 @@ int lb_coalesce_new(lb_loop *loop, lb_coalesce_fn cb, void *data, lb_destroy_fn 
     LB__CHECK_LOOP(loop);
     lb_assert_return(cb, -EINVAL);
     lb_assert_return(ret, -EINVAL);
-    if (loop->closing)
+    if (lb__loop_closing(loop))
         return lb__fail(loop, -EBADF, "lb_coalesce_new: loop is closing");
     lb_coalesce *c = lb__calloc(1, sizeof *c);
     if (!c)

@@ -3,7 +3,6 @@
 #include "error.h"
 #include "future_internal.h"
 #include "loop_internal.h"
-#include "task_internal.h"
 
 #include <dlfcn.h>
 #include <stdio.h>
@@ -14,7 +13,6 @@
  * else its module and its offset there, which `addr2line -f -e` turns
  * into a name and a line (an absolute address changes with each run),
  * else its address. */
-const char *lb__symbol_name(const void *fn, char *buf, size_t size);
 const char *lb__symbol_name(const void *fn, char *buf, size_t size) {
     Dl_info info;
     /* Function pointers and object pointers share a representation on
@@ -39,12 +37,13 @@ const char *lb__symbol_name(const void *fn, char *buf, size_t size) {
  * it says that a result went unread, which is no misuse of the library
  * (GLib maps errors to criticals, which G_DEBUG=fatal-criticals makes
  * abort). */
-void lb__report_unretrieved(lb_loop *loop, lb_future *future, lb_task *task) {
+void lb__report_unretrieved(lb_loop *loop, lb_future *future, lb_task *task,
+                            const char *task_name, const void *task_fn) {
     char msg[256];
     if (task) {
         char fn[128];
         snprintf(msg, sizeof msg, "task %s (%s) failed and its error was never retrieved: %s",
-                 task->name, lb__symbol_name((const void *)task->fn, fn, sizeof fn),
+                 task_name, lb__symbol_name(task_fn, fn, sizeof fn),
                  lb_strerror(future->error));
     } else {
         snprintf(msg, sizeof msg, "future error was never retrieved: %s",
@@ -75,6 +74,10 @@ void lb__debug_note_task(lb_loop *loop, const void *fn, const char *name) {
  * loop runs callbacks of its own inside: what they note is theirs, and
  * the outer callback's note comes back after them. */
 void lb__debug_call(lb_loop *loop, lb_callback cb, void *data) {
+    if (cb == lb__run_handle) {
+        cb(loop, data);
+        return;
+    }
     const void *outer_fn = loop->resumed_fn;
     char outer_name[sizeof loop->resumed_name];
     memcpy(outer_name, loop->resumed_name, sizeof outer_name);

@@ -34,6 +34,10 @@ bool lb_driver_stop_requested(const lb_loop *loop) {
     return !loop || stop_pending(loop);
 }
 
+int lb_driver_check_loop(const lb_loop *loop, const char *func) {
+    return lb__loop_check(loop, func ? func : "lb_driver_check_loop");
+}
+
 void *lb_driver_state(const lb_loop *loop) {
     return loop ? loop->driver_state : NULL;
 }
@@ -144,10 +148,6 @@ static void poll_backend(lb_loop *loop, int64_t timeout_ns) {
             (void)rd;
             continue;
         }
-        if (token == LB__TOKEN_SIGNALS) {
-            lb__signals_readable(loop);
-            continue;
-        }
         lb__watch_event(loop, token, events[i].events);
     }
 }
@@ -184,14 +184,10 @@ static void collect_timers(lb_loop *loop, int64_t coarse, bool now_fresh) {
     }
 }
 
-/* Runs one ready entry, timing it in debug mode (a handle times its own
- * callback, so the report names the function the user scheduled). */
-static inline void run_entry(lb_loop *loop, const lb__ready_entry *e) {
+/* Runs one ready entry or post, counted. */
+static inline void run_entry(lb_loop *loop, lb_callback cb, void *data) {
     loop->callbacks_run++;
-    if (__builtin_expect(loop->debug, 0) && e->cb != lb__run_handle)
-        lb__debug_call(loop, e->cb, e->data);
-    else
-        e->cb(loop, e->data);
+    lb__run_callback(loop, cb, data);
 }
 
 /* A hosted dispatch's time budget. The clock is read once per
@@ -234,11 +230,7 @@ static __attribute__((noinline)) bool run_posts(lb_loop *loop, budget *b) {
     lb__post p;
     lb__inbox_begin(inbox);
     while (lb__inbox_next(inbox, &p)) {
-        loop->callbacks_run++;
-        if (__builtin_expect(loop->debug, 0))
-            lb__debug_call(loop, p.cb, p.data);
-        else
-            p.cb(loop, p.data);
+        run_entry(loop, p.cb, p.data);
         if (over_budget(b))
             return false;
     }
@@ -250,7 +242,7 @@ static bool run_ready(lb_loop *loop, budget *b) {
     size_t ntodo = loop->ready.count;
     lb__ready_entry e;
     while (ntodo-- > 0 && lb__ready_pop(&loop->ready, &e)) {
-        run_entry(loop, &e);
+        run_entry(loop, e.cb, e.data);
         if (over_budget(b))
             return false;
     }
@@ -276,42 +268,66 @@ static __attribute__((noinline)) void run_hosted_phases(lb_loop *loop, int64_t b
     }
 }
 
-/* One iteration: the phases in order. Returns 1 if work is still ready. */
+/* What an iteration knows of the time: the coarse clock read at its
+ * start (only if something waits on time or I/O), and whether loop->now
+ * was read fresh by the poll. */
+typedef struct tick {
+    int64_t coarse;
+    bool now_fresh;
+} tick;
+
+/* Phase 1: poll. A blocking poll only when nothing is ready; while
+ * callbacks keep coming, a non-blocking one when poll_due() says. The
+ * clock matters only to what waits on time or I/O (timers, fds, the
+ * signal pipe, which is an fd watch): a chain of callbacks on a loop
+ * without them reads none, and polls by the count alone (posts are taken
+ * without a poll). */
+static inline tick poll_phase(lb_loop *loop, int64_t timeout_ns) {
+    bool timed = loop->timers.n || loop->watches_live;
+    tick t = {.coarse = timed ? lb__clock_coarse_ns() : loop->last_poll};
+    if (timeout_ns != 0 && work_ready(loop))
+        timeout_ns = 0;
+    if (timeout_ns != 0 || loop->ready.count == 0 || poll_due(loop, t.coarse)) {
+        poll_backend(loop, timeout_ns);
+        loop->now = loop->last_poll;
+        t.now_fresh = true;
+    }
+    return t;
+}
+
+/* Phase 2: timers due at the start of the iteration join the queue. */
+static inline void timers_phase(lb_loop *loop, tick t) {
+    if (loop->timers.n)
+        collect_timers(loop, t.coarse, t.now_fresh);
+}
+
+/* Phase 3: posts from other threads, in each thread's order. */
+static inline void posts_phase(lb_loop *loop) {
+    if (lb__inbox_has_lanes(&loop->inbox))
+        run_posts(loop, &(budget){.ns = INT64_MAX});
+}
+
+/* Phase 4: the callbacks that were ready when the iteration started
+ * (what they schedule runs in the next one). */
+static inline void ready_phase(lb_loop *loop) {
+    size_t ntodo = loop->ready.count;
+    lb__ready_entry e;
+    while (ntodo-- > 0 && lb__ready_pop(&loop->ready, &e))
+        run_entry(loop, e.cb, e.data);
+}
+
+/* One iteration: the phases in order, as uv_run reads. A hosted dispatch
+ * runs phases 3 and 4 within its budget instead. Returns 1 if work is
+ * still ready. */
 static inline int iterate(lb_loop *loop, int64_t poll_timeout_ns, int64_t budget_ns) {
     loop->iterations++;
-
-    /* Phase 1: poll. A blocking poll only when nothing is ready; while
-     * callbacks keep coming, a non-blocking one when poll_due() says. The
-     * clock matters only to what waits on time or I/O (timers, fds,
-     * signals): a chain of callbacks on a loop without them reads none,
-     * and polls by the count alone (posts are taken without a poll). */
-    bool timed = loop->timers.n || loop->watches_live || loop->signals;
-    int64_t coarse = timed ? lb__clock_coarse_ns() : loop->last_poll;
-    bool now_fresh = false;
-    if (poll_timeout_ns != 0 && work_ready(loop))
-        poll_timeout_ns = 0;
-    if (poll_timeout_ns != 0 || loop->ready.count == 0 || poll_due(loop, coarse)) {
-        poll_backend(loop, poll_timeout_ns);
-        loop->now = loop->last_poll;
-        now_fresh = true;
-    }
-
-    /* Phase 2: timers due at the start of the iteration join the queue. */
-    if (loop->timers.n)
-        collect_timers(loop, coarse, now_fresh);
-
-    /* Phases 3 and 4: posts from other threads, in each thread's order,
-     * then the callbacks that were ready when the iteration started
-     * (what they schedule runs in the next one). */
+    tick t = poll_phase(loop, poll_timeout_ns);
+    timers_phase(loop, t);
     if (budget_ns == INT64_MAX) {
-        if (lb__inbox_has_lanes(&loop->inbox))
-            run_posts(loop, &(budget){.ns = INT64_MAX});
-        size_t ntodo = loop->ready.count;
-        lb__ready_entry e;
-        while (ntodo-- > 0 && lb__ready_pop(&loop->ready, &e))
-            run_entry(loop, &e);
+        posts_phase(loop);
+        ready_phase(loop);
     } else {
-        run_hosted_phases(loop, budget_ns, now_fresh);
+        run_hosted_phases(loop, budget_ns, t.now_fresh);
     }
     return work_ready(loop) ? 1 : 0;
 }
@@ -323,10 +339,10 @@ int lb_driver_dispatch(lb_loop *loop, int64_t poll_timeout_ns, int64_t budget_ns
     if (__builtin_expect(lb__loop_thread(loop) != lb__thread_self(), 0)) {
         /* A hosted loop belongs to the thread its host dispatches it on; a
          * native one is adopted if nobody drives it. */
-        if (loop->thread_pinned)
-            lb__loop_set_thread(loop, lb__thread_self());
-        else if (lb__loop_adopt(loop, __func__) < 0)
-            return -EPERM;
+        lb__loop_adopt(loop, true);
+        int r = lb__loop_check_thread(loop, __func__);
+        if (r < 0)
+            return r;
     }
     loop->dispatch_depth++;
     lb__enter_state st;

@@ -11,6 +11,7 @@
 #include "error.h"
 #include "executor_internal.h"
 #include "io_internal.h"
+#include "test_hooks.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -29,7 +30,6 @@ typedef struct lookup {
 static void (*before_lookup)(void *data);
 static void *before_lookup_data;
 
-void lb__test_dns_before_lookup(void (*hook)(void *), void *data);
 void lb__test_dns_before_lookup(void (*hook)(void *), void *data) {
     before_lookup = hook;
     before_lookup_data = data;

@@ -14,7 +14,6 @@ static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static const lb_driver *registry[MAX_DRIVERS];
 static size_t registry_n;
 
-int lb__driver_validate(const lb_driver *driver);
 int lb__driver_validate(const lb_driver *driver) {
     if (!driver)
         return lb__fail(NULL, -EINVAL, "driver is NULL");
@@ -85,7 +84,6 @@ int lb_driver_find(const char *name, const lb_driver **ret) {
                     name, names);
 }
 
-int lb__driver_from_env(const lb_driver **ret);
 int lb__driver_from_env(const lb_driver **ret) {
     const char *name = getenv("LB_DRIVER");
     if (!name || !*name) {

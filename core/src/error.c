@@ -1,9 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include "error.h"
 
-#include "loop_internal.h"
-
 #include <loopbridge/driver.h>
+#include <loopbridge/loop.h>
 
 #include <limits.h>
 #include <pthread.h>
@@ -62,7 +61,7 @@ int lb__fail(const lb_loop *loop, int error, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
-    if (loop && loop->debug)
+    if (lb_loop_get_debug(loop))
         lb__log(LB_LOG_WARNING, "%s (%s)", detail, lb_strerror(error));
     return error;
 }

@@ -26,7 +26,6 @@
 #include "error.h"
 #include "executor_internal.h"
 #include "future_internal.h"
-#include "task_internal.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -607,8 +606,6 @@ static void job_close(lb_resource *resource) {
 
 static const lb_resource_ops job_resource_ops = {.name = "executor job", .close = job_close};
 
-lb_executor *lb__loop_default_executor(lb_loop *loop, int *error);
-
 static int submit(lb_loop *loop, lb_executor *executor, lb_work_fn fn, void *data,
                   lb_destroy_fn data_destroy, lb_destroy_fn result_destroy, bool slow,
                   lb_future **ret);
@@ -635,7 +632,7 @@ static int submit(lb_loop *loop, lb_executor *executor, lb_work_fn fn, void *dat
     LB__CHECK_LOOP(loop);
     lb_assert_return(fn, -EINVAL);
     lb_assert_return(ret, -EINVAL);
-    if (loop->closing)
+    if (lb__loop_closing(loop))
         return lb__fail(loop, -EBADF, "lb_loop_run_in_executor: loop is closing");
     if (!executor) {
         int r = 0;
@@ -808,7 +805,6 @@ int lb_loop_set_default_executor(lb_loop *loop, lb_executor *executor) {
 
 /* Called by close once its jobs were closed (queued ones withdrawn,
  * running ones waited for): the pool stops and its threads are joined. */
-void lb__loop_executor_close(lb_loop *loop);
 void lb__loop_executor_close(lb_loop *loop) {
     lb_executor *e = loop->default_executor;
     loop->default_executor = NULL;
@@ -818,32 +814,7 @@ void lb__loop_executor_close(lb_loop *loop) {
     }
 }
 
-int lb_to_thread(lb_work_fn fn, void *data, void **value) {
-    return lb_to_thread_full(fn, data, NULL, value);
-}
-
-int lb_to_thread_full(lb_work_fn fn, void *data, lb_destroy_fn result_destroy, void **value) {
-    lb_task *t = lb__current_task;
-    if (!t)
-        return lb__fail(NULL, -EPERM, "lb_to_thread: called outside a task");
-    lb_future *f = NULL;
-    int r = lb_loop_run_in_executor_full(t->loop, NULL, fn, data, result_destroy, &f);
-    if (r < 0)
-        return r;
-    void *v = NULL;
-    r = lb_await(f, &v);
-    if (r == 0 && value) {
-        /* The caller takes the result: the future, which nobody else
-         * holds now that the job is over, must not destroy it. */
-        *value = v;
-        f->destroy = NULL;
-    }
-    lb_future_unref(f);
-    return r;
-}
-
 bool lb_job_cancelled(void) {
     const job *j = current_job;
     return j && atomic_load_explicit(&j->cancelled, memory_order_relaxed);
 }
-

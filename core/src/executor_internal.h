@@ -15,4 +15,12 @@ int lb__loop_run_in_executor_owned(lb_loop *loop, lb_executor *executor, lb_work
                                    void *data, lb_destroy_fn data_destroy, bool slow,
                                    lb_future **ret);
 
+/* The loop's default executor, made on first use; NULL with the error in
+ * *error. Loop thread. */
+lb_executor *lb__loop_default_executor(lb_loop *loop, int *error);
+
+/* Called by close: the default executor's queued jobs were cancelled
+ * with their futures; the pool stops and its threads are joined. */
+void lb__loop_executor_close(lb_loop *loop);
+
 #endif

@@ -33,6 +33,7 @@ struct lb__watch {
     lb_future *waiter[2]; /* by direction; holds a reference */
     bool kept[2];         /* interest left registered after a waiter */
     lb_resource resource; /* on the loop while the watch exists */
+    bool own;             /* one of the loop's own descriptors (signal pipe) */
 };
 
 enum { DIR_READ = 0, DIR_WRITE = 1 };
@@ -218,9 +219,9 @@ static int epoll_failed(lb_loop *loop, int fd, int r, const char *func) {
     return lb__fail(loop, r, "%s: epoll_ctl on fd %d: %s", func, fd, strerror(-r));
 }
 
+/* The loop was checked by the caller. */
 static int add_watch(lb_loop *loop, int fd, int dir, lb_callback cb, void *data,
                      const char *func) {
-    LB__CHECK_LOOP(loop);
     lb_assert_return(cb, -EINVAL);
     if (fd < 0 || fcntl(fd, F_GETFD) < 0)
         return lb__fail(loop, -EBADF, "%s: fd %d is not an open file descriptor", func, fd);
@@ -264,8 +265,8 @@ static int add_watch(lb_loop *loop, int fd, int dir, lb_callback cb, void *data,
     return 0;
 }
 
+/* The loop was checked by the caller; a closed loop has no watch left. */
 static int remove_watch(lb_loop *loop, int fd, int dir, const char *func) {
-    LB__CHECK_LOOP(loop);
     lb__watch *w = lookup(loop, fd);
     if (!w || !(dir == DIR_READ ? w->read_cb : w->write_cb))
         return 0;
@@ -283,20 +284,51 @@ static int remove_watch(lb_loop *loop, int fd, int dir, const char *func) {
     return 1;
 }
 
+/* The loop's own descriptors are not the caller's to replace or remove
+ * (a caller's stale fd number may have been reused for one). */
+static bool owned_by_loop(const lb_loop *loop, int fd) {
+    const lb__watch *w = lookup(loop, fd);
+    return w && w->own;
+}
+
+static int refuse_own(lb_loop *loop, int fd, const char *func) {
+    return lb__fail(loop, -EBUSY, "%s: fd %d is one of the loop's own descriptors", func, fd);
+}
+
 int lb_loop_add_reader(lb_loop *loop, int fd, lb_callback cb, void *data) {
+    LB__CHECK_LOOP(loop);
+    if (owned_by_loop(loop, fd))
+        return refuse_own(loop, fd, __func__);
     return add_watch(loop, fd, DIR_READ, cb, data, __func__);
 }
 
 int lb_loop_add_writer(lb_loop *loop, int fd, lb_callback cb, void *data) {
+    LB__CHECK_LOOP(loop);
+    if (owned_by_loop(loop, fd))
+        return refuse_own(loop, fd, __func__);
     return add_watch(loop, fd, DIR_WRITE, cb, data, __func__);
 }
 
 int lb_loop_remove_reader(lb_loop *loop, int fd) {
-    return remove_watch(loop, fd, DIR_READ, __func__);
+    LB__CHECK_LOOP(loop);
+    return owned_by_loop(loop, fd) ? 0 : remove_watch(loop, fd, DIR_READ, __func__);
 }
 
 int lb_loop_remove_writer(lb_loop *loop, int fd) {
-    return remove_watch(loop, fd, DIR_WRITE, __func__);
+    LB__CHECK_LOOP(loop);
+    return owned_by_loop(loop, fd) ? 0 : remove_watch(loop, fd, DIR_WRITE, __func__);
+}
+
+/* The loop's own descriptors (the signal pipe) are ordinary readers. */
+int lb__watch_add_reader(lb_loop *loop, int fd, lb_callback cb, void *data, const char *func) {
+    int r = add_watch(loop, fd, DIR_READ, cb, data, func);
+    if (r == 0)
+        loop->watches[fd]->own = true;
+    return r;
+}
+
+void lb__watch_remove_reader(lb_loop *loop, int fd) {
+    remove_watch(loop, fd, DIR_READ, "lb__watch_remove_reader");
 }
 
 /* Runs in the ready queue: finds the watch again and calls its callback
@@ -396,6 +428,8 @@ int lb__fd_wait(lb_loop *loop, int fd, int dir, unsigned flags, lb_future **ret)
     static const char func[] = "lb__fd_wait";
     LB__CHECK_LOOP(loop);
     lb__watch *w = lookup(loop, fd);
+    if (w && w->own)
+        return refuse_own(loop, fd, "awaiting readiness");
     if (w && ((dir == DIR_READ ? w->read_cb : w->write_cb) || w->waiter[dir]))
         drop_if_stale(loop, w, "awaiting readiness");
     if (w && (dir == DIR_READ ? w->read_cb : w->write_cb))

@@ -11,9 +11,13 @@
 
 #define FUTURES_PER_CHUNK 128
 
-void lb__future_slab_init(lb_loop *loop);
-void lb__future_slab_init(lb_loop *loop) {
+static void release_future(void *future) {
+    lb_future_unref(future);
+}
+
+void lb__futures_init(lb_loop *loop) {
     lb__slab_init(&loop->future_slab, sizeof(lb_future), FUTURES_PER_CHUNK);
+    loop->release_aux = release_future;
 }
 
 /* ------------------------------------------------------------------ */
@@ -99,7 +103,7 @@ static void drop_callbacks(lb_future *f) {
 static void future_free(lb_future *f) {
     lb_loop *loop = f->loop;
     if (atomic_load(&f->state) == LB__FUTURE_ERROR && !atomic_load(&f->retrieved))
-        lb__report_unretrieved(loop, f, NULL);
+        lb__report_unretrieved(loop, f, NULL, NULL, NULL);
     drop_callbacks(f);
     if (f->destroy)
         f->destroy(f->value);
@@ -150,8 +154,7 @@ lb_future *lb_future_unref(lb_future *future) {
         /* The last reference may go on another thread (a future handed
          * out by lb_loop_thread_submit): the loop's home thread frees
          * it, whether the loop runs, idles or closes. */
-        if (lb__loop_thread(future->loop) != lb__thread_self() &&
-            !lb__loop_released(future->loop) && !free_on_home_thread(future))
+        if (!lb__loop_may_touch(future->loop) && !free_on_home_thread(future))
             return NULL;
         future_free(future);
     }
@@ -182,7 +185,7 @@ static void run_done_callback(lb_loop *loop, void *data) {
  * or was dropped (at close): the handle lets go of it. */
 static void queue_callback(lb_future *f, lb_handle *h) {
     lb_future_ref(f);
-    h->flags |= LB__HANDLE_FUTURE_REF;
+    h->flags |= LB__HANDLE_AUX_REF;
     lb__ready_push_handle(&f->loop->ready, h);
 }
 
@@ -207,7 +210,7 @@ static void run_callbacks_now(lb_future *f) {
     while (h) {
         lb_handle *next = h->next;
         lb_future_ref(f);
-        h->flags |= LB__HANDLE_FUTURE_REF;
+        h->flags |= LB__HANDLE_AUX_REF;
         lb__run_handle(f->loop, h);
         h = next;
     }
@@ -429,6 +432,13 @@ int lb_future_result(lb_future *future, void **value) {
     }
 }
 
+int lb__future_take_result(lb_future *future, void **value) {
+    int r = lb_future_result(future, value);
+    if (r == 0)
+        future->destroy = NULL;
+    return r;
+}
+
 /* ------------------------------------------------------------------ */
 /* Done callbacks                                                      */
 /* ------------------------------------------------------------------ */
@@ -505,7 +515,7 @@ int lb_future_wait(lb_future *future, double timeout, void **value) {
      * a host's thread (it dispatches the loop between its own events). */
     lb_loop *loop = future->loop;
     bool runs_it = lb_loop_get_running() == loop ||
-                   (loop->thread_pinned && lb__loop_thread(loop) == lb__thread_self());
+                   (loop->thread_pinned && lb__loop_may_touch(loop));
     if (runs_it && !lb_future_is_done(future))
         return lb__fail(future->loop, -EDEADLK,
                         "lb_future_wait: called on the thread that runs the future's loop");

@@ -51,4 +51,8 @@ int lb__future_complete(lb_future *f, int state, void *value, lb_destroy_fn dest
 /* Cancels the future itself, bypassing hooks. */
 int lb__future_cancel_plain(lb_future *f);
 
+/* lb_future_result(), with the ownership of a result passing to the
+ * caller: the future will not destroy it. */
+int lb__future_take_result(lb_future *future, void **value);
+
 #endif

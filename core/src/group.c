@@ -49,7 +49,7 @@ static void group_release(lb_group *g) {
 }
 
 lb_group *lb_group_unref(lb_group *group) {
-    if (group && !lb__refuse_off_thread(group->loop, __func__))
+    if (group && !lb__loop_refuse_thread(group->loop, __func__))
         group_release(group);
     return NULL;
 }

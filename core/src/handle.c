@@ -2,8 +2,6 @@
 #include "error.h"
 #include "loop_internal.h"
 
-#include <loopbridge/future.h>
-
 lb_handle *lb__handle_new(lb_loop *loop, lb_callback cb, void *data) {
     lb_handle *h = lb__slab_alloc(&loop->handle_slab);
     if (!h)
@@ -30,10 +28,7 @@ void lb__run_handle(lb_loop *loop, void *handle) {
         h->flags |= LB__HANDLE_DONE;
         lb_handle *outer = loop->current; /* nested dispatch */
         loop->current = h;
-        if (__builtin_expect(loop->debug, 0))
-            lb__debug_call(loop, h->cb, h->data);
-        else
-            h->cb(loop, h->data);
+        lb__run_callback(loop, h->cb, h->data);
         loop->current = outer;
     }
     lb__handle_unqueue(h);
@@ -62,9 +57,10 @@ static inline __attribute__((always_inline)) void handle_release(lb_handle *h) {
         return;
     lb_loop *loop = h->loop;
     bool held = h->flags & LB__HANDLE_HELD;
-    lb_future *future = (h->flags & LB__HANDLE_FUTURE_REF) ? h->aux : NULL;
+    void *aux = (h->flags & LB__HANDLE_AUX_REF) ? h->aux : NULL;
     lb__slab_free(&loop->handle_slab, h);
-    lb_future_unref(future);
+    if (aux)
+        loop->release_aux(aux);
     if (held)
         lb__loop_unhold(loop);
 }
@@ -77,7 +73,7 @@ void lb__handle_release(lb_handle *h) {
 
 int lb_handle_cancel(lb_handle *handle) {
     lb_assert_return(handle, -EINVAL);
-    int r = lb__check_owner(handle->loop, __func__);
+    int r = lb__loop_check_thread(handle->loop, __func__);
     if (r < 0)
         return r;
     if (handle->flags & (LB__HANDLE_CANCELLED | LB__HANDLE_DONE))
@@ -103,14 +99,14 @@ double lb_handle_when(const lb_handle *handle) {
 }
 
 lb_handle *lb_handle_ref(lb_handle *handle) {
-    if (!handle || lb__refuse_off_thread(handle->loop, __func__))
+    if (!handle || lb__loop_refuse_thread(handle->loop, __func__))
         return NULL;
     handle->refs++;
     return handle;
 }
 
 lb_handle *lb_handle_unref(lb_handle *handle) {
-    if (handle && !lb__refuse_off_thread(handle->loop, __func__)) {
+    if (handle && !lb__loop_refuse_thread(handle->loop, __func__)) {
         /* The loop's own reference (while the handle is scheduled) is not
          * the caller's to drop: dropping it would free the handle under
          * the timer heap or the ready queue. */

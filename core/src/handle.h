@@ -10,9 +10,10 @@ enum {
     LB__HANDLE_TIMER = 1u << 1,
     LB__HANDLE_DONE = 1u << 2,  /* ran, or was dropped at close */
     LB__HANDLE_HELD = 1u << 3,  /* a reference was handed to the user */
-    /* aux holds a reference to a future, dropped with the handle: a done
-     * callback keeps its future alive until it ran or was dropped. */
-    LB__HANDLE_FUTURE_REF = 1u << 4,
+    /* aux holds a reference, dropped with the handle by the loop's
+     * release_aux hook: a future's done callback keeps its future alive
+     * until it ran or was dropped. */
+    LB__HANDLE_AUX_REF = 1u << 4,
     /* The loop holds its reference: the handle waits in the timer heap,
      * the ready queue or a future's done callbacks. Cleared when the loop
      * lets go (lb__handle_unqueue), so an unref once too often from the

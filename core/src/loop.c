@@ -3,9 +3,8 @@
  * itself lives in dispatch.c. */
 #include "alloc.h"
 #include "error.h"
+#include "executor_internal.h"
 #include "loop_internal.h"
-
-#include <loopbridge/task.h>
 
 #include <math.h>
 #include <sched.h>
@@ -23,16 +22,15 @@ _Thread_local char lb__thread_token;
 static _Thread_local lb_loop *running_loop;
 _Thread_local lb_task *lb__current_task;
 
-int lb__fail_wrong_thread(const lb_loop *loop, const char *func) {
+/* The thread rule's two reports (loop_internal.h). */
+int lb__loop_fail_thread(const lb_loop *loop, const char *func) {
     return lb__fail(loop, -EPERM,
                     "%s: loop %p is used from a thread that does not run it; post with "
                     "lb_loop_call_soon_threadsafe()",
                     func, (const void *)loop);
 }
 
-bool lb__log_off_thread(const lb_loop *loop, const char *func) {
-    if (lb__loop_released(loop))
-        return false;
+bool lb__loop_log_thread(const lb_loop *loop, const char *func) {
     lb__log(LB_LOG_ERROR,
             "%s: called on a thread that does not run loop %p; refused (a reference is "
             "leaked rather than raced)",
@@ -40,29 +38,18 @@ bool lb__log_off_thread(const lb_loop *loop, const char *func) {
     return true;
 }
 
-int lb__fail_off_thread(const lb_loop *loop, const char *func) {
-    return lb__loop_released(loop) ? 0 : lb__fail_wrong_thread(loop, func);
-}
-
-int lb__loop_adopt(lb_loop *loop, const char *func) {
+void lb__loop_adopt(lb_loop *loop, bool host) {
     const void *self = lb__thread_self();
     const void *home = lb__loop_thread(loop);
     if (home == self)
-        return 0;
-    if (loop->thread_pinned || atomic_load(&loop->active) ||
-        !atomic_compare_exchange_strong(&loop->thread, &home, self))
-        return lb__fail_wrong_thread(loop, func);
-    return 0;
-}
-
-/* The checks of the entry points that drive the loop: those of
- * lb__loop_check, with adoption instead of the thread check. */
-static int check_driving(lb_loop *loop, const char *func) {
-    if (!loop)
-        return lb__fail(NULL, -EINVAL, "%s: loop is NULL", func);
-    if (lb__loop_closed(loop))
-        return lb__fail(loop, -EBADF, "%s: loop %p is closed", func, (const void *)loop);
-    return lb__loop_adopt(loop, func);
+        return;
+    if (loop->thread_pinned) {
+        if (host)
+            atomic_store_explicit(&loop->thread, self, memory_order_relaxed);
+        return;
+    }
+    if (!atomic_load(&loop->active))
+        atomic_compare_exchange_strong(&loop->thread, &home, self);
 }
 
 int lb__loop_check(const lb_loop *loop, const char *func) {
@@ -70,7 +57,15 @@ int lb__loop_check(const lb_loop *loop, const char *func) {
         return lb__fail(NULL, -EINVAL, "%s: loop is NULL", func);
     if (lb__loop_closed(loop))
         return lb__fail(loop, -EBADF, "%s: loop %p is closed", func, (const void *)loop);
-    return lb__check_thread(loop, func);
+    return lb__loop_check_thread(loop, func);
+}
+
+/* The checks of the entry points that drive the loop: adoption, then
+ * those of every entry point. */
+static int check_driving(lb_loop *loop, const char *func) {
+    if (loop && !lb__loop_closed(loop))
+        lb__loop_adopt(loop, false);
+    return lb__loop_check(loop, func);
 }
 
 static int64_t seconds_to_ns(double s);
@@ -83,10 +78,6 @@ static bool env_flag(const char *name) {
 int lb_loop_new(lb_loop **ret, const lb_driver *driver) {
     return lb_loop_new_full(ret, driver, NULL);
 }
-
-int lb__driver_validate(const lb_driver *driver);
-void lb__loop_executor_close(lb_loop *loop);
-int lb__driver_from_env(const lb_driver **ret);
 
 int lb_loop_new_full(lb_loop **ret, const lb_driver *driver, void *driver_arg) {
     lb_assert_return(ret, -EINVAL);
@@ -117,8 +108,7 @@ int lb_loop_new_full(lb_loop **ret, const lb_driver *driver, void *driver_arg) {
         lb__free(loop);
         return lb__fail(NULL, r, "lb_loop_new: cannot initialise the inbox lock");
     }
-    extern void lb__future_slab_init(lb_loop *loop);
-    lb__future_slab_init(loop);
+    lb__futures_init(loop);
 
     loop->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     if (loop->epoll_fd < 0) {
@@ -141,7 +131,7 @@ int lb_loop_new_full(lb_loop **ret, const lb_driver *driver, void *driver_arg) {
 
     /* The thread that makes the loop is its home. A hosted loop lives on
      * its host's thread for good; a native one may be handed over. */
-    lb__loop_set_thread(loop, lb__thread_self());
+    atomic_init(&loop->thread, lb__thread_self());
     loop->thread_pinned = (driver->caps & LB_DRIVER_CAP_HOSTED) != 0;
     r = driver->attach(loop, driver_arg, &loop->driver_state);
     if (r < 0) {
@@ -248,7 +238,7 @@ static int run_checks(lb_loop *loop, const char *func) {
         return lb__fail(loop, -EBUSY,
                         "%s: cannot run the loop while another loop is running on this thread",
                         func);
-    if (loop->closing)
+    if (lb__loop_get_state(loop) != LB__LOOP_OPEN)
         return lb__fail(loop, -EBADF, "%s: loop is closing", func);
     return 0;
 }
@@ -343,8 +333,6 @@ int lb_loop_set_slow_callback_duration(lb_loop *loop, double seconds) {
     return 0;
 }
 
-const char *lb__symbol_name(const void *fn, char *buf, size_t size);
-
 int lb_loop_get_stats(const lb_loop *loop, lb_loop_stats *ret) {
     lb_assert_return(loop, -EINVAL);
     lb_assert_return(ret, -EINVAL);
@@ -355,7 +343,7 @@ int lb_loop_get_stats(const lb_loop *loop, lb_loop_stats *ret) {
         .iterations = loop->iterations,
         .callbacks_run = loop->callbacks_run,
         .timers_alive = loop->timers.n - loop->timers.dead,
-        .tasks_alive = lb_loop_task_count(loop),
+        .tasks_alive = loop->task_hooks ? loop->task_hooks->count(loop) : 0,
         .ready = loop->ready.count,
         .slowest_callback = (double)loop->slowest_ns / 1e9,
         .slowest_callback_name =
@@ -422,7 +410,7 @@ static void unwind_tasks(lb_loop *loop) {
  * waking the loop: they finish first), the ready queue and the timers.
  * From here on the loop is closed: nothing can be queued any more. */
 static void drop_queues(lb_loop *loop) {
-    atomic_store(&loop->closed, true);
+    lb__loop_set_state(loop, LB__LOOP_RELEASING);
     while (atomic_load(&loop->wakers) > 0)
         sched_yield();
     lb__inbox_close(&loop->inbox, loop);
@@ -451,9 +439,9 @@ int lb_loop_close(lb_loop *loop) {
         return r;
     if (loop->run_depth > 0 || loop->dispatch_depth > 0)
         return lb__fail(loop, -EBUSY, "lb_loop_close: cannot close a running event loop");
-    if (loop->closing)
+    if (lb__loop_get_state(loop) != LB__LOOP_OPEN)
         return lb__fail(loop, -EBUSY, "lb_loop_close: the loop is already closing");
-    loop->closing = true;
+    lb__loop_set_state(loop, LB__LOOP_CLOSING);
     atomic_store(&loop->active, true);
     lb_loop_ref(loop);
 
@@ -472,7 +460,7 @@ int lb_loop_close(lb_loop *loop) {
     /* 5. The rest is freed. */
     release_loop_state(loop);
 
-    loop->closing = false;
+    lb__loop_set_state(loop, LB__LOOP_CLOSED);
     /* Closed: the loop has no home any more, and its objects may be
      * released on any thread, after everything done above. */
     atomic_store_explicit(&loop->thread, NULL, memory_order_release);
@@ -532,8 +520,7 @@ static __attribute__((noinline)) int call_soon_slow(lb_loop *loop, lb_callback c
  * a new chunk) goes the slow way. */
 int lb_loop_call_soon(lb_loop *loop, lb_callback cb, void *data, lb_handle **ret) {
     if (__builtin_expect(!ret && cb && loop && !lb__loop_closed(loop), 1)) {
-        if (lb__loop_thread(loop) == lb__thread_self() &&
-            lb__ready_try_push(&loop->ready, cb, data))
+        if (lb__loop_may_touch(loop) && lb__ready_try_push(&loop->ready, cb, data))
             return 0;
     }
     return call_soon_slow(loop, cb, data, ret);

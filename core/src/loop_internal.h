@@ -35,17 +35,35 @@ enum {
     LB__ARMED_CORE = 2, /* the core itself, in epoll_wait on its backend fd */
 };
 
+/* Where the loop is in its life (lb_loop.state): one value, checked at
+ * each entry point, that only moves forward. */
+typedef enum lb__loop_state {
+    LB__LOOP_OPEN = 0,
+    /* lb_loop_close began: live tasks unwind and pending futures are
+     * cancelled, with the loop still iterating for them; new tasks,
+     * executor jobs and runs are refused. */
+    LB__LOOP_CLOSING = 1,
+    /* Closed to every call (-EBADF); close releases what is left. */
+    LB__LOOP_RELEASING = 2,
+    /* lb_loop_close returned. */
+    LB__LOOP_CLOSED = 3,
+} lb__loop_state;
+
 typedef struct lb__watch lb__watch;
 typedef struct lb__signals lb__signals;
 
-/* epoll tokens of the loop's own descriptors (watches use fd | gen << 32). */
+/* The epoll token of the loop's wakeup eventfd (watches use
+ * fd | gen << 32; the loop's other descriptors are ordinary watches). */
 #define LB__TOKEN_WAKE UINT64_MAX
-#define LB__TOKEN_SIGNALS (UINT64_MAX - 1)
 typedef struct lb__task_hooks lb__task_hooks;
 
 /* Hooks the task layer installs so that the loop core does not depend on
- * it: close cancels live tasks and lets them unwind through these. */
+ * it (no loop-layer file includes task_internal.h: tools/check-layers.sh):
+ * the stats count live tasks, and close cancels them and lets them unwind
+ * through these. */
 struct lb__task_hooks {
+    /* Live tasks (lb_loop_task_count). */
+    size_t (*count)(const lb_loop *loop);
     /* Cancels every live task; returns how many are still alive. */
     size_t (*cancel_all)(lb_loop *loop);
     /* Frees what the task layer holds for the loop (stacks, pools). */
@@ -75,8 +93,7 @@ struct lb_loop {
     uint32_t dispatch_depth; /* lb_driver_dispatch frames active */
     bool stopping;
     bool ready_first;        /* hosted: the ready queue goes before posts */
-    atomic_bool closed;
-    bool closing;
+    atomic_int state; /* lb__loop_state; read by posting threads */
     bool settling; /* close: futures run their done callbacks as they complete */
     bool debug;
 
@@ -119,6 +136,11 @@ struct lb_loop {
     const lb__task_hooks *task_hooks;
     void *task_state;
 
+    /* Drops the reference a handle's aux holds (LB__HANDLE_AUX_REF): the
+     * future layer's unref, registered by lb__futures_init, so that
+     * handles need not know futures. */
+    void (*release_aux)(void *aux);
+
     lb_handle *current; /* the handle whose callback runs */
     size_t holds;       /* see lb__loop_hold() */
 
@@ -141,77 +163,100 @@ static inline const void *lb__thread_self(void) {
     return &lb__thread_token;
 }
 
-/* -EPERM with a message that names func, the public function called. */
-int lb__fail_wrong_thread(const lb_loop *loop, const char *func) __attribute__((cold));
+/* ------------------------------------------------------------------ */
+/* The thread rule                                                     */
+/* ------------------------------------------------------------------ */
 
-/* 0 if the calling thread may use loop, else -EPERM with a message naming
- * func. Callers check `closed` first (a closed loop has no home). */
-static inline int lb__check_thread(const lb_loop *loop, const char *func) {
-    const void *t = atomic_load_explicit(&loop->thread, memory_order_relaxed);
-    if (__builtin_expect(t != NULL && t != lb__thread_self(), 0))
-        return lb__fail_wrong_thread(loop, func);
-    return 0;
-}
+/* Every loop has a home thread (loop->thread): the one thread that may
+ * touch its state and the counts of its objects, whether it runs, idles
+ * or closes the loop. It is the thread that made the loop; the driving
+ * entry points (run, close, lb_driver_dispatch) hand a native loop nobody
+ * drives over to the calling thread (lb__loop_adopt), and a hosted loop
+ * follows its host's dispatching thread. Once the loop's close returned
+ * it has no home, and its objects may be released on any thread.
+ *
+ * Every check of the rule goes through lb__loop_check_thread (calls that
+ * return an error code) or lb__loop_refuse_thread (the ref and unref
+ * calls, which have none). docs/design.md ("One thread rule") and the
+ * wrong-thread rows of docs/errors.md say the same for users. */
 
-static inline bool lb__loop_closed(const lb_loop *loop) {
-    return atomic_load_explicit(&loop->closed, memory_order_relaxed);
-}
-
-bool lb__log_off_thread(const lb_loop *loop, const char *func) __attribute__((cold));
-
-/* For the calls that have no error code to return (the ref and unref of
- * objects whose counts are plain integers owned by the loop's thread):
- * true, with an error logged naming func, when the calling thread may not
- * touch loop's objects; the call is then refused, which leaks a reference
- * instead of racing the home thread (running, idle or closing the loop).
- * Once the loop's close returned, its objects may be released anywhere. */
-static inline bool lb__refuse_off_thread(const lb_loop *loop, const char *func) {
-    const void *t = atomic_load_explicit(&loop->thread, memory_order_relaxed);
-    if (__builtin_expect(t == lb__thread_self(), 1))
-        return false;
-    return lb__log_off_thread(loop, func);
-}
-
-int lb__fail_off_thread(const lb_loop *loop, const char *func) __attribute__((cold));
-
-/* The same for calls that return an error code (cancels, the close of
- * I/O objects): 0, or -EPERM with a message naming func. One load in the
- * common case; a closed loop's objects may be used anywhere once its
- * close returned. */
-static inline int lb__check_owner(const lb_loop *loop, const char *func) {
-    const void *t = atomic_load_explicit(&loop->thread, memory_order_relaxed);
-    if (__builtin_expect(t == lb__thread_self(), 1))
-        return 0;
-    return lb__fail_off_thread(loop, func);
-}
-
-/* True once the loop's close returned (it has no home thread any more),
- * with what the close did visible to the caller. Any thread. */
+/* The rule itself, with no report: true if the calling thread is the
+ * loop's home thread, or the loop's close returned (lb__loop_released,
+ * true with what the close did visible to the caller). One load in the
+ * common case. */
 static inline bool lb__loop_released(const lb_loop *loop) {
     return atomic_load_explicit(&loop->thread, memory_order_acquire) == NULL;
+}
+
+static inline bool lb__loop_may_touch(const lb_loop *loop) {
+    const void *t = atomic_load_explicit(&loop->thread, memory_order_relaxed);
+    if (__builtin_expect(t == lb__thread_self(), 1))
+        return true;
+    return lb__loop_released(loop);
+}
+
+int lb__loop_fail_thread(const lb_loop *loop, const char *func) __attribute__((cold));
+bool lb__loop_log_thread(const lb_loop *loop, const char *func) __attribute__((cold));
+
+/* 0 if the calling thread may touch loop (lb__loop_may_touch), else
+ * -EPERM with a message naming func, the public function called. */
+static inline int lb__loop_check_thread(const lb_loop *loop, const char *func) {
+    if (__builtin_expect(lb__loop_may_touch(loop), 1))
+        return 0;
+    return lb__loop_fail_thread(loop, func);
+}
+
+/* For the calls that have no error code to return (the ref and unref of
+ * objects whose counts are plain integers owned by the home thread):
+ * false if the calling thread may touch loop, else true with an error
+ * logged naming func; the call is then refused, which leaks a reference
+ * instead of racing the home thread. */
+static inline bool lb__loop_refuse_thread(const lb_loop *loop, const char *func) {
+    if (__builtin_expect(lb__loop_may_touch(loop), 1))
+        return false;
+    return lb__loop_log_thread(loop, func);
 }
 
 static inline const void *lb__loop_thread(const lb_loop *loop) {
     return atomic_load_explicit(&loop->thread, memory_order_relaxed);
 }
 
-static inline void lb__loop_set_thread(lb_loop *loop, const void *t) {
-    atomic_store_explicit(&loop->thread, t, memory_order_relaxed);
+/* The driving entry points (run, close, lb_driver_dispatch) first make
+ * the calling thread the loop's home when it may take it over: a native
+ * loop that no thread runs, dispatches or closes (the hand-over of a loop
+ * made on one thread to the thread that runs it), or, with host set, a
+ * hosted loop its host dispatches on this thread. The thread rule then
+ * decides as for every other call. */
+void lb__loop_adopt(lb_loop *loop, bool host);
+
+/* The loop's state, one value checked at each entry (sd-event's
+ * assert_return(e->state == ...)). */
+static inline lb__loop_state lb__loop_get_state(const lb_loop *loop) {
+    return (lb__loop_state)atomic_load_explicit(&loop->state, memory_order_relaxed);
 }
 
-/* The entry points that drive a loop (run, close, lb_driver_dispatch):
- * 0 if the calling thread is its home thread or adopted the loop, which
- * it may when the loop is native and no thread drives it (the hand-over
- * of a loop made on one thread to the thread that runs it); else -EPERM
- * with a message naming func. */
-int lb__loop_adopt(lb_loop *loop, const char *func);
+/* Moves the loop on (its home thread, in lb_loop_close). */
+static inline void lb__loop_set_state(lb_loop *loop, lb__loop_state state) {
+    atomic_store(&loop->state, (int)state);
+}
 
-/* The common preamble of loop-thread entry points: 0, or -EINVAL (NULL),
- * -EBADF (closed), -EPERM (wrong thread) with a message. */
+/* Closed to every call: the last steps of the close, and after. */
+static inline bool lb__loop_closed(const lb_loop *loop) {
+    return lb__loop_get_state(loop) >= LB__LOOP_RELEASING;
+}
+
+/* Inside lb_loop_close (what it cancels may ask). */
+static inline bool lb__loop_closing(const lb_loop *loop) {
+    lb__loop_state s = lb__loop_get_state(loop);
+    return s == LB__LOOP_CLOSING || s == LB__LOOP_RELEASING;
+}
+
+/* The common preamble of the loop-thread entry points: 0, or -EINVAL
+ * (NULL), -EBADF (closed), -EPERM (the thread rule) with a message. */
 int lb__loop_check(const lb_loop *loop, const char *func);
 
-/* The same, with the common case (a valid loop used from its thread)
- * decided inline. */
+/* The same, with the common case (a valid loop used from its home
+ * thread) decided inline. */
 static inline int lb__loop_check_fast(const lb_loop *loop, const char *func) {
     if (__builtin_expect(loop != NULL && !lb__loop_closed(loop), 1)) {
         if (__builtin_expect(lb__loop_thread(loop) == lb__thread_self(), 1))
@@ -272,8 +317,13 @@ static inline void lb__handle_unqueue(lb_handle *h) {
 void lb__watch_event(lb_loop *loop, uint64_t token, uint32_t events);
 void lb__watches_close(lb_loop *loop);
 
+/* A reader for one of the loop's own descriptors, without the checks of
+ * lb_loop_add_reader (the caller made them): 0 or a negative errno with a
+ * message naming func. */
+int lb__watch_add_reader(lb_loop *loop, int fd, lb_callback cb, void *data, const char *func);
+void lb__watch_remove_reader(lb_loop *loop, int fd);
+
 /* Signals (signal.c). */
-void lb__signals_readable(lb_loop *loop);
 void lb__signals_close(lb_loop *loop);
 
 /* Resources (resource.c): closes every registered resource, newest
@@ -281,7 +331,13 @@ void lb__signals_close(lb_loop *loop);
 void lb__resources_close(lb_loop *loop);
 
 /* Futures (future.c). */
+void lb__futures_init(lb_loop *loop); /* the slab, the handles' release_aux */
 void lb__futures_cancel_all(lb_loop *loop);
+
+/* Drivers (driver.c): the checks of a driver table when a loop is made,
+ * and the driver LB_DRIVER names (the native one by default). */
+int lb__driver_validate(const lb_driver *driver);
+int lb__driver_from_env(const lb_driver **ret);
 
 /* The loop's thread-local "current" bookkeeping while running/dispatching. */
 typedef struct lb__enter_state {
@@ -297,16 +353,31 @@ void lb__loop_enter(lb_loop *loop, lb__enter_state *st);
 void lb__loop_leave(lb_loop *loop, const lb__enter_state *st);
 
 /* Runs cb timing it (debug mode): slow callbacks are logged with their
- * function's name, and the slowest is kept for the stats. */
+ * function's name, and the slowest is kept for the stats. A handle's
+ * runner (lb__run_handle) is not timed: the handle times the callback it
+ * carries, so the report names the function the user scheduled. */
 void lb__debug_call(lb_loop *loop, lb_callback cb, void *data);
+
+/* Runs a callback: the one path every callback the loop runs takes
+ * (ready entries, posts, handles), timed in debug mode. */
+static inline void lb__run_callback(lb_loop *loop, lb_callback cb, void *data) {
+    if (__builtin_expect(loop->debug, 0))
+        lb__debug_call(loop, cb, data);
+    else
+        cb(loop, data);
+}
 
 /* Debug mode: notes that the running callback resumes the task whose
  * function is fn and name is name. */
 void lb__debug_note_task(lb_loop *loop, const void *fn, const char *name);
 
-/* Reports the error of future (task's, when task is not NULL) that nobody
- * retrieved (debug.c). */
-void lb__report_unretrieved(lb_loop *loop, lb_future *future, lb_task *task);
+/* Reports the error of future (task's, when task is not NULL, named
+ * task_name, running task_fn) that nobody retrieved (debug.c). */
+void lb__report_unretrieved(lb_loop *loop, lb_future *future, lb_task *task,
+                            const char *task_name, const void *task_fn);
+
+/* The name of the function at fn, written to buf (debug.c). */
+const char *lb__symbol_name(const void *fn, char *buf, size_t size);
 
 /* Reports an error through the exception handler. */
 void lb__report(lb_loop *loop, int error, lb_future *future, lb_task *task, const char *fmt, ...)

@@ -15,6 +15,7 @@
 #include "alloc.h"
 #include "error.h"
 #include "io_internal.h"
+#include "test_hooks.h"
 
 #include <fcntl.h>
 #include <math.h>
@@ -55,7 +56,6 @@ static atomic_bool pidfd_available = true;
 /* Test hook: false makes every new child use the SIGCHLD watch. */
 static atomic_bool pidfd_allowed = true;
 
-void lb__test_process_use_pidfd(bool allowed);
 void lb__test_process_use_pidfd(bool allowed) {
     atomic_store(&pidfd_allowed, allowed);
 }
@@ -331,7 +331,7 @@ int lb_process_spawn(lb_loop *loop, const char *const argv[], const lb_process_o
     LB__CHECK_LOOP(loop);
     lb_assert_return(argv && argv[0] && argv[0][0], -EINVAL);
     lb_assert_return(ret, -EINVAL);
-    if (lb_loop_is_closed(loop) || loop->closing)
+    if (lb__loop_get_state(loop) != LB__LOOP_OPEN)
         return lb__fail(loop, -EBADF, "lb_process_spawn: the loop is closing");
     static const lb_process_options defaults;
     if (!opts)
@@ -431,7 +431,7 @@ int lb_process_spawn(lb_loop *loop, const char *const argv[], const lb_process_o
 /* ------------------------------------------------------------------ */
 
 lb_process *lb_process_ref(lb_process *process) {
-    if (!process || lb__refuse_off_thread(process->loop, __func__))
+    if (!process || lb__loop_refuse_thread(process->loop, __func__))
         return NULL;
     process->refs++;
     return process;
@@ -457,7 +457,7 @@ static void release_pipes(lb_process *p) {
 }
 
 lb_process *lb_process_unref(lb_process *process) {
-    if (!process || lb__refuse_off_thread(process->loop, __func__) ||
+    if (!process || lb__loop_refuse_thread(process->loop, __func__) ||
         lb__io_no_ref_left(process->refs, "lb_process", process) || --process->refs > 0)
         return NULL;
     if (!process->watching)
@@ -532,7 +532,7 @@ int lb_process_wait(lb_process *process, double timeout, int *ret) {
 int lb_process_send_signal(lb_process *process, int signum) {
     lb_assert_return(process, -EINVAL);
     lb_assert_return(signum >= 0 && signum < NSIG, -EINVAL);
-    int r = lb__check_owner(process->loop, __func__);
+    int r = lb__loop_check_thread(process->loop, __func__);
     if (r < 0)
         return r;
     if (process->exited)

@@ -20,13 +20,8 @@ int lb_run(lb_task_fn main_fn, void *data, void **result) {
         lb_future *f = lb_task_future(main_task);
         r = lb_loop_run_until_complete(loop, f);
         if (r == 0) {
-            void *value = NULL;
-            r = lb_future_result(f, &value);
-            if (r == 0 && result) {
-                /* Ownership of the value passes to the caller. */
-                f->destroy = NULL;
-                *result = value;
-            }
+            /* Ownership of the value passes to the caller. */
+            r = result ? lb__future_take_result(f, result) : lb_future_result(f, NULL);
         }
         lb_task_unref(main_task);
     }

@@ -268,7 +268,7 @@ static void close_listeners(lb_server *srv) {
 
 int lb_server_close(lb_server *server, bool cancel_connections) {
     lb_assert_return(server, -EINVAL);
-    int r = lb__check_owner(server->loop, __func__);
+    int r = lb__loop_check_thread(server->loop, __func__);
     if (r < 0)
         return r;
     if (!server->closed) {
@@ -329,7 +329,7 @@ int lb_server_wait_closed(lb_server *server) {
 }
 
 lb_server *lb_server_ref(lb_server *server) {
-    if (!server || lb__refuse_off_thread(server->loop, __func__))
+    if (!server || lb__loop_refuse_thread(server->loop, __func__))
         return NULL;
     server->refs++;
     return server;
@@ -351,7 +351,7 @@ static void server_release(lb_server *srv) {
 }
 
 lb_server *lb_server_unref(lb_server *server) {
-    if (!server || lb__refuse_off_thread(server->loop, __func__) ||
+    if (!server || lb__loop_refuse_thread(server->loop, __func__) ||
         lb__io_no_ref_left(server->refs, "lb_server", server) || --server->refs > 0)
         return NULL;
     lb_server_close(server, false);

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Signal handlers that run as loop callbacks. A process-wide sigaction
  * handler writes the signal number into the self-pipe of every loop that
- * watches it; the pipe's read end sits in the loop's epoll instance, so
- * signals reach loops on every driver.
+ * watches it; the pipe's read end is an ordinary fd watch of the loop
+ * (the iteration knows nothing of signals), so signals reach loops on
+ * every driver.
  *
  * Not signalfd: it only sees signals blocked in every thread, and a
  * library cannot block them in threads it did not create (GLib's, the
@@ -15,7 +16,6 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <unistd.h>
 
 #define LOOPS_PER_SIGNAL 8
@@ -63,7 +63,6 @@ typedef struct lb__signals {
     int read_fd, write_fd;
     lb_callback cb[NSIG];
     void *data[NSIG];
-    bool pending[NSIG];
     signal_watch watch[NSIG];
 } lb__signals;
 
@@ -87,6 +86,30 @@ static int check_signum(const lb_loop *loop, int signum, const char *func) {
     return 0;
 }
 
+/* The pipe's reader: the signals that arrived since the last read, each
+ * once, in the order they came. A handler may remove another's (it is
+ * looked up as it is called). */
+static void pipe_readable(lb_loop *loop, void *data) {
+    lb__signals *s = data;
+    unsigned char buf[64];
+    bool seen[NSIG] = {false};
+    int order[NSIG];
+    size_t count = 0;
+    ssize_t n;
+    while ((n = read(s->read_fd, buf, sizeof buf)) > 0) {
+        for (ssize_t i = 0; i < n; i++) {
+            int signo = buf[i];
+            if (signo > 0 && signo < NSIG && !seen[signo]) {
+                seen[signo] = true;
+                order[count++] = signo;
+            }
+        }
+    }
+    for (size_t i = 0; i < count; i++)
+        if (s->cb[order[i]])
+            s->cb[order[i]](loop, s->data[order[i]]);
+}
+
 static lb__signals *signals_of(lb_loop *loop, int *error) {
     if (loop->signals)
         return loop->signals;
@@ -101,9 +124,9 @@ static lb__signals *signals_of(lb_loop *loop, int *error) {
         lb__free(s);
         return NULL;
     }
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = LB__TOKEN_SIGNALS};
-    if (epoll_ctl(loop->epoll_fd, EPOLL_CTL_ADD, fds[0], &ev) < 0) {
-        *error = -errno;
+    int r = lb__watch_add_reader(loop, fds[0], pipe_readable, s, "lb_loop_add_signal_handler");
+    if (r < 0) {
+        *error = r;
         close(fds[0]);
         close(fds[1]);
         lb__free(s);
@@ -113,47 +136,6 @@ static lb__signals *signals_of(lb_loop *loop, int *error) {
     s->write_fd = fds[1];
     loop->signals = s;
     return s;
-}
-
-/* Runs one signal's handler as a callback, so it counts, orders and
- * nests like any other. */
-static void run_signal(lb_loop *loop, void *data) {
-    lb__signals *s = loop->signals;
-    int signo = (int)(intptr_t)data;
-    if (!s)
-        return;
-    s->pending[signo] = false;
-    if (s->cb[signo])
-        s->cb[signo](loop, s->data[signo]);
-}
-
-void lb__signals_readable(lb_loop *loop) {
-    lb__signals *s = loop->signals;
-    unsigned char buf[64];
-    bool retry[NSIG] = {false};
-    bool any_retry = false;
-    ssize_t n;
-    while ((n = read(s->read_fd, buf, sizeof buf)) > 0) {
-        for (ssize_t i = 0; i < n; i++) {
-            int signo = buf[i];
-            if (signo <= 0 || signo >= NSIG || !s->cb[signo] || s->pending[signo])
-                continue;
-            if (lb__call_soon_internal(loop, run_signal, (void *)(intptr_t)signo))
-                s->pending[signo] = true;
-            else
-                retry[signo] = any_retry = true;
-        }
-    }
-    /* Out of memory for the callback's handle: put the signal back in the
-     * pipe, which keeps it readable, so the next poll tries again instead
-     * of losing the signal. */
-    for (int signo = 1; any_retry && signo < NSIG; signo++) {
-        if (retry[signo]) {
-            unsigned char b = (unsigned char)signo;
-            ssize_t w = write(s->write_fd, &b, 1);
-            (void)w; /* a full pipe holds a wakeup already */
-        }
-    }
 }
 
 /* Unhooks loop from signum in the process-wide tables. Under `lock`. */
@@ -260,7 +242,7 @@ void lb__signals_close(lb_loop *loop) {
      * be writing to it: let it finish before the number can be reused. */
     while (atomic_load(&handlers_running) > 0)
         sched_yield();
-    epoll_ctl(loop->epoll_fd, EPOLL_CTL_DEL, s->read_fd, NULL);
+    lb__watch_remove_reader(loop, s->read_fd);
     close(s->read_fd);
     close(s->write_fd);
     lb__free(s);

@@ -112,14 +112,14 @@ int lb_stream_new(lb_loop *loop, int fd, const lb_stream_options *opts, lb_strea
 }
 
 lb_stream *lb_stream_ref(lb_stream *stream) {
-    if (!stream || lb__refuse_off_thread(stream->loop, __func__))
+    if (!stream || lb__loop_refuse_thread(stream->loop, __func__))
         return NULL;
     stream->refs++;
     return stream;
 }
 
 lb_stream *lb_stream_unref(lb_stream *stream) {
-    if (!stream || lb__refuse_off_thread(stream->loop, __func__) ||
+    if (!stream || lb__loop_refuse_thread(stream->loop, __func__) ||
         lb__io_no_ref_left(stream->refs, "lb_stream", stream) || --stream->refs > 0)
         return NULL;
     /* Closed with data still queued: it lives on until that is sent. */
@@ -154,7 +154,7 @@ int lb_stream_fd(const lb_stream *stream) {
 int lb_stream_set_timeout(lb_stream *stream, double seconds) {
     lb_assert_return(stream, -EINVAL);
     lb_assert_return(!isnan(seconds), -EINVAL);
-    int r = lb__check_owner(stream->loop, __func__);
+    int r = lb__loop_check_thread(stream->loop, __func__);
     if (r < 0)
         return r;
     stream->timeout = seconds < 0 ? -1 : seconds;
@@ -282,7 +282,7 @@ static void finish_close(lb_stream *s) {
 
 int lb_stream_close(lb_stream *stream) {
     lb_assert_return(stream, -EINVAL);
-    int r = lb__check_owner(stream->loop, __func__);
+    int r = lb__loop_check_thread(stream->loop, __func__);
     if (r < 0)
         return r;
     if (stream->closing)
@@ -297,7 +297,7 @@ int lb_stream_close(lb_stream *stream) {
 
 int lb_stream_abort(lb_stream *stream) {
     lb_assert_return(stream, -EINVAL);
-    int r = lb__check_owner(stream->loop, __func__);
+    int r = lb__loop_check_thread(stream->loop, __func__);
     if (r < 0)
         return r;
     if (stream->closed)

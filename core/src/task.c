@@ -8,6 +8,8 @@
 #include "alloc.h"
 #include "error.h"
 
+#include <loopbridge/executor.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -25,6 +27,7 @@ static size_t tasks_cancel_all(lb_loop *loop);
 static void tasks_destroy(lb_loop *loop);
 
 static const lb__task_hooks task_hooks = {
+    .count = lb_loop_task_count,
     .cancel_all = tasks_cancel_all,
     .destroy = tasks_destroy,
 };
@@ -164,7 +167,7 @@ int lb_task_spawn(lb_loop *loop, lb_task_fn fn, void *data, const lb_task_option
                   lb_task **ret) {
     LB__CHECK_LOOP(loop);
     lb_assert_return(fn, -EINVAL);
-    if (loop->closing)
+    if (lb__loop_closing(loop))
         return lb__fail(loop, -EBADF, "lb_task_spawn: loop is closing");
     size_t stack_size = opts ? opts->stack_size : 0;
     unsigned flags = opts ? opts->flags : 0;
@@ -250,14 +253,14 @@ fail:
 }
 
 lb_task *lb_task_ref(lb_task *task) {
-    if (!task || lb__refuse_off_thread(task->loop, __func__))
+    if (!task || lb__loop_refuse_thread(task->loop, __func__))
         return NULL;
     task->refs++;
     return task;
 }
 
 lb_task *lb_task_unref(lb_task *task) {
-    if (!task || lb__refuse_off_thread(task->loop, __func__))
+    if (!task || lb__loop_refuse_thread(task->loop, __func__))
         return NULL;
     if (task->refs == 0) {
         lb__log(LB_LOG_ERROR, "lb_task_unref: task %p has no reference left", (void *)task);
@@ -272,7 +275,7 @@ lb_task *lb_task_unref(lb_task *task) {
     if (atomic_load(&task->future->refs) == 1 &&
         atomic_load(&task->future->state) == LB__FUTURE_ERROR &&
         !atomic_exchange(&task->future->retrieved, true))
-        lb__report_unretrieved(loop, task->future, task);
+        lb__report_unretrieved(loop, task->future, task, task->name, (const void *)task->fn);
     lb_future_unref(task->future);
     lb__free(task);
     lb__loop_unhold(loop);
@@ -463,7 +466,7 @@ int lb_sleep(double seconds) {
 
 int lb_task_cancel(lb_task *task) {
     lb_assert_return(task, -EINVAL);
-    int r = lb__check_owner(task->loop, __func__);
+    int r = lb__loop_check_thread(task->loop, __func__);
     if (r < 0)
         return r;
     if (task->state == LB__TASK_DONE)
@@ -569,4 +572,26 @@ static void tasks_destroy(lb_loop *loop) {
     lb__free(ts);
     loop->task_state = NULL;
     loop->task_hooks = NULL;
+}
+
+/* The task layer's use of the executor, through its public API. */
+int lb_to_thread(lb_work_fn fn, void *data, void **value) {
+    return lb_to_thread_full(fn, data, NULL, value);
+}
+
+int lb_to_thread_full(lb_work_fn fn, void *data, lb_destroy_fn result_destroy, void **value) {
+    lb_task *t = lb__current_task;
+    if (!t)
+        return lb__fail(NULL, -EPERM, "lb_to_thread: called outside a task");
+    lb_future *f = NULL;
+    int r = lb_loop_run_in_executor_full(t->loop, NULL, fn, data, result_destroy, &f);
+    if (r < 0)
+        return r;
+    r = lb_await(f, NULL);
+    /* The caller takes the result: the future, which nobody else holds
+     * now that the job is over, must not destroy it. */
+    if (r == 0 && value)
+        r = lb__future_take_result(f, value);
+    lb_future_unref(f);
+    return r;
 }

@@ -976,6 +976,23 @@ static void walk_unwatchable_fd(misuse *m) {
     fclose(file);
 }
 
+static void on_signal_nop(lb_loop *loop, void *data) {
+    (void)loop;
+    (void)data;
+}
+
+/* The signal pipe's read end takes the lowest free number. */
+static void walk_loop_own_fd(misuse *m) {
+    int probe = dup(0);
+    assert_true(probe >= 0);
+    close(probe);
+    assert_int_equal(lb_loop_add_signal_handler(m->loop, SIGUSR2, on_signal_nop, NULL), 0);
+    CHECK(m, lb_loop_add_reader(m->loop, probe, nop, NULL));
+    CHECK(m, lb_loop_add_writer(m->loop, probe, nop, NULL));
+    EXPECT(m, lb_loop_remove_reader(m->loop, probe) == 0);
+    assert_int_equal(lb_loop_remove_signal_handler(m->loop, SIGUSR2), 1);
+}
+
 /* Closes the pipe end at fd and makes fd name a fresh pipe's write end. */
 static fd_pair reuse_number(int fd) {
     fd_pair fresh = make_pipe();
@@ -1424,6 +1441,7 @@ static const struct {
     {"wait-on-loop-thread", walk_wait_on_loop_thread},
     {"bad-fd", walk_bad_fd},
     {"unwatchable-fd", walk_unwatchable_fd},
+    {"loop-own-fd", walk_loop_own_fd},
     {"fd-closed-while-watched", walk_fd_closed_while_watched},
     {"length-too-large", walk_length_too_large},
     {"signal-out-of-range", walk_signal_out_of_range},

@@ -36,6 +36,33 @@ static void test_signal_delivered(void **state) {
     fixture_loop_free(loop);
 }
 
+static void never_called(lb_loop *loop, void *data) {
+    (void)loop;
+    (void)data;
+    fail_msg("a reader on the loop's signal pipe ran");
+}
+
+/* The signal pipe is one of the loop's fd watches: a caller's stale fd
+ * number that the pipe reuses must neither replace nor remove it. */
+static void test_signal_pipe_not_the_callers(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    caught c = {0};
+    int probe = dup(0);
+    assert_true(probe >= 0);
+    close(probe); /* the pipe's read end takes this number */
+    assert_int_equal(lb_loop_add_signal_handler(loop, SIGUSR1, on_usr1, &c), 0);
+    int pipe_fd = probe;
+    assert_int_equal(lb_loop_add_reader(loop, pipe_fd, never_called, NULL), -EBUSY);
+    assert_int_equal(lb_loop_add_writer(loop, pipe_fd, never_called, NULL), -EBUSY);
+    assert_int_equal(lb_loop_remove_reader(loop, pipe_fd), 0);
+    assert_int_equal(lb_loop_call_later(loop, 0.01, raise_usr1, NULL, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    assert_int_equal(c.count, 1);
+    assert_int_equal(lb_loop_remove_signal_handler(loop, SIGUSR1), 1);
+    fixture_loop_free(loop);
+}
+
 static void test_signal_invalid(void **state) {
     (void)state;
     lb_loop *loop = fixture_loop_new();
@@ -111,6 +138,7 @@ static void test_signal_synchronous_refused(void **state) {
 int run_signal_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_signal_delivered),
+        cmocka_unit_test(test_signal_pipe_not_the_callers),
         cmocka_unit_test(test_signal_invalid),
         cmocka_unit_test(test_signal_restores_previous),
         cmocka_unit_test(test_signal_synchronous_refused),

@@ -117,6 +117,14 @@ LB_EXPORT int lb_driver_dispatch(lb_loop *loop, int64_t poll_timeout_ns, int64_t
  * and reads false here (and does not make lb_driver_prepare() return 0). */
 LB_EXPORT bool lb_driver_stop_requested(const lb_loop *loop);
 
+/* For bridge authors: the checks of every loop-thread entry point, so
+ * that a bridge's own entry points follow the core's thread rule (see
+ * docs/design.md). Returns 0 if loop is open and the calling thread is
+ * its home thread; -EINVAL (NULL), -EBADF (closed) or -EPERM (another
+ * thread) with a message naming func, the bridge's public function. Any
+ * thread. */
+LB_EXPORT int lb_driver_check_loop(const lb_loop *loop, const char *func);
+
 /* For driver and bridge authors: records the message (printf-style) as
  * the calling thread's lb_error_detail() and returns error (a negative
  * errno), so that a failing path reads

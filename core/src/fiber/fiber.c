@@ -3,6 +3,7 @@
  * first frame of a new fiber. The register save/restore itself is in
  * switch_<cpu>.S (or, built with LB_FIBER_UCONTEXT, swapcontext below). */
 #include "fiber.h"
+#include "switch.h"
 
 #include <assert.h>
 #include <pthread.h>
@@ -54,16 +55,6 @@ void *__tsan_get_current_fiber(void);
 void *__tsan_create_fiber(unsigned flags);
 void __tsan_destroy_fiber(void *fiber);
 void __tsan_switch_to_fiber(void *fiber, unsigned flags);
-#endif
-
-void lb__overflow_thread_init(void);
-
-/* The switch primitive: saves the callee-saved state on the current
- * stack, stores the stack pointer in *from_sp, loads to_sp, restores. */
-#if !defined(LB_FIBER_UCONTEXT)
-void lb__fiber_switch_asm(void **from_sp, void *to_sp);
-void lb__fiber_trampoline(void);
-void *lb__fiber_prepare_stack(void *top, void (*start)(lb__fiber *), lb__fiber *f);
 #endif
 
 void lb__fiber_init_thread(lb__fiber *self) {

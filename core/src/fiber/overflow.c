@@ -148,7 +148,6 @@ static void altstack_key_init(void) {
     pthread_key_create(&altstack_key, altstack_free);
 }
 
-void lb__overflow_thread_init(void);
 void lb__overflow_thread_init(void) {
     pthread_once(&altstack_once, altstack_key_init);
     if (pthread_getspecific(altstack_key))

@@ -81,6 +81,10 @@ void lb__overflow_register(lb__stack_slab *slab);
 void lb__overflow_unregister(lb__stack_slab *slab);
 void lb__overflow_install(void);
 
+/* Gives the calling thread an alternate signal stack, so that the
+ * overflow reporter can run when a fiber overflowed its stack. */
+void lb__overflow_thread_init(void);
+
 /* A switch away from the stack whose lowest byte is lo found it
  * overflowed: its stack pointer (sp) below the stack, or its canary
  * overwritten. Reports it as a guard hit is reported, by the owner's

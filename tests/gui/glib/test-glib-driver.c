@@ -776,6 +776,30 @@ static void capture_log(const gchar *domain, GLogLevelFlags level, const gchar *
         (*(int *)data)++;
 }
 
+/* The bridge's own entry points follow the core's thread rule: another
+ * thread writing the budget would race the loop's dispatch. */
+static void *set_budget_elsewhere(void *data) {
+    lb_loop *loop = data;
+    intptr_t r = lb_glib_loop_set_budget(loop, 0.5);
+    if (r == -EPERM && !strstr(lb_error_detail(), "thread that does not run it"))
+        r = -1000;
+    return (void *)r;
+}
+
+static void test_glib_bridge_calls_follow_thread_rule(void **state) {
+    (void)state;
+    lb_loop *loop = NULL;
+    assert_int_equal(lb_glib_loop_new(&loop, NULL), 0);
+    pthread_t th;
+    void *r = NULL;
+    assert_int_equal(pthread_create(&th, NULL, set_budget_elsewhere, loop), 0);
+    pthread_join(th, &r);
+    assert_int_equal((intptr_t)r, -EPERM);
+    assert_int_equal(lb_glib_loop_set_budget(loop, 0.5), 0);
+    assert_int_equal(lb_loop_close(loop), 0);
+    lb_loop_unref(loop);
+}
+
 static void test_glib_log_goes_to_g_log(void **state) {
     (void)state;
     int seen = 0;
@@ -840,6 +864,7 @@ int main(void) {
         cmocka_unit_test(test_glib_worker_thread_gets_own_context),
         cmocka_unit_test(test_glib_many_timers),
         cmocka_unit_test(test_glib_priority_and_budget),
+        cmocka_unit_test(test_glib_bridge_calls_follow_thread_rule),
         cmocka_unit_test(test_glib_log_goes_to_g_log),
         cmocka_unit_test(test_glib_unread_task_error_is_a_warning),
     };
