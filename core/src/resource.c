@@ -6,9 +6,8 @@
  * needs no rule of its own for any of them. */
 #include "error.h"
 #include "loop_internal.h"
+#include "test_hooks.h"
 
-/* Test hook: called with each resource's name as close closes it. */
-void lb__test_on_resource_close(void (*fn)(const char *));
 static void (*on_resource_close)(const char *name);
 void lb__test_on_resource_close(void (*fn)(const char *)) {
     on_resource_close = fn;
