@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "alloc.h"
+#include "asan.h"
+
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -86,6 +88,9 @@ void *lb__map_pages(size_t size) {
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
+    /* The address may have held a task's stack, unmapped with its frames'
+     * redzones still marked: fresh pages are fresh to ASan too. */
+    LB__ASAN_UNPOISON(p, size);
     atomic_fetch_add_explicit(&alloc_count, 1, memory_order_relaxed);
     return p;
 }

@@ -115,6 +115,8 @@ int lb_executor_new(lb_executor **ret, size_t threads) {
             cpus = 1;
         threads = cpus + 4 > 32 ? 32 : (size_t)cpus + 4;
         eager = cpus < 2 ? 2 : (size_t)cpus;
+        if (eager > threads)
+            eager = threads; /* more CPUs than the pool's 32 threads */
     }
     lb_executor *e = lb__calloc(1, sizeof *e);
     if (!e)

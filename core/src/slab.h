@@ -7,21 +7,9 @@
 /* Under AddressSanitizer a free object is poisoned, so a use after free of
  * a handle or a future is reported as one of malloc'd memory would be
  * (the slot is unpoisoned again when it is handed out). */
-#if defined(__SANITIZE_ADDRESS__)
-#define LB__SLAB_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define LB__SLAB_ASAN 1
-#endif
-#endif
-#ifdef LB__SLAB_ASAN
-#include <sanitizer/asan_interface.h>
-#define LB__SLAB_POISON(p, size) ASAN_POISON_MEMORY_REGION((p), (size))
-#define LB__SLAB_UNPOISON(p, size) ASAN_UNPOISON_MEMORY_REGION((p), (size))
-#else
-#define LB__SLAB_POISON(p, size) ((void)(p), (void)(size))
-#define LB__SLAB_UNPOISON(p, size) ((void)(p), (void)(size))
-#endif
+#include "asan.h"
+#define LB__SLAB_POISON LB__ASAN_POISON
+#define LB__SLAB_UNPOISON LB__ASAN_UNPOISON
 
 /* A fixed-size object allocator: objects are carved from chunks and
  * recycled through a free list, so hot paths (call_soon, timers, futures)

@@ -10,12 +10,9 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__SANITIZE_ADDRESS__)
+#include "../asan.h"
+#ifdef LB__ASAN
 #define LB_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define LB_ASAN 1
-#endif
 #endif
 
 #if defined(__has_include)

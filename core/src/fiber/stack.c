@@ -2,6 +2,7 @@
 #include "stack.h"
 
 #include "../alloc.h"
+#include "../asan.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -297,6 +298,8 @@ static void slab_unmap(lb__stack_pool *pool, lb__stack_slab *s) {
         link = &(*link)->next_in_pool;
     *link = s->next_in_pool;
     lb__overflow_unregister(s);
+    /* The frames' redzones would outlive the mapping in ASan's shadow. */
+    LB__ASAN_UNPOISON(s->base, s->length);
     munmap(s->base, s->length);
     lb__free(s->stacks);
     lb__free(s);
