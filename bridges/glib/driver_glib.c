@@ -214,7 +214,6 @@ static int glib_attach(lb_loop *loop, void *arg, void **state) {
 static void glib_detach(lb_loop *loop, void *state) {
     lb__glib_state *st = state;
     (void)loop;
-    lb__glib_release_ops(st);
     g_source_destroy(st->source);
     g_source_unref(st->source);
     g_source_destroy(st->resume);

@@ -5,7 +5,11 @@
  * future with the GAsyncResult; a done callback on the future cancels the
  * GCancellable when the future was cancelled, whoever cancelled it (a
  * cancelled task's lb_await, lb_wait_for's timeout, lb_future_cancel, the
- * loop closing), so GIO stops the work. */
+ * loop closing), so GIO stops the work.
+ *
+ * An op is a resource of its loop (lb_resource) while its done callback
+ * has not run: if the loop closes first, the op's close cancels the work
+ * and drops the callback's reference. */
 #include "glib_internal.h"
 
 #include <errno.h>
@@ -17,9 +21,8 @@ struct lb_gio_op {
     lb_future *future;
     GCancellable *cancellable;
     GMainContext *context; /* the loop's: its owner is the loop's thread */
-    /* In the loop's list while the done callback is pending. */
-    lb__glib_state *owner;
-    lb_gio_op *prev, *next;
+    /* On the loop while the done callback is pending. */
+    lb_resource resource;
 };
 
 static void op_unref(lb_gio_op *op) {
@@ -31,36 +34,25 @@ static void op_unref(lb_gio_op *op) {
     g_free(op);
 }
 
-static void op_unlink(lb_gio_op *op) {
-    lb__glib_state *st = op->owner;
-    if (op->prev)
-        op->prev->next = op->next;
-    else
-        st->pending_ops = op->next;
-    if (op->next)
-        op->next->prev = op->prev;
-    op->prev = op->next = NULL;
-    op->owner = NULL;
-}
-
 static void op_done(lb_future *future, void *data) {
     lb_gio_op *op = data;
     if (lb_future_is_cancelled(future))
         g_cancellable_cancel(op->cancellable);
-    op_unlink(op);
+    lb_driver_resource_remove(&op->resource);
     op_unref(op);
 }
 
-void lb__glib_release_ops(lb__glib_state *st) {
-    /* The loop is closed and the done callbacks of these ops will never
-     * run: whatever GIO still does for them is of no use now. */
-    while (st->pending_ops) {
-        lb_gio_op *op = st->pending_ops;
-        g_cancellable_cancel(op->cancellable);
-        op_unlink(op);
-        op_unref(op);
-    }
+/* The loop closes before the done callback ran: it never will (it is
+ * taken back, or dropped with the loop's queue if it was due already),
+ * and whatever GIO still does for the op is of no use now. */
+static void op_close(lb_resource *resource) {
+    lb_gio_op *op = (lb_gio_op *)((char *)resource - G_STRUCT_OFFSET(lb_gio_op, resource));
+    g_cancellable_cancel(op->cancellable);
+    lb_future_remove_done_callback(op->future, op_done, op);
+    op_unref(op);
 }
+
+static const lb_resource_ops op_resource_ops = {.name = "GIO operation", .close = op_close};
 
 int lb_gio_op_new(lb_loop *loop, lb_gio_op **ret) {
     if (!ret)
@@ -84,11 +76,7 @@ int lb_gio_op_new(lb_loop *loop, lb_gio_op **ret) {
     op->future = future;
     op->cancellable = g_cancellable_new();
     op->context = g_main_context_ref(st->context);
-    op->owner = st;
-    op->next = st->pending_ops;
-    if (op->next)
-        op->next->prev = op;
-    st->pending_ops = op;
+    lb_driver_resource_add(loop, &op->resource, &op_resource_ops); /* cannot fail here */
     *ret = op;
     return 0;
 }

@@ -18,9 +18,6 @@ struct lb__glib_state {
     gint64 budget_ns;       /* per dispatch; G_MAXINT64: none */
     gint64 deadline_ns;     /* next timer (CLOCK_MONOTONIC), or -1 */
     gboolean stepped_aside; /* waiting for resume to run */
-    /* GIO ops whose done callback has not run yet: each holds a reference
-     * the loop drops when it is closed, should the callback never run. */
-    lb_gio_op *pending_ops;
 };
 
 /* The GLib driver's state of loop, or NULL if loop is not a GLib loop
@@ -30,8 +27,5 @@ lb__glib_state *lb__glib_state_of(const lb_loop *loop);
 /* lb__glib_state_of(), or NULL with *error set to -EINVAL (NULL loop, not
  * a glib loop) or -EBADF (closed) and a message naming func. */
 lb__glib_state *lb__glib_loop(const lb_loop *loop, const char *func, int *error);
-
-/* Called by the driver's detach: releases the ops still registered. */
-void lb__glib_release_ops(lb__glib_state *st);
 
 #endif

@@ -30,6 +30,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -55,6 +56,7 @@ typedef struct job {
      * with relaxed loads (a hint to stop early, which orders nothing). */
     atomic_bool cancelled;
     bool slow;
+    lb_resource resource; /* on its loop until freed: close withdraws or waits for it */
 } job;
 
 typedef struct job_queue {
@@ -78,6 +80,7 @@ struct lb_executor {
     size_t waking;   /* idle workers signalled and not yet awake */
     size_t spinning; /* workers watching for work before they sleep */
     atomic_size_t queued; /* jobs in the queue (not the slow ones), for spinning workers */
+    atomic_size_t posting; /* finished jobs whose workers are posting them to their loops */
     size_t nworkers;      /* workers started */
     size_t eager_workers; /* how many start as soon as work finds the others busy */
     size_t nthreads;      /* started, the gate included */
@@ -199,6 +202,7 @@ static void job_free(job *j) {
         lb_future_unref(j->future);
     }
     atomic_fetch_sub(&loop->executor_jobs, 1);
+    lb_driver_resource_remove(&j->resource);
     lb__free(j);
     lb__loop_unhold(loop);
     /* Last, and never waiting: this may run under the inbox's lock (a
@@ -362,6 +366,7 @@ static void *worker_main(void *arg) {
     for (;;) {
         if (done) {
             done->state = JOB_FINISHED;
+            atomic_fetch_add(&e->posting, 1);
             if (done->slow)
                 e->slow_running--; /* this worker takes the next slow job */
         }
@@ -370,6 +375,7 @@ static void *worker_main(void *arg) {
                 /* Post before sleeping: its loop may be waiting for it. */
                 pthread_mutex_unlock(&e->lock);
                 job_post(done);
+                atomic_fetch_sub(&e->posting, 1);
                 done = NULL;
                 pthread_mutex_lock(&e->lock);
                 continue;
@@ -395,12 +401,16 @@ static void *worker_main(void *arg) {
             may_watch = true;
             cancelled = e->shutdown && e->cancel_pending;
             j->state = cancelled ? JOB_FINISHED : JOB_RUNNING;
+            if (cancelled)
+                atomic_fetch_add(&e->posting, 1);
             if (j->slow && !cancelled)
                 e->slow_running++;
         }
         pthread_mutex_unlock(&e->lock);
-        if (done)
+        if (done) {
             job_post(done);
+            atomic_fetch_sub(&e->posting, 1);
+        }
         done = NULL;
         if (!j) {
             /* Shut down and drained: slow jobs still queued are left to
@@ -413,6 +423,7 @@ static void *worker_main(void *arg) {
         if (cancelled) {
             j->status = -ECANCELED;
             job_post(j);
+            atomic_fetch_sub(&e->posting, 1);
         } else {
             j->result = NULL;
             *running = j;
@@ -574,6 +585,29 @@ static int job_cancel_hook(lb_future *f, void *data) {
 
 static const lb__future_hooks job_hooks = {.cancel = job_cancel_hook};
 
+/* The loop closes with the job not over: its future is cancelled as any
+ * cancel does it (a queued job is withdrawn, its completion posted and
+ * dropped with the inbox; a running one sees lb_job_cancelled()), then a
+ * running job is waited for, as long as it runs, until its completion is
+ * in the inbox (or in flight to it: the pool's count of posts in flight),
+ * since no thread may touch the loop once it is closed. */
+static void job_close(lb_resource *resource) {
+    job *j = (job *)((char *)resource - offsetof(job, resource));
+    lb_executor *e = j->executor;
+    if (!lb_future_is_done(j->future))
+        job_cancel_hook(j->future, j);
+    pthread_mutex_lock(&e->lock);
+    while (j->state == JOB_RUNNING || atomic_load(&e->posting) > 0) {
+        pthread_mutex_unlock(&e->lock);
+        struct timespec ts = {0, 100 * 1000};
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&e->lock);
+    }
+    pthread_mutex_unlock(&e->lock);
+}
+
+static const lb_resource_ops job_resource_ops = {.name = "executor job", .close = job_close};
+
 static int submit(lb_loop *loop, lb_executor *executor, lb_work_fn fn, void *data,
                   lb_destroy_fn data_destroy, lb_destroy_fn result_destroy, bool slow,
                   lb_future **ret);
@@ -657,6 +691,7 @@ static int submit(lb_loop *loop, lb_executor *executor, lb_work_fn fn, void *dat
 
     j->future->hooks = &job_hooks;
     j->future->hooks_data = j;
+    lb_driver_resource_add(loop, &j->resource, &job_resource_ops); /* cannot fail here */
     *ret = lb_future_ref(j->future);
     return 0;
 
@@ -770,8 +805,8 @@ int lb_loop_set_default_executor(lb_loop *loop, lb_executor *executor) {
     return 0;
 }
 
-/* Called by close: queued jobs were cancelled with their futures; the
- * pool stops and its threads are joined once they finished. */
+/* Called by close once its jobs were closed (queued ones withdrawn,
+ * running ones waited for): the pool stops and its threads are joined. */
 void lb__loop_executor_close(lb_loop *loop) {
     lb_executor *e = loop->default_executor;
     loop->default_executor = NULL;

@@ -17,10 +17,12 @@
 #include "loop_internal.h"
 
 #include <fcntl.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/epoll.h>
 
 struct lb__watch {
+    lb_loop *loop;
     int fd;
     uint32_t gen;
     uint32_t events; /* EPOLLIN / EPOLLOUT registered with epoll */
@@ -30,6 +32,7 @@ struct lb__watch {
     void *read_data, *write_data;
     lb_future *waiter[2]; /* by direction; holds a reference */
     bool kept[2];         /* interest left registered after a waiter */
+    lb_resource resource; /* on the loop while the watch exists */
     bool own;             /* one of the loop's own descriptors (signal pipe) */
 };
 
@@ -91,8 +94,25 @@ static int update_epoll(lb_loop *loop, lb__watch *w) {
 static void free_watch(lb_loop *loop, lb__watch *w) {
     loop->watches[w->fd] = NULL;
     loop->watches_live--;
+    lb_driver_resource_remove(&w->resource);
     lb__free(w);
 }
+
+/* The loop closes: the fd leaves its epoll instance and the watch goes
+ * (callbacks dropped; a waiter still pending, whose task was reclaimed,
+ * is cancelled with the loop's other pending futures). The fd is the
+ * caller's and stays open. */
+static void watch_close(lb_resource *resource) {
+    lb__watch *w = (lb__watch *)((char *)resource - offsetof(lb__watch, resource));
+    lb_loop *loop = w->loop;
+    w->read_cb = w->write_cb = NULL;
+    w->waiter[DIR_READ] = w->waiter[DIR_WRITE] = NULL;
+    w->kept[DIR_READ] = w->kept[DIR_WRITE] = false;
+    (void)update_epoll(loop, w);
+    free_watch(loop, w);
+}
+
+static const lb_resource_ops watch_ops = {.name = "fd watch", .close = watch_close};
 
 /* w's fd was closed while watched: what w still wanted belonged to the
  * file that is gone. Its callbacks are dropped and its waiters fail with
@@ -182,8 +202,10 @@ static lb__watch *watch_for(lb_loop *loop, int fd, const char *func, bool *fresh
         *error = lb__fail(loop, -ENOMEM, "%s: out of memory", func);
         return NULL;
     }
+    w->loop = loop;
     w->fd = fd;
     w->gen = ++loop->watch_gen;
+    lb_driver_resource_add(loop, &w->resource, &watch_ops); /* cannot fail here */
     loop->watches[fd] = w;
     loop->watches_live++;
     *fresh = true;
@@ -356,16 +378,11 @@ void lb__watch_event(lb_loop *loop, uint64_t token, uint32_t events) {
 }
 
 void lb__watches_close(lb_loop *loop) {
-    for (size_t fd = 0; fd < loop->watches_cap; fd++) {
-        lb__watch *w = loop->watches[fd];
-        if (w) {
-            w->read_cb = w->write_cb = NULL;
-            w->waiter[DIR_READ] = w->waiter[DIR_WRITE] = NULL;
-            w->kept[DIR_READ] = w->kept[DIR_WRITE] = false;
-            (void)update_epoll(loop, w);
-            free_watch(loop, w);
-        }
-    }
+    /* Every watch was closed as a resource of the loop, unless one was
+     * made after that (by a cancelled future's hook). */
+    for (size_t fd = 0; loop->watches_live > 0 && fd < loop->watches_cap; fd++)
+        if (loop->watches[fd])
+            watch_close(&loop->watches[fd]->resource);
     lb__free(loop->watches);
     loop->watches = NULL;
     loop->watches_cap = 0;

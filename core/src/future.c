@@ -200,6 +200,22 @@ static void schedule_callbacks(lb_future *f) {
     }
 }
 
+/* Runs the done callbacks at once. While the loop closes its resources
+ * and cancels its futures, no queue runs any more, and what a callback
+ * does for the library (a shield letting go of its outer future) must not
+ * be lost with it; the caller holds f. */
+static void run_callbacks_now(lb_future *f) {
+    lb_handle *h = f->cb_head;
+    f->cb_head = f->cb_tail = NULL;
+    while (h) {
+        lb_handle *next = h->next;
+        lb_future_ref(f);
+        h->flags |= LB__HANDLE_AUX_REF;
+        lb__run_handle(f->loop, h);
+        h = next;
+    }
+}
+
 int lb__future_complete(lb_future *f, int state, void *value, lb_destroy_fn destroy, int error) {
     if (atomic_load_explicit(&f->state, memory_order_relaxed) != LB__FUTURE_PENDING)
         return -EALREADY;
@@ -208,10 +224,15 @@ int lb__future_complete(lb_future *f, int state, void *value, lb_destroy_fn dest
     f->error = error;
     /* seq_cst: pairs with lb_future_wait (see there). */
     atomic_store(&f->state, state);
-    if (lb__loop_closed(f->loop))
+    if (lb__loop_closed(f->loop)) {
         drop_callbacks(f);
-    else
+    } else if (f->loop->settling) {
+        wake_waiters(f);
+        run_callbacks_now(f);
+        return 0;
+    } else {
         schedule_callbacks(f);
+    }
     wake_waiters(f);
     return 0;
 }

@@ -386,25 +386,51 @@ static void drop_ready(lb_loop *loop) {
     }
 }
 
-/* Runs iterations until done() says so or the deadline passes; what
- * close needs while tasks unwind and executor jobs report back. */
-static void close_drain(lb_loop *loop, bool (*done)(lb_loop *loop)) {
+/* Cancels the live tasks and runs iterations until they have unwound
+ * (their cleanup may await, and may still use their streams and
+ * processes, which are open until the next step), at most
+ * CLOSE_UNWIND_NS; the tasks that did not end are then reported and
+ * reclaimed. */
+static void unwind_tasks(lb_loop *loop) {
+    if (!loop->task_hooks)
+        return;
     int64_t give_up = lb__clock_ns() + CLOSE_UNWIND_NS;
-    while (!done(loop)) {
+    while (loop->task_hooks->cancel_all(loop) > 0) {
         int64_t left = give_up - lb__clock_ns();
         if (left <= 0)
             break;
         int64_t wait = lb_driver_prepare(loop);
         lb_driver_dispatch(loop, wait < 0 || wait > left ? left : wait, INT64_MAX);
     }
+    loop->task_hooks->destroy(loop);
 }
 
-static bool tasks_ended(lb_loop *loop) {
-    return !loop->task_hooks || loop->task_hooks->cancel_all(loop) == 0;
+/* Drops every queue without running what it holds: the callbacks posted
+ * from other threads (threads that posted just before may still be
+ * waking the loop: they finish first), the ready queue and the timers.
+ * From here on the loop is closed: nothing can be queued any more. */
+static void drop_queues(lb_loop *loop) {
+    lb__loop_set_state(loop, LB__LOOP_RELEASING);
+    while (atomic_load(&loop->wakers) > 0)
+        sched_yield();
+    lb__inbox_close(&loop->inbox, loop);
+    drop_ready(loop);
+    lb__timer_heap_compact(&loop->timers, handle_is_dead, drop_handle);
 }
 
-static bool jobs_and_callbacks_done(lb_loop *loop) {
-    return atomic_load(&loop->executor_jobs) == 0 && loop->ready.count == 0;
+/* Releases the loop's own machinery; the lb_loop itself lives until its
+ * last reference goes. */
+static void release_loop_state(lb_loop *loop) {
+    lb__loop_executor_close(loop);
+    lb__timer_heap_destroy(&loop->timers);
+    lb__ready_destroy(&loop->ready);
+    lb__watches_close(loop);
+    lb__signals_close(loop);
+    loop->driver->detach(loop, loop->driver_state);
+    loop->driver_state = NULL;
+    close(loop->wake_fd);
+    close(loop->epoll_fd);
+    loop->wake_fd = loop->epoll_fd = -1;
 }
 
 int lb_loop_close(lb_loop *loop) {
@@ -419,51 +445,21 @@ int lb_loop_close(lb_loop *loop) {
     atomic_store(&loop->active, true);
     lb_loop_ref(loop);
 
-    /* 1. Live tasks are cancelled and run until they unwind (they may
-     *    await cleanup); those that do not are reclaimed below. */
-    close_drain(loop, tasks_ended);
-
-    /* 2. Pending callbacks and timers are cancelled. */
-    drop_ready(loop);
-    lb__timer_heap_compact(&loop->timers, handle_is_dead, drop_handle);
-
-    /* 3. Pending futures are cancelled, through their hooks so the work
-     *    behind them (queued executor jobs, gathered children) is
-     *    withdrawn; their done callbacks run, and the executor jobs
-     *    already running report back, so no thread touches the loop
-     *    after close. */
+    /* 1. Tasks are cancelled and let unwind. */
+    unwind_tasks(loop);
+    /* 2. What the loop owns (streams, servers, processes, executor jobs,
+     *    GIO operations, fd and signal watches) is closed, newest first. */
+    loop->settling = true; /* no queue runs from here: done callbacks run at once */
+    lb__resources_close(loop);
+    /* 3. The futures still pending are cancelled, so that every thread
+     *    blocked in lb_future_wait returns. */
     lb__futures_cancel_all(loop);
-    close_drain(loop, jobs_and_callbacks_done);
-    lb__loop_executor_close(loop);
+    loop->settling = false;
+    /* 4. The queues are dropped: what was still queued never runs. */
+    drop_queues(loop);
+    /* 5. The rest is freed. */
+    release_loop_state(loop);
 
-    /* 4. Tasks that refused to end are reported and reclaimed; what
-     *    waited on them learns they were cancelled. */
-    if (loop->task_hooks) {
-        loop->task_hooks->destroy(loop);
-        lb__futures_cancel_all(loop);
-        close_drain(loop, jobs_and_callbacks_done);
-    }
-
-    /* 5. Everything left is released. Threads that posted just before
-     *    may still be waking the loop: let them finish first. */
-    lb__loop_set_state(loop, LB__LOOP_RELEASING);
-    while (atomic_load(&loop->wakers) > 0)
-        sched_yield();
-    lb__inbox_close(&loop->inbox, loop);
-    drop_ready(loop);
-    lb__timer_heap_compact(&loop->timers, handle_is_dead, drop_handle);
-    lb__timer_heap_destroy(&loop->timers);
-    lb__futures_cancel_all(loop);
-    drop_ready(loop);
-    lb__ready_destroy(&loop->ready);
-    lb__watches_close(loop);
-    lb__signals_close(loop);
-
-    loop->driver->detach(loop, loop->driver_state);
-    loop->driver_state = NULL;
-    close(loop->wake_fd);
-    close(loop->epoll_fd);
-    loop->wake_fd = loop->epoll_fd = -1;
     lb__loop_set_state(loop, LB__LOOP_CLOSED);
     /* Closed: the loop has no home any more, and its objects may be
      * released on any thread, after everything done above. */

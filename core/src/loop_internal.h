@@ -94,6 +94,7 @@ struct lb_loop {
     bool stopping;
     bool ready_first;        /* hosted: the ready queue goes before posts */
     atomic_int state; /* lb__loop_state; read by posting threads */
+    bool settling; /* close: futures run their done callbacks as they complete */
     bool debug;
 
     int64_t now;        /* the precise clock when the loop last read it */
@@ -117,6 +118,9 @@ struct lb_loop {
 
     lb__signals *signals;
 
+    /* What the loop owns and closes, newest first (resource.c). */
+    lb_resource *resources;
+
     /* Futures not freed yet, so that close can cancel the pending ones. */
     lb_future *futures;
 
@@ -124,7 +128,8 @@ struct lb_loop {
     void *exception_data;
 
     /* Executor jobs submitted by this loop whose completion it has not
-     * processed yet: close waits for them. */
+     * processed yet (each is also a resource of the loop, which close
+     * withdraws or waits for). */
     atomic_size_t executor_jobs;
     struct lb_executor *default_executor;
 
@@ -320,6 +325,10 @@ void lb__watch_remove_reader(lb_loop *loop, int fd);
 
 /* Signals (signal.c). */
 void lb__signals_close(lb_loop *loop);
+
+/* Resources (resource.c): closes every registered resource, newest
+ * first, until none is left. */
+void lb__resources_close(lb_loop *loop);
 
 /* Futures (future.c). */
 void lb__futures_init(lb_loop *loop); /* the slab, the handles' release_aux */

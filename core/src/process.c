@@ -5,11 +5,10 @@
  * loop reaps it then with waitpid on its pid.
  *
  * Each process has an internal exit future, pending while the child runs
- * and completed when it is reaped. When the loop closes with the child
- * still running, close cancels that future through its hook, which kills
- * and reaps the child: close always runs the cancel hooks of pending
- * futures (queued callbacks it may drop), so no child is left behind as
- * a zombie. */
+ * and completed when it is reaped. A process is a resource of its loop
+ * (lb_resource): when the loop closes with the child still running, the
+ * process's close kills and reaps it, so no child is left behind as a
+ * zombie. */
 #include <loopbridge/process.h>
 #include <loopbridge/task.h>
 
@@ -22,6 +21,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <spawn.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -42,6 +42,7 @@ struct lb_process {
     bool lost;           /* someone else reaped it: no return code */
     lb_future *exit;     /* pending while the child runs */
     lb_process *prev_child, *next_child; /* the SIGCHLD watch list */
+    lb_resource resource; /* registered while the child is watched or the user holds it */
 };
 
 /* ------------------------------------------------------------------ */
@@ -83,6 +84,7 @@ static void process_free(lb_process *p) {
         lb_stream_unref(p->pipes[i]);
     lb_future_unref(p->exit);
     lb_loop *loop = p->loop;
+    lb_driver_resource_remove(&p->resource);
     lb__free(p);
     lb_loop_unref(loop);
 }
@@ -149,21 +151,11 @@ static void on_pidfd(lb_loop *loop, void *data) {
         finish_watch(data);
 }
 
-static void free_later(lb_loop *loop, void *data) {
-    (void)loop;
-    lb_process *p = data;
-    if (p->refs == 0)
-        process_free(p);
-}
-
-/* The loop closes with the child running: kill and reap it. The object
- * is freed from a callback, not here, where its exit future is still in
- * the loop's hands. */
-static int exit_cancel(lb_future *f, void *data) {
-    lb_process *p = data;
-    (void)f;
-    if (!lb__loop_closing(p->loop))
-        return 0; /* only close cancels it: the callers' futures are shields */
+/* The loop closes with the child running: kill and reap it (SIGKILL
+ * ends it at once, so the wait is short), and let go of the object if
+ * nobody holds it. A user who does finds it exited, killed. */
+static void process_resource_close(lb_resource *resource) {
+    lb_process *p = (lb_process *)((char *)resource - offsetof(lb_process, resource));
     if (!p->exited) {
         kill(p->pid, SIGKILL);
         int status = 0;
@@ -173,18 +165,12 @@ static int exit_cancel(lb_future *f, void *data) {
         while (r < 0 && errno == EINTR);
         reaped(p, status, r != p->pid);
     }
-    if (p->watching) {
-        p->refs++; /* finish_watch must not free it */
-        finish_watch(p);
-        p->refs--;
-        if (p->refs == 0 && !lb__call_soon_internal(p->loop, free_later, p))
-            lb__log(LB_LOG_ERROR, "process %d: out of memory at close; its object is leaked",
-                    (int)p->pid);
-    }
-    return 1;
+    if (p->watching)
+        finish_watch(p); /* frees it if the user let go */
 }
 
-static const lb__future_hooks exit_hooks = {.cancel = exit_cancel};
+static const lb_resource_ops process_resource_ops = {.name = "process",
+                                                     .close = process_resource_close};
 
 /* ------------------------------------------------------------------ */
 /* The SIGCHLD watch                                                   */
@@ -417,8 +403,7 @@ int lb_process_spawn(lb_loop *loop, const char *const argv[], const lb_process_o
     p->refs = 1;
     p->watching = true;
     lb_loop_ref(loop);
-    p->exit->hooks = &exit_hooks;
-    p->exit->hooks_data = p;
+    lb_driver_resource_add(loop, &p->resource, &process_resource_ops); /* cannot fail here */
     p->pidfd = open_pidfd(pid);
     if (p->pidfd >= 0 && lb_loop_add_reader(loop, p->pidfd, on_pidfd, p) < 0) {
         close(p->pidfd);

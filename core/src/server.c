@@ -18,6 +18,7 @@
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -51,6 +52,7 @@ struct lb_server {
     connection *conns;         /* live connection tasks */
     size_t nconns;
     lb_future *idle;           /* completed when closed with no connection left */
+    lb_resource resource;      /* on the loop until freed */
 };
 
 struct connection {
@@ -216,6 +218,20 @@ static int start_accepting(lb_server *srv) {
 /* Server lifetime                                                     */
 /* ------------------------------------------------------------------ */
 
+/* The loop closes (its tasks, the connections', have unwound): the
+ * server closes as lb_server_close(server, true) would, and is freed
+ * unless the user still holds it. */
+static void server_resource_close(lb_resource *resource) {
+    lb_server *srv = (lb_server *)((char *)resource - offsetof(lb_server, resource));
+    srv->holds++;
+    lb_server_close(srv, true);
+    srv->holds--;
+    server_release(srv);
+}
+
+static const lb_resource_ops server_resource_ops = {.name = "server",
+                                                    .close = server_resource_close};
+
 static int server_new(lb_loop *loop, lb_stream_handler handler, void *data,
                       const lb_server_options *opts, lb_server **ret) {
     lb_server *srv = lb__calloc(1, sizeof *srv);
@@ -230,6 +246,7 @@ static int server_new(lb_loop *loop, lb_stream_handler handler, void *data,
     if (srv->opts.backlog <= 0)
         srv->opts.backlog = 128;
     srv->port = -1;
+    lb_driver_resource_add(loop, &srv->resource, &server_resource_ops); /* cannot fail here */
     *ret = srv;
     return 0;
 }
@@ -327,6 +344,7 @@ static void server_release(lb_server *srv) {
         lb_future_unref(srv->idle);
     }
     lb_loop *loop = srv->loop;
+    lb_driver_resource_remove(&srv->resource);
     lb__free(srv->path);
     lb__free(srv);
     lb_loop_unref(loop);

@@ -52,10 +52,18 @@ static void on_signal(int signo) {
     errno = saved;
 }
 
+/* A loop's handler of one signal, a resource of the loop while set. */
+typedef struct signal_watch {
+    lb_resource resource;
+    lb__signals *signals;
+    int signum;
+} signal_watch;
+
 typedef struct lb__signals {
     int read_fd, write_fd;
     lb_callback cb[NSIG];
     void *data[NSIG];
+    signal_watch watch[NSIG];
 } lb__signals;
 
 static int check_signum(const lb_loop *loop, int signum, const char *func) {
@@ -142,6 +150,26 @@ static void unhook_locked(lb__signals *s, int signum) {
         sigaction(signum, &previous[signum], NULL);
 }
 
+/* Unhooks and forgets the handler of signum. */
+static void signal_unwatch(lb__signals *s, int signum) {
+    pthread_mutex_lock(&lock);
+    unhook_locked(s, signum);
+    pthread_mutex_unlock(&lock);
+    s->cb[signum] = NULL;
+    s->data[signum] = NULL;
+    lb_driver_resource_remove(&s->watch[signum].resource);
+}
+
+/* The loop closes: the signal goes back to its previous disposition
+ * when no other loop watches it. */
+static void signal_watch_close(lb_resource *resource) {
+    signal_watch *w = (signal_watch *)resource;
+    signal_unwatch(w->signals, w->signum);
+}
+
+static const lb_resource_ops signal_watch_ops = {.name = "signal watch",
+                                                 .close = signal_watch_close};
+
 int lb_loop_add_signal_handler(lb_loop *loop, int signum, lb_callback cb, void *data) {
     LB__CHECK_LOOP(loop);
     lb_assert_return(cb, -EINVAL);
@@ -183,6 +211,9 @@ int lb_loop_add_signal_handler(lb_loop *loop, int signum, lb_callback cb, void *
     s->data[signum] = data;
     atomic_store(&pipe_of[signum][slot], s->write_fd);
     pthread_mutex_unlock(&lock);
+    s->watch[signum].signals = s;
+    s->watch[signum].signum = signum;
+    lb_driver_resource_add(loop, &s->watch[signum].resource, &signal_watch_ops); /* cannot fail */
     return 0;
 }
 
@@ -194,11 +225,7 @@ int lb_loop_remove_signal_handler(lb_loop *loop, int signum) {
     lb__signals *s = loop->signals;
     if (!s || !s->cb[signum])
         return 0;
-    pthread_mutex_lock(&lock);
-    unhook_locked(s, signum);
-    pthread_mutex_unlock(&lock);
-    s->cb[signum] = NULL;
-    s->data[signum] = NULL;
+    signal_unwatch(s, signum);
     return 1;
 }
 

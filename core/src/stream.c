@@ -9,13 +9,11 @@
  * task that reads, answers and reads again costs no epoll_ctl. The
  * stream owns its fd and forgets the interest before closing it.
  *
- * Nothing here hinges on a queued callback holding a reference:
- * lb_loop_close() drops the callbacks still queued once its tasks have
- * ended, so such a reference could leak. A watch's queued event holds
- * none (it finds the watch again by fd). A closing stream whose last
- * reference goes while data is queued holds itself, with a pending
- * "keeper" future: close cancels pending futures through their hooks,
- * and the keeper's hook aborts the stream and releases it. */
+ * A stream is a resource of its loop (lb_resource): when the loop
+ * closes, it aborts the stream and drops the reference a closing stream
+ * holds on itself while its queued data is sent after its last user let
+ * go. Nothing here hinges on a queued callback holding a reference: a
+ * watch's queued event holds none (it finds the watch again by fd). */
 #include <loopbridge/stream.h>
 #include <loopbridge/task.h>
 
@@ -24,6 +22,7 @@
 #include "io_internal.h"
 
 #include <limits.h>
+#include <stddef.h>
 #include <math.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -64,7 +63,8 @@ struct lb_stream {
     /* Closing. */
     bool closing, aborted, closed;
     int close_status;
-    lb_future *keeper; /* pending while the stream holds itself */
+    bool holds_self; /* closing with data queued and no user: one reference */
+    lb_resource resource;
 };
 
 static size_t rbuffered(const lb_stream *s) {
@@ -78,6 +78,10 @@ static size_t wbuffered(const lb_stream *s) {
 /* ------------------------------------------------------------------ */
 /* Lifetime                                                            */
 /* ------------------------------------------------------------------ */
+
+static void stream_resource_close(lb_resource *resource);
+static const lb_resource_ops stream_resource_ops = {.name = "stream",
+                                                    .close = stream_resource_close};
 
 int lb_stream_new(lb_loop *loop, int fd, const lb_stream_options *opts, lb_stream **ret) {
     LB__CHECK_LOOP(loop);
@@ -102,6 +106,7 @@ int lb_stream_new(lb_loop *loop, int fd, const lb_stream_options *opts, lb_strea
     s->write_high = opts && opts->write_limit ? opts->write_limit : DEFAULT_LIMIT;
     s->write_low = s->write_high / 4;
     s->timeout = -1;
+    lb_driver_resource_add(loop, &s->resource, &stream_resource_ops); /* cannot fail here */
     *ret = s;
     return 0;
 }
@@ -113,15 +118,16 @@ lb_stream *lb_stream_ref(lb_stream *stream) {
     return stream;
 }
 
-static int hold_self(lb_stream *s);
-
 lb_stream *lb_stream_unref(lb_stream *stream) {
     if (!stream || lb__loop_refuse_thread(stream->loop, __func__) ||
         lb__io_no_ref_left(stream->refs, "lb_stream", stream) || --stream->refs > 0)
         return NULL;
     /* Closed with data still queued: it lives on until that is sent. */
-    if (stream->closing && !stream->closed && stream->writer_on && hold_self(stream) == 0)
+    if (stream->closing && !stream->closed && stream->writer_on) {
+        stream->holds_self = true;
+        stream->refs = 1;
         return NULL;
+    }
     if (!stream->closed)
         lb_stream_abort(stream);
     if (stream->progress) {
@@ -129,6 +135,7 @@ lb_stream *lb_stream_unref(lb_stream *stream) {
         lb_future_unref(stream->progress);
     }
     lb_loop *loop = stream->loop;
+    lb_driver_resource_remove(&stream->resource);
     lb__free(stream->rbuf);
     lb__free(stream->wbuf);
     lb__free(stream);
@@ -209,45 +216,33 @@ static int wait_progress(lb_stream *s, int64_t deadline) {
 
 /* A closing stream nobody holds keeps itself alive (one reference) until
  * its data is out; release_self drops that reference from a callback,
- * never from within the futures' own bookkeeping. */
+ * never from within the stream's own frames. Should the loop close
+ * first, the stream's close below drops it instead. */
+static void drop_self(lb_stream *s) {
+    if (s->holds_self) {
+        s->holds_self = false;
+        lb_stream_unref(s);
+    }
+}
+
 static void release_self(lb_loop *loop, void *data) {
-    lb_stream *s = data;
     (void)loop;
-    lb_future *k = s->keeper;
-    s->keeper = NULL;
-    k->hooks = NULL;
-    lb__future_cancel_plain(k);
-    lb_future_unref(k);
-    lb_stream_unref(s);
+    drop_self(data);
 }
 
 static void queue_release(lb_stream *s) {
     if (!lb__call_soon_internal(s->loop, release_self, s))
-        lb__log(LB_LOG_ERROR, "stream %p: out of memory while closing; it is leaked", (void *)s);
+        lb__log(LB_LOG_ERROR, "stream %p: out of memory while closing; it is released when "
+                              "its loop closes", (void *)s);
 }
 
-/* The loop closes: abort the stream if it is still sending, and release
- * it (a release queued earlier was dropped by close, or the keeper would
- * not be pending). */
-static int keeper_cancel(lb_future *f, void *data) {
-    lb_stream *s = data;
-    (void)f;
-    if (!s->closed)
-        lb_stream_abort(s); /* queues the release */
-    else
-        queue_release(s);
-    return 1;
-}
-
-static const lb__future_hooks keeper_hooks = {.cancel = keeper_cancel};
-
-static int hold_self(lb_stream *s) {
-    if (lb_future_new(s->loop, &s->keeper) < 0)
-        return -ENOMEM;
-    s->keeper->hooks = &keeper_hooks;
-    s->keeper->hooks_data = s;
-    s->refs = 1;
-    return 0;
+/* The loop closes: the stream is aborted (what it still had to send is
+ * lost, a task waiting on it learns it closed) and, if it held itself,
+ * released. A user who still holds it finds it closed. */
+static void stream_resource_close(lb_resource *resource) {
+    lb_stream *s = (lb_stream *)((char *)resource - offsetof(lb_stream, resource));
+    lb_stream_abort(s);
+    drop_self(s);
 }
 
 /* A task waiting to read learns at once that the stream closed. */
@@ -281,7 +276,7 @@ static void finish_close(lb_stream *s) {
     s->wstart = s->wend = 0;
     s->close_status = s->aborted ? 0 : s->write_error;
     notify_progress(s);
-    if (s->keeper)
+    if (s->holds_self)
         queue_release(s);
 }
 

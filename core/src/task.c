@@ -131,7 +131,8 @@ static void task_entry(void *arg) {
 /* A queued step: resumes the task (first run, lb_yield, cancellation).
  * Steps and done callbacks hold no reference: a task can only end by
  * being resumed through the one step or callback it waits for, and close
- * drops queued ones before it reclaims tasks that would not end. */
+ * runs nothing once it reclaimed the tasks that would not end (it drops
+ * what is still queued). */
 static void task_step(lb_loop *loop, void *data) {
     lb_task *t = data;
     (void)loop;
@@ -541,7 +542,9 @@ static size_t tasks_cancel_all(lb_loop *loop) {
 }
 
 /* Tasks still alive when close gave up waiting: reported, then their
- * stacks are reclaimed without unwinding and their futures cancelled. */
+ * stacks are reclaimed without unwinding and their futures cancelled.
+ * Close runs no callback after this: the steps and done callbacks still
+ * queued for them are dropped, never run. */
 static void tasks_destroy(lb_loop *loop) {
     lb__tasks *ts = loop->task_state;
     while (ts->live) {
@@ -550,11 +553,14 @@ static void tasks_destroy(lb_loop *loop) {
                    "task %s did not finish after being cancelled at close; its stack was "
                    "reclaimed without unwinding",
                    t->name);
-        /* What it waited for was dropped by close already. */
+        /* What it waited for may still complete as close goes on: it must
+         * not resume the task then (which may be freed by that time). */
         if (t->timer)
             t->timer = lb_handle_unref(t->timer);
-        if (t->awaiting)
+        if (t->awaiting) {
+            lb_future_remove_done_callback(t->awaiting, wake_on_done, t);
             t->awaiting = lb_future_unref(t->awaiting);
+        }
         if (t->deadline)
             t->deadline = lb_handle_unref(t->deadline);
         t->status = -ECANCELED;

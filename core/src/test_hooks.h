@@ -14,4 +14,8 @@ void lb__test_dns_before_lookup(void (*hook)(void *), void *data);
 /* process.c: false makes every new child use the SIGCHLD watch. */
 void lb__test_process_use_pidfd(bool allowed);
 
+/* resource.c: fn(name) runs as lb_loop_close() closes each resource, in
+ * order (NULL: none). */
+void lb__test_on_resource_close(void (*fn)(const char *name));
+
 #endif

@@ -99,6 +99,7 @@ int run_dns_tests(void);
 int run_stream_tests(void);
 int run_server_tests(void);
 int run_process_tests(void);
+int run_close_tests(void);
 int run_destroy_tests(void);
 
 #endif

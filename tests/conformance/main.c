@@ -30,6 +30,7 @@ static const fixture_group groups[] = {
     {"stream", run_stream_tests},
     {"server", run_server_tests},
     {"process", run_process_tests},
+    {"close", run_close_tests},
     {"destroy", run_destroy_tests},
 };
 

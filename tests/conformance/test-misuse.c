@@ -1421,6 +1421,20 @@ static void walk_bad_driver(misuse *m) {
     EXPECT(m, loop == NULL);
 }
 
+static void resource_nop_close(lb_resource *resource) {
+    (void)resource;
+}
+
+static void walk_bad_resource(misuse *m) {
+    static const lb_resource_ops no_close = {.name = "no-close"};
+    static const lb_resource_ops ok = {.name = "misuse", .close = resource_nop_close};
+    lb_resource r = {0};
+    CHECK(m, lb_driver_resource_add(m->loop, &r, &no_close));
+    assert_int_equal(lb_driver_resource_add(m->loop, &r, &ok), 0);
+    CHECK(m, lb_driver_resource_add(m->loop, &r, &ok));
+    lb_driver_resource_remove(&r);
+}
+
 /* ------------------------------------------------------------------ */
 /* The walk                                                            */
 /* ------------------------------------------------------------------ */
@@ -1477,6 +1491,7 @@ static const struct {
     {"gather-nothing-no-loop", walk_gather_nothing_no_loop},
     {"unknown-driver", walk_unknown_driver},
     {"bad-driver", walk_bad_driver},
+    {"bad-resource", walk_bad_resource},
 };
 
 enum { N_WALKERS = sizeof walkers / sizeof walkers[0] };

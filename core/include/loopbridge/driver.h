@@ -141,6 +141,45 @@ LB_EXPORT void *lb_driver_state(const lb_loop *loop);
  * with its own before it trusts lb_driver_state(). Any thread. */
 LB_EXPORT const lb_driver *lb_loop_driver(const lb_loop *loop);
 
+/* Something a loop owns and must release when it closes (a stream, a
+ * process, a GIO operation, an executor job): embedded in the object,
+ * registered on the loop when the object is made and removed when it is
+ * freed. lb_loop_close() cancels the loop's tasks and lets them unwind,
+ * then calls each registered resource's close, newest first, then drops
+ * its queues. The fields are the loop's; zero them before
+ * lb_driver_resource_add(). */
+typedef struct lb_resource lb_resource;
+
+typedef struct lb_resource_ops {
+    /* Required. A name for logs and tests ("stream", "process"). */
+    const char *name;
+    /* Required. Called once, by lb_loop_close() on the loop's thread,
+     * with the resource already removed from the loop: releases the
+     * loop's hold on the object and completes or cancels what waits on
+     * it, without running the loop. The user may still hold the object:
+     * it then stays allocated, closed (its calls fail with -EBADF), until
+     * the user lets go of it. */
+    void (*close)(lb_resource *resource);
+} lb_resource_ops;
+
+struct lb_resource {
+    lb_resource *next;
+    lb_resource **pprev; /* NULL while not registered */
+    const lb_resource_ops *ops;
+};
+
+/* Registers resource (embedded in an object of the caller) on loop with
+ * ops. Returns 0, -EINVAL (NULL argument, ops without close, resource
+ * already registered), -EBADF (the loop is closed), -EPERM
+ * (wrong thread). Loop thread. */
+LB_EXPORT int lb_driver_resource_add(lb_loop *loop, lb_resource *resource,
+                                     const lb_resource_ops *ops);
+
+/* Removes resource from its loop (a no-op when it is not registered, as
+ * after lb_loop_close() closed it). Call it when the object is freed.
+ * NULL is a no-op. Loop thread, or any thread once the loop is closed. */
+LB_EXPORT void lb_driver_resource_remove(lb_resource *resource);
+
 #ifdef __cplusplus
 }
 #endif

@@ -66,8 +66,9 @@ LB_EXPORT lb_executor *lb_executor_unref(lb_executor *executor);
  * thread with fn's result or error. Cancelling the future before the job
  * started removes the job from the queue at once (it no longer holds
  * the pool or the loop); once it runs, lb_job_cancelled() turns true in
- * it and its result is discarded. lb_loop_close() cancels the futures
- * of running jobs likewise, then waits for the jobs to return.
+ * it and its result is discarded. When the loop closes, a queued job is
+ * withdrawn (fn never runs) and a running one is cancelled likewise and
+ * waited for, however long it runs; either way the future is cancelled.
  * Returns 0, -EINVAL, -EBADF (closed loop, or executor shut down),
  * -ENOMEM, -EPERM (wrong thread). Loop thread only. */
 LB_EXPORT int lb_loop_run_in_executor(lb_loop *loop, lb_executor *executor, lb_work_fn fn,

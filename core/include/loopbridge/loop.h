@@ -69,9 +69,14 @@ LB_EXPORT int lb_loop_run_until_complete(lb_loop *loop, lb_future *future);
  * lb_loop_call_soon_threadsafe() instead). */
 LB_EXPORT int lb_loop_stop(lb_loop *loop);
 
-/* Closes the loop: cancels what is pending (callbacks, timers, futures,
- * tasks, which are given the chance to unwind), removes every watch and
- * releases every descriptor and byte the loop holds. The lb_loop object
+/* Closes the loop: cancels its tasks and lets them unwind (their
+ * cleanup may await), then closes what it owns, newest first (streams
+ * are aborted, servers closed, running children killed and reaped,
+ * queued executor jobs withdrawn and running ones waited for), cancels
+ * the pending futures, drops the pending callbacks, timers and posts,
+ * removes every watch and releases every descriptor and byte the loop
+ * holds. Objects the caller still holds are closed, not freed: their
+ * calls fail with -EBADF until their last reference goes. The lb_loop object
  * itself stays valid until its last reference is dropped, and every call
  * on it then fails with -EBADF.
  * Called on a thread other than its home thread, it adopts a native loop

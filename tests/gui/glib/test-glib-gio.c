@@ -287,6 +287,20 @@ static void test_gio_cancel_future_outside_task(void **state) {
     free_loop(native);
 }
 
+/* The loop closes after the op's future completed but before its done
+ * callback ran: the callback is dropped with the queue and the op's
+ * close lets go of its reference (ASan/valgrind: no leak). */
+static void test_gio_close_with_done_callback_queued(void **state) {
+    (void)state;
+    lb_loop *loop = new_loop(NULL);
+    lb_gio_op *op = NULL;
+    assert_int_equal(lb_gio_op_new(loop, &op), 0);
+    assert_int_equal(lb_future_set_result(lb_gio_op_future(op), NULL, NULL), 0);
+    free_loop(loop);
+    lb_gio_op_ready(NULL, NULL, op); /* GIO's late callback: done already, nothing to do */
+    lb_gio_op_unref(op);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gio_load_contents_in_task),
@@ -295,6 +309,7 @@ int main(void) {
         cmocka_unit_test(test_gio_wait_for_timeout_cancels_operation),
         cmocka_unit_test(test_gio_close_cancels_pending_operation),
         cmocka_unit_test(test_gio_cancel_future_outside_task),
+        cmocka_unit_test(test_gio_close_with_done_callback_queued),
     };
     return cmocka_run_group_tests_name("glib_gio", tests, NULL, NULL);
 }
