@@ -1,0 +1,295 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# run-app.sh gtk|tk BUILD_ROOT WORK_DIR: one of the two applications of
+# tests/gui/apps as its user gets it, driven like a user drives it.
+#
+#  1. installs the libraries of BUILD_ROOT into WORK_DIR/dest (meson
+#     install --destdir; the .pc files' prefix points into it) and builds
+#     the app with `cc $(pkg-config --cflags --libs loopbridge-... gtk4|tk)`
+#     against that copy, run path included (ldd must find it there);
+#  2. under Xvfb (xvfb-run -a, GSK_RENDERER=cairo, no window manager),
+#     clicks its buttons with xdotool at the positions it printed, and
+#     closes its window mid-job with a WM_DELETE_WINDOW client message, as
+#     a window manager does (wm-close.c: xdotool cannot send one;
+#     `xdotool windowclose` destroys the window, which is not a close
+#     request, and key alt+F4 needs a window manager);
+#  3. checks the lines the app printed:
+#     gtk: a small file read through GIO; Cancel stops every running job
+#          within 50 ms; "Hash again" awaited through its "clicked";
+#     tk:  the round trips go on while a modal tk_messageBox is open
+#          (dismissed with xdotool key Return); the 16 ms `after` tick's
+#          largest gap stays within 20 ms while 4 jobs hash; Cancel stops
+#          the 4 jobs within 50 ms;
+#     both: closing the window mid-job exits within 1 s (from the close
+#          request to the process's exit);
+#  4. runs it again under valgrind and closes it mid-job: no memory error
+#     and no definite leak in a stack through loopbridge or the app
+#     (tests/valgrind/*.supp and tests/gui/apps/toolkits.supp applied;
+#     what the toolkits alone lose is counted and shown).
+# Timing bounds are checked when the machine is not overloaded; with a
+# load average above the CPU count they are reported, not failed.
+# Exit 77 (skipped) without xvfb-run, xdotool, cc, pkg-config, the
+# toolkit's or Xlib's development files or valgrind.
+set -u
+
+kind=$1
+build=$(cd "$2" && pwd)
+work=$3
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../../.." && pwd)
+
+# meson test points LD_LIBRARY_PATH at the build tree: the apps must
+# load the installed copy, as their users' do (through the run path).
+unset LD_LIBRARY_PATH
+
+skip() { echo "SKIP: $*"; exit 77; }
+fail=0
+FAIL() { echo "FAIL: $*"; fail=1; }
+
+case $kind in
+  gtk) app=gtk-hasher; modules="loopbridge-glib gtk4" ;;
+  tk) app=tk-pinger; modules="loopbridge-tk tk" ;;
+  *) echo "usage: run-app.sh gtk|tk BUILD_ROOT WORK_DIR" >&2; exit 2 ;;
+esac
+for tool in xvfb-run xdotool cc pkg-config valgrind python3; do
+  command -v $tool >/dev/null || skip "$tool missing"
+done
+pkg-config --exists "${modules#* }" x11 || skip "no ${modules#* } or x11 development files"
+
+# The load, for the timing checks.
+cpus=$(nproc)
+load=$(cut -d' ' -f1 /proc/loadavg)
+overloaded=$(awk -v l="$load" -v c="$cpus" 'BEGIN { print (l > c) ? 1 : 0 }')
+echo "load average $load on $cpus CPUs$([ "$overloaded" = 1 ] && echo ': overloaded, timing bounds are reported, not failed')"
+# timing WHAT VALUE BOUND: VALUE (ms) must be at most BOUND.
+timing() {
+  if awk -v v="$2" -v b="$3" 'BEGIN { exit !(v != "" && v <= b) }'; then
+    echo "ok: $1: $2 ms (bound $3 ms)"
+  elif [ "$overloaded" = 1 ]; then
+    echo "NOT CHECKED (overloaded machine): $1: $2 ms, over the bound of $3 ms"
+  else
+    FAIL "$1: $2 ms, over the bound of $3 ms"
+  fi
+}
+
+# ---- 1. install, build ----
+rm -rf "$work"
+mkdir -p "$work"
+dest=$work/dest
+meson install -C "$build" --no-rebuild --destdir "$dest" --quiet >"$work/install.log" 2>&1 ||
+  { cat "$work/install.log"; echo "FAIL: meson install --destdir"; exit 1; }
+pc=$(find "$dest" -name loopbridge.pc -path '*/pkgconfig/*' | head -1)
+[ -n "$pc" ] || { echo "FAIL: no loopbridge.pc installed under $dest"; exit 1; }
+for f in "$(dirname "$pc")"/*.pc; do
+  sed -i "s|^prefix=|prefix=$dest|" "$f"
+done
+PKG_CONFIG_PATH=$(dirname "$pc")
+export PKG_CONFIG_PATH
+libdir=$(pkg-config --variable=libdir loopbridge)
+# shellcheck disable=SC2046,SC2086
+cc -std=c11 -Wall -Wextra -Werror -O2 -g "$here/$app.c" -o "$work/$app" \
+  $(pkg-config --cflags --libs $modules) -Wl,-rpath,"$libdir" ||
+  { echo "FAIL: cannot build $app against the installed library"; exit 1; }
+# shellcheck disable=SC2046
+cc -std=c11 -O2 "$here/wm-close.c" -o "$work/wm-close" $(pkg-config --cflags --libs x11) ||
+  { echo "FAIL: cannot build wm-close"; exit 1; }
+ldd "$work/$app" | grep libloopbridge | grep -qv "$dest" &&
+  { ldd "$work/$app"; echo "FAIL: $app loads a libloopbridge from outside $dest"; exit 1; }
+echo "built $app with pkg-config $modules, libraries from $libdir"
+
+# The files the GTK app hashes: a small one, two of a few MiB, a 2 GiB
+# sparse one (no disk used) that lasts long enough to be cancelled.
+files=$work/files
+mkdir -p "$files"
+printf 'loopbridge apps test\nsecond line\n' >"$files/small.txt"
+head -c $((3 << 20)) /dev/urandom >"$files/a.bin"
+head -c $((5 << 20)) /dev/urandom >"$files/b.bin"
+truncate -s 2G "$files/big.bin"
+
+supp=""
+for f in "$root"/tests/valgrind/*.supp "$here"/toolkits.supp; do
+  [ -f "$f" ] && supp="$supp --suppressions=$f"
+done
+# No GL under Xvfb: GTK renders with cairo and does not load Mesa.
+export GSK_RENDERER=cairo GDK_DEBUG=gl-disable NO_AT_BRIDGE=1
+export KIND=$kind APP=$work/$app FILES=$files WORK=$work SUPP=$supp
+
+# ---- 2. drive it under Xvfb ----
+# Inside xvfb-run: helpers, then the runs. Each app's output goes to a log;
+# the checks below read it.
+# shellcheck disable=SC2016 # expanded by the inner bash
+xvfb-run -a bash -c '
+set -u
+log=$WORK/run.log
+# wait_for PATTERN FILE SECONDS [COUNT]: until FILE has COUNT lines matching.
+wait_for() {
+  local n=$(( $3 * 10 )) want=${4:-1}
+  while [ "$n" -gt 0 ]; do
+    [ "$(grep -c -- "$1" "$2")" -ge "$want" ] && return 0
+    sleep 0.1; n=$((n - 1))
+  done
+  echo "timed out waiting for \"$1\" in $2"; return 1
+}
+# click NAME FILE [WINDOW]: a real pointer click at the widget NAME.
+click() {
+  set -- $(grep "^widget $1 " "$2" | tail -1) "${3:-}"
+  if [ -n "$5" ]; then xdotool mousemove --window "$5" "$3" "$4" click 1
+  else xdotool mousemove "$3" "$4" click 1; fi
+}
+# close_window ID PID SECONDS: WM_DELETE_WINDOW, then the time to exit in
+# ms (polled every 10 ms); killed if still there after SECONDS.
+close_window() {
+  local t0 t1 rc n=$(( $3 * 100 ))
+  t0=$(date +%s%N)
+  "$WORK/wm-close" "$1" >/dev/null
+  while kill -0 "$2" 2>/dev/null && [ "$n" -gt 0 ]; do sleep 0.01; n=$((n - 1)); done
+  t1=$(date +%s%N)
+  if [ "$n" -eq 0 ]; then
+    echo "close-to-exit: still running after $3 s: killed"
+    kill -9 "$2"; wait "$2"; return
+  fi
+  wait "$2"; rc=$?
+  echo "close-to-exit: $(( (t1 - t0) / 1000000 )) ms, status $rc"
+}
+# dismiss_modal LOG SECONDS DELAY: once the Tk app opened its message box,
+# presses Return in it DELAY seconds later (keyboard focus given as a
+# window manager would), again each second until the app saw it close (a
+# dialog not mapped yet cannot take the focus).
+dismiss_modal() {
+  wait_for "^modal: open" "$1" "$2" || return 1
+  sleep "$3"
+  local n=$2 modal
+  while [ "$n" -gt 0 ]; do
+    modal=$(xdotool search --onlyvisible --name "^lb-apps-modal\$" | head -1)
+    [ -n "$modal" ] && xdotool windowfocus "$modal" key Return 2>/dev/null
+    wait_for "^modal: closed" "$1" 1 >/dev/null && return 0
+    n=$((n - 1))
+  done
+  echo "the message box did not close"; return 1
+}
+title=lb-apps-$( [ "$KIND" = gtk ] && echo gtk-hasher || echo tk-pinger)
+
+echo "== run: clicks and a close mid-job" >&2
+"$APP" "$FILES" >"$log" 2>&1 & pid=$!
+wait_for "^hashing:" "$log" 60 || { kill $pid; exit 1; }
+wid=$(xdotool search --sync --name "^$title\$" | head -1)
+if [ "$KIND" = gtk ]; then
+  sleep 0.3
+  click cancel "$log" "$wid"
+  wait_for "^await: ready" "$log" 30 || { kill $pid; exit 1; }
+  click again "$log" "$wid"
+  wait_for "^hashing:" "$log" 30 2 || { kill $pid; exit 1; }
+else
+  dismiss_modal "$log" 30 0.7 || { kill $pid; exit 1; }
+  sleep 0.5
+  click cancel "$log"
+  wait_for "^job .*: cancel observed" "$log" 30 4 || { kill $pid; exit 1; }
+  click hash "$log"
+  wait_for "^hashing:" "$log" 30 2 || { kill $pid; exit 1; }
+fi
+sleep 0.5
+close_window "$wid" $pid 20 >>"$log"
+
+echo "== run under valgrind: a close mid-job" >&2
+vlog=$WORK/valgrind.run.log
+# shellcheck disable=SC2086
+valgrind --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite \
+  --child-silent-after-fork=yes --num-callers=40 --log-file="$WORK/valgrind.log" $SUPP "$APP" "$FILES" >"$vlog" 2>&1 & pid=$!
+wait_for "^hashing:" "$vlog" 300 || { kill $pid; exit 1; }
+if [ "$KIND" = tk ]; then
+  # Dismissed first: a main window destroyed while tk_messageBox is still
+  # setting its dialog up can leave the message box in its vwait.
+  dismiss_modal "$vlog" 120 2 || { kill $pid; exit 1; }
+fi
+sleep 1
+wid=$(xdotool search --sync --name "^$title\$" | head -1)
+close_window "$wid" $pid 180 >>"$vlog"
+' || { cat "$work/run.log" "$work/valgrind.run.log" 2>/dev/null; echo "FAIL: the drive did not complete"; exit 1; }
+
+log=$work/run.log
+vlog=$work/valgrind.run.log
+echo "---- $app"
+cat "$log"
+echo "---- $app under valgrind"
+cat "$vlog"
+echo "----"
+
+# ---- 3. the checks ----
+expect() { grep -q -- "$1" "$2" || FAIL "no \"$1\" in $(basename "$2")"; }
+if grep -q "CRITICAL" "$log" "$vlog"; then FAIL "a critical was logged"; fi
+# observed START END: the latencies the jobs reported between the first
+# line matching START and the next one matching END.
+observed() {
+  awk -v s="$1" -v e="$2" '!on && $0 ~ s { on = 1; next } on && $0 ~ e { exit }
+    on && /^job [0-9]*: cancel observed after/ { print $(NF - 1) }' "$log"
+}
+if [ "$kind" = gtk ]; then
+  expect "^gio: small.txt $(stat -c %s "$files/small.txt") bytes$" "$log"
+  expect "^cancel: clicked$" "$log"
+  expect "^hash: big.bin cancelled$" "$log"
+  expect "^await: clicked$" "$log"
+  lat=$(observed "^cancel: clicked" "^await: ready")
+else
+  expect "^modal: closed after" "$log"
+  pings=$(sed -n 's/^modal: closed after [0-9]* ms, \([0-9]*\) pings meanwhile$/\1/p' "$log")
+  { [ -n "$pings" ] && [ "$pings" -gt 0 ]; } || FAIL "no round trip while the message box was open"
+  gap=$(sed -n 's/^ticks: [0-9]* while 4 jobs hashed, max gap \([0-9.]*\) ms$/\1/p' "$log" | head -1)
+  ticks=$(sed -n 's/^ticks: \([0-9]*\) while 4 jobs hashed.*/\1/p' "$log" | head -1)
+  { [ -n "$ticks" ] && [ "$ticks" -ge 20 ]; } || FAIL "the tick ran '$ticks' times while the jobs hashed"
+  timing "16 ms tick, largest gap while 4 jobs hashed" "$gap" 20
+  lat=$(observed "^ticks:" "^hashing:")
+  [ "$(echo "$lat" | grep -c .)" -eq 4 ] || FAIL "not the 4 jobs saw the cancel: '$lat'"
+fi
+[ -n "$lat" ] || FAIL "no job observed Cancel"
+worst=$(echo "$lat" | sort -n | tail -1)
+timing "Cancel to the last job's stop ($(echo "$lat" | wc -l) jobs were running)" "$worst" 50
+expect "^close: cancelling$" "$log"
+expect "^exit: " "$log"
+close=$(sed -n 's/^close-to-exit: \([0-9]*\) ms, status 0$/\1/p' "$log")
+[ -n "$close" ] || FAIL "the app did not exit with status 0 after the close"
+timing "window closed mid-job to process exit" "$close" 1000
+
+# ---- 4. valgrind ----
+expect "^close: cancelling$" "$vlog"
+grep -q "status 0" "$vlog" || FAIL "the app under valgrind did not exit with status 0"
+python3 - "$work/valgrind.log" "$app" <<'PY' || fail=1
+import re, sys
+text = open(sys.argv[1]).read()
+app = sys.argv[2]
+# A record: the lines of one error or leak, up to a blank line.
+records, cur = [], []
+for line in text.splitlines():
+    body = re.sub(r"^==\d+== ?", "", line)
+    if body.strip():
+        cur.append(body)
+    elif cur:
+        records.append(cur)
+        cur = []
+if cur:
+    records.append(cur)
+# Whose is a record: ours when loopbridge or the app is among the
+# innermost frames (what allocated the lost block, or made the bad
+# access). Every toolkit allocation has main() and, often, a loopbridge
+# callback far down its stack: those do not count.
+INNER = 8
+ours, theirs = [], []
+for r in records:
+    head = r[0]
+    if not re.match(r"(Invalid|Conditional|Use of uninit|Syscall param|Mismatched|Source and dest"
+                    r"|Argument|.*definitely lost)", head):
+        continue
+    frames = " ".join(r[1:1 + INNER])
+    mine = re.search(r"\blb_|libloopbridge|%s\.c" % re.escape(app), frames)
+    (ours if mine else theirs).append(r)
+summary = re.findall(r"ERROR SUMMARY: (\d+) errors", text)
+print("valgrind: %s errors in all; %d records through loopbridge or %s, %d in the toolkits alone"
+      % (summary[-1] if summary else "?", len(ours), app, len(theirs)))
+for r in theirs:
+    print("   toolkit: " + r[0])
+for r in ours:
+    print("FAIL: valgrind:\n   " + "\n   ".join(r))
+sys.exit(1 if ours or not summary else 0)
+PY
+
+[ $fail -eq 0 ] && echo "PASS: $app"
+exit $fail
