@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* Destroy notifies under a racing close: eight threads post with
  * lb_loop_call_soon_threadsafe_full() until the loop refuses them, while
- * the loop thread keeps timers, held and cancelled handles and done
- * callbacks of its own, all with destroy notifies, and then closes. Every
+ * the loop thread keeps timers, held and cancelled handles, done
+ * callbacks and executor jobs whose results have a destroy function
+ * (results taken, dropped, cancelled, caught by the close), and then
+ * closes. Every
  * destroy frees a record (a second one is a double free for ASan and
  * valgrind, a missing one a leak), runs on the thread the headers name,
  * and the counts add up: each call made is destroyed exactly once. */
@@ -14,7 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-enum { RACERS = 8, MAX_AHEAD = 20000, LOCAL = 64 };
+enum { RACERS = 8, MAX_AHEAD = 20000, LOCAL = 64, JOBS = 24 };
 
 typedef struct record {
     int owner; /* 0: the loop's thread; 1..RACERS: a poster */
@@ -67,6 +69,33 @@ static void record_ran(lb_loop *loop, void *data) {
 
 static void record_done(lb_future *f, void *data) {
     record_ran(lb_future_get_loop(f), data);
+}
+
+/* A job's result is a record: made on the worker, destroyed on the loop's
+ * thread when nobody takes it, or with the future that holds it. A job
+ * withdrawn before it ran makes none. */
+static int record_job(void *data, void **ret) {
+    (void)data;
+    record *rec = record_new(0);
+    if (!rec)
+        return -ENOMEM;
+    atomic_fetch_add(&current_round->made, 1);
+    *ret = rec;
+    return 0;
+}
+
+/* Jobs whose future is dropped at once, kept (it holds the result), or
+ * cancelled while queued or running; close catches those still out. */
+static void start_jobs(round *r, lb_future **jobs) {
+    for (int i = 0; i < JOBS; i++) {
+        assert_int_equal(
+            lb_loop_run_in_executor_full(r->loop, NULL, record_job, NULL, record_destroy, &jobs[i]),
+            0);
+        if (i % 3 == 0)
+            jobs[i] = lb_future_unref(jobs[i]);
+        else if (i % 3 == 2)
+            lb_future_cancel(jobs[i]);
+    }
 }
 
 static void *poster_main(void *data) {
@@ -151,6 +180,8 @@ static void run_round(long stop_after) {
     for (int i = 0; i < 2; i++)
         assert_int_equal(lb_future_new(r.loop, &futures[i]), 0);
     schedule_local(&r, futures, held);
+    lb_future *jobs[JOBS] = {0};
+    start_jobs(&r, jobs);
 
     pthread_t threads[RACERS];
     for (int i = 0; i < RACERS; i++)
@@ -169,6 +200,8 @@ static void run_round(long stop_after) {
         held[i] = lb_handle_unref(held[i]);
     for (int i = 0; i < 2; i++)
         futures[i] = lb_future_unref(futures[i]);
+    for (int i = 0; i < JOBS; i++)
+        jobs[i] = lb_future_unref(jobs[i]);
     lb_loop_unref(r.loop);
 
     printf("# destroy race: %ld calls made, %ld ran, %ld posts accepted\n",
