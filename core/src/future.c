@@ -129,6 +129,10 @@ static void future_free(lb_future *f) {
     lb__loop_unhold(loop);
 }
 
+static void free_released(void *future) {
+    future_free(future);
+}
+
 static void free_on_loop(lb_loop *loop, void *data) {
     (void)loop;
     future_free(data);
@@ -163,10 +167,13 @@ lb_future *lb_future_unref(lb_future *future) {
     if (old == 1) {
         /* The last reference may go on another thread (a future handed
          * out by lb_loop_thread_submit): the loop's home thread frees
-         * it, whether the loop runs, idles or closes. */
-        if (!lb__loop_may_touch(future->loop) && !free_on_home_thread(future))
-            return NULL;
-        future_free(future);
+         * it, whether the loop runs, idles or closes; once the close
+         * returned, the thread dropping it does, one at a time. */
+        lb_loop *loop = future->loop;
+        if (__builtin_expect(lb__loop_thread(loop) == lb__thread_self(), 1))
+            future_free(future);
+        else if (lb__loop_released(loop) || free_on_home_thread(future))
+            lb__loop_release_serialised(loop, free_released, future);
     }
     else if (old == 0) {
         /* Unref once too often: undo, so that every later call is

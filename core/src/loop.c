@@ -109,6 +109,7 @@ int lb_loop_new_full(lb_loop **ret, const lb_driver *driver, void *driver_arg) {
         return lb__fail(NULL, r, "lb_loop_new: cannot initialise the inbox lock");
     }
     lb__futures_init(loop);
+    pthread_mutex_init(&loop->release_lock, NULL); /* cannot fail on Linux: default attributes */
 
     loop->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     if (loop->epoll_fd < 0) {
@@ -161,7 +162,16 @@ lb_loop *lb_loop_ref(lb_loop *loop) {
     return loop;
 }
 
+void lb__loop_release_serialised(lb_loop *loop, void (*release)(void *), void *obj) {
+    lb_loop_ref(loop);
+    pthread_mutex_lock(&loop->release_lock);
+    release(obj);
+    pthread_mutex_unlock(&loop->release_lock);
+    lb_loop_unref(loop);
+}
+
 static void loop_free(lb_loop *loop) {
+    pthread_mutex_destroy(&loop->release_lock);
     lb__ready_destroy(&loop->ready);
     lb__slab_destroy(&loop->handle_slab);
     lb__slab_destroy(&loop->future_slab);
@@ -252,11 +262,19 @@ static int claim_run(lb_loop *loop, const char *func) {
     if (!loop || lb__loop_closed(loop) ||
         !atomic_compare_exchange_strong(&loop->active, &idle, true)) {
         int r = lb__loop_check(loop, func);
-        if (r == 0)
+        if (r < 0)
+            return r;
+        /* The driving frames are this thread's to read only if it drives
+         * the loop (a run from one of its callbacks). */
+        if (running_loop == loop) {
             r = run_state_checks(loop, func);
-        if (r == 0) /* its driver just let go: still not ours to run */
-            r = lb__fail(loop, -EBUSY, "%s: this event loop is already running", func);
-        return r;
+            return r < 0 ? r
+                         : lb__fail(loop, -EBUSY, "%s: this event loop is already running", func);
+        }
+        if (lb__loop_get_state(loop) != LB__LOOP_OPEN)
+            return lb__fail(loop, -EBADF, "%s: loop is closing", func);
+        /* Another thread claimed it and is taking it over. */
+        return lb__loop_fail_thread(loop, func);
     }
     if (!loop->thread_pinned)
         atomic_store_explicit(&loop->thread, lb__thread_self(), memory_order_relaxed);

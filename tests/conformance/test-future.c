@@ -464,6 +464,46 @@ static void test_future_free_destroy_adds(void **state) {
     assert_int_equal(replaced_ran, 0);
 }
 
+/* After the loop's close returned, its futures may be released on any
+ * thread, on two at once too: the releases must not race each other,
+ * and the loop (kept by the futures) is freed once, by the last. */
+typedef struct release_race {
+    pthread_barrier_t *start;
+    lb_future *future;
+} release_race;
+
+static void *release_race_main(void *data) {
+    release_race *race = data;
+    pthread_barrier_wait(race->start);
+    lb_future_unref(race->future);
+    return NULL;
+}
+
+static void test_future_released_on_two_threads_after_close(void **state) {
+    (void)state;
+    for (int i = 0; i < 50; i++) {
+        lb_loop *loop = fixture_loop_new();
+        release_race race[2];
+        pthread_barrier_t start;
+        assert_int_equal(pthread_barrier_init(&start, NULL, 2), 0);
+        for (int k = 0; k < 2; k++) {
+            assert_int_equal(lb_future_new(loop, &race[k].future), 0);
+            assert_int_equal(lb_future_add_done_callback_full(race[k].future, noop_cb, NULL,
+                                                              replaced_destroy),
+                             0);
+        }
+        fixture_loop_free(loop); /* the futures keep it */
+        pthread_t th[2];
+        for (int k = 0; k < 2; k++) {
+            race[k].start = &start;
+            assert_int_equal(pthread_create(&th[k], NULL, release_race_main, &race[k]), 0);
+        }
+        for (int k = 0; k < 2; k++)
+            assert_int_equal(pthread_join(th[k], NULL), 0);
+        pthread_barrier_destroy(&start);
+    }
+}
+
 int run_future_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_future_result),
@@ -481,6 +521,7 @@ int run_future_tests(void) {
         cmocka_unit_test(test_future_last_unref_elsewhere_then_close),
         cmocka_unit_test(test_future_remove_destroy_reenters),
         cmocka_unit_test(test_future_free_destroy_adds),
+        cmocka_unit_test(test_future_released_on_two_threads_after_close),
     };
     return cmocka_run_group_tests_name("future", tests, NULL, NULL);
 }
