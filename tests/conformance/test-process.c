@@ -492,6 +492,23 @@ static void test_process_dropped_with_unread_pipes(void **state) {
     fixture_loop_free(loop);
 }
 
+/* A pipe the caller held when the child was dropped, dropped later: its
+ * last reference aborts it as the process's would have, so the child
+ * writing to it is not left blocked until the loop closes. */
+static void test_process_held_pipe_dropped_later(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    const char *yes[] = {"yes", NULL};
+    lb_process_options out = {.out = LB_STDIO_PIPE};
+    lb_process *p = spawn(loop, yes, &out);
+    pid_t writer = lb_process_pid(p);
+    lb_stream *held = lb_stream_ref(lb_process_stdout(p));
+    lb_process_unref(p);
+    lb_stream_unref(held);
+    assert_gone_soon(loop, writer);
+    fixture_loop_free(loop);
+}
+
 #define BOTH_WATCHES(test)                                                                     \
     cmocka_unit_test_setup_teardown(test, use_pidfd, restore),                                 \
         cmocka_unit_test_setup_teardown(test, use_sigchld, restore)
@@ -507,6 +524,7 @@ int run_process_tests(void) {
         BOTH_WATCHES(test_process_loop_close_reaps),
         BOTH_WATCHES(test_process_unref_while_waited),
         BOTH_WATCHES(test_process_dropped_with_unread_pipes),
+        BOTH_WATCHES(test_process_held_pipe_dropped_later),
     };
     return cmocka_run_group_tests_name("process", tests, NULL, NULL);
 }
