@@ -459,6 +459,19 @@ static int read_held(lb_task *t, void *data) {
     return 0;
 }
 
+/* Spawns `yes` writing to a pipe, drops it (held: with a reference to
+ * its stdout taken first, dropped after) and checks it ends. */
+static void drop_writer(lb_loop *loop, bool held) {
+    const char *yes[] = {"yes", NULL};
+    lb_process_options out = {.out = LB_STDIO_PIPE};
+    lb_process *p = spawn(loop, yes, &out);
+    pid_t writer = lb_process_pid(p);
+    lb_stream *stdout_ref = held ? lb_stream_ref(lb_process_stdout(p)) : NULL;
+    lb_process_unref(p);
+    lb_stream_unref(stdout_ref);
+    assert_gone_soon(loop, writer);
+}
+
 /* Dropping a child whose pipes nobody reads or holds closes them: a
  * child writing more than a pipe holds is not left blocked until the
  * loop closes (it gets EPIPE, here SIGPIPE, and is reaped in the
@@ -467,16 +480,12 @@ static int read_held(lb_task *t, void *data) {
 static void test_process_dropped_with_unread_pipes(void **state) {
     (void)state;
     lb_loop *loop = fixture_loop_new();
-    const char *yes[] = {"yes", NULL};
+    drop_writer(loop, false);
     lb_process_options out = {.out = LB_STDIO_PIPE};
-    lb_process *p = spawn(loop, yes, &out);
-    pid_t writer = lb_process_pid(p);
-    lb_process_unref(p);
-    assert_gone_soon(loop, writer);
 
     const char *cat[] = {"cat", NULL};
     lb_process_options in = {.in = LB_STDIO_PIPE, .out = LB_STDIO_DEVNULL};
-    p = spawn(loop, cat, &in);
+    lb_process *p = spawn(loop, cat, &in);
     pid_t reader = lb_process_pid(p);
     lb_process_unref(p);
     assert_gone_soon(loop, reader);
@@ -498,14 +507,7 @@ static void test_process_dropped_with_unread_pipes(void **state) {
 static void test_process_held_pipe_dropped_later(void **state) {
     (void)state;
     lb_loop *loop = fixture_loop_new();
-    const char *yes[] = {"yes", NULL};
-    lb_process_options out = {.out = LB_STDIO_PIPE};
-    lb_process *p = spawn(loop, yes, &out);
-    pid_t writer = lb_process_pid(p);
-    lb_stream *held = lb_stream_ref(lb_process_stdout(p));
-    lb_process_unref(p);
-    lb_stream_unref(held);
-    assert_gone_soon(loop, writer);
+    drop_writer(loop, true);
     fixture_loop_free(loop);
 }
 
