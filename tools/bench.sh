@@ -4,7 +4,10 @@
 # of ../shared/bench/peers (asyncio, uvloop, gbulb, libuv, glib, tcl) when
 # that directory is there, plus our own peers for W11, which the shared
 # ones lack (tests/bench/peers: libuv in C, asyncio and uvloop with
-# asyncio streams), interleaved in one session: run 1 of every
+# asyncio streams), and the Python package's loops (py-tk:
+# loopbridge.tk, py-glib: loopbridge.glib) running the shared Python peer
+# program's W1-W9 beside asyncio, uvloop and gbulb, interleaved in one
+# session: run 1 of every
 # workload of every implementation, then run 2, ... Each workload runs in
 # its own process. The workloads are defined in
 # ../shared/bench/WORKLOADS.md.
@@ -15,8 +18,9 @@
 #
 # Environment: RUNS (runs per workload), TIMEOUT (seconds per process,
 # default 120; 60 with --quick), DRIVERS (default "native glib tk"), PEERS (default
-# "asyncio uvloop gbulb libuv glib tcl"), WORKLOADS (default all, e.g.
-# "W11"), JOBS (ninja parallelism).
+# "asyncio uvloop gbulb libuv glib tcl"), PYLOOPS (default "py-tk py-glib";
+# "" leaves them out), WORKLOADS (default all, e.g. "W11"), JOBS (ninja
+# parallelism).
 #
 # Writes build/bench/results-<timestamp>.jsonl (one JSON line per
 # workload run, the peers' format plus "run" and "proc_maxrss_kb"),
@@ -66,6 +70,29 @@ fi
 ninja -C build/release -j "$jobs" tests/bench/bench >/dev/null ||
   { echo "bench.sh: building tests/bench/bench failed" >&2; exit 1; }
 bench=$root/build/release/tests/bench/bench
+
+# The Python package's loops: the extension and its modules, in the release
+# build, imported from there by Debian's interpreter.
+pyloops=${PYLOOPS-"py-tk py-glib"}
+py_path=$root/build/release/bridges/python
+py_impls=""
+if [ -n "$pyloops" ] && [ "$peers_on" = 1 ] && [ -f "$peers_dir/py_peers.py" ]; then
+  py_targets=$(ninja -C build/release -t targets all 2>/dev/null |
+    grep -oE '^bridges/python/loopbridge/[^:/]+\.(so|py)' | sort -u)
+  if [ -n "$py_targets" ] &&
+     ninja -C build/release -j "$jobs" $py_targets >>"$log" 2>&1; then
+    for p in $pyloops; do
+      if PYTHONPATH=$py_path /usr/bin/python3 -c "import loopbridge.${p#py-}" >>"$log" 2>&1; then
+        py_impls="$py_impls $p"
+      else
+        say "python loop $p: cannot import loopbridge.${p#py-} (see $log), skipped"
+      fi
+    done
+  else
+    say "python loops: the package is not in build/release (python headers?), skipped"
+  fi
+fi
+py_factory() { case "$1" in py-tk) echo loopbridge.tk:bench_loop ;; py-glib) echo loopbridge.glib:EventLoop ;; esac; }
 
 # The drivers this build has: LB_DRIVER=x fails when x is not linked in.
 lb_impls=""
@@ -166,6 +193,7 @@ versions=$out_dir/versions-$stamp.json
       libuv) if [ -x "$peer_bin/uv_peers" ]; then "$peer_bin/uv_peers" version; else "$peer_bin/uv_echo" version; fi ;;
       glib) "$peer_bin/glib_peers" version ;;
       tcl) "$peer_bin/tcl_peers" version ;;
+      py-*) PYTHONPATH=$py_path "$PY" "$peers_dir/py_peers.py" --loop "$p" --factory "$(py_factory "$p")" --versions ;;
       *) if [ -f "$peers_dir/py_peers.py" ]; then "$PY" "$peers_dir/py_peers.py" --loop "$p" --versions
          else "$PY" "$own_dir/py_echo.py" --loop "$p" --versions; fi ;;
     esac
@@ -187,6 +215,7 @@ workloads_of() {
     glib) shared="W1 W2 W3 W4 W5 W9 G2" ;;
     tcl) shared="W1 W2 W3 W4 W5 G2" ;;
     asyncio|uvloop|gbulb) shared="W1 W2 W3 W4 W5 W6 W7 W8 W9" ;;
+    py-*) echo "W1 W2 W3 W4 W5 W6 W7 W8 W9"; return ;;
   esac
   has_shared_peer "$1" || shared=""
   echo "$shared $own"
@@ -225,6 +254,8 @@ run_one() {
     libuv:*) cmd=("$peer_bin/uv_peers" "$w" ${n:+"$n"}) ;;
     glib:*) cmd=("$peer_bin/glib_peers" "$w" ${n:+"$n"}) ;;
     tcl:*) cmd=("$peer_bin/tcl_peers" "$w" ${n:+"$n"}) ;;
+    py-*) cmd=(env "PYTHONPATH=$py_path" "$PY" "$peers_dir/py_peers.py" --loop "$impl"
+                 --factory "$(py_factory "$impl")" --workload "$w" ${n:+--n "$n"}) ;;
     *) cmd=("$PY" "$peers_dir/py_peers.py" --loop "$impl" --workload "$w" ${n:+--n "$n"}) ;;
   esac
   rssf=$(mktemp) outf=$(mktemp)
@@ -251,7 +282,7 @@ run_one() {
 # Shared-stack tasks (LB_TASK_SHARED_STACK) for W6 and W7, on the native
 # driver: a column of their own, since a program asks for them.
 case " $lb_impls " in *" loopbridge-native "*) lb_impls="$lb_impls loopbridge-native-shared" ;; esac
-impls="$lb_impls $peer_impls"
+impls="$lb_impls $peer_impls $py_impls"
 say "implementations:$impls"
 say "runs: $runs$([ "$quick" = 1 ] && echo ", quick (n/10)"); results: $results"
 start=$(date +%s)

@@ -24,6 +24,11 @@ import tempfile
 
 LB = ["loopbridge-native", "loopbridge-native-shared", "loopbridge-glib", "loopbridge-tk"]
 PEERS = ["asyncio", "uvloop", "gbulb", "libuv", "glib", "tcl"]
+# The Python package's asyncio loops (bridges/python): compared with the
+# Python peers in a table of their own, left out of the C ratio.
+PY_LB = ["py-tk", "py-glib"]
+PY_PEERS = ["asyncio", "uvloop", "gbulb"]
+PY_WORKLOADS = ["W%d" % i for i in range(1, 10)]
 
 # id: (field, what, lower_is_better); in OTHER, None: no ratio
 MAIN = collections.OrderedDict([
@@ -119,10 +124,12 @@ class Session:
     def __init__(self, rows):
         self.rows = rows
         present = {r.get("peer") for r in rows}
-        self.impls = [i for i in LB + PEERS if i in present]
+        self.impls = [i for i in LB + PEERS + PY_LB if i in present]
         self.impls += sorted(p for p in present if p not in self.impls and p)
         self.lb = [i for i in self.impls if i.startswith("loopbridge-")]
-        self.peers = [i for i in self.impls if not i.startswith("loopbridge-")]
+        self.peers = [i for i in self.impls
+                      if not i.startswith("loopbridge-") and i not in PY_LB]
+        self.py_lb = [i for i in PY_LB if i in present]
 
     def values(self, w, field, impl):
         return [r[field] for r in self.rows
@@ -202,6 +209,33 @@ class Session:
         return "\n".join(["", title, ""] + out)
 
 
+def py_table(session):
+    """The Python loops beside the Python peers, with each one's ratio to
+    asyncio (the targets: at most 1 everywhere, W4 at most 0.1) and to
+    gbulb (below 1 everywhere)."""
+    peers = [p for p in PY_PEERS if p in session.impls]
+    cols = ["workload"] + peers + session.py_lb
+    refs = [r for r in ("asyncio", "gbulb") if r in peers]
+    cols += ["%s / %s" % (i, r) for i in session.py_lb for r in refs]
+    out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for w in PY_WORKLOADS:
+        field, what, lower = MAIN[w]
+        vals = [session.cell(w, field, i, session.common_n(w)) for i in peers + session.py_lb]
+        if not any(vals):
+            continue
+        row = ["%s %s" % (w, what)] + vals
+        for i in session.py_lb:
+            for r in refs:
+                a, b = session.median(w, field, i), session.median(w, field, r)
+                if a is None or b is None or not a or not b:
+                    row.append("")
+                else:
+                    row.append(fmt(a / b if lower else b / a))
+        out.append("| " + " | ".join(row) + " |")
+    return "\n".join(["", "Python loops (ratio below 1: the loopbridge loop is faster/better)",
+                      ""] + out)
+
+
 def plot(session, png):
     gp = shutil.which("gnuplot")
     if not gp:
@@ -224,7 +258,8 @@ def plot(session, png):
     # loopbridge drivers in blues, peers in other hues.
     colors = {"loopbridge-native": "#08519c", "loopbridge-glib": "#3182bd",
               "loopbridge-tk": "#9ecae1", "asyncio": "#e6550d", "uvloop": "#fdae6b",
-              "gbulb": "#a63603", "libuv": "#31a354", "glib": "#756bb1", "tcl": "#636363"}
+              "gbulb": "#a63603", "libuv": "#31a354", "glib": "#756bb1", "tcl": "#636363",
+              "py-tk": "#c6dbef", "py-glib": "#6baed6"}
     spare = ["#e7298a", "#66a61e", "#e6ab02", "#a6761d"]
     lts = "\n".join('set linetype %d lc rgb "%s"' % (k + 1, colors.get(i) or spare[k % len(spare)])
                     for k, i in enumerate(impls))
@@ -273,6 +308,8 @@ def main():
     specs = [(w, f, "%s %s" % (w, what), lower) for w, (f, what, lower) in MAIN.items()]
     print(s.table(specs, "Main figure per workload", True))
     print(s.table(OTHER, "Other figures", True))
+    if s.py_lb:
+        print(py_table(s))
     errs = collections.OrderedDict()
     for r in s.rows:
         if "error" in r and "not applicable" not in r["error"]:

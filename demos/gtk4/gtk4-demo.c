@@ -14,7 +14,7 @@
  *   --screenshot FILE     save a PNG of the window 1 s after start
  *   --quit-after SECONDS  quit, printing the clock's tick statistics
  * Events are printed on stdout ("label: Loading...", "ticks: ..."). */
-#include <loopbridge/glib.h>
+#include <loopbridge/gtk.h>
 
 #include "download-server.h"
 
@@ -40,6 +40,7 @@ typedef struct app {
     GtkWidget *clock;
     GtkWidget *bars[PROGRESS_TASKS], *cancels[PROGRESS_TASKS], *bar_labels[PROGRESS_TASKS];
     lb_task *progress[PROGRESS_TASKS];
+    lb_group *jobs; /* the progress tasks: the window's close waits for them */
     GtkWidget *worker_bar, *worker_label;
     lb_future *worker;            /* the worker job, once started */
     lb_coalesce *worker_progress; /* its progress, to the UI thread */
@@ -147,15 +148,13 @@ static int progress_task(lb_task *task, void *data) {
     double speed = 0.01 + 0.01 * p->index; /* 1, 2 and 3 s in all */
     for (int step = 1; step <= 100; step++) {
         if (lb_sleep(speed) < 0) {
-            if (a->closing)
-                return -ECANCELED;
+            /* Cancelled by its button or by the window's close: the
+             * window waits for this task, so its widgets still exist. */
             gtk_label_set_text(GTK_LABEL(a->bar_labels[p->index]), "cancelled");
             printf("progress %d: cancelled at %d%%\n", p->index, step - 1);
             fflush(stdout);
             return -ECANCELED;
         }
-        if (a->closing) /* the window went while this task slept */
-            return -ECANCELED;
         gtk_progress_bar_set_fraction(GTK_PROGRESS_BAR(a->bars[p->index]), step / 100.0);
     }
     gtk_label_set_text(GTK_LABEL(a->bar_labels[p->index]), "finished");
@@ -175,7 +174,8 @@ static void start_progress(app *a) {
         char name[32];
         snprintf(name, sizeof name, "progress-%d", i);
         lb_task_options o = {.name = name};
-        lb_task_spawn(a->loop, progress_task, &progress_args[i], &o, &a->progress[i]);
+        if (lb_group_spawn(a->jobs, progress_task, &progress_args[i], &o, &a->progress[i]) < 0)
+            return; /* the window is closing */
         gtk_label_set_text(GTK_LABEL(a->bar_labels[i]), "running");
     }
 }
@@ -438,7 +438,8 @@ static void quit_app(lb_loop *loop, void *data) {
                (int)lround(100 * gtk_progress_bar_get_fraction(GTK_PROGRESS_BAR(a->bars[i]))));
     printf("\n");
     fflush(stdout);
-    gtk_window_destroy(GTK_WINDOW(a->window));
+    /* As the window manager's close: the progress tasks unwind first. */
+    gtk_window_close(GTK_WINDOW(a->window));
 }
 
 static void on_destroy(GtkWidget *w, gpointer data) {
@@ -462,6 +463,7 @@ static void activate(GtkApplication *gtk, gpointer data) {
         fprintf(stderr, "lb_glib_loop_new: %s\n", lb_error_detail());
         return;
     }
+    lb_group_new(a->loop, &a->jobs);
     a->window = gtk_application_window_new(gtk);
     gtk_window_set_title(GTK_WINDOW(a->window), "loopbridge: async tasks in GTK4");
     gtk_window_set_default_size(GTK_WINDOW(a->window), 560, 400);
@@ -539,6 +541,7 @@ static void activate(GtkApplication *gtk, gpointer data) {
     }
 
     g_signal_connect(a->window, "destroy", G_CALLBACK(on_destroy), a);
+    lb_glib_window_close_after(GTK_WINDOW(a->window), a->jobs);
     gtk_window_present(GTK_WINDOW(a->window));
     lb_loop_call_soon(a->loop, clock_tick, a, NULL);
 
@@ -583,6 +586,7 @@ int main(int argc, char **argv) {
     if (a.loop) {
         for (int i = 0; i < PROGRESS_TASKS; i++)
             lb_task_unref(a.progress[i]);
+        lb_group_unref(a.jobs);
         /* The server stops listening; close cancels its connections. */
         lb_server_unref(a.server);
         lb_loop_close(a.loop);

@@ -58,6 +58,7 @@ static const char *window_script =
 typedef struct app {
     Tcl_Interp *interp;
     lb_loop *loop;
+    lb_group *jobs; /* the button's tasks: the window's close waits for them */
     double start;
     /* The screenshot being taken: its job lives here, not on the task's
      * stack, as a job that started runs on after its task was cancelled,
@@ -93,8 +94,12 @@ static int async_task(lb_task *task, void *data) {
     (void)task;
     show(a, "status", "Loading...");
     int r = lb_sleep(2.0); /* loading; the window stays live meanwhile */
-    if (r < 0)
-        return r; /* cancelled: the window was closed */
+    if (r < 0) {
+        /* Cancelled by the window's close, which waits for this task:
+         * the label still exists. */
+        show(a, "status", "Cancelled");
+        return r;
+    }
     show(a, "status", "Done!");
     return 0;
 }
@@ -104,7 +109,7 @@ static int on_button_click(void *data, Tcl_Interp *interp, int objc, Tcl_Obj *co
     app *a = data;
     (void)objc;
     (void)objv;
-    if (lb_task_spawn(a->loop, async_task, a, NULL, NULL) < 0) {
+    if (lb_group_spawn(a->jobs, async_task, a, NULL, NULL) < 0) {
         Tcl_SetObjResult(interp, Tcl_ObjPrintf("cannot start the task: %s", lb_error_detail()));
         return TCL_ERROR;
     }
@@ -245,7 +250,8 @@ static int screenshot_task(lb_task *task, void *data) {
 static void quit(lb_loop *loop, void *data) {
     app *a = data;
     (void)loop;
-    Tcl_Eval(a->interp, "destroy .");
+    /* As the window manager's close: the button's tasks unwind first. */
+    Tcl_Eval(a->interp, "app::close");
 }
 
 int main(int argc, char **argv) {
@@ -277,12 +283,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "tk-demo: %s\n", lb_error_detail());
         return 1;
     }
+    lb_group_new(a.loop, &a.jobs);
     Tcl_CreateObjCommand(a.interp, "on_button_click", on_button_click, &a, NULL);
     Tcl_CreateObjCommand(a.interp, "on_fetch", on_fetch, &a, NULL);
     if (Tcl_Eval(a.interp, window_script) != TCL_OK) {
         fprintf(stderr, "tk-demo: %s\n", Tcl_GetStringResult(a.interp));
         return 1;
     }
+    lb_tk_close_after(a.interp, ".", a.jobs, "app::close");
     show(&a, "status", "Press the button");
     /* The server runs in this process, in the same loop. */
     if (download_server_start(a.loop, &a.server) < 0) {
@@ -306,6 +314,7 @@ int main(int argc, char **argv) {
      * (the counter, a download, the server's connections) and waits for
      * them to unwind. */
     lb_server_unref(a.server);
+    lb_group_unref(a.jobs);
     lb_loop_close(a.loop);
     lb_loop_unref(a.loop);
     Tcl_DeleteInterp(a.interp);

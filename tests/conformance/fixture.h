@@ -87,6 +87,7 @@ int run_future_tests(void);
 int run_exception_tests(void);
 int run_task_tests(void);
 int run_task_shared_tests(void);
+int run_taskgroup_tests(void);
 int run_executor_tests(void);
 int run_coalesce_tests(void);
 int run_signal_tests(void);

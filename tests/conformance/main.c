@@ -18,6 +18,7 @@ static const fixture_group groups[] = {
     {"exception", run_exception_tests},
     {"task", run_task_tests},
     {"task_shared", run_task_shared_tests},
+    {"group", run_taskgroup_tests},
     {"executor", run_executor_tests},
     {"coalesce", run_coalesce_tests},
     {"signal", run_signal_tests},

@@ -418,6 +418,7 @@ static void walk_null_callback(misuse *m) {
     CHECK(m, lb_future_remove_done_callback(f, NULL, NULL));
     CHECK(m, lb_task_spawn(m->loop, NULL, NULL, NULL, NULL));
     CHECK(m, lb_group_spawn(g, NULL, NULL, NULL, NULL));
+    CHECK(m, lb_group_cancel_then(g, NULL, NULL, NULL));
     CHECK(m, lb_loop_run_in_executor(m->loop, NULL, NULL, NULL, &out));
     CHECK(m, lb_loop_run_in_executor_full(m->loop, NULL, NULL, NULL, free, &out));
     lb_coalesce *c = NULL;
@@ -486,6 +487,9 @@ static void walk_null_other(misuse *m) {
     lb_future *out = NULL;
     CHECK(m, lb_group_spawn(NULL, task_nop, NULL, NULL, NULL));
     CHECK(m, lb_group_wait(NULL));
+    CHECK(m, lb_group_cancel(NULL));
+    CHECK(m, lb_group_cancel_then(NULL, nop, NULL, NULL));
+    CHECK(m, lb_group_results(NULL, NULL, 0));
     CHECK(m, lb_executor_shutdown(NULL, true, false));
     CHECK(m, lb_loop_thread_call(NULL, nop, NULL));
     CHECK(m, lb_loop_thread_submit(NULL, task_nop, NULL, NULL, &out));
@@ -1346,10 +1350,32 @@ static void group_after_failure(misuse *m) {
     EXPECT(m, lb_group_wait(g) == -EIO);
     CHECK(m, lb_group_spawn(g, task_nop, NULL, NULL, NULL));
     lb_group_unref(g);
+    assert_int_equal(lb_group_new(m->loop, &g), 0);
+    EXPECT(m, lb_group_cancel(g) == 0);
+    CHECK(m, lb_group_spawn(g, task_nop, NULL, NULL, NULL));
+    lb_group_unref(g);
 }
 
 static void walk_group_after_failure(misuse *m) {
     run_in_task(m, group_after_failure);
+}
+
+static void drain_group_here(misuse *m) {
+    lb_group *g = NULL;
+    assert_int_equal(lb_group_new(m->loop, &g), 0);
+    CHECK(m, lb_group_cancel_and_drain(g, 1.0));
+    lb_group_unref(g);
+}
+
+static void walk_group_drain_in_loop(misuse *m) {
+    run_in_callback(m, drain_group_here);
+    run_in_task(m, drain_group_here);
+}
+
+static void walk_group_bad_flags(misuse *m) {
+    lb_group *g = NULL;
+    CHECK(m, lb_group_new_full(m->loop, 0x80, &g));
+    EXPECT(m, g == NULL);
 }
 
 static void walk_gather_nothing_no_loop(misuse *m) {
@@ -1446,6 +1472,8 @@ static const struct {
     {"executor-wait-self", walk_executor_wait_self},
     {"bad-stack-size", walk_bad_stack_size},
     {"group-after-failure", walk_group_after_failure},
+    {"group-drain-in-loop", walk_group_drain_in_loop},
+    {"group-bad-flags", walk_group_bad_flags},
     {"gather-nothing-no-loop", walk_gather_nothing_no_loop},
     {"unknown-driver", walk_unknown_driver},
     {"bad-driver", walk_bad_driver},

@@ -22,6 +22,7 @@ for header in "$@"; do
     name=$(basename "$header")
     case $name in
         glib.h | gio.h) package=loopbridge-glib ;;
+        gtk.h) package='loopbridge-glib gtk4' ;;
         tk.h) package=loopbridge-tk ;;
         *) package=loopbridge ;;
     esac

@@ -17,6 +17,9 @@ import weakref
 
 from . import _compat
 
+_Handle = asyncio.Handle
+_get_ident = threading.get_ident
+
 # A pass runs callbacks for at most this long before it lets the toolkit
 # draw and handle input; the rest runs in the next pass.
 DEFAULT_BUDGET = 0.002
@@ -26,6 +29,9 @@ DEFAULT_BUDGET = 0.002
 # `update`, a `while pending(): iteration()` loop) then gets to return.
 _BUSY_STREAK = 0.02
 _BUSY_PAUSE = 0.001
+
+# Within a pass, the fds are polled again after this long.
+_POLL_INTERVAL = 0.0001
 
 _MAXIMUM_SELECT_TIMEOUT = 24 * 3600
 _MIN_CANCELLED_TIMER_HANDLES_FRACTION = 0.5
@@ -59,8 +65,15 @@ class _BridgeSelector(selectors._BaseSelectorImpl):
         return key
 
     def select(self, timeout=None):
+        return self._keys(self._bridge.take_events())
+
+    def select_reported(self):
+        """What the host reported since the last select, without polling."""
+        return self._keys(self._bridge.take_events(False))
+
+    def _keys(self, events):
         ready = []
-        for fd, mask in self._bridge.take_events():
+        for fd, mask in events:
             key = self._fd_to_key.get(fd)
             if key is not None and mask & key.events:
                 ready.append((key, mask & key.events))
@@ -87,6 +100,8 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
         self._lb_stopped = False
         self._lb_hosted = False
         self._lb_pending_exc = None
+        self._lb_woken = False        # a wakeup byte is on its way
+        self._lb_passes = 0           # passes begun, nested ones included
         super().__init__(_BridgeSelector(bridge))
 
     # -- what the host calls -------------------------------------------
@@ -112,6 +127,7 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
                 raise
 
     def _lb_pass(self):
+        self._lb_passes += 1
         if self._closed:
             return
         if self._lb_stopped:
@@ -136,9 +152,32 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
                 self._lb_rearm()
 
     def _lb_run_ready(self):
-        # What BaseEventLoop._run_once does, without blocking, with a time
-        # budget, and safe to enter again from a callback.
-        self._process_events(self._selector.select(0))
+        # Iterations of the loop (what BaseEventLoop._run_once does, without
+        # blocking) back to back until nothing is ready or the budget is
+        # spent: a chain of callbacks then costs one iteration per hop, not
+        # one turn of the host's loop.
+        # The fds are polled at the start of the pass and then every
+        # _POLL_INTERVAL: a system call per hop would double a hop's cost.
+        last_poll = time.monotonic()
+        stop_deadline = last_poll + self._lb_budget
+        poll = True
+        while self._lb_run_once(stop_deadline, poll):
+            now = time.monotonic()
+            if not self._ready or self._stopping or now >= stop_deadline:
+                break
+            poll = now - last_poll >= _POLL_INTERVAL
+            if poll:
+                last_poll = now
+
+    def _lb_run_once(self, stop_deadline, poll=True):
+        # One iteration, with the pass's time budget, and safe to enter
+        # again from a callback. Returns False when the budget cut it
+        # short.
+        # Wakeups asked for from now on must reach the host (see
+        # _write_to_self); what was asked before is seen below.
+        self._lb_woken = False
+        selector = self._selector
+        self._process_events(selector.select(0) if poll else selector.select_reported())
         sched = self._scheduled
         if (len(sched) > _MIN_SCHEDULED_TIMER_HANDLES and
                 self._timer_cancelled_count / len(sched) >
@@ -168,17 +207,22 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
         # A callback may open a nested main loop (a modal dialog): the
         # deadline and a pass for what is still ready must be waiting there.
         self._lb_rearm_timer()
-        schedule = self._bridge.schedule
+        # A pass is kept waiting in the host while handles remain; the one
+        # asked for stays waiting until the host runs a pass, which only a
+        # nested loop can do before this one returns: ask again only after
+        # a pass began.
+        wake = self._bridge.wake
+        passes_seen = -1
         ntodo = len(ready)
-        stop_deadline = time.monotonic() + self._lb_budget
         debug = self._debug
         while ntodo > 0 and ready:
             handle = ready.popleft()
             ntodo -= 1
             if handle._cancelled:
                 continue
-            if ready:
-                schedule()
+            if ready and self._lb_passes != passes_seen:
+                passes_seen = self._lb_passes
+                wake()
             if debug:
                 try:
                     self._current_handle = handle
@@ -194,9 +238,10 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
             else:
                 handle._run()
             if ntodo > 0 and time.monotonic() >= stop_deadline:
-                break
+                return False
         if self._stopping and ntodo <= 0:
             self._lb_stopped = True
+        return ntodo <= 0
 
     def _lb_rearm(self):
         bridge = self._bridge
@@ -228,17 +273,54 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
     # -- asyncio's scheduling, told to the host ------------------------
 
     def _call_soon(self, callback, args, context):
-        handle = super()._call_soon(callback, args, context)
-        if threading.get_ident() == self._lb_owner and not self._bridge.closed:
-            self._bridge.schedule()
+        if self._debug:
+            handle = super()._call_soon(callback, args, context)
+        else:
+            # asyncio's own _call_soon without the debug branch: the hot
+            # path of call_soon, futures' callbacks and tasks' steps
+            handle = _Handle(callback, args, self, context)
+            self._ready.append(handle)
+        if _get_ident() == self._lb_owner:
+            self._bridge.wake()
         return handle
+
+    def call_soon_threadsafe(self, callback, *args, context=None):
+        if self._debug:
+            return super().call_soon_threadsafe(callback, *args, context=context)
+        # asyncio's, minus a system call per post (see _write_to_self)
+        if self._closed:
+            raise RuntimeError('Event loop is closed')
+        handle = _Handle(callback, args, self, context)
+        self._ready.append(handle)
+        if _get_ident() == self._lb_owner:
+            self._bridge.wake()
+        elif not self._lb_woken:
+            self._write_to_self()
+        return handle
+
+    def _write_to_self(self):
+        # call_soon_threadsafe() wakes the loop by writing to its self-pipe,
+        # a system call per post. One byte per iteration is enough: the
+        # iteration that clears the flag then sees every handle posted
+        # before the flag was cleared, and a post after it writes again.
+        if self._lb_woken:
+            return
+        self._lb_woken = True
+        super()._write_to_self()
 
     def call_at(self, when, callback, *args, context=None):
         timer = super().call_at(when, callback, *args, context=context)
-        if (threading.get_ident() == self._lb_owner and not self._bridge.closed and
+        if (_get_ident() == self._lb_owner and not self._bridge.closed and
                 (self._lb_deadline is None or when < self._lb_deadline or
                  not self._bridge.timer_armed)):
-            self._lb_rearm()
+            if self._lb_pass_depth > 0:
+                # Inside a pass: the pass waiting in the host (wake) arms
+                # the deadline when it runs, in a nested loop too; and this
+                # pass arms it when it ends. A burst of call_later() then
+                # costs no timer operation per call.
+                self._bridge.wake()
+            else:
+                self._lb_rearm()
         return timer
 
     def stop(self):

@@ -319,13 +319,17 @@ static int poll_watched(Bridge *self)
     return 0;
 }
 
-PyDoc_STRVAR(take_events_doc, "take_events() -> list of (fd, mask)\n\n"
+PyDoc_STRVAR(take_events_doc, "take_events(poll=True) -> list of (fd, mask)\n\n"
 "Returns the fds that became ready since the last call, or that a poll\n"
-"with no timeout finds ready now, and forgets them.");
+"with no timeout finds ready now (poll=False: only what the host\n"
+"reported, no system call), and forgets them.");
 
-static PyObject *Bridge_take_events(Bridge *self, PyObject *unused)
+static PyObject *Bridge_take_events(Bridge *self, PyObject *args)
 {
-    if (self->loop && poll_watched(self) < 0)
+    int poll_now = 1;
+    if (!PyArg_ParseTuple(args, "|p:take_events", &poll_now))
+        return NULL;
+    if (self->loop && poll_now && poll_watched(self) < 0)
         return PyErr_NoMemory();
     PyObject *list = PyList_New(0);
     if (!list)
@@ -357,10 +361,23 @@ PyDoc_STRVAR(schedule_doc, "schedule(delay=0)\n\n"
 "changes nothing. Between passes loopbridge lets the toolkit run once\n"
 "its budget is spent.");
 
-static PyObject *Bridge_schedule(Bridge *self, PyObject *args)
+static PyObject *Bridge_schedule(Bridge *self, PyObject *const *args, Py_ssize_t nargs)
 {
     double delay = 0;
-    if (!PyArg_ParseTuple(args, "|d:schedule", &delay) || check_open(self))
+    /* the loop asks before every callback it runs: a pass already
+     * waiting makes that a no-op, so answer it first */
+    if (nargs == 0 && self->pass && self->loop)
+        Py_RETURN_NONE;
+    if (nargs > 1) {
+        PyErr_Format(PyExc_TypeError, "schedule() takes at most 1 argument (%zd given)", nargs);
+        return NULL;
+    }
+    if (nargs == 1) {
+        delay = PyFloat_AsDouble(args[0]);
+        if (delay == -1.0 && PyErr_Occurred())
+            return NULL;
+    }
+    if (check_open(self))
         return NULL;
     if (delay != delay) {
         PyErr_SetString(PyExc_ValueError, "delay is NaN");
@@ -369,6 +386,20 @@ static PyObject *Bridge_schedule(Bridge *self, PyObject *args)
     int rc = request_pass_in(self, delay);
     if (rc < 0)
         return raise_lb(rc, "schedule");
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(wake_doc, "wake()\n\n"
+"schedule() for the hot path: asks for a pass as soon as the host loop\n"
+"turns; does nothing when one is waiting already or the bridge is closed.");
+
+static PyObject *Bridge_wake(Bridge *self, PyObject *unused)
+{
+    if (self->loop && !self->pass) {
+        int rc = request_pass_in(self, 0);
+        if (rc < 0)
+            return raise_lb(rc, "wake");
+    }
     Py_RETURN_NONE;
 }
 
@@ -552,8 +583,9 @@ static void Bridge_dealloc(Bridge *self)
 
 static PyMethodDef Bridge_methods[] = {
     {"watch", (PyCFunction)Bridge_watch, METH_VARARGS, watch_doc},
-    {"take_events", (PyCFunction)Bridge_take_events, METH_NOARGS, take_events_doc},
-    {"schedule", (PyCFunction)Bridge_schedule, METH_VARARGS, schedule_doc},
+    {"take_events", (PyCFunction)Bridge_take_events, METH_VARARGS, take_events_doc},
+    {"schedule", (PyCFunction)(void (*)(void))Bridge_schedule, METH_FASTCALL, schedule_doc},
+    {"wake", (PyCFunction)Bridge_wake, METH_NOARGS, wake_doc},
     {"set_timer", (PyCFunction)Bridge_set_timer, METH_O, set_timer_doc},
     {"set_budget", (PyCFunction)Bridge_set_budget, METH_O, set_budget_doc},
     {"close", (PyCFunction)Bridge_close, METH_NOARGS, close_doc},

@@ -12,7 +12,7 @@ import itertools
 from . import _base
 from ._loopbridge import Bridge, HAVE_TK
 
-__all__ = ["EventLoop", "install"]
+__all__ = ["EventLoop", "install", "bench_loop"]
 
 _names = itertools.count()
 
@@ -56,3 +56,11 @@ def install(root):
     commands can call asyncio.create_task(). Returns the loop; close it
     after mainloop() returns."""
     return EventLoop(root).install()
+
+
+def bench_loop():
+    """A loop on a new display-less tkinter.Tcl() interpreter: the factory
+    tools/bench.sh gives the peers' benchmarks
+    (py_peers.py --factory loopbridge.tk:bench_loop)."""
+    import tkinter
+    return EventLoop(tkinter.Tcl())

@@ -240,6 +240,21 @@ typedef struct lb_group lb_group;
  * thread). Loop thread. */
 LB_EXPORT int lb_group_new(lb_loop *loop, lb_group **ret);
 
+enum {
+    /* A child that fails cancels nothing: its siblings and the body go
+     * on, every child's outcome is kept for lb_group_results(), and
+     * lb_group_wait() returns the first error once every child ended. */
+    LB_GROUP_COLLECT_ERRORS = 1u << 0,
+};
+
+/* lb_group_new() with flags (LB_GROUP_*; 0 is lb_group_new()). Returns
+ * lb_group_new()'s errors, and -EINVAL for unknown flags. Loop thread. */
+LB_EXPORT int lb_group_new_full(lb_loop *loop, unsigned flags, lb_group **ret);
+
+/* Takes a reference; returns group (NULL for NULL, and, logged, on a
+ * thread that does not run the group's open loop). Loop thread. */
+LB_EXPORT lb_group *lb_group_ref(lb_group *group);
+
 /* Drops the group; returns NULL. Children still running go on running
  * (cancel them first, or lb_group_wait(), to end them with the group).
  * NULL is a no-op. Loop thread (elsewhere refused and logged while the
@@ -247,7 +262,8 @@ LB_EXPORT int lb_group_new(lb_loop *loop, lb_group **ret);
 LB_EXPORT lb_group *lb_group_unref(lb_group *group);
 
 /* Spawns a child task into group (as lb_task_spawn). After a child
- * failed, new children are refused with -ECANCELED. Returns 0, -EINVAL,
+ * failed (without LB_GROUP_COLLECT_ERRORS) or the group was cancelled
+ * (lb_group_cancel()), new children are refused with -ECANCELED. Returns 0, -EINVAL,
  * -EPERM (wrong thread: checked before the group is looked at), -EBADF
  * (closed loop), -ECANCELED, or lb_task_spawn()'s errors. Loop thread. */
 LB_EXPORT int lb_group_spawn(lb_group *group, lb_task_fn fn, void *data,
@@ -259,8 +275,56 @@ LB_EXPORT int lb_group_spawn(lb_group *group, lb_task_fn fn, void *data,
  * here (lb_task_uncancel()), so that cancellation does not leak out as
  * one from outside. If the waiting task is cancelled from outside, the
  * children are cancelled too, and -ECANCELED is returned once they
- * ended. */
+ * ended. After lb_group_cancel(), -ECANCELED unless a child failed
+ * otherwise first. */
 LB_EXPORT int lb_group_wait(lb_group *group);
+
+/* Cancels every child not ended yet (each one's pending or next await
+ * returns -ECANCELED) and refuses new children; the body is not
+ * cancelled. The children unwind in the loop's next iterations: wait for
+ * them with lb_group_wait() in a task, or lb_group_cancel_then() from a
+ * callback. Returns how many children were asked to cancel (0 when none
+ * was running or the group was cancelling already), -EINVAL, -EBADF
+ * (closed loop), -EPERM (wrong thread). Loop thread. */
+LB_EXPORT int lb_group_cancel(lb_group *group);
+
+/* Cancels the group (lb_group_cancel()) and calls done(loop, data) from
+ * the loop once every child has ended, so that what the children's
+ * cleanup touches (a window's widgets) is released after them. It never
+ * runs the loop itself, so it works from any callback, a task, or a
+ * toolkit handler (GTK's close-request, Tk's WM_DELETE_WINDOW); with no
+ * child running, done runs in the loop's next iteration, never inside
+ * this call. If the loop is closed first, its close unwinds the
+ * children and done runs from the close; only if a child refuses to end
+ * and the close reclaims it is done dropped. destroy (may be NULL) is
+ * called with data after done, or when done is dropped. The group is
+ * held until done ran. Returns 0, -EINVAL (group or done NULL), -EBADF (closed
+ * loop), -EPERM (wrong thread), -ENOMEM; on failure nothing is called.
+ * Loop thread. */
+LB_EXPORT int lb_group_cancel_then(lb_group *group, lb_callback done, void *data,
+                                   lb_destroy_fn destroy);
+
+/* The synchronous form of lb_group_cancel_then(), for code outside the
+ * loop (before lb_loop_close(), or a toolkit handler that the loop does
+ * not run): cancels the group and runs the loop until every child ended,
+ * for at most timeout seconds (< 0: no limit). Returns 0 once they
+ * ended; -ETIMEDOUT (some still unwind; they go on at the loop's next
+ * run); -EBUSY where the loop cannot be run: inside one of its callbacks
+ * (a GTK or Tk handler called from a loopbridge callback is one: the
+ * group is cancelled all the same) or tasks (nothing done); use
+ * lb_group_cancel_then() there, which works everywhere;
+ * -EINTR (lb_loop_stop() meanwhile); -EINVAL (NULL group, NaN timeout);
+ * -EBADF; -EPERM; -ENOMEM. Loop thread. */
+LB_EXPORT int lb_group_cancel_and_drain(lb_group *group, double timeout);
+
+/* Stores the outcomes of up to cap children of group, in the order they
+ * were spawned, in items: status 0 with the child's result in value
+ * (owned by the child's future, valid while the group lives), its error,
+ * -ECANCELED, or -EINPROGRESS for a child not ended yet. Returns the
+ * number of children in all (which may exceed cap), -EINVAL (group NULL,
+ * items NULL with cap > 0), -EPERM (wrong thread). Readable after the
+ * loop closed. Loop thread. */
+LB_EXPORT int lb_group_results(const lb_group *group, lb_gather_item *items, size_t cap);
 
 #ifdef __cplusplus
 }

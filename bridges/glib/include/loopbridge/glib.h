@@ -150,6 +150,39 @@ LB_EXPORT lb_future *lb_gio_op_future(const lb_gio_op *op);
  * thread, inside a task. */
 LB_EXPORT int lb_gio_op_await(lb_gio_op *op, GAsyncResult **result);
 
+/* ------------------------------------------------------------------ */
+/* Closing a window after its tasks                                    */
+/* ------------------------------------------------------------------ */
+
+/* Makes instance's close wait until group's tasks unwound, so that their
+ * cleanup still finds the window's widgets alive (no `closing` flag in
+ * every widget update). For a GtkWindow use lb_glib_window_close_after()
+ * from <loopbridge/gtk.h>, which passes "close-request" and
+ * gtk_window_close().
+ *
+ * The first emission of signal (a signal without parameters returning
+ * gboolean, TRUE to stop the close, as GTK's "close-request") cancels
+ * group and returns TRUE: the window stays. Once every task of the group
+ * ended, close(instance) is called from the loop; it emits signal again
+ * (gtk_window_close() does), which is let through this time, and the
+ * window goes (a GtkApplication whose last window it was quits). Further
+ * requests while the tasks unwind are held back too. It never runs the
+ * loop inside the handler, so it works whether the close came from the
+ * window manager or from a loopbridge callback or task. If the group
+ * cannot be cancelled (its loop closed) the close goes through at once,
+ * with a warning.
+ *
+ * instance: a GObject (a GtkWindow); the handler goes with it.
+ * signal:   the close signal's name ("close-request").
+ * group:    the tasks to unwind first; held as long as the handler.
+ * close:    closes instance again (gtk_window_close()).
+ *
+ * Returns 0; -EINVAL (not a GObject, a NULL argument, no such signal, a
+ * signal of another shape); -EPERM (not the group's loop's thread). Loop
+ * thread (the thread that runs GTK). */
+LB_EXPORT int lb_glib_close_after(gpointer instance, const char *signal, lb_group *group,
+                                  void (*close)(gpointer instance));
+
 G_END_DECLS
 
 /* One-line awaitables for common GIO calls and GObject signals. */

@@ -54,6 +54,38 @@ LB_EXPORT int lb_tk_loop_new(lb_loop **ret, Tcl_Interp *interp);
  * (closed loop), -EPERM (called from another thread than the loop's). */
 LB_EXPORT int lb_tk_loop_set_budget(lb_loop *loop, double seconds);
 
+/* Makes a Tk toplevel's close wait until group's tasks unwound, so that
+ * their cleanup still finds its widgets (`winfo exists` is true; no
+ * `closing` flag in every widget update):
+ *
+ *     lb_tk_close_after(interp, ".", jobs, "app::close");
+ *
+ * Creates the Tcl command `command` and makes it the toplevel's
+ * `wm protocol WM_DELETE_WINDOW` handler; a Quit button, a script or a
+ * task may call it too. Its first call cancels group and keeps the
+ * toplevel; once every task of the group ended, the loop destroys the
+ * toplevel (`destroy`; for "." Tk then ends the application). Further
+ * calls while the tasks unwind do nothing. It never runs the loop inside
+ * the command, so it works whether the close came from the window
+ * manager or from a loopbridge callback or task. If the toplevel is
+ * destroyed by other means (`destroy` from a script), a <Destroy>
+ * binding cancels the group, but the widgets are gone then. The command
+ * goes with the toplevel (or the interp); while it exists it holds the
+ * group and the interp (Tcl_Preserve). Needs Tk in interp.
+ *
+ * interp:   the interp with Tk.
+ * toplevel: the toplevel's path name (".", ".editor").
+ * group:    the tasks to unwind first.
+ * command:  the Tcl command to create (replaced if it exists).
+ *
+ * Returns 0; -EINVAL (a NULL or empty argument, a path not starting with
+ * ".", Tcl refused the `wm protocol` or `bind`, with Tcl's message in
+ * lb_error_detail()); -EPERM (not the thread of the group's loop);
+ * -ENOMEM. The command returns a Tcl error (code {LOOPBRIDGE ...}) if the
+ * group's loop is closed. The Tcl thread. */
+LB_EXPORT int lb_tk_close_after(Tcl_Interp *interp, const char *toplevel, lb_group *group,
+                                const char *command);
+
 #ifdef __cplusplus
 }
 #endif
