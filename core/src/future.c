@@ -89,14 +89,23 @@ lb_future *lb_future_ref(lb_future *future) {
     return future;
 }
 
-static void drop_callbacks(lb_future *f) {
-    lb_handle *h = f->cb_head;
-    f->cb_head = f->cb_tail = NULL;
+/* Drops a detached list of done callbacks: each destroy runs once. */
+static void drop_list(lb_handle *h) {
     while (h) {
         lb_handle *next = h->next;
         h->flags |= LB__HANDLE_DONE;
         lb__handle_unqueue(h);
         h = next;
+    }
+}
+
+/* The list is detached first, so destroy notifies may add callbacks to
+ * the future: those are dropped too, on the next turn. */
+static void drop_callbacks(lb_future *f) {
+    while (f->cb_head) {
+        lb_handle *h = f->cb_head;
+        f->cb_head = f->cb_tail = NULL;
+        drop_list(h);
     }
 }
 
@@ -109,6 +118,7 @@ static void future_free(lb_future *f) {
         f->destroy(f->value);
     if (f->hooks && f->hooks->free)
         f->hooks->free(f, f->hooks_data);
+    drop_callbacks(f); /* added by the destroy notifies above */
     if (f->live_prev)
         f->live_prev->live_next = f->live_next;
     else
@@ -117,6 +127,10 @@ static void future_free(lb_future *f) {
         f->live_next->live_prev = f->live_prev;
     lb__slab_free(&loop->future_slab, f);
     lb__loop_unhold(loop);
+}
+
+static void free_released(void *future) {
+    future_free(future);
 }
 
 static void free_on_loop(lb_loop *loop, void *data) {
@@ -153,10 +167,13 @@ lb_future *lb_future_unref(lb_future *future) {
     if (old == 1) {
         /* The last reference may go on another thread (a future handed
          * out by lb_loop_thread_submit): the loop's home thread frees
-         * it, whether the loop runs, idles or closes. */
-        if (!lb__loop_may_touch(future->loop) && !free_on_home_thread(future))
-            return NULL;
-        future_free(future);
+         * it, whether the loop runs, idles or closes; once the close
+         * returned, the thread dropping it does, one at a time. */
+        lb_loop *loop = future->loop;
+        if (__builtin_expect(lb__loop_thread(loop) == lb__thread_self(), 1))
+            future_free(future);
+        else if (lb__loop_released(loop) || free_on_home_thread(future))
+            lb__loop_release_serialised(loop, free_released, future);
     }
     else if (old == 0) {
         /* Unref once too often: undo, so that every later call is
@@ -310,7 +327,10 @@ void lb__futures_cancel_all(lb_loop *loop) {
     lb_future *f = loop->futures;
     bool pinned = f && pin(f);
     while (f) {
-        if (atomic_load_explicit(&f->state, memory_order_relaxed) == LB__FUTURE_PENDING) {
+        /* Not pinned: its free is posted and drops its callbacks;
+         * completing it would queue them with a reference its free
+         * ignores. */
+        if (pinned && atomic_load_explicit(&f->state, memory_order_relaxed) == LB__FUTURE_PENDING) {
             /* Through the hooks first, so the work behind a future (an
              * executor job, a gather's children) is withdrawn too. */
             if (f->hooks && f->hooks->cancel)
@@ -460,7 +480,12 @@ static int add_done_callback(lb_future *future, lb_future_callback cb, void *dat
     h->done_cb = cb;
     lb__handle_set_destroy(h, destroy);
     if (atomic_load_explicit(&future->state, memory_order_relaxed) != LB__FUTURE_PENDING) {
-        queue_callback(future, h);
+        /* From a destroy notify of the future being freed: no run can
+         * come, the callback is dropped at once. */
+        if (atomic_load_explicit(&future->refs, memory_order_relaxed) == 0)
+            drop_list(h);
+        else
+            queue_callback(future, h);
         return 0;
     }
     h->next = NULL;
@@ -485,15 +510,19 @@ int lb_future_add_done_callback_full(lb_future *future, lb_future_callback cb, v
 int lb_future_remove_done_callback(lb_future *future, lb_future_callback cb, void *data) {
     lb_assert_return(future, -EINVAL);
     lb_assert_return(cb, -EINVAL);
+    /* The matches are unlinked first and dropped after the walk: their
+     * destroy notifies may add or remove callbacks of this future. */
     int removed = 0;
     lb_handle **link = &future->cb_head;
     lb_handle *prev = NULL;
+    lb_handle *matches = NULL, **matches_tail = &matches;
     while (*link) {
         lb_handle *h = *link;
         if (h->done_cb == cb && h->data == data) {
             *link = h->next;
-            h->flags |= LB__HANDLE_DONE;
-            lb__handle_unqueue(h);
+            h->next = NULL;
+            *matches_tail = h;
+            matches_tail = &h->next;
             removed++;
         } else {
             prev = h;
@@ -501,6 +530,7 @@ int lb_future_remove_done_callback(lb_future *future, lb_future_callback cb, voi
         }
     }
     future->cb_tail = prev;
+    drop_list(matches);
     return removed;
 }
 

@@ -109,6 +109,7 @@ int lb_loop_new_full(lb_loop **ret, const lb_driver *driver, void *driver_arg) {
         return lb__fail(NULL, r, "lb_loop_new: cannot initialise the inbox lock");
     }
     lb__futures_init(loop);
+    pthread_mutex_init(&loop->release_lock, NULL); /* cannot fail on Linux: default attributes */
 
     loop->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     if (loop->epoll_fd < 0) {
@@ -161,7 +162,16 @@ lb_loop *lb_loop_ref(lb_loop *loop) {
     return loop;
 }
 
+void lb__loop_release_serialised(lb_loop *loop, void (*release)(void *), void *obj) {
+    lb_loop_ref(loop);
+    pthread_mutex_lock(&loop->release_lock);
+    release(obj);
+    pthread_mutex_unlock(&loop->release_lock);
+    lb_loop_unref(loop);
+}
+
 static void loop_free(lb_loop *loop) {
+    pthread_mutex_destroy(&loop->release_lock);
     lb__ready_destroy(&loop->ready);
     lb__slab_destroy(&loop->handle_slab);
     lb__slab_destroy(&loop->future_slab);
@@ -220,10 +230,8 @@ lb_loop *lb_loop_get_running(void) {
     return running_loop;
 }
 
-static int run_checks(lb_loop *loop, const char *func) {
-    int r = check_driving(loop, func);
-    if (r < 0)
-        return r;
+/* The checks of a run once the calling thread may drive the loop. */
+static int run_state_checks(lb_loop *loop, const char *func) {
     if (loop->run_depth > 0)
         return lb__fail(loop, -EBUSY, "%s: this event loop is already running", func);
     /* A hosted loop that its host dispatches (Tk_MainLoop, a GTK app)
@@ -243,20 +251,66 @@ static int run_checks(lb_loop *loop, const char *func) {
     return 0;
 }
 
-int lb_loop_run_forever(lb_loop *loop) {
-    int r = run_checks(loop, __func__);
+/* A run claims the loop (active, false to true) before it checks or
+ * changes its home thread, so that two threads never both pass the
+ * checks: the home thread no less than one adopting an idle loop. The
+ * claim is released by release_run(), or here if a check fails. A loop
+ * already driven is refused: from its own callbacks with -EBUSY, from
+ * another thread with -EPERM (the thread rule). */
+static int claim_run(lb_loop *loop, const char *func) {
+    bool idle = false;
+    if (!loop || lb__loop_closed(loop) ||
+        !atomic_compare_exchange_strong(&loop->active, &idle, true)) {
+        int r = lb__loop_check(loop, func);
+        if (r < 0)
+            return r;
+        /* The driving frames are this thread's to read only if it drives
+         * the loop (a run from one of its callbacks). */
+        if (running_loop == loop) {
+            r = run_state_checks(loop, func);
+            return r < 0 ? r
+                         : lb__fail(loop, -EBUSY, "%s: this event loop is already running", func);
+        }
+        if (lb__loop_get_state(loop) != LB__LOOP_OPEN)
+            return lb__fail(loop, -EBADF, "%s: loop is closing", func);
+        /* Another thread claimed it and is taking it over. */
+        return lb__loop_fail_thread(loop, func);
+    }
+    if (!loop->thread_pinned)
+        atomic_store_explicit(&loop->thread, lb__thread_self(), memory_order_relaxed);
+    int r = lb__loop_check(loop, func);
+    if (r == 0)
+        r = run_state_checks(loop, func);
     if (r < 0)
-        return r;
+        atomic_store(&loop->active, false);
+    return r;
+}
+
+static void release_run(lb_loop *loop) {
+    atomic_store(&loop->active, false);
+}
+
+/* Runs a loop claim_run() claimed, and releases it. */
+static int run_claimed(lb_loop *loop) {
     lb__enter_state st;
     lb__loop_enter(loop, &st);
     loop->run_depth++;
     lb_loop_ref(loop);
-    r = loop->driver->run(loop, loop->driver_state);
+    int r = loop->driver->run(loop, loop->driver_state);
     loop->stopping = false;
     loop->run_depth--;
     lb__loop_leave(loop, &st);
+    /* Before the unref, which may free the loop. */
+    release_run(loop);
     lb_loop_unref(loop);
     return r;
+}
+
+int lb_loop_run_forever(lb_loop *loop) {
+    int r = claim_run(loop, __func__);
+    if (r < 0)
+        return r;
+    return run_claimed(loop);
 }
 
 static void stop_on_done(lb_future *f, void *data) {
@@ -267,18 +321,19 @@ static void stop_on_done(lb_future *f, void *data) {
 
 int lb_loop_run_until_complete(lb_loop *loop, lb_future *future) {
     lb_assert_return(future, -EINVAL);
-    int r = run_checks(loop, __func__);
+    int r = claim_run(loop, __func__);
     if (r < 0)
         return r;
     if (lb_future_get_loop(future) != loop)
-        return lb__fail(loop, -EXDEV, "%s: the future belongs to another loop", __func__);
-    if (lb_future_is_done(future))
-        return 0;
-    r = lb_future_add_done_callback(future, stop_on_done, loop);
-    if (r < 0)
+        r = lb__fail(loop, -EXDEV, "%s: the future belongs to another loop", __func__);
+    else if (!lb_future_is_done(future))
+        r = lb_future_add_done_callback(future, stop_on_done, loop);
+    if (r < 0 || lb_future_is_done(future)) {
+        release_run(loop);
         return r;
+    }
     lb_future_ref(future);
-    r = lb_loop_run_forever(loop);
+    r = run_claimed(loop);
     lb_future_remove_done_callback(future, stop_on_done, loop);
     bool done = lb_future_is_done(future);
     lb_future_unref(future);

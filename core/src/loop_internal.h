@@ -14,6 +14,7 @@
 #include "slab.h"
 #include "timer_heap.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 /* While callbacks keep coming, the loop polls its fds without blocking
@@ -143,6 +144,9 @@ struct lb_loop {
 
     lb_handle *current; /* the handle whose callback runs */
     size_t holds;       /* see lb__loop_hold() */
+    /* Serialises the releases of the loop's objects once its close
+     * returned (lb__loop_release_serialised); never taken before. */
+    pthread_mutex_t release_lock;
 
     uint64_t iterations;
     uint64_t callbacks_run;
@@ -286,6 +290,15 @@ static inline void lb__loop_unhold(lb_loop *loop) {
     if (--loop->holds == 0)
         lb_loop_unref(loop);
 }
+
+/* Once the loop's close returned its objects may be released on any
+ * thread, several at once: such a release (which touches the slabs, the
+ * live lists and the holds, plain fields of the loop) runs release(obj)
+ * under loop->release_lock. The loop's own reference taken around it is
+ * dropped outside the lock, so the loop's free (the last hold's, or this
+ * one) happens once and never under its own lock. The home thread of an
+ * open loop never comes here. */
+void lb__loop_release_serialised(lb_loop *loop, void (*release)(void *), void *obj);
 
 /* Schedules an internal callback through a floating handle and returns
  * it, so the caller can fill aux/aux2 (read back with lb__current()), or

@@ -442,16 +442,20 @@ lb_process *lb_process_ref(lb_process *process) {
  * nobody will read until the loop closes. Its output pipes are aborted
  * (writing to them fails with EPIPE); its input is closed, after what
  * was queued for it is sent (it then reads the end of its input). A pipe
- * the caller took a reference to (lb_stream_ref) is the caller's. */
+ * the caller took a reference to (lb_stream_ref) is the caller's: the
+ * process lets go of it, and the caller's last reference aborts it
+ * (lb_stream_unref), unless the caller closed it first. */
 static void release_pipes(lb_process *p) {
     for (int i = 0; i < 3; i++) {
         lb_stream *s = p->pipes[i];
-        if (!s || lb__stream_shared(s))
+        if (!s)
             continue;
-        if (i == 0)
-            lb_stream_close(s);
-        else
-            lb_stream_abort(s);
+        if (!lb__stream_shared(s)) {
+            if (i == 0)
+                lb_stream_close(s);
+            else
+                lb_stream_abort(s);
+        }
         p->pipes[i] = lb_stream_unref(s);
     }
 }

@@ -346,6 +346,164 @@ static void test_future_null_arguments(void **state) {
     fixture_loop_free(loop);
 }
 
+/* The last reference of a future with a pending done callback goes on
+ * another thread, then the loop closes: the close must not complete the
+ * future whose free is already on its way (the callback's reference
+ * would outlive that free). The callback is dropped: its destroy runs
+ * once, the callback never. */
+static int orphan_ran, orphan_destroyed;
+
+static void orphan_cb(lb_future *f, void *data) {
+    (void)f;
+    (void)data;
+    orphan_ran++;
+}
+
+static void orphan_destroy(void *data) {
+    (void)data;
+    orphan_destroyed++;
+}
+
+static void *unref_main(void *f) {
+    lb_future_unref(f);
+    return NULL;
+}
+
+static void test_future_last_unref_elsewhere_then_close(void **state) {
+    (void)state;
+    orphan_ran = orphan_destroyed = 0;
+    lb_loop *loop = fixture_loop_new();
+    lb_future *f;
+    assert_int_equal(lb_future_new(loop, &f), 0);
+    assert_int_equal(lb_future_add_done_callback_full(f, orphan_cb, NULL, orphan_destroy), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, unref_main, f), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    fixture_loop_free(loop);
+    assert_int_equal(orphan_ran, 0);
+    assert_int_equal(orphan_destroyed, 1);
+}
+
+/* Destroy notifies that run while done callbacks are removed or dropped
+ * may add or remove callbacks of the same future. */
+static lb_future *reentrant_future;
+static int replaced_ran, replaced_destroyed;
+static bool replaced_ran_flag;
+
+static void noop_cb(lb_future *f, void *data) {
+    (void)f;
+    (void)data;
+}
+
+static void replaced_cb(lb_future *f, void *data) {
+    (void)f;
+    (void)data;
+    replaced_ran++;
+    replaced_ran_flag = true;
+}
+
+static void replaced_destroy(void *data) {
+    (void)data;
+    replaced_destroyed++;
+}
+
+static void readd_destroy(void *data) {
+    (void)data;
+    assert_int_equal(lb_future_add_done_callback_full(reentrant_future, replaced_cb, NULL,
+                                                      replaced_destroy),
+                     0);
+}
+
+static void remove_first_destroy(void *data) {
+    (void)data;
+    lb_future_remove_done_callback(reentrant_future, noop_cb, NULL);
+}
+
+static void test_future_remove_destroy_reenters(void **state) {
+    (void)state;
+    replaced_ran = replaced_destroyed = 0;
+    lb_loop *loop = fixture_loop_new();
+    assert_int_equal(lb_future_new(loop, &reentrant_future), 0);
+    /* A destroy that adds a callback while its own is removed. */
+    assert_int_equal(
+        lb_future_add_done_callback_full(reentrant_future, noop_cb, &replaced_ran, readd_destroy),
+        0);
+    assert_int_equal(lb_future_remove_done_callback(reentrant_future, noop_cb, &replaced_ran), 1);
+    /* A destroy that removes the callback before it. */
+    assert_int_equal(lb_future_add_done_callback(reentrant_future, noop_cb, NULL), 0);
+    assert_int_equal(lb_future_add_done_callback_full(reentrant_future, noop_cb, (void *)1,
+                                                      remove_first_destroy),
+                     0);
+    assert_int_equal(lb_future_remove_done_callback(reentrant_future, noop_cb, (void *)1), 1);
+    assert_int_equal(lb_future_set_result(reentrant_future, NULL, NULL), 0);
+    replaced_ran_flag = false;
+    fixture_run_until(loop, &replaced_ran_flag, 5);
+    assert_int_equal(replaced_ran, 1);
+    assert_int_equal(replaced_destroyed, 1);
+    lb_future_unref(reentrant_future);
+    fixture_loop_free(loop);
+}
+
+/* A destroy notify that adds a callback to the future being freed: the
+ * added callback is dropped at once (its destroy runs, it never does).
+ * Once from a dropped callback's destroy, once from the value's. */
+static void test_future_free_destroy_adds(void **state) {
+    (void)state;
+    replaced_ran = replaced_destroyed = 0;
+    lb_loop *loop = fixture_loop_new();
+    assert_int_equal(lb_future_new(loop, &reentrant_future), 0);
+    assert_int_equal(
+        lb_future_add_done_callback_full(reentrant_future, noop_cb, NULL, readd_destroy), 0);
+    lb_future_unref(reentrant_future);
+    assert_int_equal(replaced_destroyed, 1);
+    assert_int_equal(lb_future_new(loop, &reentrant_future), 0);
+    assert_int_equal(lb_future_set_result(reentrant_future, NULL, readd_destroy), 0);
+    lb_future_unref(reentrant_future);
+    assert_int_equal(replaced_destroyed, 2);
+    fixture_loop_free(loop);
+    assert_int_equal(replaced_ran, 0);
+}
+
+/* After the loop's close returned, its futures may be released on any
+ * thread, on two at once too: the releases must not race each other,
+ * and the loop (kept by the futures) is freed once, by the last. */
+typedef struct release_race {
+    pthread_barrier_t *start;
+    lb_future *future;
+} release_race;
+
+static void *release_race_main(void *data) {
+    release_race *race = data;
+    pthread_barrier_wait(race->start);
+    lb_future_unref(race->future);
+    return NULL;
+}
+
+static void test_future_released_on_two_threads_after_close(void **state) {
+    (void)state;
+    for (int i = 0; i < 50; i++) {
+        lb_loop *loop = fixture_loop_new();
+        release_race race[2];
+        pthread_barrier_t start;
+        assert_int_equal(pthread_barrier_init(&start, NULL, 2), 0);
+        for (int k = 0; k < 2; k++) {
+            assert_int_equal(lb_future_new(loop, &race[k].future), 0);
+            assert_int_equal(lb_future_add_done_callback_full(race[k].future, noop_cb, NULL,
+                                                              replaced_destroy),
+                             0);
+        }
+        fixture_loop_free(loop); /* the futures keep it */
+        pthread_t th[2];
+        for (int k = 0; k < 2; k++) {
+            race[k].start = &start;
+            assert_int_equal(pthread_create(&th[k], NULL, release_race_main, &race[k]), 0);
+        }
+        for (int k = 0; k < 2; k++)
+            assert_int_equal(pthread_join(th[k], NULL), 0);
+        pthread_barrier_destroy(&start);
+    }
+}
+
 int run_future_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_future_result),
@@ -360,6 +518,10 @@ int run_future_tests(void) {
         cmocka_unit_test(test_future_set_result_threadsafe),
         cmocka_unit_test(test_future_chain),
         cmocka_unit_test(test_future_null_arguments),
+        cmocka_unit_test(test_future_last_unref_elsewhere_then_close),
+        cmocka_unit_test(test_future_remove_destroy_reenters),
+        cmocka_unit_test(test_future_free_destroy_adds),
+        cmocka_unit_test(test_future_released_on_two_threads_after_close),
     };
     return cmocka_run_group_tests_name("future", tests, NULL, NULL);
 }

@@ -4,6 +4,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -461,6 +462,54 @@ static void test_loop_strerror_any_int(void **state) {
     assert_string_equal(lb_strerror(INT_MIN), "not an error code");
 }
 
+/* Two threads race to run one idle loop, again and again: at most one
+ * runs it at a time (the other gets -EPERM, the thread rule), never both. */
+typedef struct run_race {
+    lb_loop *loop;
+    atomic_int inside, overlaps, refused, other_errors;
+} run_race;
+
+static void race_noop(lb_loop *loop, void *data) {
+    (void)loop;
+    (void)data;
+}
+
+static void race_stop(lb_loop *loop, void *data) {
+    run_race *race = data;
+    if (atomic_fetch_add(&race->inside, 1) != 0)
+        atomic_fetch_add(&race->overlaps, 1);
+    sched_yield();
+    atomic_fetch_sub(&race->inside, 1);
+    lb_loop_stop(loop);
+}
+
+static void *race_runner(void *data) {
+    run_race *race = data;
+    for (int i = 0; i < 20000; i++) {
+        assert_int_equal(lb_loop_call_soon_threadsafe(race->loop, race_noop, NULL), 0);
+        assert_int_equal(lb_loop_call_soon_threadsafe(race->loop, race_stop, race), 0);
+        int r = lb_loop_run_forever(race->loop);
+        if (r == -EPERM)
+            atomic_fetch_add(&race->refused, 1);
+        else if (r != 0)
+            atomic_fetch_add(&race->other_errors, 1);
+    }
+    return NULL;
+}
+
+static void test_loop_two_threads_run_race(void **state) {
+    (void)state;
+    run_race race = {.loop = fixture_loop_new()};
+    pthread_t a, b;
+    assert_int_equal(pthread_create(&a, NULL, race_runner, &race), 0);
+    assert_int_equal(pthread_create(&b, NULL, race_runner, &race), 0);
+    assert_int_equal(pthread_join(a, NULL), 0);
+    assert_int_equal(pthread_join(b, NULL), 0);
+    assert_int_equal(atomic_load(&race.overlaps), 0);
+    assert_int_equal(atomic_load(&race.other_errors), 0);
+    fixture_loop_free(race.loop);
+}
+
 int run_loop_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_loop_new_close),
@@ -483,6 +532,7 @@ int run_loop_tests(void) {
         cmocka_unit_test(test_loop_adopted_by_its_runner),
         cmocka_unit_test(test_loop_futures_released_while_closing),
         cmocka_unit_test(test_loop_strerror_any_int),
+        cmocka_unit_test(test_loop_two_threads_run_race),
     };
     return cmocka_run_group_tests_name("loop", tests, NULL, NULL);
 }

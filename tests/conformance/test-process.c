@@ -459,6 +459,19 @@ static int read_held(lb_task *t, void *data) {
     return 0;
 }
 
+/* Spawns `yes` writing to a pipe, drops it (held: with a reference to
+ * its stdout taken first, dropped after) and checks it ends. */
+static void drop_writer(lb_loop *loop, bool held) {
+    const char *yes[] = {"yes", NULL};
+    lb_process_options out = {.out = LB_STDIO_PIPE};
+    lb_process *p = spawn(loop, yes, &out);
+    pid_t writer = lb_process_pid(p);
+    lb_stream *stdout_ref = held ? lb_stream_ref(lb_process_stdout(p)) : NULL;
+    lb_process_unref(p);
+    lb_stream_unref(stdout_ref);
+    assert_gone_soon(loop, writer);
+}
+
 /* Dropping a child whose pipes nobody reads or holds closes them: a
  * child writing more than a pipe holds is not left blocked until the
  * loop closes (it gets EPIPE, here SIGPIPE, and is reaped in the
@@ -467,16 +480,12 @@ static int read_held(lb_task *t, void *data) {
 static void test_process_dropped_with_unread_pipes(void **state) {
     (void)state;
     lb_loop *loop = fixture_loop_new();
-    const char *yes[] = {"yes", NULL};
+    drop_writer(loop, false);
     lb_process_options out = {.out = LB_STDIO_PIPE};
-    lb_process *p = spawn(loop, yes, &out);
-    pid_t writer = lb_process_pid(p);
-    lb_process_unref(p);
-    assert_gone_soon(loop, writer);
 
     const char *cat[] = {"cat", NULL};
     lb_process_options in = {.in = LB_STDIO_PIPE, .out = LB_STDIO_DEVNULL};
-    p = spawn(loop, cat, &in);
+    lb_process *p = spawn(loop, cat, &in);
     pid_t reader = lb_process_pid(p);
     lb_process_unref(p);
     assert_gone_soon(loop, reader);
@@ -489,6 +498,16 @@ static void test_process_dropped_with_unread_pipes(void **state) {
     assert_int_equal(h.n, 3);
     assert_memory_equal(h.buf, "hi\n", 3);
     lb_stream_unref(h.out);
+    fixture_loop_free(loop);
+}
+
+/* A pipe the caller held when the child was dropped, dropped later: its
+ * last reference aborts it as the process's would have, so the child
+ * writing to it is not left blocked until the loop closes. */
+static void test_process_held_pipe_dropped_later(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    drop_writer(loop, true);
     fixture_loop_free(loop);
 }
 
@@ -507,6 +526,7 @@ int run_process_tests(void) {
         BOTH_WATCHES(test_process_loop_close_reaps),
         BOTH_WATCHES(test_process_unref_while_waited),
         BOTH_WATCHES(test_process_dropped_with_unread_pipes),
+        BOTH_WATCHES(test_process_held_pipe_dropped_later),
     };
     return cmocka_run_group_tests_name("process", tests, NULL, NULL);
 }

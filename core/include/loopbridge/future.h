@@ -83,12 +83,16 @@ LB_EXPORT int lb_future_add_done_callback(lb_future *future, lb_future_callback 
  * exactly once, after cb ran, or when the callback is dropped without
  * running (lb_future_remove_done_callback(), the future freed or its loop
  * closed before it ran: on the thread doing that), or at once on the
- * calling thread if the call fails. Loop thread. */
+ * calling thread if the call fails. A callback added to a future that is
+ * being freed (from a destroy notify of its value or of its callbacks)
+ * is dropped at once: it never runs, its destroy runs. Loop thread. */
 LB_EXPORT int lb_future_add_done_callback_full(lb_future *future, lb_future_callback cb,
                                                void *data, lb_destroy_fn destroy);
 
 /* Removes every pending registration of (cb, data), running the destroy
- * notify of those added with one. Returns how many were removed; -EINVAL. */
+ * notify of those added with one once all are unlinked (a destroy notify
+ * may add or remove callbacks of the same future). Returns how many were
+ * removed; -EINVAL. */
 LB_EXPORT int lb_future_remove_done_callback(lb_future *future, lb_future_callback cb,
                                              void *data);
 

@@ -47,8 +47,9 @@ LB_EXPORT lb_loop *lb_loop_unref(lb_loop *loop);
 /* Runs the loop until lb_loop_stop() is called. Makes the loop the
  * calling thread's running loop for the duration. Called on a thread
  * other than the loop's home thread, it adopts a native loop that no
- * thread runs or closes (the caller becomes its home thread).
- * Returns 0 once stopped; -EBUSY if the loop (or another loop on this
+ * thread runs or closes (the caller becomes its home thread); of threads
+ * that start runs of one loop at once, one runs it and the others are
+ * refused. Returns 0 once stopped; -EBUSY if the loop (or another loop on this
  * thread) is already running; -EBADF if it is closed; -EPERM if another
  * thread runs it or it is hosted on another thread; -EINVAL. */
 LB_EXPORT int lb_loop_run_forever(lb_loop *loop);

@@ -86,8 +86,9 @@ LB_EXPORT lb_process *lb_process_ref(lb_process *process);
  * or SIGPIPE ends it), its stdin pipe is closed once what was queued is
  * sent (the child reads the end of its input). A pipe you took a
  * reference to (lb_stream_ref() on lb_process_stdout() and the like), or
- * one a task is reading, stays open and is yours to read and release.
- * Once the child exited, the pipes go with the object (aborted if still
+ * one a task is reading, stays open and is yours to read and release:
+ * your last reference aborts it as the process's would have (close it
+ * first to have queued input sent). Once the child exited, the pipes go with the object (aborted if still
  * open). NULL is a no-op. Loop thread (elsewhere refused and logged while
  * the loop is open). */
 LB_EXPORT lb_process *lb_process_unref(lb_process *process);
