@@ -9,14 +9,26 @@
  * window's close waits until group's tasks unwound
  * (lb_glib_close_after() with "close-request" and gtk_window_close()). */
 
+/* GTK itself where its headers are on the include path, as in a GTK
+ * program; without them (loopbridge-glib's flags alone) the header still
+ * compiles, from the two names below. */
+#if defined(__has_include)
+#if __has_include(<gtk/gtk.h>)
 #include <gtk/gtk.h>
+#endif
+#endif
 #include <loopbridge/glib.h>
 
 G_BEGIN_DECLS
 
+/* The two names of GTK 4 this header uses, declared as <gtk/gtk.h>
+ * declares them (a repeated identical declaration is valid C and C++). */
+typedef struct _GtkWindow GtkWindow;
+void gtk_window_close(GtkWindow *window);
+
 /* Not API: lb_glib_window_close_after()'s close function. */
 static inline void lb__gtk_window_close(gpointer window) {
-    gtk_window_close(GTK_WINDOW(window));
+    gtk_window_close((GtkWindow *)window);
 }
 
 /* Makes window's close wait until group's tasks unwound:
