@@ -222,8 +222,16 @@ static void job_complete(lb_loop *loop, void *data) {
         }
         else if (j->status == -ECANCELED)
             lb__future_cancel_plain(f);
-        else
-            lb__future_complete(f, LB__FUTURE_ERROR, NULL, NULL, j->status > 0 ? -EINVAL : j->status);
+        else {
+            if (j->status > 0) {
+                char name[128];
+                lb__report(loop, -EINVAL, f, NULL,
+                           "executor job %s returned %d; a job returns 0 or a negative errno",
+                           lb__symbol_name((const void *)j->fn, name, sizeof name), j->status);
+                j->status = -EINVAL;
+            }
+            lb__future_complete(f, LB__FUTURE_ERROR, NULL, NULL, j->status);
+        }
     }
     job_free(j);
 }

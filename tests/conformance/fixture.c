@@ -193,3 +193,15 @@ static void cancel_check(lb_loop *loop, void *data) {
 void fixture_cancel_when_waiting(lb_loop *loop, fixture_canceller *canceller) {
     assert_int_equal(lb_loop_call_soon(loop, cancel_check, canceller, NULL), 0);
 }
+
+static void record_report(lb_loop *loop, const lb_exception_context *ctx, void *data) {
+    fixture_reports *r = data;
+    (void)loop;
+    r->count++;
+    r->error = ctx->error;
+    snprintf(r->message, sizeof r->message, "%s", ctx->message ? ctx->message : "");
+}
+
+void fixture_capture_reports(lb_loop *loop, fixture_reports *reports) {
+    assert_int_equal(lb_loop_set_exception_handler(loop, record_report, reports), 0);
+}

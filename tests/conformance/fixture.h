@@ -77,6 +77,17 @@ int fixture_fd_baseline(lb_loop *loop);
  * a loop opens as needed, its signal pipe, are closed with it). */
 int fixture_fds_without_loop(void);
 
+/* What the loop's exception handler was given: how many reports, and the
+ * last one's error and message. */
+typedef struct fixture_reports {
+    int count;
+    int error;
+    char message[256];
+} fixture_reports;
+
+/* Sets loop's exception handler to one that records into reports. */
+void fixture_capture_reports(lb_loop *loop, fixture_reports *reports);
+
 /* The groups, one per concept file. Each returns its failure count. */
 int run_loop_tests(void);
 int run_schedule_tests(void);

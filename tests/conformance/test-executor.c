@@ -41,6 +41,34 @@ static void test_executor_result_and_error(void **state) {
     fixture_loop_free(loop);
 }
 
+static int returns_positive(void *data, void **ret) {
+    (void)data;
+    (void)ret;
+    return 1; /* a hash's low bit, say: not the convention */
+}
+
+/* A job that returns a positive value fails with -EINVAL, and the
+ * exception handler says which job broke the convention (an -EINVAL with
+ * no word on where it came from cannot be traced in an app); the job is
+ * named by its symbol when the program exports it (a static function
+ * shows as an offset). */
+static void test_executor_positive_return_reported(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    fixture_reports rep = {0};
+    fixture_capture_reports(loop, &rep);
+    lb_future *f = NULL;
+    assert_int_equal(lb_loop_run_in_executor(loop, NULL, returns_positive, NULL, &f), 0);
+    assert_int_equal(lb_loop_run_until_complete(loop, f), 0);
+    assert_int_equal(lb_future_result(f, NULL), -EINVAL);
+    assert_int_equal(rep.count, 1);
+    assert_int_equal(rep.error, -EINVAL);
+    assert_non_null(strstr(rep.message, "returned 1"));
+    assert_non_null(strstr(rep.message, "executor job"));
+    lb_future_unref(f);
+    fixture_loop_free(loop);
+}
+
 static atomic_int on_loop_thread;
 
 static int where_am_i(void *data, void **ret) {
@@ -695,6 +723,7 @@ static void test_executor_untaken_result_destroyed(void **state) {
 int run_executor_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_executor_result_and_error),
+        cmocka_unit_test(test_executor_positive_return_reported),
         cmocka_unit_test(test_executor_many_jobs),
         cmocka_unit_test(test_executor_cancel_queued_job),
         cmocka_unit_test(test_executor_cancelled_job_leaves_queue),

@@ -142,25 +142,11 @@ static void test_future_callback_holds_reference(void **state) {
     fixture_loop_free(loop);
 }
 
-typedef struct reported {
-    int count;
-    int error;
-    char message[128];
-} reported;
-
-static void capture_handler(lb_loop *loop, const lb_exception_context *ctx, void *data) {
-    reported *r = data;
-    (void)loop;
-    r->count++;
-    r->error = ctx->error;
-    strncpy(r->message, ctx->message, sizeof r->message - 1);
-}
-
 static void test_future_unread_error_reported(void **state) {
     (void)state;
     lb_loop *loop = fixture_loop_new();
-    reported rep = {0};
-    assert_int_equal(lb_loop_set_exception_handler(loop, capture_handler, &rep), 0);
+    fixture_reports rep = {0};
+    fixture_capture_reports(loop, &rep);
     lb_future *f = NULL;
     assert_int_equal(lb_future_new(loop, &f), 0);
     assert_int_equal(lb_future_set_error(f, -EPIPE), 0);

@@ -276,25 +276,13 @@ static int failing_handler(lb_stream *s, void *data) {
     return -EPROTO;
 }
 
-typedef struct reports {
-    int count;
-    int error;
-} reports;
-
-static void count_reports(lb_loop *loop, const lb_exception_context *ctx, void *data) {
-    reports *r = data;
-    (void)loop;
-    r->count++;
-    r->error = ctx->error;
-}
-
 /* A handler's error goes to the exception handler; the client sees the
  * end of the stream. */
 static void test_server_handler_error_reported(void **state) {
     (void)state;
     lb_loop *loop = fixture_loop_new();
-    reports rep = {0};
-    assert_int_equal(lb_loop_set_exception_handler(loop, count_reports, &rep), 0);
+    fixture_reports rep = {0};
+    fixture_capture_reports(loop, &rep);
     lb_server *srv = local_server(loop, failing_handler, NULL);
     idle_client c = {.port = (uint16_t)lb_server_port(srv)};
     assert_int_equal(fixture_finish(loop, fixture_spawn(loop, idle_client_task, &c), 30), 0);

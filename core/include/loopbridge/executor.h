@@ -16,7 +16,9 @@ extern "C" {
 typedef struct lb_executor lb_executor;
 
 /* A job: runs on a pool thread. Returns 0 and stores its result in *ret
- * (NULL by default), or a negative errno. It must not call loop-thread
+ * (NULL by default), or a negative errno (a positive return fails the
+ * job with -EINVAL, reported through the loop's exception handler with
+ * the job's function). It must not call loop-thread
  * functions (post with lb_loop_call_soon_threadsafe() or an lb_coalesce
  * instead). A job that runs for long should check lb_job_cancelled() now
  * and then and return (-ECANCELED, say) once it is true: nothing stops a
