@@ -46,8 +46,11 @@ const lb_driver *lb_loop_driver(const lb_loop *loop) {
     return loop ? loop->driver : NULL;
 }
 
+/* Ready to run: callbacks, posts, a stop, or memory still to give back
+ * (which a loop does before it sleeps, a batch an iteration). */
 static bool work_ready(const lb_loop *loop) {
-    return loop->ready.count > 0 || lb__inbox_has_work(&loop->inbox) || stop_pending(loop);
+    return loop->ready.count > 0 || lb__inbox_has_work(&loop->inbox) || stop_pending(loop) ||
+           loop->giving_back;
 }
 
 /* Drops cancelled timers sitting at the top of the heap, and compacts the
@@ -316,6 +319,19 @@ static inline void ready_phase(lb_loop *loop) {
         run_entry(loop, e.cb, e.data);
 }
 
+/* Phase 5, in an iteration that leaves nothing ready: one batch of the
+ * memory a burst left (retired ready-queue chunks, then ended tasks'
+ * stacks) goes back to the system. Never while work is ready: giving
+ * pages back flushes the TLB, which can stall the loop for tens of
+ * milliseconds (docs/performance.md, "What G1's pause on glib is"). The
+ * loop comes back for the next batch before it sleeps. */
+static __attribute__((noinline)) void give_back_phase(lb_loop *loop) {
+    bool more = lb__ready_give_back(&loop->ready);
+    if (!more && loop->task_hooks)
+        more = loop->task_hooks->give_back(loop);
+    loop->giving_back = more;
+}
+
 /* One iteration: the phases in order, as uv_run reads. A hosted dispatch
  * runs phases 3 and 4 within its budget instead. Returns 1 if work is
  * still ready. */
@@ -329,6 +345,8 @@ static inline int iterate(lb_loop *loop, int64_t poll_timeout_ns, int64_t budget
     } else {
         run_hosted_phases(loop, budget_ns, t.now_fresh);
     }
+    if (loop->ready.count == 0 && !lb__inbox_has_work(&loop->inbox))
+        give_back_phase(loop);
     return work_ready(loop) ? 1 : 0;
 }
 

@@ -69,6 +69,9 @@ struct lb__task_hooks {
     size_t (*cancel_all)(lb_loop *loop);
     /* Frees what the task layer holds for the loop (stacks, pools). */
     void (*destroy)(lb_loop *loop);
+    /* Gives back a bounded batch of the memory ended tasks left (their
+     * stacks' pages); true while more is left. */
+    bool (*give_back)(lb_loop *loop);
 };
 
 struct lb_loop {
@@ -94,6 +97,7 @@ struct lb_loop {
     uint32_t dispatch_depth; /* lb_driver_dispatch frames active */
     bool stopping;
     bool ready_first;        /* hosted: the ready queue goes before posts */
+    bool giving_back;        /* a burst's memory is still to go back (dispatch.c) */
     atomic_int state; /* lb__loop_state; read by posting threads */
     bool settling; /* close: futures run their done callbacks as they complete */
     bool debug;

@@ -19,8 +19,10 @@ static lb__ready_chunk *chunk_take(lb__ready_queue *q) {
         c = q->spare;
         q->spare = c->next;
         q->nspare--;
-    } else if (q->nretired > 0) {
-        c = q->retired[--q->nretired];
+    } else if (q->retired) {
+        c = q->retired; /* its pages still in memory */
+        q->retired = c->next;
+        q->nretired--;
     } else if (q->ncold > 0) {
         c = q->cold[--q->ncold]; /* its pages come back zero, on first touch */
     } else {
@@ -33,32 +35,6 @@ static lb__ready_chunk *chunk_take(lb__ready_queue *q) {
     return c;
 }
 
-/* Gives back the pages of the retired chunks, in one call, and keeps the
- * chunks for reuse; without room to note them, unmaps them instead. */
-static void release_retired(lb__ready_queue *q) {
-    size_t n = q->nretired;
-    if (q->ncold + n > q->cold_cap) {
-        size_t cap = q->cold_cap ? 2 * q->cold_cap : 64;
-        lb__ready_chunk **cold = lb__realloc(q->cold, cap * sizeof *cold);
-        if (!cold) {
-            while (q->nretired > 0) {
-                lb__unmap_pages(q->retired[--q->nretired], sizeof(lb__ready_chunk));
-                q->nchunks--;
-            }
-            return;
-        }
-        q->cold = cold;
-        q->cold_cap = cap;
-    }
-    struct iovec v[LB__READY_RELEASE_BATCH];
-    for (size_t i = 0; i < n; i++) {
-        v[i] = (struct iovec){q->retired[i], sizeof(lb__ready_chunk)};
-        q->cold[q->ncold++] = q->retired[i];
-    }
-    lb__release_pages(v, n);
-    q->nretired = 0;
-}
-
 static void chunk_give(lb__ready_queue *q, lb__ready_chunk *c) {
     if (q->nspare < LB__READY_SPARE_CHUNKS) {
         c->next = q->spare;
@@ -66,9 +42,45 @@ static void chunk_give(lb__ready_queue *q, lb__ready_chunk *c) {
         q->nspare++;
         return;
     }
-    q->retired[q->nretired++] = c;
-    if (q->nretired == LB__READY_RELEASE_BATCH)
-        release_retired(q);
+    c->next = q->retired;
+    q->retired = c;
+    q->nretired++;
+}
+
+/* The chunks keep their mappings, noted as cold; without room to note
+ * them, they are unmapped instead. */
+bool lb__ready_give_back(lb__ready_queue *q) {
+    size_t n = q->nretired < LB__READY_RELEASE_BATCH ? q->nretired : LB__READY_RELEASE_BATCH;
+    if (n == 0)
+        return false;
+    if (q->ncold + n > q->cold_cap) {
+        size_t cap = q->cold_cap ? 2 * q->cold_cap : 64;
+        while (cap < q->ncold + n)
+            cap *= 2;
+        lb__ready_chunk **cold = lb__realloc(q->cold, cap * sizeof *cold);
+        if (!cold) {
+            for (size_t i = 0; i < n; i++) {
+                lb__ready_chunk *c = q->retired;
+                q->retired = c->next;
+                q->nretired--;
+                lb__unmap_pages(c, sizeof *c);
+                q->nchunks--;
+            }
+            return q->nretired > 0;
+        }
+        q->cold = cold;
+        q->cold_cap = cap;
+    }
+    struct iovec v[LB__READY_RELEASE_BATCH];
+    for (size_t i = 0; i < n; i++) {
+        lb__ready_chunk *c = q->retired;
+        q->retired = c->next;
+        q->nretired--;
+        v[i] = (struct iovec){c, sizeof *c};
+        q->cold[q->ncold++] = c;
+    }
+    lb__release_pages(v, n);
+    return q->nretired > 0;
 }
 
 bool lb__ready_grow(lb__ready_queue *q) {
@@ -140,8 +152,7 @@ void lb__ready_destroy(lb__ready_queue *q) {
     assert(q->count == 0);
     unmap_chain(q->head_chunk);
     unmap_chain(q->spare);
-    for (size_t i = 0; i < q->nretired; i++)
-        lb__unmap_pages(q->retired[i], sizeof(lb__ready_chunk));
+    unmap_chain(q->retired);
     for (size_t i = 0; i < q->ncold; i++)
         lb__unmap_pages(q->cold[i], sizeof(lb__ready_chunk));
     lb__free(q->cold);

@@ -22,18 +22,19 @@
  *
  * Emptied chunks are kept whole for reuse, up to LB__READY_SPARE_CHUNKS,
  * so a steady flow never allocates. Beyond that a burst gives its memory
- * back while it drains: chunks are whole pages of their own (never the C
- * library's heap, which keeps a freed block that lies below one in use),
- * and each time the head has passed LB__READY_RELEASE_BATCH more chunks
- * their pages go back in one system call. That call is the giving back's
- * only cost and it is bounded: 4 MiB, about once every 260,000
- * callbacks, spread over the drain rather than paid at its end. Batches,
- * not a call per chunk, because each call flushes the TLB, and on a
- * virtual machine with shadow page tables the pages touched after a flush
- * fault again in the hypervisor (smaller batches made a drain several
- * times slower: docs/performance.md, "Figures behind the code").
- * The chunks stay mapped, their pages zero, and a later burst takes them
- * before mapping new ones; they are unmapped with the queue.
+ * back, but only once the loop has nothing ready: chunks are whole pages
+ * of their own (never the C library's heap, which keeps a freed block
+ * that lies below one in use), and giving pages back flushes the TLB,
+ * which on a virtual machine with shadow page tables stalled a loop in
+ * the middle of a flood for 40-70 ms (docs/performance.md, "What G1's
+ * pause on glib is"). So the chunks the head passes are retired, their
+ * pages kept, while work is ready; an iteration that ends with nothing
+ * ready gives back LB__READY_RELEASE_BATCH of them in one system call
+ * (lb__ready_give_back), and the loop comes back for the rest before it
+ * sleeps. Batches, not a call per chunk, because each call flushes the
+ * TLB (docs/performance.md, "Figures behind the code"). The chunks stay
+ * mapped, their pages zero, and a later burst takes the retired ones,
+ * then these, before mapping new ones; they are unmapped with the queue.
  *
  * Queuing a handle never fails, so nothing the loop already accepted (a
  * due timer, a future's done callback, a task step) can be lost to a
@@ -66,7 +67,7 @@ typedef struct lb__ready_queue {
     size_t over_count;
     lb__ready_chunk *spare; /* emptied chunks kept whole */
     size_t nspare;
-    lb__ready_chunk *retired[LB__READY_RELEASE_BATCH]; /* emptied, pages not yet given back */
+    lb__ready_chunk *retired; /* emptied, pages not given back yet; linked */
     size_t nretired;
     lb__ready_chunk **cold; /* pages given back, still mapped */
     size_t ncold, cold_cap;
@@ -80,6 +81,10 @@ void lb__run_handle(lb_loop *loop, void *handle);
  * false while the overflow is not empty, or when out of memory. */
 bool lb__ready_grow(lb__ready_queue *q);
 void lb__ready_next_chunk(lb__ready_queue *q);
+
+/* Gives the pages of up to LB__READY_RELEASE_BATCH retired chunks back
+ * to the system, in one call. Returns true while more are retired. */
+bool lb__ready_give_back(lb__ready_queue *q);
 
 /* Unmaps every chunk; the queue must be empty. */
 void lb__ready_destroy(lb__ready_queue *q);

@@ -26,10 +26,16 @@ static _Thread_local bool thread_fiber_ready;
 static size_t tasks_cancel_all(lb_loop *loop);
 static void tasks_destroy(lb_loop *loop);
 
+static bool tasks_give_back(lb_loop *loop) {
+    lb__tasks *ts = loop->task_state;
+    return lb__stack_pool_give_back(ts->stacks);
+}
+
 static const lb__task_hooks task_hooks = {
     .count = lb_loop_task_count,
     .cancel_all = tasks_cancel_all,
     .destroy = tasks_destroy,
+    .give_back = tasks_give_back,
 };
 
 static lb__tasks *tasks_of(lb_loop *loop) {

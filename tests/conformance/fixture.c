@@ -205,3 +205,22 @@ static void record_report(lb_loop *loop, const lb_exception_context *ctx, void *
 void fixture_capture_reports(lb_loop *loop, fixture_reports *reports) {
     assert_int_equal(lb_loop_set_exception_handler(loop, record_report, reports), 0);
 }
+
+long fixture_resident_kb(void) {
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f || fscanf(f, "%ld %ld", &pages, &resident) != 2)
+        resident = -1;
+    if (f)
+        fclose(f);
+    return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+bool fixture_memory_measurable(void) {
+#if defined(LB_TEST_FRAMES_FIXED) || defined(__SANITIZE_ADDRESS__)
+    return false;
+#else
+    const char *preload = getenv("LD_PRELOAD");
+    return !(preload && strstr(preload, "vgpreload"));
+#endif
+}

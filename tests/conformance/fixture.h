@@ -77,6 +77,13 @@ int fixture_fd_baseline(lb_loop *loop);
  * a loop opens as needed, its signal pipe, are closed with it). */
 int fixture_fds_without_loop(void);
 
+/* The process's resident memory, in KiB (-1 if /proc cannot tell). */
+long fixture_resident_kb(void);
+
+/* Whether resident memory means anything here: not under memcheck or
+ * AddressSanitizer, nor with frames of a fixed size (ucontext). */
+bool fixture_memory_measurable(void);
+
 /* What the loop's exception handler was given: how many reports, and the
  * last one's error and message. */
 typedef struct fixture_reports {

@@ -243,25 +243,6 @@ static void test_task_shared_nested_loop_holds_the_stack(void **state) {
 
 /* ---------------- what a sleeping task costs ---------------- */
 
-static long resident_kb(void) {
-    long pages = 0, resident = 0;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (!f || fscanf(f, "%ld %ld", &pages, &resident) != 2)
-        resident = -1;
-    if (f)
-        fclose(f);
-    return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
-static bool memory_measurable(void) {
-#if defined(LB_TEST_FRAMES_FIXED) || defined(__SANITIZE_ADDRESS__)
-    return false;
-#else
-    const char *preload = getenv("LD_PRELOAD");
-    return !(preload && strstr(preload, "vgpreload"));
-#endif
-}
-
 enum { SLEEPERS = 20000 };
 
 static int sleep_a_while(lb_task *task, void *data) {
@@ -276,13 +257,13 @@ typedef struct sleepers {
 
 static void measure(lb_loop *loop, void *data) {
     (void)loop;
-    ((sleepers *)data)->during = resident_kb();
+    ((sleepers *)data)->during = fixture_resident_kb();
 }
 
 static void test_task_shared_sleeping_tasks_are_small(void **state) {
     (void)state;
     lb_loop *loop = fixture_loop_new();
-    sleepers m = {.before = resident_kb()};
+    sleepers m = {.before = fixture_resident_kb()};
     for (int i = 0; i < SLEEPERS; i++)
         assert_int_equal(lb_task_spawn(loop, sleep_a_while, NULL, &shared_opts, NULL), 0);
     /* Measured once every task is asleep. */
@@ -295,7 +276,7 @@ static void test_task_shared_sleeping_tasks_are_small(void **state) {
     printf("# %d sleeping shared-stack tasks: %.0f bytes each\n", SLEEPERS, per_task);
     /* A stack of its own costs at least a page (4 KiB) per task. Resident
      * memory means nothing under memcheck or AddressSanitizer. */
-    if (memory_measurable())
+    if (fixture_memory_measurable())
         assert_true(per_task < 2048);
     fixture_loop_free(loop);
 }

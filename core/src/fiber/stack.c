@@ -36,12 +36,15 @@
 #define STACKS_PER_SLAB 64
 /* Released stacks whose pages stay committed for reuse. Beyond that the
  * oldest are given back to the system, TRIM_BATCH at a time in one call,
- * which costs a stack a fraction of a madvise of its own, and the memory
- * of a burst of tasks is returned all the same. The call runs inside the
- * step of the task that ends, which no dispatch budget can split: where
- * giving a page back is slow (a virtual machine with shadow page tables)
- * larger batches made frames late; 64 keeps a call near the budget, for
- * little more per stack (docs/performance.md, "Figures behind the code"). */
+ * which costs a stack a fraction of a madvise of its own, but only once
+ * the loop has nothing ready (lb__stack_pool_give_back): giving pages back
+ * flushes the TLB, and where that is slow (a virtual machine with shadow
+ * page tables: 40-70 ms in a loop with 100,000 stacks) a call in the
+ * middle of a flood was a frame lost (docs/performance.md, "What G1's
+ * pause on glib is"). While the loop is busy, released stacks just
+ * accumulate, warm, and the next tasks take them first. 64 a call keeps
+ * each step short, for little more per stack (docs/performance.md,
+ * "Figures behind the code"). */
 #define WARM_STACKS 64
 #define TRIM_BATCH 64
 
@@ -50,7 +53,7 @@ struct lb__stack_pool {
     size_t default_slabs;
     /* Released default-size stacks: committed ones, oldest first, and the
      * ones whose pages went back to the system (LIFO). */
-    lb__stack *warm[WARM_STACKS + TRIM_BATCH];
+    lb__stack *warm_newest, *warm_oldest; /* linked: no allocation, ever */
     size_t nwarm;
     lb__stack *cold;
     size_t acquired;
@@ -226,11 +229,19 @@ static lb__stack_slab *slab_new(lb__stack_pool *p, size_t size, size_t count) {
     return s;
 }
 
-/* A new slab of default stacks. From the second one on the program runs
- * more than a slab's worth of tasks at once, and each stack will be used:
- * their top pages, where a task's first frames go, are committed in one
- * call, which costs less than a page fault each (docs/performance.md,
- * "Figures behind the code"). */
+/* Files a stack, its pages committed, as the newest warm one. */
+static void push_warm(lb__stack_pool *pool, lb__stack *st) {
+    st->warm = true;
+    st->newer = NULL;
+    st->next_free = pool->warm_newest;
+    if (pool->warm_newest)
+        pool->warm_newest->newer = st;
+    else
+        pool->warm_oldest = st;
+    pool->warm_newest = st;
+    pool->nwarm++;
+}
+
 static bool add_default_slab(lb__stack_pool *pool) {
     lb__stack_slab *s = slab_new(pool, LB__STACK_DEFAULT_SIZE, STACKS_PER_SLAB);
     if (!s)
@@ -247,8 +258,7 @@ static bool add_default_slab(lb__stack_pool *pool) {
     for (size_t i = s->count; i-- > 0;) {
         lb__stack *st = &s->stacks[i];
         if (populate) {
-            st->warm = true;
-            pool->warm[pool->nwarm++] = st;
+            push_warm(pool, st);
         } else {
             st->next_free = pool->cold;
             pool->cold = st;
@@ -268,7 +278,13 @@ int lb__stack_acquire(lb__stack_pool *pool, size_t size, lb__stack **ret) {
         if (pool->nwarm == 0 && !pool->cold && !add_default_slab(pool))
             return -ENOMEM;
         if (pool->nwarm > 0) {
-            st = pool->warm[--pool->nwarm];
+            st = pool->warm_newest; /* the most recently used: hot in cache */
+            pool->warm_newest = st->next_free;
+            if (pool->warm_newest)
+                pool->warm_newest->newer = NULL;
+            else
+                pool->warm_oldest = NULL;
+            pool->nwarm--;
         } else {
             st = pool->cold;
             pool->cold = st->next_free;
@@ -305,24 +321,37 @@ static void slab_unmap(lb__stack_pool *pool, lb__stack_slab *s) {
     lb__free(s);
 }
 
-/* Gives the pages of the TRIM_BATCH oldest warm stacks back to the
- * system, in one call, and files them as cold. */
-static void trim_warm(lb__stack_pool *pool) {
+/* Gives the pages of the n (at most TRIM_BATCH) oldest warm stacks back
+ * to the system, in one call, and files them as cold. */
+static void trim_warm(lb__stack_pool *pool, size_t n) {
     struct iovec v[TRIM_BATCH];
-    for (size_t i = 0; i < TRIM_BATCH; i++) {
+    lb__stack *st = pool->warm_oldest;
+    for (size_t i = 0; i < n; i++, st = st->newer) {
         /* A canary's page goes too: it is written again at acquire. */
-        size_t below = pool->warm[i]->canary ? pool->page : 0;
-        v[i] = (struct iovec){(char *)pool->warm[i]->lo - below, pool->warm[i]->size + below};
+        size_t below = st->canary ? pool->page : 0;
+        v[i] = (struct iovec){(char *)st->lo - below, st->size + below};
     }
-    advise_ranges(v, TRIM_BATCH, MADV_DONTNEED);
-    for (size_t i = 0; i < TRIM_BATCH; i++) {
-        lb__stack *st = pool->warm[i];
+    advise_ranges(v, n, MADV_DONTNEED);
+    for (size_t i = 0; i < n; i++) {
+        st = pool->warm_oldest;
+        pool->warm_oldest = st->newer;
         st->warm = false;
         st->next_free = pool->cold;
         pool->cold = st;
     }
-    pool->nwarm -= TRIM_BATCH;
-    memmove(pool->warm, pool->warm + TRIM_BATCH, pool->nwarm * sizeof pool->warm[0]);
+    if (pool->warm_oldest)
+        pool->warm_oldest->next_free = NULL;
+    else
+        pool->warm_newest = NULL;
+    pool->nwarm -= n;
+}
+
+bool lb__stack_pool_give_back(lb__stack_pool *pool) {
+    if (!pool || pool->nwarm <= WARM_STACKS)
+        return false;
+    size_t n = pool->nwarm - WARM_STACKS;
+    trim_warm(pool, n < TRIM_BATCH ? n : TRIM_BATCH);
+    return pool->nwarm > WARM_STACKS;
 }
 
 void lb__stack_release(lb__stack_pool *pool, lb__stack *stack) {
@@ -335,10 +364,7 @@ void lb__stack_release(lb__stack_pool *pool, lb__stack *stack) {
         slab_unmap(pool, s);
         return;
     }
-    if (pool->nwarm == WARM_STACKS + TRIM_BATCH)
-        trim_warm(pool);
-    stack->warm = true;
-    pool->warm[pool->nwarm++] = stack;
+    push_warm(pool, stack);
 }
 
 size_t lb__stack_pool_count(const lb__stack_pool *pool) {

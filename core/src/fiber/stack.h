@@ -28,7 +28,8 @@ typedef struct lb__stack {
     uint64_t *canary;
     /* private */
     lb__stack_slab *slab;
-    struct lb__stack *next_free;
+    struct lb__stack *next_free; /* the next older in the pool's warm or cold list */
+    struct lb__stack *newer;     /* the next newer in the warm list */
     unsigned valgrind_id;
     bool warm; /* its pages may still be committed */
 } lb__stack;
@@ -62,6 +63,12 @@ int lb__stack_acquire(lb__stack_pool *pool, size_t size, lb__stack **ret);
 
 /* Returns a stack to the pool. */
 void lb__stack_release(lb__stack_pool *pool, lb__stack *stack);
+
+/* Gives the pages of up to 64 of the oldest released stacks back to the
+ * system, in one call, keeping 64 warm for reuse; the loop calls it when
+ * an iteration ends with nothing ready. Returns true while more are left
+ * to give back. */
+bool lb__stack_pool_give_back(lb__stack_pool *pool);
 
 /* Stacks acquired and not released. */
 size_t lb__stack_pool_count(const lb__stack_pool *pool);
