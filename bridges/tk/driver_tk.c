@@ -114,6 +114,12 @@ static void step_aside(tk_state *st) {
     st->drain_queued = false;
     Tcl_DeleteFileHandler(st->fd);
     Tcl_DoWhenIdle(resume_after_idle, st);
+    /* With an idle callback pending, Tcl's next wait has a zero block
+     * time, which Tcl 8.6 turns into a round trip through its notifier
+     * thread: a wakeup of that thread and one back, which on a busy
+     * machine held the loop's thread asleep for up to 8 ms. An alert
+     * makes that wait return at once. */
+    Tcl_ThreadAlert(st->thread);
 }
 
 /* Iterations of the core until nothing is ready or the budget is spent,
