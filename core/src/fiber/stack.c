@@ -51,8 +51,9 @@
 struct lb__stack_pool {
     lb__stack_slab *slabs;
     size_t default_slabs;
-    /* Released default-size stacks: committed ones, oldest first, and the
-     * ones whose pages went back to the system (LIFO). */
+    /* Released default-size stacks: committed ones, linked newest to
+     * oldest (taken newest first, given back oldest first), and the ones
+     * whose pages went back to the system (LIFO). */
     lb__stack *warm_newest, *warm_oldest; /* linked: no allocation, ever */
     size_t nwarm;
     lb__stack *cold;
@@ -242,6 +243,11 @@ static void push_warm(lb__stack_pool *pool, lb__stack *st) {
     pool->nwarm++;
 }
 
+/* A new slab of default stacks. From the second one on the program runs
+ * more than a slab's worth of tasks at once, and each stack will be used:
+ * their top pages, where a task's first frames go, are committed in one
+ * call, which costs less than a page fault each (docs/performance.md,
+ * "Figures behind the code"). */
 static bool add_default_slab(lb__stack_pool *pool) {
     lb__stack_slab *s = slab_new(pool, LB__STACK_DEFAULT_SIZE, STACKS_PER_SLAB);
     if (!s)
