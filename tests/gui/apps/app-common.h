@@ -28,4 +28,12 @@ static inline void say(const char *fmt, ...) {
     va_end(ap);
 }
 
+/* A job's report that it saw lb_job_cancelled(): how long after the
+ * cancel was asked for at asked_ns (-1 ms when nobody asked: the job
+ * was cancelled by other means). */
+static inline void say_cancel_observed(int job, int64_t asked_ns) {
+    say("job %d: cancel observed after %.1f ms", job,
+        asked_ns ? (now_ns() - asked_ns) / 1e6 : -1.0);
+}
+
 #endif

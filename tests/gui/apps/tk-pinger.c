@@ -158,9 +158,7 @@ static int hash_job_fn(void *data, void **ret) {
     int r = 0;
     for (long long done = 0; done < HASH_BYTES; done += CHUNK) {
         if (lb_job_cancelled()) {
-            int64_t asked = atomic_load(&j->a->cancel_ns);
-            say("job %d: cancel observed after %.1f ms", j->index,
-                asked ? (now_ns() - asked) / 1e6 : -1.0);
+            say_cancel_observed(j->index, atomic_load(&j->a->cancel_ns));
             r = -ECANCELED;
             break;
         }
