@@ -56,7 +56,14 @@ static lb__glib_state *state_of_source(GSource *s) {
  * context's own wakeup fd, which would cost a write and a spurious extra
  * iteration each time the next timer changes. GLib polls in whole
  * milliseconds either way; the timeout is rounded up, since waking before
- * the deadline would only find nothing due and spin. */
+ * the deadline would only find nothing due and spin.
+ *
+ * A deadline less than a millisecond away is not slept for: the sleep
+ * would last a whole millisecond, and on a virtual machine a wakeup is
+ * now and then milliseconds late besides (docs/performance.md, W3). The
+ * context polls without blocking instead, and check() sees the deadline
+ * pass; the source is not ready meanwhile, so sources of lower priority
+ * (GTK's redraw) still run. */
 static gboolean bridge_prepare(GSource *s, gint *timeout) {
     lb__glib_state *st = state_of_source(s);
     *timeout = -1;
@@ -68,7 +75,7 @@ static gboolean bridge_prepare(GSource *s, gint *timeout) {
         return TRUE;
     if (ns > 0) {
         st->deadline_ns = clock_ns() + ns;
-        gint64 ms = (ns + 999999) / 1000000;
+        gint64 ms = ns < 1000000 ? 0 : (ns + 999999) / 1000000;
         *timeout = ms > G_MAXINT ? G_MAXINT : (gint)ms;
     }
     return FALSE;

@@ -222,8 +222,19 @@ static void setup_proc(void *data, int flags) {
             Tcl_ThreadAlert(st->thread);
         return;
     }
-    Tcl_WideInt ms = (ns + 999999) / 1000000;
-    Tcl_Time t = {(long)(ms / 1000), (long)(ms % 1000) * 1000};
+    if (ns <= 50000) {
+        /* A deadline within the kernel's timer slack is waited for by
+         * polling, as the native driver does (docs/performance.md, W3).
+         * check_proc queues the drain once it is due; until then Tcl's
+         * idle work still runs. */
+        if (!(flags & TCL_DONT_WAIT))
+            Tcl_ThreadAlert(st->thread);
+        return;
+    }
+    /* Microseconds, rounded up: waking before the deadline would find
+     * nothing due. */
+    Tcl_WideInt us = (ns + 999) / 1000;
+    Tcl_Time t = {(long)(us / 1000000), (long)(us % 1000000)};
     Tcl_SetMaxBlockTime(&t);
 }
 

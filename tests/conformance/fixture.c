@@ -216,11 +216,15 @@ long fixture_resident_kb(void) {
     return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
+bool fixture_under_valgrind(void) {
+    const char *preload = getenv("LD_PRELOAD");
+    return preload && strstr(preload, "vgpreload");
+}
+
 bool fixture_memory_measurable(void) {
 #if defined(LB_TEST_FRAMES_FIXED) || defined(__SANITIZE_ADDRESS__)
     return false;
 #else
-    const char *preload = getenv("LD_PRELOAD");
-    return !(preload && strstr(preload, "vgpreload"));
+    return !fixture_under_valgrind();
 #endif
 }

@@ -80,6 +80,9 @@ int fixture_fds_without_loop(void);
 /* The process's resident memory, in KiB (-1 if /proc cannot tell). */
 long fixture_resident_kb(void);
 
+/* Whether the test runs under valgrind, which runs one thread at a time. */
+bool fixture_under_valgrind(void);
+
 /* Whether resident memory means anything here: not under memcheck or
  * AddressSanitizer, nor with frames of a fixed size (ucontext). */
 bool fixture_memory_measurable(void);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 typedef struct fired {
@@ -304,6 +305,76 @@ static void test_timer_double_unref_pending(void **state) {
     fixture_loop_free(loop);
 }
 
+/* Timers close together are waited for by polling, not by a sleep
+ * before each: a sleep shorter than the kernel's timer slack (50 us) is
+ * no more precise than the slack, GLib sleeps in whole milliseconds, and
+ * on a virtual machine one wakeup in a few thousand comes milliseconds
+ * late, making every timer due meanwhile late too (docs/performance.md,
+ * W3). A sleep is a voluntary context switch of the loop's thread. */
+enum { CLOSE_TIMERS = 200 };
+
+typedef struct close_timers {
+    int fired;
+} close_timers;
+
+static void close_timer_fired(lb_loop *loop, void *data) {
+    close_timers *ct = data;
+    if (++ct->fired == CLOSE_TIMERS)
+        assert_int_equal(lb_loop_stop(loop), 0);
+}
+
+static void stop_loop(lb_loop *loop, void *data) {
+    (void)data;
+    assert_int_equal(lb_loop_stop(loop), 0);
+}
+
+static long voluntary_switches(void) {
+    struct rusage ru;
+    assert_int_equal(getrusage(RUSAGE_THREAD, &ru), 0);
+    return ru.ru_nvcsw;
+}
+
+static void expect_timers_polled(int64_t spacing_ns) {
+    if (fixture_under_valgrind())
+        skip(); /* its one-thread-at-a-time lock switches threads itself */
+    lb_loop *loop = fixture_loop_new();
+    close_timers ct = {0};
+    /* Far enough ahead that scheduling them all ends first. */
+    int64_t start = lb_loop_time_ns(loop) + 20 * 1000 * 1000;
+    for (int i = 0; i < CLOSE_TIMERS; i++)
+        assert_int_equal(
+            lb_loop_call_at_ns(loop, start + i * spacing_ns, close_timer_fired, &ct, NULL), 0);
+    /* The sleep until just before the first timer comes before the count
+     * starts: a timer 2 ms ahead of it stops the loop. */
+    assert_int_equal(lb_loop_call_at_ns(loop, start - 2 * 1000 * 1000, stop_loop, NULL, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    long before = voluntary_switches();
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    long slept = voluntary_switches() - before;
+    assert_int_equal(ct.fired, CLOSE_TIMERS);
+    /* Generous: a busy machine preempts, and a host may sleep now and
+     * then for its own reasons. */
+    if (slept >= CLOSE_TIMERS / 4)
+        fail_msg("the loop slept %ld times for %d timers %lld us apart", slept, CLOSE_TIMERS,
+                 (long long)(spacing_ns / 1000));
+    fixture_loop_free(loop);
+}
+
+static void test_timer_close_deadlines_are_polled(void **state) {
+    (void)state;
+    expect_timers_polled(30 * 1000);
+}
+
+/* GLib sleeps in whole milliseconds: its bridge polls for a deadline less
+ * than one away rather than sleep past it. */
+static void test_timer_sub_ms_deadlines_polled_on_glib(void **state) {
+    (void)state;
+    const char *driver = getenv("LB_DRIVER");
+    if (!driver || strcmp(driver, "glib") != 0)
+        skip();
+    expect_timers_polled(300 * 1000);
+}
+
 int run_timer_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_timer_call_later_order),
@@ -315,6 +386,8 @@ int run_timer_tests(void) {
         cmocka_unit_test(test_timer_cancel_while_due),
         cmocka_unit_test(test_timer_call_at_earliest_time),
         cmocka_unit_test(test_timer_double_unref_pending),
+        cmocka_unit_test(test_timer_close_deadlines_are_polled),
+        cmocka_unit_test(test_timer_sub_ms_deadlines_polled_on_glib),
     };
     return cmocka_run_group_tests_name("timers", tests, NULL, NULL);
 }

@@ -370,7 +370,9 @@ static void drain(void) {
         int64_t wait = lb_driver_prepare(w.loop);
         if (wait < 0)
             break;
-        lb__test_clock_now_ns += wait;
+        /* A timer due within 50 us gives no wait (the loop polls for
+         * it): the clock moves on by that much, or it would never come. */
+        lb__test_clock_now_ns += wait > 0 ? wait : 50 * 1000;
         CHECK(lb_driver_dispatch(w.loop, 0, INT64_MAX) >= 0);
     }
     CHECK(lb_driver_prepare(w.loop) < 0);
