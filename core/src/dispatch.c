@@ -50,7 +50,7 @@ const lb_driver *lb_loop_driver(const lb_loop *loop) {
  * (which a loop does before it sleeps, a batch an iteration). */
 static bool work_ready(const lb_loop *loop) {
     return loop->ready.count > 0 || lb__inbox_has_work(&loop->inbox) || stop_pending(loop) ||
-           loop->giving_back;
+           loop->giving_back || loop->jobs_to_submit.head;
 }
 
 /* Drops cancelled timers sitting at the top of the heap, and compacts the
@@ -348,6 +348,10 @@ static __attribute__((noinline)) void give_back_phase(lb_loop *loop) {
  * still ready. */
 static inline int iterate(lb_loop *loop, int64_t poll_timeout_ns, int64_t budget_ns) {
     loop->iterations++;
+    /* Jobs submitted outside a callback of this loop while it runs (a
+     * host's handler in a nested main loop) go to their pools now. */
+    if (__builtin_expect(loop->jobs_to_submit.head != NULL, 0))
+        lb__executor_submit_held(loop);
     tick t = poll_phase(loop, poll_timeout_ns);
     timers_phase(loop, t);
     if (budget_ns == INT64_MAX) {

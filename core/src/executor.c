@@ -39,8 +39,8 @@
 
 enum { JOB_QUEUED, JOB_RUNNING, JOB_FINISHED };
 
-typedef struct job {
-    struct job *next, *prev; /* in its queue, while queued */
+typedef struct lb__job {
+    struct lb__job *next, *prev; /* in its queue or the loop's held list */
     uint64_t seq;            /* submission order across both queues */
     lb_executor *executor;
     lb_loop *loop;
@@ -56,12 +56,12 @@ typedef struct job {
      * with relaxed loads (a hint to stop early, which orders nothing). */
     atomic_bool cancelled;
     bool slow;
+    bool held; /* on its loop's list of jobs to submit: the loop's thread only */
     lb_resource resource; /* on its loop until freed: close withdraws or waits for it */
 } job;
 
-typedef struct job_queue {
-    job *head, *tail;
-} job_queue;
+/* A queue of jobs, doubly linked: a pool's, or a loop's held jobs. */
+typedef struct lb__job_list job_queue;
 
 struct lb_executor {
     atomic_uint refs;
@@ -92,6 +92,7 @@ struct lb_executor {
     bool gate_started;
     bool gate_armed; /* the gate watches the queue */
     bool shutdown;
+    atomic_bool refusing; /* shutdown, as a submission reads it without the lock */
     bool cancel_pending;
     bool joined;        /* a shutdown joins the threads (or they were detached) */
     bool threads_ended; /* that shutdown joined them all */
@@ -169,6 +170,7 @@ static void executor_release(lb_executor *e) {
         return;
     pthread_mutex_lock(&e->lock);
     e->shutdown = true;
+    atomic_store_explicit(&e->refusing, true, memory_order_relaxed);
     pthread_cond_broadcast(&e->work);
     pthread_cond_signal(&e->gate);
     bool free_now = e->live_threads == 0;
@@ -567,6 +569,73 @@ static int dispatch_locked(lb_executor *e, bool slow) {
 /* Submission                                                          */
 /* ------------------------------------------------------------------ */
 
+/* Under the pool's lock: queues a job, waking or starting a worker for
+ * it. Returns 0, or a negative errno (the pool is shut down: -EBADF; no
+ * worker could start), the job not queued. */
+static int enqueue_locked(lb_executor *e, job *j) {
+    if (e->shutdown)
+        return -EBADF;
+    int r = dispatch_locked(e, j->slow);
+    if (r < 0)
+        return r;
+    j->state = JOB_QUEUED;
+    j->seq = e->next_seq++;
+    if (j->slow) {
+        queue_push(&e->slow_jobs, j);
+        e->slow_queued++;
+    } else {
+        queue_push(&e->jobs, j);
+        atomic_fetch_add_explicit(&e->queued, 1, memory_order_relaxed);
+    }
+    return 0;
+}
+
+/* The loop's held jobs, in submission order (the loop's thread only). */
+static void hold(lb_loop *loop, job *j) {
+    j->held = true;
+    queue_push(&loop->jobs_to_submit, j);
+}
+
+static void unhold(job *j) {
+    j->held = false;
+    queue_remove(&j->loop->jobs_to_submit, j);
+}
+
+/* Each pool's lock is taken once for a run of its jobs. A job its pool
+ * refuses now (shut down from another thread meanwhile, or no worker
+ * could start) fails through its future. */
+void lb__executor_submit_held(lb_loop *loop) {
+    job *j = loop->jobs_to_submit.head, *refused = NULL, **refused_tail = &refused;
+    loop->jobs_to_submit = (job_queue){0};
+    lb_executor *locked = NULL;
+    while (j) {
+        job *next = j->next;
+        j->held = false;
+        if (j->executor != locked) {
+            if (locked)
+                pthread_mutex_unlock(&locked->lock);
+            locked = j->executor;
+            pthread_mutex_lock(&locked->lock);
+        }
+        int r = enqueue_locked(locked, j);
+        if (r < 0) {
+            j->state = JOB_FINISHED;
+            j->status = r;
+            j->next = NULL;
+            *refused_tail = j;
+            refused_tail = &j->next;
+        }
+        j = next;
+    }
+    if (locked)
+        pthread_mutex_unlock(&locked->lock);
+    while (refused) {
+        job *next = refused->next;
+        job_post(refused);
+        refused = next;
+    }
+}
+
 /* A job not started yet leaves its queue at once, so that it holds
  * neither its pool nor its loop until a worker would have come to it
  * (with every worker busy, the loop's close would wait for it); it goes
@@ -575,6 +644,14 @@ static int dispatch_locked(lb_executor *e, bool slow) {
 static int job_cancel_hook(lb_future *f, void *data) {
     job *j = data;
     lb_executor *e = j->executor;
+    if (j->held) { /* only the loop's thread sees it */
+        unhold(j);
+        j->state = JOB_FINISHED;
+        j->status = -ECANCELED;
+        int r = lb__future_cancel_plain(f);
+        job_post(j);
+        return r;
+    }
     pthread_mutex_lock(&e->lock);
     bool withdrawn = j->state == JOB_QUEUED;
     if (withdrawn) {
@@ -665,29 +742,11 @@ static int submit(lb_loop *loop, lb_executor *executor, lb_work_fn fn, void *dat
     j->data = data;
     j->data_destroy = data_destroy; /* not called on the failure paths below */
     j->result_destroy = result_destroy;
-    j->state = JOB_QUEUED;
     j->slow = slow;
 
-    pthread_mutex_lock(&executor->lock);
-    if (executor->shutdown) {
-        pthread_mutex_unlock(&executor->lock);
+    if (atomic_load_explicit(&executor->refusing, memory_order_relaxed)) {
         r = lb__fail(loop, -EBADF, "lb_loop_run_in_executor: the executor is shut down");
         goto fail;
-    }
-    r = dispatch_locked(executor, slow);
-    if (r < 0) {
-        pthread_mutex_unlock(&executor->lock);
-        r = lb__fail(loop, r, "lb_loop_run_in_executor: cannot start a worker thread: %s",
-                     lb_strerror(r));
-        goto fail;
-    }
-    j->seq = executor->next_seq++;
-    if (slow) {
-        queue_push(&executor->slow_jobs, j);
-        executor->slow_queued++;
-    } else {
-        queue_push(&executor->jobs, j);
-        atomic_fetch_add_explicit(&executor->queued, 1, memory_order_relaxed);
     }
     /* A job keeps its pool alive until its future let go of it: the
      * future's cancel hook takes the pool's lock, and dropping the pool
@@ -695,7 +754,26 @@ static int submit(lb_loop *loop, lb_executor *executor, lb_work_fn fn, void *dat
      * lock nor wait for the job on the loop's thread. */
     atomic_fetch_add(&executor->refs, 1);
     atomic_fetch_add(&loop->executor_jobs, 1);
-    pthread_mutex_unlock(&executor->lock);
+    if (loop->dispatch_depth > 0) {
+        /* Inside the loop's dispatch: held until the callback returns,
+         * and handed to the pool with the others it submits, under one
+         * lock (docs/performance.md, W9). */
+        hold(loop, j);
+    } else {
+        pthread_mutex_lock(&executor->lock);
+        r = enqueue_locked(executor, j);
+        pthread_mutex_unlock(&executor->lock);
+        if (r < 0) {
+            atomic_fetch_sub(&loop->executor_jobs, 1);
+            atomic_fetch_sub(&executor->refs, 1); /* the caller holds one */
+            if (r == -EBADF)
+                r = lb__fail(loop, r, "lb_loop_run_in_executor: the executor is shut down");
+            else
+                r = lb__fail(loop, r, "lb_loop_run_in_executor: cannot start a worker thread: %s",
+                             lb_strerror(r));
+            goto fail;
+        }
+    }
 
     j->future->hooks = &job_hooks;
     j->future->hooks_data = j;
@@ -738,8 +816,14 @@ int lb_executor_shutdown(lb_executor *executor, bool wait, bool cancel_pending) 
     if (wait && worker_of == executor)
         return lb__fail(NULL, -EDEADLK, "lb_executor_shutdown: a pool thread cannot wait for "
                                         "its own pool");
+    /* Jobs this thread's loop still holds were submitted before: they
+     * reach the pool first. */
+    lb_loop *running = lb_loop_get_running();
+    if (running && running->jobs_to_submit.head)
+        lb__executor_submit_held(running);
     pthread_mutex_lock(&executor->lock);
     executor->shutdown = true;
+    atomic_store_explicit(&executor->refusing, true, memory_order_relaxed);
     executor->cancel_pending |= cancel_pending;
     /* Cancelled at once, not when a worker would come to them: the
      * workers may all be busy for long (slow jobs wait for their share). */

@@ -109,6 +109,12 @@ struct lb_loop {
     atomic_int wakeup_armed; /* LB__ARMED_* */
     atomic_uint wakers; /* threads inside lb__loop_wake / lb_loop_wakeup */
 
+    /* Executor jobs submitted while the loop runs a callback, handed to
+     * their pools together when it returns (executor.c). */
+    struct lb__job_list {
+        struct lb__job *head, *tail;
+    } jobs_to_submit;
+
     lb__ready_queue ready;
     lb__timer_heap timers;
     lb__inbox inbox;
@@ -377,11 +383,17 @@ void lb__debug_call(lb_loop *loop, lb_callback cb, void *data);
 
 /* Runs a callback: the one path every callback the loop runs takes
  * (ready entries, posts, handles), timed in debug mode. */
+/* Hands the executor jobs the loop holds back to their pools
+ * (executor.c). */
+void lb__executor_submit_held(lb_loop *loop);
+
 static inline void lb__run_callback(lb_loop *loop, lb_callback cb, void *data) {
     if (__builtin_expect(loop->debug, 0))
         lb__debug_call(loop, cb, data);
     else
         cb(loop, data);
+    if (__builtin_expect(loop->jobs_to_submit.head != NULL, 0))
+        lb__executor_submit_held(loop);
 }
 
 /* Debug mode: notes that the running callback resumes the task whose

@@ -69,6 +69,94 @@ static void test_executor_positive_return_reported(void **state) {
     fixture_loop_free(loop);
 }
 
+/* Jobs a callback submits reach the pool together when it returns. What
+ * that must not change: a job cancelled before then never runs and its
+ * future is cancelled; a shutdown in the same callback still runs the
+ * jobs submitted before it; a pool shut down from another thread before
+ * then fails the job through its future, never losing it. */
+typedef struct held_jobs {
+    lb_executor *ex;
+    lb_future *cancelled, *before_shutdown, *refused;
+    int cancel_result;
+    int after_shutdown;
+} held_jobs;
+
+static atomic_int held_job_runs;
+
+static int counted_job(void *data, void **ret) {
+    (void)data;
+    (void)ret;
+    atomic_fetch_add(&held_job_runs, 1);
+    return 0;
+}
+
+static void submit_then_cancel(lb_loop *loop, void *data) {
+    held_jobs *h = data;
+    assert_int_equal(lb_loop_run_in_executor(loop, h->ex, counted_job, NULL, &h->cancelled), 0);
+    h->cancel_result = lb_future_cancel(h->cancelled);
+    assert_int_equal(lb_loop_run_in_executor(loop, h->ex, counted_job, NULL, &h->before_shutdown),
+                     0);
+    assert_int_equal(lb_executor_shutdown(h->ex, true, false), 0);
+    /* The job submitted before the shutdown ran before it returned. */
+    h->after_shutdown = atomic_load(&held_job_runs);
+    assert_int_equal(lb_loop_stop(loop), 0);
+}
+
+static void test_executor_held_jobs_cancel_and_shutdown(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    held_jobs h = {0};
+    atomic_store(&held_job_runs, 0);
+    assert_int_equal(lb_executor_new(&h.ex, 2), 0);
+    assert_int_equal(lb_loop_call_soon(loop, submit_then_cancel, &h, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    assert_int_equal(h.cancel_result, 1);
+    assert_int_equal(h.after_shutdown, 1);
+    assert_int_equal(lb_loop_run_until_complete(loop, h.before_shutdown), 0);
+    assert_int_equal(lb_future_result(h.before_shutdown, NULL), 0);
+    assert_true(lb_future_is_cancelled(h.cancelled));
+    assert_int_equal(atomic_load(&held_job_runs), 1);
+    lb_future_unref(h.cancelled);
+    lb_future_unref(h.before_shutdown);
+    lb_executor_unref(h.ex);
+    fixture_loop_free(loop);
+}
+
+static void *shut_down_pool(void *data) {
+    assert_int_equal(lb_executor_shutdown(data, true, false), 0);
+    return NULL;
+}
+
+static void submit_while_shut_down(lb_loop *loop, void *data) {
+    held_jobs *h = data;
+    assert_int_equal(lb_loop_run_in_executor(loop, h->ex, counted_job, NULL, &h->refused), 0);
+    /* Another thread shuts the pool down before this callback returns. */
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, shut_down_pool, h->ex), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+}
+
+static void test_executor_held_job_refused_by_shutdown(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    held_jobs h = {0};
+    atomic_store(&held_job_runs, 0);
+    assert_int_equal(lb_executor_new(&h.ex, 2), 0);
+    assert_int_equal(lb_loop_call_soon(loop, submit_while_shut_down, &h, NULL), 0);
+    for (int i = 0; i < 100 && !h.refused; i++)
+        assert_int_equal(lb_driver_dispatch(loop, 0, INT64_MAX) >= 0, 1);
+    assert_non_null(h.refused);
+    assert_int_equal(lb_loop_run_until_complete(loop, h.refused), 0);
+    /* Either it reached the pool before the shutdown and ran, or it
+     * came after and failed: never lost, never left pending. */
+    int r = lb_future_result(h.refused, NULL);
+    assert_true((r == 0 && atomic_load(&held_job_runs) == 1) ||
+                (r == -EBADF && atomic_load(&held_job_runs) == 0));
+    lb_future_unref(h.refused);
+    lb_executor_unref(h.ex);
+    fixture_loop_free(loop);
+}
+
 static atomic_int on_loop_thread;
 
 static int where_am_i(void *data, void **ret) {
@@ -736,6 +824,8 @@ int run_executor_tests(void) {
         cmocka_unit_test(test_executor_close_tells_running_job),
         cmocka_unit_test(test_executor_close_waits_for_stubborn_job),
         cmocka_unit_test(test_executor_untaken_result_destroyed),
+        cmocka_unit_test(test_executor_held_jobs_cancel_and_shutdown),
+        cmocka_unit_test(test_executor_held_job_refused_by_shutdown),
     };
     return cmocka_run_group_tests_name("executor", tests, NULL, NULL);
 }

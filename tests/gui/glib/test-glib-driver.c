@@ -321,6 +321,84 @@ static void test_glib_tasks_run_in_nested_loop(void **state) {
     g_main_context_unref(ctx);
 }
 
+/* Executor jobs submitted inside the loop reach their pool when the
+ * callback that submitted them returns. A callback that submits a job and
+ * then opens a modal dialog waiting for it does not return until the
+ * dialog closes, nor does it for a GTK handler that submits one inside
+ * that dialog: the jobs must start all the same. */
+typedef struct modal_job {
+    GMainContext *ctx;
+    GMainLoop *inner;
+    lb_future *job;
+    gboolean done_inside;
+} modal_job;
+
+static int slow_square(void *data, void **ret) {
+    intptr_t x = (intptr_t)data;
+    *ret = (void *)(x * x);
+    return 0;
+}
+
+static void job_done_quits_modal(lb_future *f, void *data) {
+    modal_job *m = data;
+    (void)f;
+    m->done_inside = m->inner != NULL;
+    if (m->inner)
+        g_main_loop_quit(m->inner);
+}
+
+static void submit_job(modal_job *m) {
+    lb_loop *loop = lb_loop_get_running();
+    assert_non_null(loop);
+    assert_int_equal(lb_loop_run_in_executor(loop, NULL, slow_square, (void *)7, &m->job), 0);
+    assert_int_equal(lb_future_add_done_callback(m->job, job_done_quits_modal, m), 0);
+}
+
+static gboolean submit_from_handler(gpointer data) {
+    submit_job(data);
+    return G_SOURCE_REMOVE;
+}
+
+static void run_job_modal(modal_job *m, gboolean submit_inside) {
+    m->inner = g_main_loop_new(m->ctx, FALSE);
+    if (submit_inside)
+        add_timeout(m->ctx, 10, submit_from_handler, m);
+    add_timeout(m->ctx, 5000, quit_main, m->inner); /* the test fails, not hangs */
+    g_main_loop_run(m->inner);
+    g_main_loop_unref(m->inner);
+    m->inner = NULL;
+}
+
+static void submit_then_open_modal(lb_loop *loop, void *data) {
+    submit_job(data);
+    run_job_modal(data, FALSE);
+    lb_loop_stop(loop);
+}
+
+static void open_modal_that_submits(lb_loop *loop, void *data) {
+    run_job_modal(data, TRUE);
+    lb_loop_stop(loop);
+}
+
+static void test_glib_jobs_start_inside_nested_loop(void **state) {
+    (void)state;
+    GMainContext *ctx = g_main_context_new();
+    lb_loop *loop = new_loop(ctx);
+    lb_callback openers[] = {submit_then_open_modal, open_modal_that_submits};
+    for (size_t i = 0; i < 2; i++) {
+        modal_job m = {.ctx = ctx};
+        assert_int_equal(lb_loop_call_soon(loop, openers[i], &m, NULL), 0);
+        assert_int_equal(lb_loop_run_forever(loop), 0);
+        assert_true(m.done_inside);
+        void *v = NULL;
+        assert_int_equal(lb_future_result(m.job, &v), 0);
+        assert_int_equal((intptr_t)v, 49);
+        lb_future_unref(m.job);
+    }
+    free_loop(loop);
+    g_main_context_unref(ctx);
+}
+
 /* A task runs the nested loop itself: the loop's dispatch then runs on
  * that task's stack, other tasks keep running, and the task goes on once
  * the nested loop returned. */
@@ -874,6 +952,7 @@ int main(void) {
         cmocka_unit_test(test_glib_flood_in_nested_loop_keeps_ticking),
         cmocka_unit_test(test_glib_tasks_run_in_nested_loop),
         cmocka_unit_test(test_glib_task_runs_nested_loop),
+        cmocka_unit_test(test_glib_jobs_start_inside_nested_loop),
         cmocka_unit_test(test_glib_wakeup_from_other_source),
         cmocka_unit_test(test_glib_threadsafe_wakes_context),
         cmocka_unit_test(test_glib_inside_gapplication),
