@@ -437,7 +437,25 @@ class TkLoopTest(unittest.TestCase):
         loop.close()
         with self.assertRaises(RuntimeError):
             loop.call_soon(lambda: None)
+        with self.assertRaises(RuntimeError):
+            loop.call_later(0.1, lambda: None)
+        with self.assertRaises(RuntimeError):
+            loop.call_at(loop.time(), lambda: None)
         loop.close()  # idempotent
+
+    def test_timer_arguments_checked(self):
+        # as asyncio's own call_later() and call_at()
+        loop = self.make_loop()
+        with self.assertRaises(TypeError):
+            loop.call_later(None, lambda: None)
+        with self.assertRaises(TypeError):
+            loop.call_at(None, lambda: None)
+        got = []
+        loop.call_later(0.01, got.append, "later")
+        loop.call_at(loop.time() + 0.005, got.append, "at")
+        loop.call_soon(got.append, "soon")
+        loop.run_until_complete(asyncio.sleep(0.05))
+        self.assertEqual(got, ["soon", "at", "later"])
 
     def test_bad_root(self):
         with self.assertRaises(TypeError):

@@ -18,7 +18,9 @@ import weakref
 from . import _compat
 
 _Handle = asyncio.Handle
+_TimerHandle = asyncio.TimerHandle
 _get_ident = threading.get_ident
+_monotonic = time.monotonic
 
 # A pass runs callbacks for at most this long before it lets the toolkit
 # draw and handle input; the rest runs in the next pass.
@@ -102,6 +104,7 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
         self._lb_pending_exc = None
         self._lb_woken = False        # a wakeup byte is on its way
         self._lb_passes = 0           # passes begun, nested ones included
+        self._lb_timer_woke = -1      # the pass in which call_at() last woke the host
         super().__init__(_BridgeSelector(bridge))
 
     # -- what the host calls -------------------------------------------
@@ -237,7 +240,9 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
                     self._current_handle = None
             else:
                 handle._run()
-            if ntodo > 0 and time.monotonic() >= stop_deadline:
+            # the clock every few callbacks: a read costs about a quarter
+            # of a small callback
+            if ntodo & 3 == 0 and ntodo > 0 and _monotonic() >= stop_deadline:
                 return False
         if self._stopping and ntodo <= 0:
             self._lb_stopped = True
@@ -271,6 +276,20 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
             self._lb_deadline = None
 
     # -- asyncio's scheduling, told to the host ------------------------
+
+    def call_soon(self, callback, *args, context=None):
+        # asyncio's call_soon() with its _check_closed() and _call_soon()
+        # calls inlined: two Python calls fewer on the path of every
+        # callback, task step and future callback
+        if self._closed:
+            raise RuntimeError('Event loop is closed')
+        if self._debug:
+            return super().call_soon(callback, *args, context=context)
+        handle = _Handle(callback, args, self, context)
+        self._ready.append(handle)
+        if _get_ident() == self._lb_owner:
+            self._bridge.wake()
+        return handle
 
     def _call_soon(self, callback, args, context):
         if self._debug:
@@ -308,19 +327,43 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
         self._lb_woken = True
         super()._write_to_self()
 
+    def call_later(self, delay, callback, *args, context=None):
+        # asyncio's, without its call of time() (time.monotonic() on Linux)
+        if delay is None:
+            raise TypeError('delay must not be None')
+        if self._debug:
+            return super().call_later(delay, callback, *args, context=context)
+        return self.call_at(_monotonic() + delay, callback, *args, context=context)
+
     def call_at(self, when, callback, *args, context=None):
-        timer = super().call_at(when, callback, *args, context=context)
-        if (_get_ident() == self._lb_owner and not self._bridge.closed and
+        if self._debug:
+            timer = super().call_at(when, callback, *args, context=context)
+        else:
+            # asyncio's call_at() with its _check_closed() inlined
+            if when is None:
+                raise TypeError("when cannot be None")
+            if self._closed:
+                raise RuntimeError('Event loop is closed')
+            timer = _TimerHandle(when, callback, args, self, context)
+            heapq.heappush(self._scheduled, timer)
+            timer._scheduled = True  # see _compat.handle_unschedule
+        if self._lb_pass_depth > 0:
+            # Inside a pass: the pass waiting in the host (wake) arms the
+            # deadline when it runs, in a nested loop too; and this pass
+            # arms it when it ends. A burst of call_later() then costs no
+            # timer operation per call, and once one woke the host, the
+            # others in the same pass need not (a pass beginning, nested
+            # or not, counts in _lb_passes). wake() does nothing on a
+            # closed bridge.
+            if (self._lb_timer_woke != self._lb_passes and _get_ident() == self._lb_owner and
+                    (self._lb_deadline is None or when < self._lb_deadline or
+                     not self._bridge.timer_armed)):
+                self._lb_timer_woke = self._lb_passes
+                self._bridge.wake()
+        elif (_get_ident() == self._lb_owner and not self._bridge.closed and
                 (self._lb_deadline is None or when < self._lb_deadline or
                  not self._bridge.timer_armed)):
-            if self._lb_pass_depth > 0:
-                # Inside a pass: the pass waiting in the host (wake) arms
-                # the deadline when it runs, in a nested loop too; and this
-                # pass arms it when it ends. A burst of call_later() then
-                # costs no timer operation per call.
-                self._bridge.wake()
-            else:
-                self._lb_rearm()
+            self._lb_rearm()
         return timer
 
     def stop(self):
