@@ -791,11 +791,17 @@ int lb_loop_call_soon_threadsafe_full(lb_loop *loop, lb_callback cb, void *data,
 }
 
 int lb__post_internal(lb_loop *loop, lb_callback cb, void *data, lb_callback drop) {
+    /* What the post carries may be what keeps the loop alive (an executor
+     * job holds it until its completion ran): once published, the loop
+     * may run it, close and be freed while this thread still reads the
+     * inbox's and the loop's flags. Counted among the wakers from before
+     * the post, so that close waits for this thread to be done. */
+    atomic_fetch_add(&loop->wakers, 1);
     int r = lb__inbox_post(&loop->inbox, cb, data, drop);
-    if (r < 0)
-        return r;
-    lb__loop_wake(loop);
-    return 0;
+    if (r == 0)
+        lb__loop_wake(loop);
+    atomic_fetch_sub(&loop->wakers, 1);
+    return r;
 }
 
 /* ------------------------------------------------------------------ */
