@@ -570,11 +570,12 @@ static int dispatch_locked(lb_executor *e, bool slow) {
 /* ------------------------------------------------------------------ */
 
 /* Under the pool's lock: queues a job, waking or starting a worker for
- * it. Returns 0, or a negative errno (the pool is shut down: -EBADF; no
- * worker could start), the job not queued. */
+ * it. Returns 0, or a negative errno, the job not queued: -ECANCELED
+ * (the pool was shut down cancelling what was pending), -EBADF (shut
+ * down), or why no worker could start. */
 static int enqueue_locked(lb_executor *e, job *j) {
     if (e->shutdown)
-        return -EBADF;
+        return e->cancel_pending ? -ECANCELED : -EBADF;
     int r = dispatch_locked(e, j->slow);
     if (r < 0)
         return r;
@@ -590,8 +591,27 @@ static int enqueue_locked(lb_executor *e, job *j) {
     return 0;
 }
 
+/* The loops of this thread that hold jobs, so that a shutdown on the
+ * thread hands all of them over (a loop dispatched inside another one's
+ * callback may be the one that shuts the pool down). */
+static _Thread_local lb_loop *holding_loops;
+
+static void forget_holding(lb_loop *loop) {
+    for (lb_loop **p = &holding_loops; *p; p = &(*p)->next_holding) {
+        if (*p == loop) {
+            *p = loop->next_holding;
+            break;
+        }
+    }
+    loop->next_holding = NULL;
+}
+
 /* The loop's held jobs, in submission order (the loop's thread only). */
 static void hold(lb_loop *loop, job *j) {
+    if (!loop->jobs_to_submit.head) {
+        loop->next_holding = holding_loops;
+        holding_loops = loop;
+    }
     j->held = true;
     queue_push(&loop->jobs_to_submit, j);
 }
@@ -599,14 +619,18 @@ static void hold(lb_loop *loop, job *j) {
 static void unhold(job *j) {
     j->held = false;
     queue_remove(&j->loop->jobs_to_submit, j);
+    if (!j->loop->jobs_to_submit.head)
+        forget_holding(j->loop);
 }
 
 /* Each pool's lock is taken once for a run of its jobs. A job its pool
- * refuses now (shut down from another thread meanwhile, or no worker
- * could start) fails through its future. */
+ * refuses now fails through its future: cancelled if another thread shut
+ * the pool down cancelling what was pending, -EBADF if it shut it down
+ * otherwise, or the error that kept a worker from starting. */
 void lb__executor_submit_held(lb_loop *loop) {
     job *j = loop->jobs_to_submit.head, *refused = NULL, **refused_tail = &refused;
     loop->jobs_to_submit = (job_queue){0};
+    forget_holding(loop);
     lb_executor *locked = NULL;
     while (j) {
         job *next = j->next;
@@ -754,20 +778,26 @@ static int submit(lb_loop *loop, lb_executor *executor, lb_work_fn fn, void *dat
      * lock nor wait for the job on the loop's thread. */
     atomic_fetch_add(&executor->refs, 1);
     atomic_fetch_add(&loop->executor_jobs, 1);
-    if (loop->dispatch_depth > 0) {
-        /* Inside the loop's dispatch: held until the callback returns,
-         * and handed to the pool with the others it submits, under one
-         * lock (docs/performance.md, W9). */
+    bool in_callback = loop->dispatch_depth > 0;
+    if (in_callback &&
+        (loop->jobs_to_submit.head || loop->job_sent_at == loop->callbacks_run + 1)) {
+        /* A callback's jobs after its first: held until it returns, and
+         * handed to the pool together, under one lock (docs/performance.md,
+         * W9). The first goes at once, so that a callback that waits for
+         * the job it submitted (on a condition, in a host's modal loop
+         * that never dispatches this loop) still sees it start. */
         hold(loop, j);
     } else {
+        if (in_callback)
+            loop->job_sent_at = loop->callbacks_run + 1;
         pthread_mutex_lock(&executor->lock);
         r = enqueue_locked(executor, j);
         pthread_mutex_unlock(&executor->lock);
         if (r < 0) {
             atomic_fetch_sub(&loop->executor_jobs, 1);
-            atomic_fetch_sub(&executor->refs, 1); /* the caller holds one */
-            if (r == -EBADF)
-                r = lb__fail(loop, r, "lb_loop_run_in_executor: the executor is shut down");
+            executor_release(executor); /* the caller holds a reference too */
+            if (r == -EBADF || r == -ECANCELED)
+                r = lb__fail(loop, -EBADF, "lb_loop_run_in_executor: the executor is shut down");
             else
                 r = lb__fail(loop, r, "lb_loop_run_in_executor: cannot start a worker thread: %s",
                              lb_strerror(r));
@@ -816,11 +846,10 @@ int lb_executor_shutdown(lb_executor *executor, bool wait, bool cancel_pending) 
     if (wait && worker_of == executor)
         return lb__fail(NULL, -EDEADLK, "lb_executor_shutdown: a pool thread cannot wait for "
                                         "its own pool");
-    /* Jobs this thread's loop still holds were submitted before: they
-     * reach the pool first. */
-    lb_loop *running = lb_loop_get_running();
-    if (running && running->jobs_to_submit.head)
-        lb__executor_submit_held(running);
+    /* Jobs this thread's loops still hold were submitted before: they
+     * reach their pools first. */
+    while (holding_loops)
+        lb__executor_submit_held(holding_loops);
     pthread_mutex_lock(&executor->lock);
     executor->shutdown = true;
     atomic_store_explicit(&executor->refusing, true, memory_order_relaxed);
@@ -886,6 +915,8 @@ lb_executor *lb__loop_default_executor(lb_loop *loop, int *error) {
 
 int lb_loop_set_default_executor(lb_loop *loop, lb_executor *executor) {
     LB__CHECK_LOOP(loop);
+    if (executor == loop->default_executor)
+        return 0; /* not shut down for being set again */
     if (executor)
         atomic_fetch_add(&executor->refs, 1);
     lb_executor *old = loop->default_executor;

@@ -114,6 +114,10 @@ struct lb_loop {
     struct lb__job_list {
         struct lb__job *head, *tail;
     } jobs_to_submit;
+    /* callbacks_run + 1 when a callback last sent a job to its pool at
+     * once: a callback's first job is not held (it may wait for it). */
+    uint64_t job_sent_at;
+    lb_loop *next_holding; /* the thread's loops that hold jobs */
 
     lb__ready_queue ready;
     lb__timer_heap timers;

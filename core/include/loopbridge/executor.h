@@ -51,8 +51,8 @@ LB_EXPORT int lb_executor_new(lb_executor **ret, size_t threads);
 /* Stops accepting work. wait: block until the running jobs ended and the
  * threads exited (every caller that waits, whichever thread it is on);
  * cancel_pending: jobs not started yet are withdrawn at once (their
- * futures end cancelled) instead of run. Called on a loop's thread, the
- * jobs that loop holds back (lb_loop_run_in_executor()) reach the pool
+ * futures end cancelled) instead of run. The jobs that loops of the
+ * calling thread hold back (lb_loop_run_in_executor()) reach their pools
  * first. Returns 0, -EINVAL, -EDEADLK when called
  * from one of the pool's own threads with wait. Any thread but the
  * pool's. */
@@ -73,10 +73,12 @@ LB_EXPORT lb_executor *lb_executor_unref(lb_executor *executor);
  * it and its result is discarded. When the loop closes, a queued job is
  * withdrawn (fn never runs) and a running one is cancelled likewise and
  * waited for, however long it runs; either way the future is cancelled.
- * A job submitted while the loop runs a callback (or a task's step)
- * reaches the pool when that callback returns, together with the others
- * it submitted, under one lock; if another thread shuts the pool down
- * before then, its future fails with -EBADF.
+ * The jobs a callback (or a task's step) submits after its first reach
+ * the pool when it returns, together, under one lock: a callback must not
+ * block waiting for any but its first. If another thread shuts the pool
+ * down before then, such a job's future fails with -EBADF (cancelled if
+ * the shutdown cancelled pending jobs), and if no worker thread can start
+ * then, with that error.
  * Returns 0, -EINVAL, -EBADF (closed loop, or executor shut down),
  * -ENOMEM, -EPERM (wrong thread). Loop thread only. */
 LB_EXPORT int lb_loop_run_in_executor(lb_loop *loop, lb_executor *executor, lb_work_fn fn,
