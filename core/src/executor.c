@@ -263,6 +263,16 @@ static void job_post(job *j) {
     }
 }
 
+/* Posts each job of a chain linked through next (built under the
+ * pool's lock, posted once it is released). */
+static void job_post_chain(job *j) {
+    while (j) {
+        job *next = j->next;
+        job_post(j);
+        j = next;
+    }
+}
+
 /* ------------------------------------------------------------------ */
 /* Queues (under the executor's lock)                                  */
 /* ------------------------------------------------------------------ */
@@ -653,11 +663,7 @@ void lb__executor_submit_held(lb_loop *loop) {
     }
     if (locked)
         pthread_mutex_unlock(&locked->lock);
-    while (refused) {
-        job *next = refused->next;
-        job_post(refused);
-        refused = next;
-    }
+    job_post_chain(refused);
 }
 
 /* A job not started yet leaves its queue at once, so that it holds
@@ -668,24 +674,23 @@ void lb__executor_submit_held(lb_loop *loop) {
 static int job_cancel_hook(lb_future *f, void *data) {
     job *j = data;
     lb_executor *e = j->executor;
-    if (j->held) { /* only the loop's thread sees it */
+    bool withdrawn = j->held; /* only the loop's thread sees a held job */
+    if (withdrawn) {
         unhold(j);
         j->state = JOB_FINISHED;
         j->status = -ECANCELED;
-        int r = lb__future_cancel_plain(f);
-        job_post(j);
-        return r;
+    } else {
+        pthread_mutex_lock(&e->lock);
+        withdrawn = j->state == JOB_QUEUED;
+        if (withdrawn) {
+            unqueue(e, j);
+            j->state = JOB_FINISHED;
+            j->status = -ECANCELED;
+        } else if (j->state == JOB_RUNNING) {
+            atomic_store_explicit(&j->cancelled, true, memory_order_relaxed);
+        }
+        pthread_mutex_unlock(&e->lock);
     }
-    pthread_mutex_lock(&e->lock);
-    bool withdrawn = j->state == JOB_QUEUED;
-    if (withdrawn) {
-        unqueue(e, j);
-        j->state = JOB_FINISHED;
-        j->status = -ECANCELED;
-    } else if (j->state == JOB_RUNNING) {
-        atomic_store_explicit(&j->cancelled, true, memory_order_relaxed);
-    }
-    pthread_mutex_unlock(&e->lock);
     int r = lb__future_cancel_plain(f);
     if (withdrawn)
         job_post(j);
@@ -864,11 +869,7 @@ int lb_executor_shutdown(lb_executor *executor, bool wait, bool cancel_pending) 
         executor->joined = true;
     size_t n = executor->nthreads;
     pthread_mutex_unlock(&executor->lock);
-    while (withdrawn) {
-        job *next = withdrawn->next;
-        job_post(withdrawn);
-        withdrawn = next;
-    }
+    job_post_chain(withdrawn);
     if (join) {
         for (size_t i = 0; i < n; i++)
             pthread_join(executor->threads[i], NULL);

@@ -385,12 +385,13 @@ void lb__loop_leave(lb_loop *loop, const lb__enter_state *st);
  * carries, so the report names the function the user scheduled. */
 void lb__debug_call(lb_loop *loop, lb_callback cb, void *data);
 
-/* Runs a callback: the one path every callback the loop runs takes
- * (ready entries, posts, handles), timed in debug mode. */
 /* Hands the executor jobs the loop holds back to their pools
  * (executor.c). */
 void lb__executor_submit_held(lb_loop *loop);
 
+/* Runs a callback: the one path every callback the loop runs takes
+ * (ready entries, posts, handles), timed in debug mode; then the jobs it
+ * submitted after its first go to their pools. */
 static inline void lb__run_callback(lb_loop *loop, lb_callback cb, void *data) {
     if (__builtin_expect(loop->debug, 0))
         lb__debug_call(loop, cb, data);
