@@ -13,6 +13,14 @@
  * pages of an emptied chunk can be given back. */
 _Static_assert(sizeof(lb__ready_chunk) % 4096 == 0, "a chunk is whole pages");
 
+/* The most recently retired chunk, off the list. */
+static lb__ready_chunk *retired_pop(lb__ready_queue *q) {
+    lb__ready_chunk *c = q->retired;
+    q->retired = c->next;
+    q->nretired--;
+    return c;
+}
+
 static lb__ready_chunk *chunk_take(lb__ready_queue *q) {
     lb__ready_chunk *c;
     if (q->spare) {
@@ -20,9 +28,7 @@ static lb__ready_chunk *chunk_take(lb__ready_queue *q) {
         q->spare = c->next;
         q->nspare--;
     } else if (q->retired) {
-        c = q->retired; /* its pages still in memory */
-        q->retired = c->next;
-        q->nretired--;
+        c = retired_pop(q); /* its pages still in memory */
     } else if (q->ncold > 0) {
         c = q->cold[--q->ncold]; /* its pages come back zero, on first touch */
     } else {
@@ -60,10 +66,7 @@ bool lb__ready_give_back(lb__ready_queue *q) {
         lb__ready_chunk **cold = lb__realloc(q->cold, cap * sizeof *cold);
         if (!cold) {
             for (size_t i = 0; i < n; i++) {
-                lb__ready_chunk *c = q->retired;
-                q->retired = c->next;
-                q->nretired--;
-                lb__unmap_pages(c, sizeof *c);
+                lb__unmap_pages(retired_pop(q), sizeof(lb__ready_chunk));
                 q->nchunks--;
             }
             return q->nretired > 0;
@@ -73,9 +76,7 @@ bool lb__ready_give_back(lb__ready_queue *q) {
     }
     struct iovec v[LB__READY_RELEASE_BATCH];
     for (size_t i = 0; i < n; i++) {
-        lb__ready_chunk *c = q->retired;
-        q->retired = c->next;
-        q->nretired--;
+        lb__ready_chunk *c = retired_pop(q);
         v[i] = (struct iovec){c, sizeof *c};
         q->cold[q->ncold++] = c;
     }
