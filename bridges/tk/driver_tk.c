@@ -212,21 +212,14 @@ static void setup_proc(void *data, int flags) {
     Tcl_WideInt ns = lb_driver_prepare(st->loop);
     if (ns < 0)
         return;
-    if (ns == 0) {
+    if (ns <= LB_DRIVER_POLL_BELOW_NS) {
         /* Work scheduled from outside a drain (a Tk command, a Tcl
-         * timer, another event source) is ready: the notifier must not
-         * block. An alert to this thread returns from the wait at once,
-         * without the notifier-thread round trip of a zero block time,
-         * and check_proc queues the drain. */
-        if (!(flags & TCL_DONT_WAIT))
-            Tcl_ThreadAlert(st->thread);
-        return;
-    }
-    if (ns <= 50000) {
-        /* A deadline within the kernel's timer slack is waited for by
-         * polling, as the native driver does (docs/performance.md, W3).
-         * check_proc queues the drain once it is due; until then Tcl's
-         * idle work still runs. */
+         * timer, another event source) is ready, or a deadline is too
+         * near to sleep for (driver.h): the notifier must not block. An
+         * alert to this thread returns from the wait at once, without the
+         * notifier-thread round trip of a zero block time, and check_proc
+         * queues the drain once work is due; until then Tcl's idle work
+         * still runs. */
         if (!(flags & TCL_DONT_WAIT))
             Tcl_ThreadAlert(st->thread);
         return;

@@ -107,20 +107,16 @@ int64_t lb_driver_prepare(lb_loop *loop) {
     return t;
 }
 
-/* A deadline nearer than this is waited for by polling, not sleeping.
- * It is the kernel's default timer slack: a sleep this short may last
- * that much longer anyway, and costs two context switches. On a virtual
- * machine, a wakeup from sleep is now and then milliseconds late (the
- * halted vCPU waits for the host); a loop whose timers are microseconds
- * apart would sleep thousands of times a second and run every timer due
- * meanwhile late after each such wakeup (docs/performance.md, W3). */
-#define POLL_BELOW_NS (50 * 1000)
-
-/* Phase: poll the backend epoll fd and queue the fd events. */
+/* Phase: poll the backend epoll fd and queue the fd events. A deadline
+ * within LB_DRIVER_POLL_BELOW_NS is polled for, not slept for: a loop
+ * whose timers are microseconds apart would otherwise sleep thousands of
+ * times a second and, on a virtual machine, now and then wake
+ * milliseconds late, every timer due meanwhile late with it (the halted
+ * vCPU waits for the host; docs/performance.md, W3). */
 static void poll_backend(lb_loop *loop, int64_t timeout_ns) {
     struct epoll_event events[MAX_EVENTS];
     int n;
-    if (timeout_ns > 0 && timeout_ns <= POLL_BELOW_NS)
+    if (timeout_ns > 0 && timeout_ns <= LB_DRIVER_POLL_BELOW_NS)
         timeout_ns = 0;
     if (timeout_ns == 0) {
         n = epoll_wait(loop->epoll_fd, events, MAX_EVENTS, 0);

@@ -101,6 +101,13 @@ LB_EXPORT int lb_driver_backend_fd(const lb_loop *loop);
  * blocks. */
 LB_EXPORT int64_t lb_driver_prepare(lb_loop *loop);
 
+/* A deadline this near (in ns) is best waited for by polling without a
+ * timeout rather than by sleeping: it is the kernel's default timer
+ * slack, by which a sleep this short may last longer anyway, and on a
+ * virtual machine a wakeup is now and then milliseconds late. The native
+ * driver and the Tk bridge poll below it (docs/performance.md, W3). */
+#define LB_DRIVER_POLL_BELOW_NS (50 * 1000)
+
 /* Runs one iteration of the loop: polls the backend fd with
  * poll_timeout_ns (0 for a hosted driver, whose host already waited;
  * -1 blocks until something happens), moves due timers and posted
