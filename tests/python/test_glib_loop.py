@@ -2,7 +2,6 @@
 GLib main loops from a task, Gio calls and their cancellation, no
 polling, the flood."""
 import asyncio
-import gc
 import os
 import tempfile
 import time
@@ -11,28 +10,13 @@ import unittest
 from gi.repository import Gio, GLib
 
 import lbprobe
+from fixtures import GLibFixture
 import loopbridge.glib
 
 SLACK = float(os.environ.get("LB_PY_TIME_SLACK", "1"))
 
 
-class GLibLoopTest(unittest.TestCase):
-    def setUp(self):
-        self.context = GLib.MainContext()
-        self.context.push_thread_default()
-        self.loop = None
-
-    def tearDown(self):
-        if self.loop is not None and not self.loop.is_closed():
-            self.loop.close()
-        self.context.pop_thread_default()
-        self.loop = None
-        gc.collect()
-
-    def make_loop(self):
-        self.loop = loopbridge.glib.EventLoop(self.context)
-        return self.loop
-
+class GLibLoopTest(GLibFixture, unittest.TestCase):
     def timeout(self, ms, fn):
         source = GLib.timeout_source_new(ms)
         source.set_callback(lambda *a: fn())

@@ -1,17 +1,16 @@
 """loopbridge.tk.EventLoop on a display-less tkinter.Tcl(): the three ways
 in, nested loops from a task, update() loops, no polling, the flood."""
 import asyncio
-import gc
 import os
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-import tkinter
 import unittest
 
 import lbprobe
+from fixtures import TkFixture
 import loopbridge.tk
 
 # Generous: a loaded CI machine must not fail these; the figures are printed.
@@ -28,13 +27,6 @@ def ticker(root, period_ms, ticks):
     root.after(period_ms, tick)
 
 
-def cancel_afters(root):
-    """Cancels every pending `after` of root: an `after` chain left running
-    keeps the interpreter and wakes the thread in every later test."""
-    for after_id in root.tk.splitlist(root.tk.call("after", "info")):
-        root.after_cancel(after_id)
-
-
 async def wait_for_ticks(ticks, n):
     """Returns once the ticker ran n times: proof that Tcl's timers run
     while a task waits. Fails after a bound far above any machine's."""
@@ -43,25 +35,7 @@ async def wait_for_ticks(ticks, n):
             await asyncio.sleep(0.005)
 
 
-class TkLoopTest(unittest.TestCase):
-    def setUp(self):
-        self.root = tkinter.Tcl()
-        self.loop = None
-
-    def tearDown(self):
-        if self.loop is not None and not self.loop.is_closed():
-            self.loop.close()
-        cancel_afters(self.root)
-        asyncio.set_event_loop(None)
-        # Free the interpreter here: the cyclic GC could otherwise free it
-        # on another thread, which Tcl refuses (Tcl_AsyncDelete aborts).
-        self.loop = self.root = None
-        gc.collect()
-
-    def make_loop(self):
-        self.loop = loopbridge.tk.EventLoop(self.root)
-        return self.loop
-
+class TkLoopTest(TkFixture, unittest.TestCase):
     def vwait(self, name):
         self.root.tk.call("vwait", name)
 

@@ -16,11 +16,15 @@ import time
 import weakref
 
 from . import _compat
+from . import _loopbridge
+from ._loopbridge import LoopCore
 
 _Handle = asyncio.Handle
 _TimerHandle = asyncio.TimerHandle
+_Selector = asyncio.SelectorEventLoop  # asyncio's methods, past LoopCore's
 _get_ident = threading.get_ident
 _monotonic = time.monotonic
+_compat.use_handles(_loopbridge)
 
 # A pass runs callbacks for at most this long before it lets the toolkit
 # draw and handle input; the rest runs in the next pass.
@@ -86,10 +90,13 @@ class _BridgeSelector(selectors._BaseSelectorImpl):
         self._map = None
 
 
-class BridgeEventLoop(asyncio.SelectorEventLoop):
-    """Base class; use loopbridge.tk.EventLoop or loopbridge.glib.EventLoop."""
+class BridgeEventLoop(LoopCore, asyncio.SelectorEventLoop):
+    """Base class; use loopbridge.tk.EventLoop or loopbridge.glib.EventLoop.
 
-    _closed = True  # until BaseEventLoop.__init__ ran: __del__ must not fail
+    LoopCore (_loopcore.c) holds call_soon(), call_soon_threadsafe() and
+    the running of ready handles, and the attributes they read: _ready,
+    _closed, _debug, _bridge, _lb_owner, _lb_passes and _lb_woken.
+    """
 
     def __init__(self, bridge):
         self._bridge = bridge
@@ -214,10 +221,21 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
         # asked for stays waiting until the host runs a pass, which only a
         # nested loop can do before this one returns: ask again only after
         # a pass began.
+        ntodo = len(ready)
+        if not self._debug:
+            ntodo = self._lb_run_handles(ntodo, stop_deadline)
+        else:
+            ntodo = self._lb_run_handles_debug(ntodo, stop_deadline)
+        if self._stopping and ntodo <= 0:
+            self._lb_stopped = True
+        return ntodo <= 0
+
+    def _lb_run_handles_debug(self, ntodo, stop_deadline):
+        # LoopCore._lb_run_handles() with asyncio's debug-mode reporting of
+        # slow callbacks
+        ready = self._ready
         wake = self._bridge.wake
         passes_seen = -1
-        ntodo = len(ready)
-        debug = self._debug
         while ntodo > 0 and ready:
             handle = ready.popleft()
             ntodo -= 1
@@ -226,27 +244,20 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
             if ready and self._lb_passes != passes_seen:
                 passes_seen = self._lb_passes
                 wake()
-            if debug:
-                try:
-                    self._current_handle = handle
-                    t0 = self.time()
-                    handle._run()
-                    dt = self.time() - t0
-                    if dt >= self.slow_callback_duration:
-                        asyncio.log.logger.warning(
-                            'Executing %s took %.3f seconds',
-                            asyncio.base_events._format_handle(handle), dt)
-                finally:
-                    self._current_handle = None
-            else:
+            try:
+                self._current_handle = handle
+                t0 = self.time()
                 handle._run()
-            # the clock every few callbacks: a read costs about a quarter
-            # of a small callback
+                dt = self.time() - t0
+                if dt >= self.slow_callback_duration:
+                    asyncio.log.logger.warning(
+                        'Executing %s took %.3f seconds',
+                        asyncio.base_events._format_handle(handle), dt)
+            finally:
+                self._current_handle = None
             if ntodo & 3 == 0 and ntodo > 0 and _monotonic() >= stop_deadline:
-                return False
-        if self._stopping and ntodo <= 0:
-            self._lb_stopped = True
-        return ntodo <= 0
+                break
+        return ntodo
 
     def _lb_rearm(self):
         bridge = self._bridge
@@ -277,45 +288,20 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
 
     # -- asyncio's scheduling, told to the host ------------------------
 
-    def call_soon(self, callback, *args, context=None):
-        # asyncio's call_soon() with its _check_closed() and _call_soon()
-        # calls inlined: two Python calls fewer on the path of every
-        # callback, task step and future callback
-        if self._closed:
-            raise RuntimeError('Event loop is closed')
-        if self._debug:
-            return super().call_soon(callback, *args, context=context)
-        handle = _Handle(callback, args, self, context)
-        self._ready.append(handle)
-        if _get_ident() == self._lb_owner:
-            self._bridge.wake()
-        return handle
+    def _lb_call_soon_debug(self, callback, *args, context=None):
+        # LoopCore.call_soon() in debug mode: asyncio's, with its checks
+        # and source tracebacks (its _call_soon() is the one below)
+        return _Selector.call_soon(self, callback, *args, context=context)
 
     def _call_soon(self, callback, args, context):
-        if self._debug:
-            handle = super()._call_soon(callback, args, context)
-        else:
-            # asyncio's own _call_soon without the debug branch: the hot
-            # path of call_soon, futures' callbacks and tasks' steps
-            handle = _Handle(callback, args, self, context)
-            self._ready.append(handle)
+        # asyncio's call_soon() and call_soon_threadsafe() in debug mode
+        handle = super()._call_soon(callback, args, context)
         if _get_ident() == self._lb_owner:
             self._bridge.wake()
         return handle
 
-    def call_soon_threadsafe(self, callback, *args, context=None):
-        if self._debug:
-            return super().call_soon_threadsafe(callback, *args, context=context)
-        # asyncio's, minus a system call per post (see _write_to_self)
-        if self._closed:
-            raise RuntimeError('Event loop is closed')
-        handle = _Handle(callback, args, self, context)
-        self._ready.append(handle)
-        if _get_ident() == self._lb_owner:
-            self._bridge.wake()
-        elif not self._lb_woken:
-            self._write_to_self()
-        return handle
+    def _lb_call_soon_threadsafe_debug(self, callback, *args, context=None):
+        return _Selector.call_soon_threadsafe(self, callback, *args, context=context)
 
     def _write_to_self(self):
         # call_soon_threadsafe() wakes the loop by writing to its self-pipe,
@@ -332,12 +318,12 @@ class BridgeEventLoop(asyncio.SelectorEventLoop):
         if delay is None:
             raise TypeError('delay must not be None')
         if self._debug:
-            return super().call_later(delay, callback, *args, context=context)
+            return _Selector.call_later(self, delay, callback, *args, context=context)
         return self.call_at(_monotonic() + delay, callback, *args, context=context)
 
     def call_at(self, when, callback, *args, context=None):
         if self._debug:
-            timer = super().call_at(when, callback, *args, context=context)
+            timer = _Selector.call_at(self, when, callback, *args, context=context)
         else:
             # asyncio's call_at() with its _check_closed() inlined
             if when is None:

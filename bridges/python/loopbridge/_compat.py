@@ -10,6 +10,7 @@ import threading
 from asyncio import events, tasks
 
 __all__ = ["run_forever_setup", "run_forever_cleanup", "suspend_current_task",
+           "report_handle_error", "use_handles",
            "resume_current_task", "get_running_loop_or_none", "set_running_loop"]
 
 
@@ -74,3 +75,24 @@ def handle_when(handle):
 
 def handle_unschedule(handle):
     handle._scheduled = False
+
+
+def report_handle_error(handle, exc):
+    """What Handle._run does with an exception from its callback; LoopCore
+    runs handles without calling _run."""
+    from asyncio import format_helpers
+    source = format_helpers._format_callback_source(handle._callback, handle._args)
+    context = {
+        'message': f'Exception in callback {source}',
+        'exception': exc,
+        'handle': handle,
+    }
+    if handle._source_traceback:
+        context['source_traceback'] = handle._source_traceback
+    handle._loop.call_exception_handler(context)
+
+
+def use_handles(core_module):
+    """Tells LoopCore asyncio's handle classes; False when their slots are
+    not the ones it knows (it then makes and runs them the generic way)."""
+    return core_module.use_handles(events.Handle, events.TimerHandle, report_handle_error)

@@ -13,8 +13,7 @@
  * Everything runs on the thread that made the bridge: the Python methods
  * are called with the GIL, the loopbridge callbacks from the host's main
  * loop on that same thread, so the pending state needs no lock. */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_loopbridge.h"
 
 #include <loopbridge/loopbridge.h>
 #ifdef LB_PY_HAVE_TK
@@ -395,11 +394,8 @@ PyDoc_STRVAR(wake_doc, "wake()\n\n"
 
 static PyObject *Bridge_wake(Bridge *self, PyObject *unused)
 {
-    if (self->loop && !self->pass) {
-        int rc = request_pass_in(self, 0);
-        if (rc < 0)
-            return raise_lb(rc, "wake");
-    }
+    if (lb_py_bridge_wake((PyObject *)self) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -610,6 +606,26 @@ PyDoc_STRVAR(Bridge_doc, "Bridge(kind, address, target)\n\n"
 "GMainContext's address (0: the default context), target a callable\n"
 "that runs one pass. Use it only on the thread that made it.");
 
+static PyTypeObject BridgeType;
+
+int lb_py_is_bridge(PyObject *obj)
+{
+    return PyObject_TypeCheck(obj, &BridgeType);
+}
+
+int lb_py_bridge_wake(PyObject *bridge)
+{
+    Bridge *self = (Bridge *)bridge;
+    if (self->loop && !self->pass) {
+        int rc = request_pass_in(self, 0);
+        if (rc < 0) {
+            raise_lb(rc, "wake");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static PyTypeObject BridgeType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "loopbridge._loopbridge.Bridge",
@@ -642,6 +658,10 @@ PyMODINIT_FUNC PyInit__loopbridge(void)
     Py_INCREF(&BridgeType);
     if (PyModule_AddObject(m, "Bridge", (PyObject *)&BridgeType) < 0) {
         Py_DECREF(&BridgeType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (lb_py_loopcore_add(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

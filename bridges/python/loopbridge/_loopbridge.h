@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: MIT */
+/* What the two halves of the _loopbridge extension share: the Bridge
+ * (_loopbridge.c) and the loop's hot paths in C (_loopcore.c). */
+#ifndef LOOPBRIDGE_PY_LOOPBRIDGE_H
+#define LOOPBRIDGE_PY_LOOPBRIDGE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+/* True when obj is a Bridge. */
+int lb_py_is_bridge(PyObject *obj);
+
+/* Bridge.wake() without the method call: asks the host for a pass unless
+ * one waits already or the bridge is closed. 0, or -1 with an exception. */
+int lb_py_bridge_wake(PyObject *bridge);
+
+/* Adds the LoopCore type to the module; 0, or -1 with an exception. */
+int lb_py_loopcore_add(PyObject *module);
+
+#endif

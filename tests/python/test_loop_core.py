@@ -1,0 +1,269 @@
+"""The loop's C paths (call_soon, call_soon_threadsafe, the running of
+ready handles) against asyncio's own selector loop: each scenario runs on
+both, and what the callbacks and the exception handler saw must be the
+same. Run on the Tk loop (display-less tkinter.Tcl()) and the GLib loop."""
+import asyncio
+import contextvars
+import gc
+import re
+import threading
+import unittest
+import weakref
+
+import loopbridge
+from fixtures import GLibFixture, TkFixture
+
+try:
+    import loopbridge.tk
+    HAVE_TK = loopbridge.tk.HAVE_TK
+except ImportError:
+    HAVE_TK = False
+try:
+    from gi.repository import GLib  # noqa: F401 (is GLib there?)
+    import loopbridge.glib
+    HAVE_GLIB = loopbridge.glib.HAVE_GLIB
+except ImportError:
+    HAVE_GLIB = False
+
+var = contextvars.ContextVar("var", default="unset")
+
+
+def run_scenario(loop, scenario):
+    """Runs scenario(loop, log) until it stops the loop; returns the log
+    and what the exception handler was given (reduced to comparable
+    values)."""
+    log = []
+    reported = []
+
+    def handler(loop, context):
+        exc = context.get("exception")
+        tb = exc.__traceback__ if exc is not None else None
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        reported.append((context["message"].split(" at ")[0],
+                         type(exc).__name__, re.sub(" at 0x[0-9a-f]+", "", str(exc)),
+                         context.get("handle") is not None and
+                         isinstance(context["handle"], asyncio.Handle),
+                         tb.tb_frame.f_code.co_name if tb else None))
+    loop.set_exception_handler(handler)
+    scenario(loop, log)
+    loop.run_forever()
+    return log, reported
+
+
+class CoreMixin:
+    """Each test runs a scenario on asyncio's loop and on self.make_loop()."""
+
+    def same(self, scenario):
+        ref = asyncio.SelectorEventLoop()
+        try:
+            expected = run_scenario(ref, scenario)
+        finally:
+            ref.close()
+        loop = self.make_loop()
+        got = run_scenario(loop, scenario)
+        self.assertEqual(got, expected)
+        return got
+
+    def test_callback_exception_reported_as_asyncio_does(self):
+        def bad(x):
+            raise ValueError("boom %d" % x)
+
+        def scenario(loop, log):
+            loop.call_soon(bad, 1)
+            loop.call_soon(log.append, "after")
+            loop.call_soon(loop.stop)
+        log, reported = self.same(scenario)
+        self.assertEqual(log, ["after"])
+        self.assertEqual(len(reported), 1)
+        self.assertEqual(reported[0][1:], ("ValueError", "boom 1", True, "bad"))
+        self.assertTrue(reported[0][0].startswith("Exception in callback "))
+
+    def test_reported_handle_is_the_one_scheduled(self):
+        loop = self.make_loop()
+        seen = []
+        loop.set_exception_handler(lambda loop, context: seen.append(context))
+        handle = loop.call_soon(lambda: 1 / 0)
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        self.assertIs(seen[0]["handle"], handle)
+        self.assertIsInstance(seen[0]["exception"], ZeroDivisionError)
+        self.assertNotIn("source_traceback", seen[0])
+
+    def test_keyboard_interrupt_and_system_exit_propagate(self):
+        for exc_type in (KeyboardInterrupt, SystemExit):
+            with self.subTest(exc_type=exc_type.__name__):
+                loop = self.make_loop()
+                ran = []
+
+                def interrupt():
+                    raise exc_type()
+                loop.call_soon(interrupt)
+                loop.call_soon(ran.append, 1)
+                with self.assertRaises(exc_type):
+                    loop.run_forever()
+                # the loop is still usable and the rest still runs
+                loop.call_soon(loop.stop)
+                loop.run_forever()
+                self.assertEqual(ran, [1])
+                loop.close()
+
+    def test_handle_cancelled_by_its_own_callback_or_an_earlier_one(self):
+        def scenario(loop, log):
+            handles = {}
+
+            def cancel_self(payload):
+                handles["self"].cancel()
+                log.append(("self", payload[0]))  # args still alive
+                handles["later"].cancel()
+            handles["self"] = loop.call_soon(cancel_self, ["x" * 3])
+            handles["later"] = loop.call_soon(log.append, "must not run")
+            loop.call_soon(log.append, "runs")
+            loop.call_soon(loop.stop)
+        log, _ = self.same(scenario)
+        self.assertEqual(log, [("self", "xxx"), "runs"])
+
+    def test_cancelled_handles_are_skipped_in_order(self):
+        def scenario(loop, log):
+            handles = [loop.call_soon(log.append, i) for i in range(100)]
+            for h in handles[1::2]:
+                h.cancel()
+            loop.call_soon(loop.stop)
+        log, _ = self.same(scenario)
+        self.assertEqual(log, list(range(0, 100, 2)))
+
+    def test_contexts(self):
+        def scenario(loop, log):
+            def show(tag):
+                log.append((tag, var.get()))
+                var.set("changed by " + tag)
+            token = var.set("at schedule time")
+            loop.call_soon(show, "copied")
+            var.reset(token)
+            loop.call_soon(show, "copied later")
+            ctx = contextvars.copy_context()
+            ctx.run(var.set, "in ctx")
+            loop.call_soon(show, "ctx 1", context=ctx)
+            loop.call_soon(show, "ctx 2", context=ctx)
+            loop.call_soon(lambda: log.append(("outside", var.get())))
+            # a callback entering its own, already entered, context
+            loop.call_soon(lambda: ctx.run(log.append, "re-entered"), context=ctx)
+            loop.call_soon(loop.stop)
+        log, reported = self.same(scenario)
+        self.assertEqual(log, [("copied", "at schedule time"), ("copied later", "unset"),
+                               ("ctx 1", "in ctx"), ("ctx 2", "changed by ctx 1"),
+                               ("outside", "unset")])
+        self.assertEqual([r[1] for r in reported], ["RuntimeError"])
+
+    def test_arguments_checked_as_asyncio_does(self):
+        ref = asyncio.SelectorEventLoop()
+        loop = self.make_loop()
+        calls = [
+            lambda l: l.call_soon(),
+            lambda l: l.call_soon(print, bogus=1),
+            lambda l: l.call_soon_threadsafe(),
+            lambda l: l.call_soon_threadsafe(print, bogus=1),
+        ]
+        try:
+            for call in calls:
+                with self.assertRaises(TypeError):
+                    call(ref)
+                with self.assertRaises(TypeError):
+                    call(loop)
+            # context=None is the default, spelled out
+            h = loop.call_soon(print, context=None)
+            self.assertIsInstance(h._context, contextvars.Context)
+            h.cancel()
+        finally:
+            ref.close()
+            loop.close()
+        for fn in (loop.call_soon, loop.call_soon_threadsafe):
+            with self.assertRaisesRegex(RuntimeError, "Event loop is closed"):
+                fn(print)
+
+    def test_handles_are_asyncio_handles(self):
+        loop = self.make_loop()
+        ctx = contextvars.copy_context()
+        h = loop.call_soon(print, 1, 2, context=ctx)
+        self.assertIs(type(h), asyncio.Handle)
+        self.assertIs(h._context, ctx)
+        self.assertIn("print", repr(h))
+        self.assertFalse(h.cancelled())
+        h.cancel()
+        self.assertTrue(h.cancelled())
+        t = loop.call_soon_threadsafe(print)
+        self.assertIs(type(t), asyncio.Handle)
+        t.cancel()
+
+    def test_debug_mode_takes_asyncio_paths(self):
+        loop = self.make_loop()
+        loop.set_debug(True)
+        loop.slow_callback_duration = 0.0
+
+        async def coro():
+            pass
+        c = coro()
+        with self.assertRaises(TypeError):  # asyncio's debug-mode check
+            loop.call_soon(c)
+        c.close()
+        h = loop.call_soon(lambda: None)
+        self.assertTrue(h._source_traceback)
+        loop.call_soon(loop.stop)
+        with self.assertLogs("asyncio", "WARNING") as logs:
+            loop.run_forever()
+        self.assertTrue(any("Executing" in line for line in logs.output))
+        loop.set_debug(False)
+        h = loop.call_soon(loop.stop)
+        self.assertIsNone(h._source_traceback)
+        loop.run_forever()
+
+    def test_foreign_handle_runs_through_its_own_run(self):
+        class Custom(asyncio.Handle):
+            __slots__ = ()
+
+            def _run(self):
+                self._callback("custom " + self._args[0])
+
+        def scenario(loop, log):
+            loop._ready.append(Custom(log.append, ("run",), loop))
+            loop.call_soon(loop.stop)
+        log, _ = self.same(scenario)
+        self.assertEqual(log, ["custom run"])
+
+    def test_threadsafe_posts_from_another_thread(self):
+        loop = self.make_loop()
+        got = []
+        n = 20000
+
+        def worker():
+            for i in range(n):
+                loop.call_soon_threadsafe(got.append, i)
+            loop.call_soon_threadsafe(loop.stop)
+        thread = threading.Thread(target=worker)
+        thread.start()
+        loop.run_forever()
+        thread.join()
+        self.assertEqual(got, list(range(n)))
+
+    def test_loop_and_handles_are_collected(self):
+        loop = self.make_loop()
+        loop.call_soon(lambda: loop)  # a cycle through _ready
+        ref = weakref.ref(loop)
+        loop.close()
+        self.loop = loop = None
+        gc.collect()
+        self.assertIsNone(ref())
+
+
+@unittest.skipUnless(HAVE_TK, "built without Tcl/Tk")
+class TkCoreTest(TkFixture, CoreMixin, unittest.TestCase):
+    pass
+
+
+@unittest.skipUnless(HAVE_GLIB, "built without GLib")
+class GLibCoreTest(GLibFixture, CoreMixin, unittest.TestCase):
+    pass
+
+
+if __name__ == "__main__":
+    unittest.main()
