@@ -4,7 +4,9 @@ both, and what the callbacks and the exception handler saw must be the
 same. Run on the Tk loop (display-less tkinter.Tcl()) and the GLib loop."""
 import asyncio
 import contextvars
+import fractions
 import gc
+import random
 import re
 import threading
 import unittest
@@ -163,6 +165,11 @@ class CoreMixin:
             lambda l: l.call_soon(print, bogus=1),
             lambda l: l.call_soon_threadsafe(),
             lambda l: l.call_soon_threadsafe(print, bogus=1),
+            lambda l: l.call_at(None, print),
+            lambda l: l.call_later(None, print),
+            lambda l: l.call_later("soon", print),
+            lambda l: l.call_at(l.time()),
+            lambda l: l.call_later(1, print, bogus=1),
         ]
         try:
             for call in calls:
@@ -177,9 +184,10 @@ class CoreMixin:
         finally:
             ref.close()
             loop.close()
-        for fn in (loop.call_soon, loop.call_soon_threadsafe):
+        for call in (lambda: loop.call_soon(print), lambda: loop.call_soon_threadsafe(print),
+                     lambda: loop.call_at(1, print), lambda: loop.call_later(1, print)):
             with self.assertRaisesRegex(RuntimeError, "Event loop is closed"):
-                fn(print)
+                call()
 
     def test_handles_are_asyncio_handles(self):
         loop = self.make_loop()
@@ -253,6 +261,80 @@ class CoreMixin:
         self.loop = loop = None
         gc.collect()
         self.assertIsNone(ref())
+
+    # -- timers ------------------------------------------------------------
+
+    def test_due_timers_run_in_when_order(self):
+        def scenario(loop, log):
+            rng = random.Random(7)
+            base = loop.time() - 10  # all due at once: no waiting
+            keys = list(range(500))
+            rng.shuffle(keys)
+            handles = []
+            for k in keys:
+                when = base + k * 0.001 if k % 3 else int(base) - 1000 + k  # floats and ints
+                handles.append(loop.call_at(when, log.append, k))
+            for h in handles[::4]:
+                h.cancel()
+            loop.call_at(base + 1, loop.stop)
+        log, _ = self.same(scenario)
+        self.assertEqual(len(log), 375)
+
+    def test_whens_of_other_types_and_debug_timers_mix(self):
+        def scenario(loop, log):
+            base = loop.time() - 10
+            loop.call_at(base + 3, log.append, "float 3")
+            loop.call_at(fractions.Fraction(base) + 1, log.append, "fraction 1")
+            loop.set_debug(True)
+            loop.call_at(base + 2, log.append, "debug 2")
+            loop.set_debug(False)
+            loop.call_at(base + 0.5, log.append, "float 0.5")
+            loop.call_later(-5, log.append, "later -5")
+            loop.call_at(base + 20, loop.stop)  # due in 10 s: nothing may wait for it
+            loop.call_at(base + 4, loop.stop)
+        log, _ = self.same(scenario)
+        self.assertEqual(log, ["float 0.5", "fraction 1", "debug 2", "float 3", "later -5"])
+
+    def test_cancelled_timers_leave_the_heap_and_the_count(self):
+        loop = self.make_loop()
+        base = loop.time() - 10
+        handles = [loop.call_at(base + i * 0.001, lambda: None) for i in range(300)]
+        for h in handles[:250]:  # most cancelled: the heap is compacted
+            h.cancel()
+        self.assertTrue(all(h._scheduled for h in handles))
+        later = loop.call_later(3600, lambda: None)
+        later.cancel()
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        self.assertEqual(loop._scheduled, [])
+        self.assertEqual(loop._timer_cancelled_count, 0)
+        self.assertFalse(any(h._scheduled for h in handles))
+        self.assertFalse(later._scheduled)
+
+    def test_timer_handles_are_asyncio_timer_handles(self):
+        loop = self.make_loop()
+        when = loop.time() + 3600
+        h = loop.call_at(when, print, "x")
+        self.assertIs(type(h), asyncio.TimerHandle)
+        self.assertEqual(h.when(), when)
+        self.assertTrue(h._scheduled)
+        self.assertIs(loop._scheduled[0], h)
+        self.assertIn("when=", repr(h))
+        t = loop.call_later(7200, print)
+        self.assertAlmostEqual(t.when(), loop.time() + 7200, delta=60)
+        h.cancel()
+        t.cancel()
+
+    def test_sleep_wakes_on_time(self):
+        loop = self.make_loop()
+
+        async def main():
+            t0 = loop.time()
+            await asyncio.sleep(0.05)
+            return loop.time() - t0
+        slept = loop.run_until_complete(main())
+        self.assertGreaterEqual(slept, 0.05)
+        self.assertLess(slept, 5)
 
 
 @unittest.skipUnless(HAVE_TK, "built without Tcl/Tk")

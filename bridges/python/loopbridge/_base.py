@@ -199,20 +199,10 @@ class BridgeEventLoop(LoopCore, asyncio.SelectorEventLoop):
                 else:
                     new_scheduled.append(handle)
             heapq.heapify(new_scheduled)
-            self._scheduled = sched = new_scheduled
+            self._scheduled = new_scheduled
             self._timer_cancelled_count = 0
-        else:
-            while sched and sched[0]._cancelled:
-                self._timer_cancelled_count -= 1
-                _compat.handle_unschedule(heapq.heappop(sched))
-        end_time = self.time() + self._clock_resolution
+        self._lb_collect_due(self.time() + self._clock_resolution)
         ready = self._ready
-        while sched:
-            if _compat.handle_when(sched[0]) >= end_time:
-                break
-            handle = heapq.heappop(sched)
-            _compat.handle_unschedule(handle)
-            ready.append(handle)
 
         # A callback may open a nested main loop (a modal dialog): the
         # deadline and a pass for what is still ready must be waiting there.
@@ -313,44 +303,12 @@ class BridgeEventLoop(LoopCore, asyncio.SelectorEventLoop):
         self._lb_woken = True
         super()._write_to_self()
 
-    def call_later(self, delay, callback, *args, context=None):
-        # asyncio's, without its call of time() (time.monotonic() on Linux)
-        if delay is None:
-            raise TypeError('delay must not be None')
-        if self._debug:
-            return _Selector.call_later(self, delay, callback, *args, context=context)
-        return self.call_at(_monotonic() + delay, callback, *args, context=context)
+    def _lb_call_at_debug(self, when, callback, *args, context=None):
+        # LoopCore.call_at() in debug mode: asyncio's, with its checks
+        return _Selector.call_at(self, when, callback, *args, context=context)
 
-    def call_at(self, when, callback, *args, context=None):
-        if self._debug:
-            timer = _Selector.call_at(self, when, callback, *args, context=context)
-        else:
-            # asyncio's call_at() with its _check_closed() inlined
-            if when is None:
-                raise TypeError("when cannot be None")
-            if self._closed:
-                raise RuntimeError('Event loop is closed')
-            timer = _TimerHandle(when, callback, args, self, context)
-            heapq.heappush(self._scheduled, timer)
-            timer._scheduled = True  # see _compat.handle_unschedule
-        if self._lb_pass_depth > 0:
-            # Inside a pass: the pass waiting in the host (wake) arms the
-            # deadline when it runs, in a nested loop too; and this pass
-            # arms it when it ends. A burst of call_later() then costs no
-            # timer operation per call, and once one woke the host, the
-            # others in the same pass need not (a pass beginning, nested
-            # or not, counts in _lb_passes). wake() does nothing on a
-            # closed bridge.
-            if (self._lb_timer_woke != self._lb_passes and _get_ident() == self._lb_owner and
-                    (self._lb_deadline is None or when < self._lb_deadline or
-                     not self._bridge.timer_armed)):
-                self._lb_timer_woke = self._lb_passes
-                self._bridge.wake()
-        elif (_get_ident() == self._lb_owner and not self._bridge.closed and
-                (self._lb_deadline is None or when < self._lb_deadline or
-                 not self._bridge.timer_armed)):
-            self._lb_rearm()
-        return timer
+    def _lb_call_later_debug(self, delay, callback, *args, context=None):
+        return _Selector.call_later(self, delay, callback, *args, context=context)
 
     def stop(self):
         super().stop()

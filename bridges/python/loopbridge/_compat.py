@@ -4,7 +4,6 @@ asyncio's private names differ between Python 3.11, 3.12 and 3.13; every
 use of them goes through this module so a new Python needs changes here
 only.
 """
-import asyncio
 import sys
 import threading
 from asyncio import events, tasks

@@ -613,6 +613,16 @@ int lb_py_is_bridge(PyObject *obj)
     return PyObject_TypeCheck(obj, &BridgeType);
 }
 
+int lb_py_bridge_closed(PyObject *bridge)
+{
+    return ((Bridge *)bridge)->loop == NULL;
+}
+
+int lb_py_bridge_timer_armed(PyObject *bridge)
+{
+    return ((Bridge *)bridge)->timer != NULL;
+}
+
 int lb_py_bridge_wake(PyObject *bridge)
 {
     Bridge *self = (Bridge *)bridge;

@@ -14,6 +14,10 @@ int lb_py_is_bridge(PyObject *obj);
  * one waits already or the bridge is closed. 0, or -1 with an exception. */
 int lb_py_bridge_wake(PyObject *bridge);
 
+/* Bridge.closed and Bridge.timer_armed, as ints. */
+int lb_py_bridge_closed(PyObject *bridge);
+int lb_py_bridge_timer_armed(PyObject *bridge);
+
 /* Adds the LoopCore type to the module; 0, or -1 with an exception. */
 int lb_py_loopcore_add(PyObject *module);
 

@@ -5,11 +5,11 @@
  * and then through the loop of the pass that runs the ready handles. In
  * Python those cost more than the work of a small callback: a frame for
  * call_soon, another for Handle.__init__, another for Handle._run. Here
- * call_soon makes the asyncio.Handle itself (writing its slots, as its
- * __init__ would) and the pass runs each handle in its context without a
- * Python frame. The objects stay asyncio's own: a Handle is an
- * asyncio.Handle, _ready the loop's deque, so the rest of asyncio sees
- * nothing new.
+ * call_soon makes the asyncio.Handle itself (_handles.c) and the pass runs
+ * each handle in its context without a Python frame; the timers are in
+ * _looptimers.c. The objects stay asyncio's own: a Handle is an
+ * asyncio.Handle, _ready the loop's deque, _scheduled its heapq list, so
+ * the rest of asyncio sees nothing new.
  *
  * LoopCore is the first base of BridgeEventLoop. It keeps the attributes
  * these paths read on every call (_ready, _closed, _debug, _bridge and the
@@ -18,207 +18,17 @@
  *
  * Debug mode (loop.set_debug(True)) takes asyncio's Python paths, with
  * their checks, source tracebacks and slow-callback warnings. */
-#include "_loopbridge.h"
+#include "_loopcore.h"
 
 #include <structmember.h>
 #include <time.h>
 
-typedef struct {
-    PyObject_HEAD
-    PyObject *bridge;        /* the Bridge: wake() asks its host for a pass */
-    PyObject *ready;         /* asyncio's _ready deque */
-    PyObject *ready_append;  /* its bound append and popleft */
-    PyObject *ready_popleft;
-    PyObject *closed;        /* asyncio's _closed */
-    PyObject *debug;         /* asyncio's _debug */
-    unsigned long owner;     /* _lb_owner: the thread the loop belongs to */
-    unsigned long passes;    /* _lb_passes: passes begun, nested ones too */
-    char woken;              /* _lb_woken: a wakeup byte is on its way */
-} LoopCore;
+PyObject *lb_py_str_run, *lb_py_str_call_at_debug, *lb_py_str_call_later_debug, *lb_py_str_rearm,
+    *lb_py_str_scheduled, *lb_py_str_timer_cancelled_count;
+static PyObject *str_call_soon_debug, *str_call_soon_threadsafe_debug, *str_write_to_self,
+    *str_append, *str_popleft, *str_context;
 
-/* Where asyncio.Handle keeps its slots, found once by use_handles(). The
- * offsets are those of the slots' member descriptors, the very fields
- * that handle._callback and the others read and write. */
-static struct {
-    PyTypeObject *type;        /* asyncio.Handle */
-    PyTypeObject *timer_type;  /* asyncio.TimerHandle: runs the same way */
-    PyObject *report;          /* report(handle, exc): a callback failed */
-    Py_ssize_t callback, args, cancelled, loop, source_traceback, repr, context;
-} handles;
-
-static PyObject *str_run, *str_call_soon_debug, *str_call_soon_threadsafe_debug,
-    *str_write_to_self, *str_append, *str_popleft, *str_context;
-
-#define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
-
-static void slot_set(PyObject *obj, Py_ssize_t offset, PyObject *value)
-{
-    PyObject *old = SLOT(obj, offset);
-    Py_INCREF(value);
-    SLOT(obj, offset) = value;
-    Py_XDECREF(old);
-}
-
-/* The offset of type's slot name, or -1 when it is not a plain object
- * slot (another Python's asyncio: the generic paths are taken then). */
-static Py_ssize_t slot_offset(PyTypeObject *type, const char *name)
-{
-    PyObject *descr = PyObject_GetAttrString((PyObject *)type, name);
-    if (!descr) {
-        PyErr_Clear();
-        return -1;
-    }
-    Py_ssize_t offset = -1;
-    if (Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
-        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
-        if (member->type == T_OBJECT_EX && !(member->flags & READONLY))
-            offset = member->offset;
-    }
-    Py_DECREF(descr);
-    return offset;
-}
-
-PyDoc_STRVAR(use_handles_doc, "use_handles(Handle, TimerHandle, report) -> bool\n\n"
-"Tells the C paths asyncio's handle classes and report(handle, exc), which\n"
-"reports a callback's exception as Handle._run would. Returns whether the\n"
-"handles' slots are the ones known (False: the generic, slower paths).");
-
-static PyObject *use_handles(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 3 || !PyType_Check(args[0]) || !PyType_Check(args[1]) ||
-        !PyType_IsSubtype((PyTypeObject *)args[1], (PyTypeObject *)args[0]) ||
-        !PyCallable_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "use_handles(Handle, TimerHandle, report)");
-        return NULL;
-    }
-    PyTypeObject *type = (PyTypeObject *)args[0];
-    Py_XSETREF(handles.type, (PyTypeObject *)Py_NewRef(args[0]));
-    Py_XSETREF(handles.timer_type, (PyTypeObject *)Py_NewRef(args[1]));
-    Py_XSETREF(handles.report, Py_NewRef(args[2]));
-    handles.callback = slot_offset(type, "_callback");
-    handles.args = slot_offset(type, "_args");
-    handles.cancelled = slot_offset(type, "_cancelled");
-    handles.loop = slot_offset(type, "_loop");
-    handles.source_traceback = slot_offset(type, "_source_traceback");
-    handles.repr = slot_offset(type, "_repr");
-    handles.context = slot_offset(type, "_context");
-    int known = handles.callback >= 0 && handles.args >= 0 && handles.cancelled >= 0 &&
-                handles.loop >= 0 && handles.source_traceback >= 0 && handles.repr >= 0 &&
-                handles.context >= 0;
-    if (!known)
-        handles.callback = -1; /* the flag the paths test */
-    return PyBool_FromLong(known);
-}
-
-static int fast_handles(void)
-{
-    return handles.callback >= 0 && handles.type;
-}
-
-/* A new asyncio.Handle for callback(*args) in context (NULL: a copy of
- * the current one), as Handle(callback, args, loop, context) makes it
- * outside debug mode. */
-static PyObject *handle_new(PyObject *callback, PyObject *args, PyObject *loop, PyObject *context)
-{
-    if (!fast_handles()) {
-        if (!handles.type) {
-            PyErr_SetString(PyExc_RuntimeError, "loopbridge: use_handles() was not called");
-            return NULL;
-        }
-        PyObject *argv[] = {callback, args, loop, context ? context : Py_None};
-        return PyObject_Vectorcall((PyObject *)handles.type, argv, 4, NULL);
-    }
-    PyObject *copy = NULL;
-    if (!context) {
-        context = copy = PyContext_CopyCurrent();
-        if (!context)
-            return NULL;
-    }
-    PyTypeObject *type = handles.type;
-    PyObject *handle = type->tp_alloc(type, 0);
-    if (!handle) {
-        Py_XDECREF(copy);
-        return NULL;
-    }
-    slot_set(handle, handles.context, context);
-    slot_set(handle, handles.loop, loop);
-    slot_set(handle, handles.callback, callback);
-    slot_set(handle, handles.args, args);
-    slot_set(handle, handles.cancelled, Py_False);
-    slot_set(handle, handles.repr, Py_None);
-    slot_set(handle, handles.source_traceback, Py_None);
-    Py_XDECREF(copy);
-    return handle;
-}
-
-/* Runs handle as Handle._run does: the callback in the handle's context;
- * an exception goes to report(), except SystemExit and KeyboardInterrupt,
- * which propagate (-1). */
-static int handle_run(PyObject *handle)
-{
-    PyTypeObject *type = Py_TYPE(handle);
-    if (!fast_handles() || (type != handles.type && type != handles.timer_type)) {
-        PyObject *res = PyObject_CallMethodNoArgs(handle, str_run);
-        Py_XDECREF(res);
-        return res ? 0 : -1;
-    }
-    PyObject *context = SLOT(handle, handles.context);
-    PyObject *callback = SLOT(handle, handles.callback);
-    PyObject *args = SLOT(handle, handles.args);
-    if (!context || !callback || !args || !PyTuple_Check(args)) {
-        PyObject *res = PyObject_CallMethodNoArgs(handle, str_run);
-        Py_XDECREF(res);
-        return res ? 0 : -1;
-    }
-    /* the callback may cancel its own handle, which drops these */
-    Py_INCREF(context);
-    Py_INCREF(callback);
-    Py_INCREF(args);
-    PyObject *res = NULL;
-    if (PyContext_Enter(context) == 0) {
-        res = PyObject_Call(callback, args, NULL);
-        if (PyContext_Exit(context) < 0)
-            Py_CLEAR(res);
-    }
-    Py_DECREF(context);
-    Py_DECREF(callback);
-    Py_DECREF(args);
-    if (res) {
-        Py_DECREF(res);
-        return 0;
-    }
-    if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
-        PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
-        return -1;
-    PyObject *exc_type, *exc, *tb;
-    PyErr_Fetch(&exc_type, &exc, &tb);
-    PyErr_NormalizeException(&exc_type, &exc, &tb);
-    if (tb)
-        PyException_SetTraceback(exc, tb);
-    PyObject *argv[] = {handle, exc};
-    PyObject *reported = PyObject_Vectorcall(handles.report, argv, 2, NULL);
-    Py_XDECREF(exc_type);
-    Py_XDECREF(exc);
-    Py_XDECREF(tb);
-    Py_XDECREF(reported);
-    return reported ? 0 : -1;
-}
-
-/* handle._cancelled: 1, 0, or -1 with an exception */
-static int handle_cancelled(PyObject *handle)
-{
-    if (fast_handles() && (Py_IS_TYPE(handle, handles.type) || Py_IS_TYPE(handle, handles.timer_type))) {
-        PyObject *flag = SLOT(handle, handles.cancelled);
-        if (flag == Py_True || flag == Py_False)
-            return flag == Py_True;
-    }
-    PyObject *flag = PyObject_GetAttrString(handle, "_cancelled");
-    int cancelled = flag ? PyObject_IsTrue(flag) : -1;
-    Py_XDECREF(flag);
-    return cancelled;
-}
-
-static int core_closed(LoopCore *self)
+int lb_py_core_check_open(LoopCore *self)
 {
     if (self->closed == Py_False)
         return 0;
@@ -228,7 +38,7 @@ static int core_closed(LoopCore *self)
     return closed ? -1 : 0;
 }
 
-static int core_debug(LoopCore *self)
+int lb_py_core_debug(LoopCore *self)
 {
     if (self->debug == Py_False)
         return 0;
@@ -246,8 +56,7 @@ static int core_ready_push(LoopCore *self, PyObject *handle)
     return res ? 0 : -1;
 }
 
-/* callback, *args and context=None, from a vectorcall. */
-static int parse_callback(const char *name, PyObject *const *args, Py_ssize_t nargs,
+int lb_py_parse_callback(const char *name, PyObject *const *args, Py_ssize_t nargs,
                           PyObject *kwnames, PyObject **context, PyObject **rest)
 {
     if (nargs < 1) {
@@ -272,8 +81,7 @@ static int parse_callback(const char *name, PyObject *const *args, Py_ssize_t na
     return 0;
 }
 
-/* The Python method name(*args, context=...) of self: the debug paths. */
-static PyObject *call_python(LoopCore *self, PyObject *name, PyObject *const *args,
+PyObject *lb_py_core_call_python(LoopCore *self, PyObject *name, PyObject *const *args,
                              size_t nargsf, PyObject *kwnames)
 {
     PyObject *method = PyObject_GetAttr((PyObject *)self, name);
@@ -291,15 +99,15 @@ static PyObject *call_python(LoopCore *self, PyObject *name, PyObject *const *ar
 static PyObject *core_schedule(LoopCore *self, const char *name, PyObject *const *args,
                                Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (core_closed(self) < 0)
+    if (lb_py_core_check_open(self) < 0)
         return NULL;
-    int debug = core_debug(self);
+    int debug = lb_py_core_debug(self);
     if (debug)
         return NULL;
     PyObject *context, *rest;
-    if (parse_callback(name, args, nargs, kwnames, &context, &rest) < 0)
+    if (lb_py_parse_callback(name, args, nargs, kwnames, &context, &rest) < 0)
         return NULL;
-    PyObject *handle = handle_new(args[0], rest, (PyObject *)self, context);
+    PyObject *handle = lb_py_handle_new(args[0], rest, (PyObject *)self, context);
     Py_DECREF(rest);
     if (handle && core_ready_push(self, handle) < 0)
         Py_CLEAR(handle);
@@ -315,7 +123,7 @@ static PyObject *core_call_soon(LoopCore *self, PyObject *const *args, size_t na
 {
     PyObject *handle = core_schedule(self, "call_soon", args, PyVectorcall_NARGS(nargsf), kwnames);
     if (!handle)
-        return PyErr_Occurred() ? NULL : call_python(self, str_call_soon_debug, args, nargsf, kwnames);
+        return PyErr_Occurred() ? NULL : lb_py_core_call_python(self, str_call_soon_debug, args, nargsf, kwnames);
     if (PyThread_get_thread_ident() == self->owner && self->bridge &&
         lb_py_bridge_wake(self->bridge) < 0) {
         Py_DECREF(handle);
@@ -335,7 +143,7 @@ static PyObject *core_call_soon_threadsafe(LoopCore *self, PyObject *const *args
                                      PyVectorcall_NARGS(nargsf), kwnames);
     if (!handle)
         return PyErr_Occurred() ? NULL
-                                : call_python(self, str_call_soon_threadsafe_debug, args, nargsf, kwnames);
+                                : lb_py_core_call_python(self, str_call_soon_threadsafe_debug, args, nargsf, kwnames);
     PyObject *res = Py_None;
     if (PyThread_get_thread_ident() == self->owner) {
         if (self->bridge && lb_py_bridge_wake(self->bridge) < 0)
@@ -352,7 +160,7 @@ static PyObject *core_call_soon_threadsafe(LoopCore *self, PyObject *const *args
     return handle;
 }
 
-static double monotonic_now(void)
+double lb_py_monotonic(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts); /* time.monotonic()'s clock */
@@ -385,7 +193,7 @@ static PyObject *core_run_handles(LoopCore *self, PyObject *const *args, Py_ssiz
     PyObject *ready = Py_NewRef(self->ready);
     PyObject *popleft = Py_NewRef(self->ready_popleft);
     int asked = 0; /* a pass was asked for since passes_seen */
-    unsigned long passes_seen = 0;
+    long long passes_seen = 0;
     while (ntodo > 0) {
         Py_ssize_t len = PyObject_Length(ready);
         if (len <= 0) {
@@ -397,7 +205,7 @@ static PyObject *core_run_handles(LoopCore *self, PyObject *const *args, Py_ssiz
         if (!handle)
             goto fail;
         ntodo--;
-        int cancelled = handle_cancelled(handle);
+        int cancelled = lb_py_handle_cancelled(handle);
         if (cancelled) {
             Py_DECREF(handle);
             if (cancelled < 0)
@@ -412,11 +220,11 @@ static PyObject *core_run_handles(LoopCore *self, PyObject *const *args, Py_ssiz
                 goto fail;
             }
         }
-        int rc = handle_run(handle);
+        int rc = lb_py_handle_run(handle);
         Py_DECREF(handle);
         if (rc < 0)
             goto fail;
-        if ((ntodo & 3) == 0 && ntodo > 0 && monotonic_now() >= stop_deadline)
+        if ((ntodo & 3) == 0 && ntodo > 0 && lb_py_monotonic() >= stop_deadline)
             break;
     }
     Py_DECREF(ready);
@@ -502,7 +310,19 @@ static int set_debug(LoopCore *self, PyObject *value, void *unused)
     return set_flag(&self->debug, value, "_debug");
 }
 
+static PyObject *get_deadline(LoopCore *self, void *unused)
+{
+    return Py_NewRef(self->deadline);
+}
+
+static int set_deadline(LoopCore *self, PyObject *value, void *unused)
+{
+    return set_flag(&self->deadline, value, "_lb_deadline");
+}
+
 static PyGetSetDef core_getset[] = {
+    {"_lb_deadline", (getter)get_deadline, (setter)set_deadline,
+     "the when the host's timer is armed for, or None", NULL},
     {"_ready", (getter)get_ready, (setter)set_ready, "asyncio's queue of ready handles", NULL},
     {"_bridge", (getter)get_bridge, (setter)set_bridge, "the Bridge to the host loop", NULL},
     {"_closed", (getter)get_closed, (setter)set_closed, "asyncio's closed flag", NULL},
@@ -512,7 +332,10 @@ static PyGetSetDef core_getset[] = {
 
 static PyMemberDef core_members[] = {
     {"_lb_owner", T_ULONG, offsetof(LoopCore, owner), 0, "the thread the loop belongs to"},
-    {"_lb_passes", T_ULONG, offsetof(LoopCore, passes), 0, "passes begun, nested ones too"},
+    {"_lb_passes", T_LONGLONG, offsetof(LoopCore, passes), 0, "passes begun, nested ones too"},
+    {"_lb_timer_woke", T_LONGLONG, offsetof(LoopCore, timer_woke), 0,
+     "the pass in which call_at() last woke the host"},
+    {"_lb_pass_depth", T_LONG, offsetof(LoopCore, pass_depth), 0, "passes running on the stack"},
     {"_lb_woken", T_BOOL, offsetof(LoopCore, woken), 0, "a wakeup byte is on its way"},
     {NULL, 0, 0, 0, NULL},
 };
@@ -522,6 +345,11 @@ static PyMethodDef core_methods[] = {
      call_soon_doc},
     {"call_soon_threadsafe", (PyCFunction)(void (*)(void))core_call_soon_threadsafe,
      METH_FASTCALL | METH_KEYWORDS, call_soon_threadsafe_doc},
+    {"call_at", (PyCFunction)(void (*)(void))lb_py_core_call_at, METH_FASTCALL | METH_KEYWORDS,
+     lb_py_call_at_doc},
+    {"call_later", (PyCFunction)(void (*)(void))lb_py_core_call_later, METH_FASTCALL | METH_KEYWORDS,
+     lb_py_call_later_doc},
+    {"_lb_collect_due", (PyCFunction)lb_py_core_collect_due, METH_O, lb_py_collect_due_doc},
     {"_lb_run_handles", (PyCFunction)(void (*)(void))core_run_handles, METH_FASTCALL,
      run_handles_doc},
     {NULL, NULL, 0, NULL},
@@ -535,6 +363,9 @@ static PyObject *core_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     /* closed until BaseEventLoop.__init__ ran: __del__ must not fail */
     self->closed = Py_NewRef(Py_True);
     self->debug = Py_NewRef(Py_False);
+    self->deadline = Py_NewRef(Py_None);
+    self->timer_woke = -1;
+    self->heap_numeric = 1;
     self->owner = PyThread_get_thread_ident();
     return (PyObject *)self;
 }
@@ -547,6 +378,7 @@ static int core_traverse(LoopCore *self, visitproc visit, void *arg)
     Py_VISIT(self->ready_popleft);
     Py_VISIT(self->closed);
     Py_VISIT(self->debug);
+    Py_VISIT(self->deadline);
     return 0;
 }
 
@@ -565,6 +397,7 @@ static void core_dealloc(LoopCore *self)
     core_clear(self);
     Py_CLEAR(self->closed);
     Py_CLEAR(self->debug);
+    Py_CLEAR(self->deadline);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -588,7 +421,7 @@ static PyTypeObject LoopCoreType = {
 };
 
 static PyMethodDef module_functions[] = {
-    {"use_handles", (PyCFunction)(void (*)(void))use_handles, METH_FASTCALL, use_handles_doc},
+    {"use_handles", (PyCFunction)(void (*)(void))lb_py_use_handles, METH_FASTCALL, lb_py_use_handles_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -600,8 +433,12 @@ static int intern(PyObject **str, const char *text)
 
 int lb_py_loopcore_add(PyObject *module)
 {
-    handles.callback = -1;
-    if (intern(&str_run, "_run") < 0 || intern(&str_call_soon_debug, "_lb_call_soon_debug") < 0 ||
+    if (intern(&lb_py_str_run, "_run") < 0 || intern(&lb_py_str_rearm, "_lb_rearm") < 0 ||
+        intern(&lb_py_str_call_at_debug, "_lb_call_at_debug") < 0 ||
+        intern(&lb_py_str_call_later_debug, "_lb_call_later_debug") < 0 ||
+        intern(&lb_py_str_scheduled, "_scheduled") < 0 ||
+        intern(&lb_py_str_timer_cancelled_count, "_timer_cancelled_count") < 0 ||
+        intern(&str_call_soon_debug, "_lb_call_soon_debug") < 0 ||
         intern(&str_call_soon_threadsafe_debug, "_lb_call_soon_threadsafe_debug") < 0 ||
         intern(&str_write_to_self, "_write_to_self") < 0 || intern(&str_append, "append") < 0 ||
         intern(&str_popleft, "popleft") < 0 || intern(&str_context, "context") < 0)
