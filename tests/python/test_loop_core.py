@@ -7,7 +7,10 @@ import contextvars
 import fractions
 import gc
 import random
+import os
 import re
+import signal
+import time
 import threading
 import unittest
 import weakref
@@ -335,6 +338,56 @@ class CoreMixin:
         slept = loop.run_until_complete(main())
         self.assertGreaterEqual(slept, 0.05)
         self.assertLess(slept, 5)
+
+    # -- signals while the loop waits in the host ---------------------------
+
+    def signal_soon(self, signum, delay=0.2):
+        timer = threading.Timer(delay, os.kill, (os.getpid(), signum))
+        timer.start()
+        self.addCleanup(timer.join)
+
+    def test_ctrl_c_interrupts_a_waiting_run_at_once(self):
+        # an idle loop (one timer far away): before, the KeyboardInterrupt
+        # came only with the next event, or on Tk was lost and hung the loop
+        loop = self.make_loop()
+        self.signal_soon(signal.SIGINT)
+        t0 = time.monotonic()
+        with self.assertRaises(KeyboardInterrupt):
+            loop.run_until_complete(asyncio.sleep(30))
+        self.assertLess(time.monotonic() - t0, 10)
+        self.assertEqual(signal.set_wakeup_fd(-1), -1)  # taken back
+        # the loop goes on
+        self.assertEqual(loop.run_until_complete(asyncio.sleep(0.01, "after")), "after")
+
+    def test_python_signal_handler_runs_while_waiting(self):
+        loop = self.make_loop()
+        fut = loop.create_future()
+
+        def handler(signum, frame):
+            loop.call_soon(fut.set_result, signum)
+        old = signal.signal(signal.SIGUSR1, handler)
+        self.addCleanup(signal.signal, signal.SIGUSR1, old)
+        self.signal_soon(signal.SIGUSR1)
+        t0 = time.monotonic()
+        self.assertEqual(loop.run_until_complete(fut), signal.SIGUSR1)
+        self.assertLess(time.monotonic() - t0, 10)
+
+    def test_wakeup_fd_of_others_is_left_alone(self):
+        loop = self.make_loop()
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        signal.set_wakeup_fd(w)
+        try:
+            seen = []
+
+            async def main():
+                seen.append(signal.set_wakeup_fd(w))  # what is set while waiting
+            loop.run_until_complete(main())
+            self.assertEqual(seen, [w])
+        finally:
+            self.assertEqual(signal.set_wakeup_fd(-1), w)
 
 
 @unittest.skipUnless(HAVE_TK, "built without Tcl/Tk")

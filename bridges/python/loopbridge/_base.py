@@ -13,7 +13,6 @@ import heapq
 import selectors
 import threading
 import time
-import weakref
 
 from . import _compat
 from . import _loopbridge
@@ -116,25 +115,25 @@ class BridgeEventLoop(LoopCore, asyncio.SelectorEventLoop):
 
     # -- what the host calls -------------------------------------------
 
-    @staticmethod
-    def _lb_pass_function(loop):
-        """A function for the host to call, holding the loop weakly."""
-        ref = weakref.ref(loop)
-
-        def run_pass(*unused):
-            current = ref()
-            if current is not None:
-                current._lb_host_pass()
-        return run_pass
-
     def _lb_host_pass(self):
+        # what the host calls (through a PassCall, _passcall.c)
         try:
             self._lb_pass()
         except (SystemExit, KeyboardInterrupt) as exc:
-            if self._lb_run_depth > 0:
-                self._lb_pending_exc = exc
-            else:
+            if not self._lb_interrupted(exc):
                 raise
+
+    def _lb_interrupted(self, exc):
+        """A KeyboardInterrupt or SystemExit in a pass: the waiting run_*()
+        call raises it (True), or, with none waiting, it propagates to the
+        host's caller (False). The loop asks for a pass again: the one
+        interrupted may not have run or re-armed anything."""
+        if not self._closed and not self._bridge.closed:
+            self._bridge.schedule()
+        if self._lb_run_depth > 0:
+            self._lb_pending_exc = exc
+            return True
+        return False
 
     def _lb_pass(self):
         self._lb_passes += 1
@@ -294,14 +293,19 @@ class BridgeEventLoop(LoopCore, asyncio.SelectorEventLoop):
         return _Selector.call_soon_threadsafe(self, callback, *args, context=context)
 
     def _write_to_self(self):
-        # call_soon_threadsafe() wakes the loop by writing to its self-pipe,
-        # a system call per post. One byte per iteration is enough: the
-        # iteration that clears the flag then sees every handle posted
-        # before the flag was cleared, and a post after it writes again.
+        # asyncio wakes its loop from another thread (and after a signal)
+        # by writing to its self-pipe, a system call per post. Here the
+        # host is woken as loopbridge wakes it from another thread (on Tk,
+        # Tcl_ThreadAlert: the loop's thread is woken directly, not through
+        # Tcl's notifier thread), and the pass runs from that wakeup. One
+        # wakeup per iteration is enough: the iteration that clears the
+        # flag then sees every handle posted before the flag was cleared,
+        # and a post after it wakes again. LoopCore.call_soon_threadsafe()
+        # does the same in C.
         if self._lb_woken:
             return
         self._lb_woken = True
-        super()._write_to_self()
+        self._bridge.wake_threadsafe()
 
     def _lb_call_at_debug(self, when, callback, *args, context=None):
         # LoopCore.call_at() in debug mode: asyncio's, with its checks
@@ -327,6 +331,17 @@ class BridgeEventLoop(LoopCore, asyncio.SelectorEventLoop):
             self._lb_pending_exc = None
             raise exc
 
+    def _lb_catch_signals(self):
+        # A signal's Python handler runs when Python code runs next; while
+        # the thread waits in the host, that is the next pass, maybe long
+        # after. So, unless a wakeup fd is set already (asyncio's own, once
+        # add_signal_handler() was used: the loop watches it), the bridge's
+        # is set for the wait, and a signal runs a pass at once. Returns
+        # the fd to take back, or None.
+        if threading.current_thread() is not threading.main_thread() or self._bridge.closed:
+            return None
+        return _compat.set_wakeup_fd_if_unset(self._bridge.signal_fd())
+
     def _lb_nested(self):
         # Running, but called from the toolkit (a button of a hosted loop,
         # for instance), not from one of the loop's own callbacks: asyncio
@@ -337,6 +352,7 @@ class BridgeEventLoop(LoopCore, asyncio.SelectorEventLoop):
     def _lb_wait(self, done):
         """Runs the host's main loop until done() is true."""
         self._lb_run_depth += 1
+        signal_fd = self._lb_catch_signals()
         try:
             if not self._bridge.closed:
                 self._bridge.schedule()
@@ -344,6 +360,8 @@ class BridgeEventLoop(LoopCore, asyncio.SelectorEventLoop):
                 self._lb_iterate()
                 self._lb_raise_pending()
         finally:
+            if signal_fd is not None:
+                _compat.restore_wakeup_fd(signal_fd)
             self._lb_run_depth -= 1
             # Work left runs when the toolkit's loop (mainloop, update)
             # turns next, whoever turns it.

@@ -4,12 +4,13 @@ asyncio's private names differ between Python 3.11, 3.12 and 3.13; every
 use of them goes through this module so a new Python needs changes here
 only.
 """
+import signal
 import sys
 import threading
 from asyncio import events, tasks
 
 __all__ = ["run_forever_setup", "run_forever_cleanup", "suspend_current_task",
-           "report_handle_error", "use_handles",
+           "report_handle_error", "use_handles", "set_wakeup_fd_if_unset", "restore_wakeup_fd",
            "resume_current_task", "get_running_loop_or_none", "set_running_loop"]
 
 
@@ -95,3 +96,21 @@ def use_handles(core_module):
     """Tells LoopCore asyncio's handle classes; False when their slots are
     not the ones it knows (it then makes and runs them the generic way)."""
     return core_module.use_handles(events.Handle, events.TimerHandle, report_handle_error)
+
+
+def set_wakeup_fd_if_unset(fd):
+    """signal.set_wakeup_fd(fd) unless another fd is set; returns fd when
+    it was set, else None."""
+    old = signal.set_wakeup_fd(fd)
+    if old != -1:
+        signal.set_wakeup_fd(old)
+        return None
+    return fd
+
+
+def restore_wakeup_fd(fd):
+    """Takes back what set_wakeup_fd_if_unset(fd) set, unless someone set
+    another fd since (asyncio's add_signal_handler()): that one stays."""
+    current = signal.set_wakeup_fd(-1)
+    if current != fd:
+        signal.set_wakeup_fd(current)

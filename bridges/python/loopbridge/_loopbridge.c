@@ -24,9 +24,11 @@
 #endif
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 enum { WATCH_READ = 1, WATCH_WRITE = 2 };
 
@@ -59,6 +61,8 @@ struct Bridge {
     int pass_delayed;  /* it waits for a timer (schedule(delay > 0)) */
     lb_handle *timer;  /* the deadline, or NULL */
     int in_notify;
+    int signal_pipe[2];   /* signal_fd(): read end watched, write end given */
+    int has_signal_pipe;
 };
 
 static PyObject *raise_lb(int rc, const char *what)
@@ -399,6 +403,54 @@ static PyObject *Bridge_wake(Bridge *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(wake_threadsafe_doc, "wake_threadsafe()\n\n"
+"From any thread: runs a pass on the bridge's thread as soon as its host\n"
+"loop wakes (loopbridge's own cross-thread wakeup). Does nothing once the\n"
+"bridge is closed.");
+
+static PyObject *Bridge_wake_threadsafe(Bridge *self, PyObject *unused)
+{
+    if (lb_py_bridge_wake_threadsafe((PyObject *)self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static void on_signal_byte(lb_loop *loop, void *data)
+{
+    Bridge *self = data;
+    char bytes[64];
+    while (read(self->signal_pipe[0], bytes, sizeof bytes) > 0)
+        ;
+    if (self->loop)
+        notify(self); /* the pass handles the signal first (PassCall) */
+}
+
+PyDoc_STRVAR(signal_fd_doc, "signal_fd() -> int\n\n"
+"A non-blocking fd for signal.set_wakeup_fd(): a signal then runs a pass\n"
+"at once, which runs the signal's Python handler. Made on first use,\n"
+"closed with the bridge.");
+
+static PyObject *Bridge_signal_fd(Bridge *self, PyObject *unused)
+{
+    if (check_open(self))
+        return NULL;
+    if (!self->has_signal_pipe) {
+        int fds[2];
+        if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        int rc = lb_loop_add_reader(self->loop, fds[0], on_signal_byte, self);
+        if (rc < 0) {
+            close(fds[0]);
+            close(fds[1]);
+            return raise_lb(rc, "add_reader");
+        }
+        self->signal_pipe[0] = fds[0];
+        self->signal_pipe[1] = fds[1];
+        self->has_signal_pipe = 1;
+    }
+    return PyLong_FromLong(self->signal_pipe[1]);
+}
+
 PyDoc_STRVAR(set_timer_doc, "set_timer(when)\n\n"
 "Runs a pass at when, on CLOCK_MONOTONIC (time.monotonic(), asyncio's\n"
 "loop.time() on Linux), replacing the previous deadline; None removes it.\n"
@@ -473,10 +525,17 @@ static void bridge_close(Bridge *self)
             if (w && (w->watched & WATCH_WRITE))
                 lb_loop_remove_writer(self->loop, fd);
         }
+        if (self->has_signal_pipe)
+            lb_loop_remove_reader(self->loop, self->signal_pipe[0]);
         lb_loop *loop = self->loop;
         self->loop = NULL; /* a pass still queued sees the bridge closed */
         lb_loop_close(loop);
         lb_loop_unref(loop);
+    }
+    if (self->has_signal_pipe) {
+        close(self->signal_pipe[0]);
+        close(self->signal_pipe[1]);
+        self->has_signal_pipe = 0;
     }
     for (int fd = 0; fd < self->nfds; fd++)
         PyMem_Free(self->fds[fd]);
@@ -582,6 +641,8 @@ static PyMethodDef Bridge_methods[] = {
     {"take_events", (PyCFunction)Bridge_take_events, METH_VARARGS, take_events_doc},
     {"schedule", (PyCFunction)(void (*)(void))Bridge_schedule, METH_FASTCALL, schedule_doc},
     {"wake", (PyCFunction)Bridge_wake, METH_NOARGS, wake_doc},
+    {"wake_threadsafe", (PyCFunction)Bridge_wake_threadsafe, METH_NOARGS, wake_threadsafe_doc},
+    {"signal_fd", (PyCFunction)Bridge_signal_fd, METH_NOARGS, signal_fd_doc},
     {"set_timer", (PyCFunction)Bridge_set_timer, METH_O, set_timer_doc},
     {"set_budget", (PyCFunction)Bridge_set_budget, METH_O, set_budget_doc},
     {"close", (PyCFunction)Bridge_close, METH_NOARGS, close_doc},
@@ -611,6 +672,32 @@ static PyTypeObject BridgeType;
 int lb_py_is_bridge(PyObject *obj)
 {
     return PyObject_TypeCheck(obj, &BridgeType);
+}
+
+/* A wakeup from another thread: the pass runs right away, in place of
+ * one waiting. The loop runs this only while open (close drops queued
+ * posts), and the Bridge is not freed before it closes its loop. */
+static void on_thread_wake(lb_loop *loop, void *data)
+{
+    Bridge *self = data;
+    if (self->loop) {
+        drop_pass(self);
+        notify(self);
+    }
+}
+
+int lb_py_bridge_wake_threadsafe(PyObject *bridge)
+{
+    Bridge *self = (Bridge *)bridge;
+    /* the GIL is held: the loop's thread cannot be closing it meanwhile */
+    if (!self->loop)
+        return 0;
+    int rc = lb_loop_call_soon_threadsafe(self->loop, on_thread_wake, self);
+    if (rc < 0 && rc != -EBADF) {
+        raise_lb(rc, "wake_threadsafe");
+        return -1;
+    }
+    return 0;
 }
 
 int lb_py_bridge_closed(PyObject *bridge)
@@ -671,7 +758,7 @@ PyMODINIT_FUNC PyInit__loopbridge(void)
         Py_DECREF(m);
         return NULL;
     }
-    if (lb_py_loopcore_add(m) < 0) {
+    if (lb_py_loopcore_add(m) < 0 || lb_py_passcall_add(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -14,11 +14,17 @@ int lb_py_is_bridge(PyObject *obj);
  * one waits already or the bridge is closed. 0, or -1 with an exception. */
 int lb_py_bridge_wake(PyObject *bridge);
 
+/* Bridge.wake_threadsafe() without the method call; any thread holding
+ * the GIL. 0, or -1 with an exception. */
+int lb_py_bridge_wake_threadsafe(PyObject *bridge);
+
 /* Bridge.closed and Bridge.timer_armed, as ints. */
 int lb_py_bridge_closed(PyObject *bridge);
 int lb_py_bridge_timer_armed(PyObject *bridge);
 
-/* Adds the LoopCore type to the module; 0, or -1 with an exception. */
+/* Add the LoopCore and PassCall types to the module; 0, or -1 with an
+ * exception. */
 int lb_py_loopcore_add(PyObject *module);
+int lb_py_passcall_add(PyObject *module);
 
 #endif

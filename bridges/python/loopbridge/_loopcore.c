@@ -25,8 +25,7 @@
 
 PyObject *lb_py_str_run, *lb_py_str_call_at_debug, *lb_py_str_call_later_debug, *lb_py_str_rearm,
     *lb_py_str_scheduled, *lb_py_str_timer_cancelled_count;
-static PyObject *str_call_soon_debug, *str_call_soon_threadsafe_debug, *str_write_to_self,
-    *str_append, *str_popleft, *str_context;
+static PyObject *str_call_soon_debug, *str_call_soon_threadsafe_debug, *str_append, *str_popleft, *str_context;
 
 int lb_py_core_check_open(LoopCore *self)
 {
@@ -148,10 +147,11 @@ static PyObject *core_call_soon_threadsafe(LoopCore *self, PyObject *const *args
     if (PyThread_get_thread_ident() == self->owner) {
         if (self->bridge && lb_py_bridge_wake(self->bridge) < 0)
             res = NULL;
-    } else if (!self->woken) {
-        /* _write_to_self() sets woken: one byte per pass (see _base.py) */
-        res = PyObject_CallMethodNoArgs((PyObject *)self, str_write_to_self);
-        Py_XDECREF(res);
+    } else if (!self->woken && self->bridge) {
+        /* one wakeup per pass (see _write_to_self in _base.py) */
+        self->woken = 1;
+        if (lb_py_bridge_wake_threadsafe(self->bridge) < 0)
+            res = NULL;
     }
     if (!res) {
         Py_DECREF(handle);
@@ -440,7 +440,7 @@ int lb_py_loopcore_add(PyObject *module)
         intern(&lb_py_str_timer_cancelled_count, "_timer_cancelled_count") < 0 ||
         intern(&str_call_soon_debug, "_lb_call_soon_debug") < 0 ||
         intern(&str_call_soon_threadsafe_debug, "_lb_call_soon_threadsafe_debug") < 0 ||
-        intern(&str_write_to_self, "_write_to_self") < 0 || intern(&str_append, "append") < 0 ||
+        intern(&str_append, "append") < 0 ||
         intern(&str_popleft, "popleft") < 0 || intern(&str_context, "context") < 0)
         return -1;
     if (PyType_Ready(&LoopCoreType) < 0)

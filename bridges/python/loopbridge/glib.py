@@ -12,7 +12,7 @@ import asyncio
 from gi.repository import Gio, GLib
 
 from . import _base
-from ._loopbridge import Bridge, HAVE_GLIB
+from ._loopbridge import Bridge, HAVE_GLIB, PassCall
 
 __all__ = ["EventLoop", "install", "gio_call"]
 
@@ -35,8 +35,7 @@ class EventLoop(_base.BridgeEventLoop):
         if context is None:
             context = GLib.MainContext.default()
         self._context = context
-        bridge = Bridge("glib", _context_address(context),
-                        _base.BridgeEventLoop._lb_pass_function(self))
+        bridge = Bridge("glib", _context_address(context), PassCall(self))
         super().__init__(bridge)
 
     @property

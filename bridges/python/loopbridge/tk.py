@@ -10,7 +10,7 @@ Use the loop on the thread that created root. See docs/python.md.
 import itertools
 
 from . import _base
-from ._loopbridge import Bridge, HAVE_TK
+from ._loopbridge import Bridge, HAVE_TK, PassCall
 
 __all__ = ["EventLoop", "install", "bench_loop"]
 
@@ -32,7 +32,7 @@ class EventLoop(_base.BridgeEventLoop):
         # loopbridge enters Python only through this tkinter-made command:
         # _tkinter's wrapper then takes the GIL and keeps its thread state.
         self._tcl_command = "::loopbridge_pass%d" % next(_names)
-        tkapp.createcommand(self._tcl_command, _base.BridgeEventLoop._lb_pass_function(self))
+        tkapp.createcommand(self._tcl_command, PassCall(self))
         try:
             bridge = Bridge("tk", tkapp.interpaddr(), self._tcl_command)
         except BaseException:
