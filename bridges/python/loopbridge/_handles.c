@@ -161,16 +161,10 @@ static int report_error(PyObject *handle)
     if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
         PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
         return -1;
-    PyObject *exc_type, *exc, *tb;
-    PyErr_Fetch(&exc_type, &exc, &tb);
-    PyErr_NormalizeException(&exc_type, &exc, &tb);
-    if (tb)
-        PyException_SetTraceback(exc, tb);
+    PyObject *exc = lb_py_take_exception();
     PyObject *argv[] = {handle, exc};
     PyObject *reported = PyObject_Vectorcall(handles.report, argv, 2, NULL);
-    Py_XDECREF(exc_type);
-    Py_XDECREF(exc);
-    Py_XDECREF(tb);
+    Py_DECREF(exc);
     Py_XDECREF(reported);
     return reported ? 0 : -1;
 }

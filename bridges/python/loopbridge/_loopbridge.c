@@ -80,6 +80,23 @@ static PyObject *raise_lb(int rc, const char *what)
     return NULL;
 }
 
+PyObject *lb_py_take_exception(void)
+{
+    PyObject *type, *exc, *tb;
+    PyErr_Fetch(&type, &exc, &tb);
+    PyErr_NormalizeException(&type, &exc, &tb);
+    if (tb)
+        PyException_SetTraceback(exc, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return exc;
+}
+
+void lb_py_raise_again(PyObject *exc)
+{
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+}
+
 static int check_open(Bridge *self)
 {
     if (!self->loop) {
@@ -747,14 +764,10 @@ PyMODINIT_FUNC PyInit__loopbridge(void);
 
 PyMODINIT_FUNC PyInit__loopbridge(void)
 {
-    if (PyType_Ready(&BridgeType) < 0)
-        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m)
         return NULL;
-    Py_INCREF(&BridgeType);
-    if (PyModule_AddObject(m, "Bridge", (PyObject *)&BridgeType) < 0) {
-        Py_DECREF(&BridgeType);
+    if (PyModule_AddType(m, &BridgeType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -22,6 +22,13 @@ int lb_py_bridge_wake_threadsafe(PyObject *bridge);
 int lb_py_bridge_closed(PyObject *bridge);
 int lb_py_bridge_timer_armed(PyObject *bridge);
 
+/* The exception being raised, taken off the thread as one normalized
+ * object with its traceback attached (a new reference); one must be set. */
+PyObject *lb_py_take_exception(void);
+
+/* Raises exc (from lb_py_take_exception()) again; borrows it. */
+void lb_py_raise_again(PyObject *exc);
+
 /* Add the LoopCore and PassCall types to the module; 0, or -1 with an
  * exception. */
 int lb_py_loopcore_add(PyObject *module);

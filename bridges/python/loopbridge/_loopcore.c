@@ -443,14 +443,7 @@ int lb_py_loopcore_add(PyObject *module)
         intern(&str_append, "append") < 0 ||
         intern(&str_popleft, "popleft") < 0 || intern(&str_context, "context") < 0)
         return -1;
-    if (PyType_Ready(&LoopCoreType) < 0)
-        return -1;
     if (PyModule_AddFunctions(module, module_functions) < 0)
         return -1;
-    Py_INCREF(&LoopCoreType);
-    if (PyModule_AddObject(module, "LoopCore", (PyObject *)&LoopCoreType) < 0) {
-        Py_DECREF(&LoopCoreType);
-        return -1;
-    }
-    return 0;
+    return PyModule_AddType(module, &LoopCoreType);
 }

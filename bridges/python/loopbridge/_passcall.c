@@ -33,22 +33,14 @@ static PyObject *PassCall_call(PassCall *self, PyObject *args, PyObject *kwargs)
         res = PyObject_CallMethodNoArgs(loop, str_host_pass);
     if (!res && (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt) ||
                  PyErr_ExceptionMatches(PyExc_SystemExit))) {
-        PyObject *exc_type, *exc, *tb;
-        PyErr_Fetch(&exc_type, &exc, &tb);
-        PyErr_NormalizeException(&exc_type, &exc, &tb);
-        if (tb)
-            PyException_SetTraceback(exc, tb);
+        PyObject *exc = lb_py_take_exception();
         PyObject *taken = PyObject_CallMethodOneArg(loop, str_interrupted, exc);
-        if (taken && PyObject_IsTrue(taken) != 1) {
-            PyErr_Restore(exc_type, exc, tb); /* nobody waits: it propagates */
-            exc_type = exc = tb = NULL;
-        } else if (taken) {
+        if (taken && PyObject_IsTrue(taken) != 1)
+            lb_py_raise_again(exc); /* nobody waits: it propagates */
+        else if (taken)
             res = Py_NewRef(Py_None);
-        }
         Py_XDECREF(taken);
-        Py_XDECREF(exc_type);
-        Py_XDECREF(exc);
-        Py_XDECREF(tb);
+        Py_DECREF(exc);
     }
     Py_DECREF(loop);
     return res;
@@ -98,12 +90,5 @@ int lb_py_passcall_add(PyObject *module)
     if (!str_host_pass || !str_interrupted)
         return -1;
     PassCallType.tp_new = PassCall_new;
-    if (PyType_Ready(&PassCallType) < 0)
-        return -1;
-    Py_INCREF(&PassCallType);
-    if (PyModule_AddObject(module, "PassCall", (PyObject *)&PassCallType) < 0) {
-        Py_DECREF(&PassCallType);
-        return -1;
-    }
-    return 0;
+    return PyModule_AddType(module, &PassCallType);
 }
