@@ -10,6 +10,7 @@ import random
 import os
 import re
 import signal
+import sys
 import time
 import threading
 import unittest
@@ -388,6 +389,104 @@ class CoreMixin:
             self.assertEqual(seen, [w])
         finally:
             self.assertEqual(signal.set_wakeup_fd(-1), w)
+
+    # -- what a hostile review found ----------------------------------------
+
+    def test_keyword_arguments_as_asyncio_takes_them(self):
+        def scenario(loop, log):
+            base = loop.time() - 10
+            loop.call_soon(callback=lambda: log.append("soon"))
+            loop.call_at(when=base + 1, callback=lambda: log.append("at"))
+            loop.call_later(delay=-5, callback=lambda: log.append("later"))
+            loop.call_soon(log.append, "positional")
+            loop.call_soon_threadsafe(callback=loop.stop)
+        log, _ = self.same(scenario)
+        self.assertEqual(log, ["soon", "positional", "at", "later"])
+
+    def test_nan_and_huge_whens(self):
+        def scenario(loop, log):
+            loop.call_later(3600, log.append, "hour")
+            loop.call_at(10 ** 400, log.append, "never")  # no double holds it
+            loop.call_at(-(2 ** 60), log.append, "A")
+            loop.call_at(-(2 ** 60) - 1, log.append, "B")  # equal as doubles
+            loop.call_at(float("nan"), log.append, "nan")  # due at once
+            loop.call_soon(loop.stop)
+        log, _ = self.same(scenario)
+        self.assertEqual(log[:2], ["B", "A"])
+        loop = self.make_loop()
+        self.assertIsNone(loop.run_until_complete(asyncio.sleep(float("nan"))))
+
+    def test_handler_sees_the_exception_as_handled(self):
+        def scenario(loop, log):
+            def handler(loop, context):
+                log.append(repr(sys.exc_info()[1]))
+            loop.set_exception_handler(handler)
+
+            def boom():
+                raise ValueError("x")
+            loop.call_soon(boom)
+            loop.call_soon(print, context=5)  # no Context: asyncio's AttributeError
+            loop.call_soon(loop.stop)
+
+        def run(loop):
+            log = []
+            scenario(loop, log)
+            loop.run_forever()
+            return log
+        ref = asyncio.SelectorEventLoop()
+        try:
+            expected = run(ref)
+        finally:
+            ref.close()
+        self.assertEqual(run(self.make_loop()), expected)
+        self.assertEqual(expected[0], "ValueError('x')")
+        self.assertTrue(expected[1].startswith("AttributeError("))
+
+    def test_heap_emptied_by_a_when_comparison(self):
+        loop = self.make_loop()
+
+        class When(float):
+            # both say "due", and empty the heap on the way
+            def __ge__(self, other):
+                loop._scheduled.clear()
+                return False
+
+            def __lt__(self, other):
+                loop._scheduled.clear()
+                return True
+        h = loop.call_at(0, print)
+        h._when = When(0)
+        ran = loop.run_until_complete(asyncio.sleep(0, "survived"))
+        self.assertEqual(ran, "survived")
+
+    def test_cycles_through_the_c_fields_are_collected(self):
+        loop = self.make_loop()
+        loop.close()
+        loop._lb_deadline = loop
+        # (a weakref would not tell: the GC clears it even when tp_clear
+        # leaves the object alive)
+        loop_id, loop_type = id(loop), type(loop)
+        self.loop = loop = None
+        gc.collect()
+        self.assertFalse(any(id(o) == loop_id and type(o) is loop_type for o in gc.get_objects()))
+
+    def test_slots_of_another_class_are_not_trusted(self):
+        from loopbridge import _compat, _loopbridge
+
+        class Tiny:
+            __slots__ = ()
+
+        class TinyTimer(Tiny):
+            __slots__ = ()
+        for name in ("_callback", "_args", "_cancelled", "_loop", "_source_traceback",
+                     "_repr", "_context"):
+            setattr(Tiny, name, asyncio.Handle.__dict__[name])
+        for name in ("_when", "_scheduled"):
+            setattr(TinyTimer, name, asyncio.TimerHandle.__dict__[name])
+        try:
+            self.assertFalse(_loopbridge.use_handles(Tiny, TinyTimer, _compat.report_handle_error))
+        finally:
+            self.assertTrue(_compat.use_handles(_loopbridge))
 
 
 @unittest.skipUnless(HAVE_TK, "built without Tcl/Tk")

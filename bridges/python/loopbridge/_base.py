@@ -269,7 +269,12 @@ class BridgeEventLoop(LoopCore, asyncio.SelectorEventLoop):
         if sched:
             when = _compat.handle_when(sched[0])
             if when != self._lb_deadline or not bridge.timer_armed:
-                bridge.set_timer(min(when, self.time() + _MAXIMUM_SELECT_TIMEOUT))
+                limit = self.time() + _MAXIMUM_SELECT_TIMEOUT
+                if not when < limit:
+                    # a NaN when is due now, as asyncio finds it
+                    bridge.set_timer(limit if when >= limit else self.time())
+                else:
+                    bridge.set_timer(when)
                 self._lb_deadline = when
         elif self._lb_deadline is not None:
             bridge.set_timer(None)
@@ -277,20 +282,23 @@ class BridgeEventLoop(LoopCore, asyncio.SelectorEventLoop):
 
     # -- asyncio's scheduling, told to the host ------------------------
 
-    def _lb_call_soon_debug(self, callback, *args, context=None):
-        # LoopCore.call_soon() in debug mode: asyncio's, with its checks
-        # and source tracebacks (its _call_soon() is the one below)
-        return _Selector.call_soon(self, callback, *args, context=context)
+    # asyncio's own scheduling methods, which LoopCore's call in debug mode
+    # (for their checks and source tracebacks) and for keyword arguments
+    # other than context; their _call_soon() is the one below.
+
+    def _lb_call_soon_py(self, *args, **kwargs):
+        return _Selector.call_soon(self, *args, **kwargs)
 
     def _call_soon(self, callback, args, context):
-        # asyncio's call_soon() and call_soon_threadsafe() in debug mode
+        # asyncio's call_soon() and call_soon_threadsafe(), when LoopCore
+        # takes their Python paths
         handle = super()._call_soon(callback, args, context)
         if _get_ident() == self._lb_owner:
             self._bridge.wake()
         return handle
 
-    def _lb_call_soon_threadsafe_debug(self, callback, *args, context=None):
-        return _Selector.call_soon_threadsafe(self, callback, *args, context=context)
+    def _lb_call_soon_threadsafe_py(self, *args, **kwargs):
+        return _Selector.call_soon_threadsafe(self, *args, **kwargs)
 
     def _write_to_self(self):
         # asyncio wakes its loop from another thread (and after a signal)
@@ -307,12 +315,11 @@ class BridgeEventLoop(LoopCore, asyncio.SelectorEventLoop):
         self._lb_woken = True
         self._bridge.wake_threadsafe()
 
-    def _lb_call_at_debug(self, when, callback, *args, context=None):
-        # LoopCore.call_at() in debug mode: asyncio's, with its checks
-        return _Selector.call_at(self, when, callback, *args, context=context)
+    def _lb_call_at_py(self, *args, **kwargs):
+        return _Selector.call_at(self, *args, **kwargs)
 
-    def _lb_call_later_debug(self, delay, callback, *args, context=None):
-        return _Selector.call_later(self, delay, callback, *args, context=context)
+    def _lb_call_later_py(self, *args, **kwargs):
+        return _Selector.call_later(self, *args, **kwargs)
 
     def stop(self):
         super().stop()

@@ -41,7 +41,8 @@ static Py_ssize_t slot_offset(PyTypeObject *type, const char *name)
         return -1;
     }
     Py_ssize_t offset = -1;
-    if (Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+    /* the slot of type or of one of its bases, not one copied over */
+    if (Py_IS_TYPE(descr, &PyMemberDescr_Type) && PyType_IsSubtype(type, PyDescr_TYPE(descr))) {
         PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
         if (member->type == T_OBJECT_EX && !(member->flags & READONLY))
             offset = member->offset;
@@ -162,8 +163,14 @@ static int report_error(PyObject *handle)
         PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
         return -1;
     PyObject *exc = lb_py_take_exception();
+    /* the handler runs inside the except clause of Handle._run: its
+     * sys.exc_info() (logger.exception(), a bare raise) is this one */
+    PyObject *saved_type, *saved_exc, *saved_tb;
+    PyErr_GetExcInfo(&saved_type, &saved_exc, &saved_tb);
+    PyErr_SetExcInfo(Py_NewRef(Py_TYPE(exc)), Py_NewRef(exc), PyException_GetTraceback(exc));
     PyObject *argv[] = {handle, exc};
     PyObject *reported = PyObject_Vectorcall(handles.report, argv, 2, NULL);
+    PyErr_SetExcInfo(saved_type, saved_exc, saved_tb);
     Py_DECREF(exc);
     Py_XDECREF(reported);
     return reported ? 0 : -1;
@@ -176,7 +183,7 @@ int lb_py_handle_run(PyObject *handle)
     PyObject *context = SLOT(handle, handles.context);
     PyObject *callback = SLOT(handle, handles.callback);
     PyObject *args = SLOT(handle, handles.args);
-    if (!context || !callback || !args || !PyTuple_Check(args))
+    if (!context || !callback || !args || !PyTuple_Check(args) || !PyContext_CheckExact(context))
         return run_generic(handle);
     /* the callback may cancel its own handle, which drops these */
     Py_INCREF(context);
@@ -211,25 +218,34 @@ int lb_py_handle_cancelled(PyObject *handle)
     return cancelled;
 }
 
+int lb_py_exact_double(PyObject *when, double *ret)
+{
+    if (PyFloat_CheckExact(when)) {
+        *ret = PyFloat_AS_DOUBLE(when);
+        return 0;
+    }
+    if (PyLong_CheckExact(when)) {
+        int overflow;
+        long long value = PyLong_AsLongLongAndOverflow(when, &overflow);
+        if (overflow || (value == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            return -1;
+        }
+        const long long limit = 1LL << 53; /* every int up to it is a double */
+        if (value > limit || value < -limit)
+            return -1;
+        *ret = (double)value;
+        return 0;
+    }
+    return -1;
+}
+
 int lb_py_timer_when(PyObject *timer, double *ret)
 {
     if (!handles.known || !Py_IS_TYPE(timer, handles.timer_type))
         return -1;
     PyObject *when = SLOT(timer, handles.when);
-    if (when && PyFloat_CheckExact(when)) {
-        *ret = PyFloat_AS_DOUBLE(when);
-        return 0;
-    }
-    if (when && PyLong_CheckExact(when)) {
-        double value = PyLong_AsDouble(when);
-        if (value == -1.0 && PyErr_Occurred()) {
-            PyErr_Clear();
-            return -1;
-        }
-        *ret = value;
-        return 0;
-    }
-    return -1;
+    return when ? lb_py_exact_double(when, ret) : -1;
 }
 
 int lb_py_timer_set_scheduled(PyObject *timer, int flag)

@@ -23,9 +23,9 @@
 #include <structmember.h>
 #include <time.h>
 
-PyObject *lb_py_str_run, *lb_py_str_call_at_debug, *lb_py_str_call_later_debug, *lb_py_str_rearm,
+PyObject *lb_py_str_run, *lb_py_str_call_at_py, *lb_py_str_call_later_py, *lb_py_str_rearm,
     *lb_py_str_scheduled, *lb_py_str_timer_cancelled_count;
-static PyObject *str_call_soon_debug, *str_call_soon_threadsafe_debug, *str_append, *str_popleft, *str_context;
+static PyObject *str_call_soon_py, *str_call_soon_threadsafe_py, *str_append, *str_popleft, *str_context;
 
 int lb_py_core_check_open(LoopCore *self)
 {
@@ -44,7 +44,7 @@ int lb_py_core_debug(LoopCore *self)
     return self->debug == Py_True ? 1 : PyObject_IsTrue(self->debug);
 }
 
-static int core_ready_push(LoopCore *self, PyObject *handle)
+int lb_py_core_ready_push(LoopCore *self, PyObject *handle)
 {
     if (!self->ready_append) {
         PyErr_SetString(PyExc_RuntimeError, "the loop has no _ready queue");
@@ -53,6 +53,15 @@ static int core_ready_push(LoopCore *self, PyObject *handle)
     PyObject *res = PyObject_CallOneArg(self->ready_append, handle);
     Py_XDECREF(res);
     return res ? 0 : -1;
+}
+
+int lb_py_only_context_keyword(PyObject *kwnames)
+{
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nkw; i++)
+        if (PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, i), str_context) != 0)
+            return 0;
+    return 1;
 }
 
 int lb_py_parse_callback(const char *name, PyObject *const *args, Py_ssize_t nargs,
@@ -93,11 +102,14 @@ PyObject *lb_py_core_call_python(LoopCore *self, PyObject *name, PyObject *const
 
 /* What call_soon() and call_soon_threadsafe() share: asyncio's checks,
  * then a Handle for callback(*args) at the end of _ready. Returns the new
- * handle; or NULL with an exception; or, in debug mode, NULL with no
- * exception: the caller takes asyncio's Python path. */
+ * handle; or NULL with an exception; or, in debug mode or with keywords
+ * other than context, NULL with no exception: the caller takes asyncio's
+ * Python path. */
 static PyObject *core_schedule(LoopCore *self, const char *name, PyObject *const *args,
                                Py_ssize_t nargs, PyObject *kwnames)
 {
+    if (!lb_py_only_context_keyword(kwnames))
+        return NULL; /* callback=...: asyncio's own path parses it */
     if (lb_py_core_check_open(self) < 0)
         return NULL;
     int debug = lb_py_core_debug(self);
@@ -108,7 +120,7 @@ static PyObject *core_schedule(LoopCore *self, const char *name, PyObject *const
         return NULL;
     PyObject *handle = lb_py_handle_new(args[0], rest, (PyObject *)self, context);
     Py_DECREF(rest);
-    if (handle && core_ready_push(self, handle) < 0)
+    if (handle && lb_py_core_ready_push(self, handle) < 0)
         Py_CLEAR(handle);
     return handle;
 }
@@ -122,7 +134,7 @@ static PyObject *core_call_soon(LoopCore *self, PyObject *const *args, size_t na
 {
     PyObject *handle = core_schedule(self, "call_soon", args, PyVectorcall_NARGS(nargsf), kwnames);
     if (!handle)
-        return PyErr_Occurred() ? NULL : lb_py_core_call_python(self, str_call_soon_debug, args, nargsf, kwnames);
+        return PyErr_Occurred() ? NULL : lb_py_core_call_python(self, str_call_soon_py, args, nargsf, kwnames);
     if (PyThread_get_thread_ident() == self->owner && self->bridge &&
         lb_py_bridge_wake(self->bridge) < 0) {
         Py_DECREF(handle);
@@ -142,7 +154,7 @@ static PyObject *core_call_soon_threadsafe(LoopCore *self, PyObject *const *args
                                      PyVectorcall_NARGS(nargsf), kwnames);
     if (!handle)
         return PyErr_Occurred() ? NULL
-                                : lb_py_core_call_python(self, str_call_soon_threadsafe_debug, args, nargsf, kwnames);
+                                : lb_py_core_call_python(self, str_call_soon_threadsafe_py, args, nargsf, kwnames);
     PyObject *res = Py_None;
     if (PyThread_get_thread_ident() == self->owner) {
         if (self->bridge && lb_py_bridge_wake(self->bridge) < 0)
@@ -388,6 +400,10 @@ static int core_clear(LoopCore *self)
     Py_CLEAR(self->ready);
     Py_CLEAR(self->ready_append);
     Py_CLEAR(self->ready_popleft);
+    /* never NULL: the paths read them unchecked */
+    Py_SETREF(self->closed, Py_NewRef(Py_True));
+    Py_SETREF(self->debug, Py_NewRef(Py_False));
+    Py_SETREF(self->deadline, Py_NewRef(Py_None));
     return 0;
 }
 
@@ -434,12 +450,12 @@ static int intern(PyObject **str, const char *text)
 int lb_py_loopcore_add(PyObject *module)
 {
     if (intern(&lb_py_str_run, "_run") < 0 || intern(&lb_py_str_rearm, "_lb_rearm") < 0 ||
-        intern(&lb_py_str_call_at_debug, "_lb_call_at_debug") < 0 ||
-        intern(&lb_py_str_call_later_debug, "_lb_call_later_debug") < 0 ||
+        intern(&lb_py_str_call_at_py, "_lb_call_at_py") < 0 ||
+        intern(&lb_py_str_call_later_py, "_lb_call_later_py") < 0 ||
         intern(&lb_py_str_scheduled, "_scheduled") < 0 ||
         intern(&lb_py_str_timer_cancelled_count, "_timer_cancelled_count") < 0 ||
-        intern(&str_call_soon_debug, "_lb_call_soon_debug") < 0 ||
-        intern(&str_call_soon_threadsafe_debug, "_lb_call_soon_threadsafe_debug") < 0 ||
+        intern(&str_call_soon_py, "_lb_call_soon_py") < 0 ||
+        intern(&str_call_soon_threadsafe_py, "_lb_call_soon_threadsafe_py") < 0 ||
         intern(&str_append, "append") < 0 ||
         intern(&str_popleft, "popleft") < 0 || intern(&str_context, "context") < 0)
         return -1;

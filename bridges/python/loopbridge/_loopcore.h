@@ -50,8 +50,12 @@ int lb_py_handle_run(PyObject *handle);
 /* handle._cancelled: 1, 0, or -1 with an exception. */
 int lb_py_handle_cancelled(PyObject *handle);
 
-/* timer._when as a double into *ret: 0, or -1 when it is no float or int
- * (or timer no asyncio.TimerHandle). */
+/* when as the double it equals exactly: 0, or -1 when it is no float or
+ * int, or an int a double cannot hold (beyond 2**53). */
+int lb_py_exact_double(PyObject *when, double *ret);
+
+/* timer._when as lb_py_exact_double() gives it: 0, or -1 (timer no
+ * asyncio.TimerHandle, or its when no such number). */
 int lb_py_timer_when(PyObject *timer, double *ret);
 
 /* timer._scheduled = flag (asyncio: "the timer is in the heap"). */
@@ -65,12 +69,19 @@ int lb_py_core_check_open(LoopCore *self);
 /* asyncio's _debug: 1, 0, or -1 with an exception. */
 int lb_py_core_debug(LoopCore *self);
 
+/* True when kwnames (of a vectorcall) holds no keyword but context. */
+int lb_py_only_context_keyword(PyObject *kwnames);
+
+/* Appends handle to _ready. 0, or -1 with an exception. */
+int lb_py_core_ready_push(LoopCore *self, PyObject *handle);
+
 /* Splits a vectorcall (callback, *args, context=None): *context is NULL
  * for None, *rest a new tuple. 0, or -1 with TypeError naming name. */
 int lb_py_parse_callback(const char *name, PyObject *const *args, Py_ssize_t nargs,
                          PyObject *kwnames, PyObject **context, PyObject **rest);
 
-/* self.<name>(*args, **kw) from a vectorcall: the debug paths. */
+/* self.<name>(*args, **kw) from a vectorcall: asyncio's Python paths
+ * (debug mode, keyword arguments). */
 PyObject *lb_py_core_call_python(LoopCore *self, PyObject *name, PyObject *const *args,
                                  size_t nargsf, PyObject *kwnames);
 
@@ -87,7 +98,7 @@ PyObject *lb_py_core_collect_due(LoopCore *self, PyObject *end_time);
 extern const char lb_py_call_at_doc[], lb_py_call_later_doc[], lb_py_collect_due_doc[];
 
 /* Interned names, made by lb_py_loopcore_add(). */
-extern PyObject *lb_py_str_run, *lb_py_str_call_at_debug, *lb_py_str_call_later_debug,
+extern PyObject *lb_py_str_run, *lb_py_str_call_at_py, *lb_py_str_call_later_py,
     *lb_py_str_rearm,
     *lb_py_str_scheduled, *lb_py_str_timer_cancelled_count;
 

@@ -33,9 +33,11 @@ static int heapq_functions(void)
     return 0;
 }
 
+/* A when the numeric heap can hold: one a double equals exactly. */
 static int is_number(PyObject *when)
 {
-    return PyFloat_CheckExact(when) || PyLong_CheckExact(when);
+    double unused;
+    return lb_py_exact_double(when, &unused) == 0;
 }
 
 /* A timer's when for the numeric heap; one changed behind the loop's back
@@ -93,6 +95,10 @@ static int heap_push(PyObject *heap, PyObject *timer)
 static PyObject *heap_pop(PyObject *heap)
 {
     Py_ssize_t n = PyList_GET_SIZE(heap);
+    if (n == 0) {
+        PyErr_SetString(PyExc_IndexError, "pop from an empty heap");
+        return NULL;
+    }
     PyObject *last = Py_NewRef(PyList_GET_ITEM(heap, n - 1));
     if (PyList_SetSlice(heap, n - 1, n, NULL) < 0) {
         Py_DECREF(last);
@@ -117,40 +123,52 @@ static PyObject *scheduled_list(LoopCore *self)
     return heap;
 }
 
-/* What a new deadline when asks of the host: in a pass, the pass waiting
- * in the host arms the deadline when it runs (a nested loop too) and this
- * pass arms it when it ends, so one wake per pass is enough; outside a
- * pass, the deadline is armed now if it comes before the armed one. */
-static int timer_added(LoopCore *self, PyObject *when)
+enum { TELL_NOTHING, TELL_WAKE, TELL_REARM };
+
+/* What a new deadline when must tell the host (TELL_*), or -1 with an
+ * exception; decided before the timer enters the heap, so that a failure
+ * leaves nothing behind. In a pass, the pass waiting in the host arms the
+ * deadline when it runs (a nested loop too) and this pass arms it when it
+ * ends, so one wake per pass is enough; outside a pass, the deadline is
+ * armed now if it comes before the armed one. A NaN when is due at once,
+ * as in asyncio, where it is never >= the time. */
+static int host_needs(LoopCore *self, PyObject *when)
 {
     if (PyThread_get_thread_ident() != self->owner || !self->bridge)
-        return 0;
+        return TELL_NOTHING;
     if (self->pass_depth > 0 && self->timer_woke == self->passes)
-        return 0;
+        return TELL_NOTHING;
     if (self->pass_depth <= 0 && lb_py_bridge_closed(self->bridge))
-        return 0;
+        return TELL_NOTHING;
     int earlier = 1;
     if (self->deadline != Py_None && lb_py_bridge_timer_armed(self->bridge)) {
-        if (is_number(when) && is_number(self->deadline)) {
-            double a = PyFloat_AsDouble(when), b = PyFloat_AsDouble(self->deadline);
-            if ((a == -1.0 || b == -1.0) && PyErr_Occurred())
-                return -1;
-            earlier = a < b;
+        double a, b;
+        if (lb_py_exact_double(when, &a) == 0 && lb_py_exact_double(self->deadline, &b) == 0) {
+            earlier = !(a >= b);
         } else {
-            earlier = PyObject_RichCompareBool(when, self->deadline, Py_LT);
-            if (earlier < 0)
+            int later = PyObject_RichCompareBool(when, self->deadline, Py_GE);
+            if (later < 0)
                 return -1;
+            earlier = !later;
         }
     }
     if (!earlier)
-        return 0;
-    if (self->pass_depth > 0) {
+        return TELL_NOTHING;
+    return self->pass_depth > 0 ? TELL_WAKE : TELL_REARM;
+}
+
+static int tell_host(LoopCore *self, int what)
+{
+    if (what == TELL_WAKE) {
         self->timer_woke = self->passes;
         return lb_py_bridge_wake(self->bridge);
     }
-    PyObject *res = PyObject_CallMethodNoArgs((PyObject *)self, lb_py_str_rearm);
-    Py_XDECREF(res);
-    return res ? 0 : -1;
+    if (what == TELL_REARM) {
+        PyObject *res = PyObject_CallMethodNoArgs((PyObject *)self, lb_py_str_rearm);
+        Py_XDECREF(res);
+        return res ? 0 : -1;
+    }
+    return 0;
 }
 
 /* asyncio's call_at() outside debug mode, after its checks. */
@@ -164,9 +182,12 @@ static PyObject *schedule_timer(LoopCore *self, const char *name, PyObject *when
     Py_DECREF(rest);
     if (!timer)
         return NULL;
-    PyObject *heap = scheduled_list(self);
-    if (!heap)
-        goto fail;
+    int tell = host_needs(self, when);
+    PyObject *heap = tell < 0 ? NULL : scheduled_list(self);
+    if (!heap) {
+        Py_DECREF(timer);
+        return NULL;
+    }
     if (PyList_GET_SIZE(heap) == 0)
         self->heap_numeric = 1;
     if (!is_number(when))
@@ -181,20 +202,29 @@ static PyObject *schedule_timer(LoopCore *self, const char *name, PyObject *when
         rc = res ? 0 : -1;
     }
     Py_DECREF(heap);
-    if (rc < 0 || lb_py_timer_set_scheduled(timer, 1) < 0 || timer_added(self, when) < 0)
-        goto fail;
-    return timer;
-fail:
+    if (rc == 0 && lb_py_timer_set_scheduled(timer, 1) == 0 && tell_host(self, tell) == 0)
+        return timer;
+    if (rc == 0) {
+        /* in the heap, but the caller gets no handle: it must never run */
+        PyObject *exc = lb_py_take_exception();
+        PyObject *res = PyObject_CallMethod(timer, "cancel", NULL);
+        if (res) {
+            Py_DECREF(res);
+            lb_py_raise_again(exc);
+        }
+        Py_DECREF(exc);
+    }
     Py_DECREF(timer);
     return NULL;
 }
 
-/* asyncio's own call_at() in debug mode, with its checks and tracebacks. */
-static PyObject *call_at_debug(LoopCore *self, PyObject *const *args, size_t nargsf,
-                               PyObject *kwnames)
+/* asyncio's own call_at() (debug mode, keyword arguments): it pushes
+ * with heapq. */
+static PyObject *call_at_python(LoopCore *self, PyObject *const *args, size_t nargsf,
+                                PyObject *kwnames)
 {
     self->heap_numeric = 0;
-    return lb_py_core_call_python(self, lb_py_str_call_at_debug, args, nargsf, kwnames);
+    return lb_py_core_call_python(self, lb_py_str_call_at_py, args, nargsf, kwnames);
 }
 
 const char lb_py_call_at_doc[] = "call_at(when, callback, *args, context=None)\n\n"
@@ -205,6 +235,8 @@ PyObject *lb_py_core_call_at(LoopCore *self, PyObject *const *args, size_t nargs
                              PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (!lb_py_only_context_keyword(kwnames))
+        return call_at_python(self, args, nargsf, kwnames);
     if (nargs < 2) {
         PyErr_SetString(PyExc_TypeError, "call_at() needs when and callback");
         return NULL;
@@ -217,7 +249,7 @@ PyObject *lb_py_core_call_at(LoopCore *self, PyObject *const *args, size_t nargs
         return NULL;
     int debug = lb_py_core_debug(self);
     if (debug)
-        return debug < 0 ? NULL : call_at_debug(self, args, nargsf, kwnames);
+        return debug < 0 ? NULL : call_at_python(self, args, nargsf, kwnames);
     return schedule_timer(self, "call_at", args[0], args + 1, nargs - 1, kwnames);
 }
 
@@ -228,6 +260,8 @@ PyObject *lb_py_core_call_later(LoopCore *self, PyObject *const *args, size_t na
                                 PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (!lb_py_only_context_keyword(kwnames))
+        return lb_py_core_call_python(self, lb_py_str_call_later_py, args, nargsf, kwnames);
     if (nargs < 2) {
         PyErr_SetString(PyExc_TypeError, "call_later() needs delay and callback");
         return NULL;
@@ -239,7 +273,7 @@ PyObject *lb_py_core_call_later(LoopCore *self, PyObject *const *args, size_t na
     int debug = lb_py_core_debug(self);
     if (debug)
         return debug < 0 ? NULL
-                         : lb_py_core_call_python(self, lb_py_str_call_later_debug, args, nargsf, kwnames);
+                         : lb_py_core_call_python(self, lb_py_str_call_later_py, args, nargsf, kwnames);
     PyObject *now = PyFloat_FromDouble(lb_py_monotonic());
     PyObject *when = now ? PyNumber_Add(now, args[0]) : NULL;
     Py_XDECREF(now);
@@ -257,11 +291,11 @@ static int timer_due(PyObject *timer, PyObject *end_time, double end)
 {
     double when;
     if (lb_py_timer_when(timer, &when) == 0)
-        return when < end;
+        return !(when >= end); /* asyncio's test: NaN is due */
     PyObject *value = PyObject_GetAttrString(timer, "_when");
-    int due = value ? PyObject_RichCompareBool(value, end_time, Py_LT) : -1;
+    int later = value ? PyObject_RichCompareBool(value, end_time, Py_GE) : -1;
     Py_XDECREF(value);
-    return due;
+    return later < 0 ? -1 : !later;
 }
 
 static PyObject *pop_first(LoopCore *self, PyObject *heap)
@@ -287,30 +321,32 @@ PyObject *lb_py_core_collect_due(LoopCore *self, PyObject *end_time)
         return NULL;
     long dropped = 0;
     int rc = 0;
+    /* The checks may run Python code (a when's __ge__, a handle's
+     * _cancelled property) that changes the heap: a timer is popped only
+     * while it is still the head that was checked. */
+    int phase = 0; /* 0: dropping cancelled timers, 1: moving due ones */
     while (rc == 0 && PyList_GET_SIZE(heap) > 0) {
-        int cancelled = lb_py_handle_cancelled(PyList_GET_ITEM(heap, 0));
-        if (cancelled <= 0) {
-            rc = cancelled;
-            break;
+        PyObject *head = Py_NewRef(PyList_GET_ITEM(heap, 0));
+        int take = phase == 0 ? lb_py_handle_cancelled(head) : timer_due(head, end_time, end);
+        if (take <= 0) {
+            Py_DECREF(head);
+            if (take < 0 || phase == 1) {
+                rc = take;
+                break;
+            }
+            phase = 1;
+            continue;
         }
+        int still_head = PyList_GET_SIZE(heap) > 0 && PyList_GET_ITEM(heap, 0) == head;
+        Py_DECREF(head);
+        if (!still_head)
+            continue;
         PyObject *timer = pop_first(self, heap);
         rc = timer ? lb_py_timer_set_scheduled(timer, 0) : -1;
-        Py_XDECREF(timer);
-        dropped++;
-    }
-    while (rc == 0 && PyList_GET_SIZE(heap) > 0) {
-        int due = timer_due(PyList_GET_ITEM(heap, 0), end_time, end);
-        if (due <= 0) {
-            rc = due;
-            break;
-        }
-        PyObject *timer = pop_first(self, heap);
-        rc = timer ? lb_py_timer_set_scheduled(timer, 0) : -1;
-        if (rc == 0) {
-            PyObject *res = PyObject_CallOneArg(self->ready_append, timer);
-            Py_XDECREF(res);
-            rc = res ? 0 : -1;
-        }
+        if (rc == 0 && phase == 0)
+            dropped++;
+        else if (rc == 0)
+            rc = lb_py_core_ready_push(self, timer);
         Py_XDECREF(timer);
     }
     Py_DECREF(heap);
