@@ -373,6 +373,22 @@ class CoreMixin:
         self.assertEqual(loop.run_until_complete(fut), signal.SIGUSR1)
         self.assertLess(time.monotonic() - t0, 10)
 
+    def test_hosted_loop_holds_the_wakeup_fd_until_closed(self):
+        loop = self.make_loop()
+        loop.install()
+        fd = loop._lb_hosted_signal_fd
+        self.assertIsNotNone(fd)
+        self.assertEqual(signal.set_wakeup_fd(fd), fd)
+        # what collecting a hosted loop nobody closed does: the fd goes
+        # back before its number can be reused
+        loop._bridge.close()
+        self.assertEqual(signal.set_wakeup_fd(-1), -1)
+        loop.close()
+        other = self.make_loop()
+        other.install()
+        other.close()
+        self.assertEqual(signal.set_wakeup_fd(-1), -1)
+
     def test_wakeup_fd_of_others_is_left_alone(self):
         loop = self.make_loop()
         r, w = os.pipe()

@@ -3,8 +3,10 @@ clicked with xdotool, and a message box opened from inside a task."""
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import tkinter
 import unittest
@@ -151,6 +153,27 @@ class TkGuiTest(unittest.TestCase):
         loop.close()
         root.destroy()
         self.assertEqual(done, [loop])
+
+    def test_ctrl_c_ends_a_hosted_mainloop(self):
+        # tkinter's mainloop() sees a SIGINT only with the next event; with
+        # the loop installed, the signal is that event
+        import loopbridge.tk
+        root = tkinter.Tk()
+        loop = loopbridge.tk.install(root)
+        try:
+            timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+            timer.start()
+            self.addCleanup(timer.join)
+            watchdog = root.after(30000, root.quit)
+            t0 = time.monotonic()
+            with self.assertRaises(KeyboardInterrupt):
+                root.mainloop()
+            self.assertLess(time.monotonic() - t0, 10)
+            root.after_cancel(watchdog)
+        finally:
+            loop.close()
+            root.destroy()
+        self.assertEqual(signal.set_wakeup_fd(-1), -1)  # close took it back
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ class BridgeEventLoop(LoopCore, asyncio.SelectorEventLoop):
         self._lb_pass_depth = 0       # passes running on the stack
         self._lb_stopped = False
         self._lb_hosted = False
+        self._lb_hosted_signal_fd = None  # the wakeup fd install() set
         self._lb_pending_exc = None
         self._lb_woken = False        # a wakeup byte is on its way
         self._lb_passes = 0           # passes begun, nested ones included
@@ -410,6 +411,11 @@ class BridgeEventLoop(LoopCore, asyncio.SelectorEventLoop):
         callbacks. Returns the loop."""
         _compat.run_forever_setup(self)
         self._lb_hosted = True
+        # The toolkit's loop sees a signal only with its next event (Ctrl+C
+        # in tkinter's mainloop()): the bridge's wakeup fd makes the signal
+        # an event, whose pass runs the handler; its KeyboardInterrupt comes
+        # out of mainloop() (see "Signals" in docs/python.md).
+        self._lb_hosted_signal_fd = self._lb_catch_signals()
         self._bridge.schedule()
         return self
 
@@ -419,6 +425,9 @@ class BridgeEventLoop(LoopCore, asyncio.SelectorEventLoop):
     def close(self):
         if self._lb_hosted and self._lb_run_depth == 0:
             self._lb_hosted = False
+            if self._lb_hosted_signal_fd is not None:
+                _compat.restore_wakeup_fd(self._lb_hosted_signal_fd)
+                self._lb_hosted_signal_fd = None
             _compat.run_forever_cleanup(self)
         if self._bridge.closed:
             return super().close()

@@ -526,6 +526,33 @@ static PyObject *Bridge_set_budget(Bridge *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* Whether fd is not, or no longer, signal.set_wakeup_fd()'s fd: a hosted
+ * loop dropped without close() leaves the bridge's there, and a signal
+ * must not write into whatever reuses the number. Only the main thread
+ * may look; elsewhere the pipe stays open (two fds kept, nothing
+ * overwritten). */
+static int wakeup_fd_released(int fd)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb); /* a dealloc may run with one set */
+    int released = 0;
+    PyObject *signal = PyImport_ImportModule("signal");
+    PyObject *current = signal ? PyObject_CallMethod(signal, "set_wakeup_fd", "i", -1) : NULL;
+    if (current) {
+        long was = PyLong_AsLong(current);
+        released = 1;
+        if (was != fd && was != -1) {
+            PyObject *back = PyObject_CallMethod(signal, "set_wakeup_fd", "l", was);
+            Py_XDECREF(back);
+        }
+    }
+    Py_XDECREF(current);
+    Py_XDECREF(signal);
+    PyErr_Clear();
+    PyErr_Restore(type, value, tb);
+    return released;
+}
+
 static void bridge_close(Bridge *self)
 {
     if (self->loop) {
@@ -549,7 +576,7 @@ static void bridge_close(Bridge *self)
         lb_loop_close(loop);
         lb_loop_unref(loop);
     }
-    if (self->has_signal_pipe) {
+    if (self->has_signal_pipe && wakeup_fd_released(self->signal_pipe[1])) {
         close(self->signal_pipe[0]);
         close(self->signal_pipe[1]);
         self->has_signal_pipe = 0;
