@@ -13,7 +13,15 @@
  * A scheduled delivery holds a reference to the coalescer, so that the
  * coalescer outlives it whenever the user frees it. The delivery goes
  * through the inbox with a drop function, run instead of it when the
- * loop closes first, which destroys the value it would have delivered. */
+ * loop closes first, which destroys the value it would have delivered.
+ *
+ * Paced (lb_coalesce_set_interval), a delivery that comes less than the
+ * interval after the previous one waits on a loop timer instead, the
+ * flag still set: posts meanwhile only replace the slot, and the timer
+ * delivers the latest value. The timer takes over the delivery's
+ * reference; its destroy notify, which runs once whether the timer fired
+ * or the loop closed first, gives it back (and, closing, destroys the
+ * value). */
 #include <loopbridge/coalesce.h>
 
 #include "alloc.h"
@@ -29,6 +37,10 @@ struct lb_coalesce {
     atomic_bool scheduled; /* a delivery is on its way to the loop */
     atomic_bool freed;     /* lb_coalesce_free() was called */
     atomic_uint refs;      /* the user's, and one per scheduled delivery */
+    /* Loop thread only: */
+    int64_t interval_ns;   /* deliveries at least this far apart; 0: unpaced */
+    int64_t last_ns;       /* lb_loop_time_ns() of the last delivery, 0: none */
+    bool paced_ran;        /* the pacing timer's callback ran (for its destroy) */
 };
 
 /* Marks the empty slot: an address no caller can pass as a value, so
@@ -49,17 +61,49 @@ static void coalesce_unref(lb_coalesce *c) {
     lb__free(c);
 }
 
-/* On the loop's thread: the latest value goes to the callback. */
-static void deliver(lb_loop *loop, void *data) {
-    lb_coalesce *c = data;
+/* On the loop's thread: the latest value goes to the callback. The
+ * caller gives back the delivery's reference. */
+static void deliver_latest(lb_loop *loop, lb_coalesce *c) {
     atomic_store(&c->scheduled, false);
     void *value = atomic_exchange(&c->slot, EMPTY);
     if (value != EMPTY) {
-        if (atomic_load(&c->freed))
+        if (atomic_load(&c->freed)) {
             drop_value(c, value);
-        else
+        } else {
+            c->last_ns = lb_loop_time_ns(loop);
             c->cb(loop, value, c->data);
+        }
     }
+}
+
+static void paced_deliver(lb_loop *loop, void *data) {
+    lb_coalesce *c = data;
+    c->paced_ran = true;
+    deliver_latest(loop, c);
+}
+
+/* The pacing timer's destroy: after paced_deliver, or instead of it when
+ * the loop closes first. */
+static void paced_done(void *data) {
+    lb_coalesce *c = data;
+    if (!c->paced_ran) {
+        atomic_store(&c->scheduled, false);
+        drop_value(c, atomic_exchange(&c->slot, EMPTY));
+    }
+    c->paced_ran = false;
+    coalesce_unref(c);
+}
+
+static void deliver(lb_loop *loop, void *data) {
+    lb_coalesce *c = data;
+    if (c->interval_ns > 0 && c->last_ns && !atomic_load(&c->freed)) {
+        int64_t due = c->last_ns + c->interval_ns;
+        if (lb_loop_time_ns(loop) < due &&
+            lb_loop_call_at_full(loop, (double)due / 1e9, paced_deliver, c, paced_done, NULL) == 0)
+            return; /* the timer has the delivery and its reference now */
+        /* due already, or no timer to be had: delivered now */
+    }
+    deliver_latest(loop, c);
     coalesce_unref(c);
 }
 
@@ -119,6 +163,17 @@ int lb_coalesce_post(lb_coalesce *coalesce, void *value) {
     coalesce_unref(c);
     return lb__fail(NULL, r, r == -EBADF ? "lb_coalesce_post: loop is closed"
                                          : "lb_coalesce_post: out of memory");
+}
+
+int lb_coalesce_set_interval(lb_coalesce *coalesce, double seconds) {
+    lb_assert_return(coalesce, -EINVAL);
+    LB__CHECK_LOOP(coalesce->loop);
+    if (!(seconds >= 0 && seconds <= LB_COALESCE_MAX_INTERVAL))
+        return lb__fail(coalesce->loop, -EINVAL,
+                        "lb_coalesce_set_interval: %g s is not within 0 and %g s", seconds,
+                        (double)LB_COALESCE_MAX_INTERVAL);
+    coalesce->interval_ns = (int64_t)(seconds * 1e9);
+    return 0;
 }
 
 lb_coalesce *lb_coalesce_free(lb_coalesce *coalesce) {

@@ -241,6 +241,7 @@ static void on_worker(GtkButton *b, gpointer data) {
     if (a->worker || lb_coalesce_new(a->loop, show_worker_progress, a, NULL,
                                      &a->worker_progress) < 0)
         return;
+    lb_coalesce_set_interval(a->worker_progress, 1.0 / 60); /* one update a frame */
     if (lb_loop_run_in_executor(a->loop, NULL, worker_job, a, &a->worker) < 0) {
         a->worker_progress = lb_coalesce_free(a->worker_progress);
         return;

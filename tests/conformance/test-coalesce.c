@@ -6,7 +6,9 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 
 /* Values are malloc'd longs, so that valgrind and ASan see a lost or
  * doubly freed one; the counters see the rest. */
@@ -260,6 +262,125 @@ static void test_coalesce_posts_race_close(void **state) {
     }
 }
 
+
+/* Paced: deliveries at least the interval apart on the loop's clock,
+ * the latest value last, each value delivered or destroyed once. */
+typedef struct paced_receiver {
+    receiver r;
+    int64_t last_ns;
+    int64_t min_gap_ns;
+} paced_receiver;
+
+static void receive_paced(lb_loop *loop, void *value, void *data) {
+    paced_receiver *p = data;
+    int64_t now = lb_loop_time_ns(loop);
+    if (p->last_ns && now - p->last_ns < p->min_gap_ns)
+        p->min_gap_ns = now - p->last_ns;
+    p->last_ns = now;
+    receive(loop, value, &p->r);
+}
+
+typedef struct paced_poster {
+    lb_coalesce *c;
+    long posts;
+} paced_poster;
+
+static void *post_slowly(void *data) {
+    paced_poster *pp = data;
+    for (long i = 1; i <= pp->posts; i++) {
+        assert_int_equal(lb_coalesce_post(pp->c, value_new(i)), 0);
+        struct timespec pause = {0, 1000000}; /* 1 ms */
+        nanosleep(&pause, NULL);
+    }
+    return NULL;
+}
+
+static void test_coalesce_paced(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    reset_counts();
+    paced_receiver p = {.r = {.loop = loop}, .min_gap_ns = INT64_MAX};
+    lb_coalesce *c = NULL;
+    assert_int_equal(lb_coalesce_new(loop, receive_paced, &p, value_destroy, &c), 0);
+    assert_int_equal(lb_coalesce_set_interval(c, 0.05), 0);
+    paced_poster pp = {.c = c, .posts = 150};
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, post_slowly, &pp), 0);
+    /* until the poster is done and its last value arrived */
+    double t0 = fixture_now();
+    while (p.r.last != pp.posts && fixture_now() - t0 < 120)
+        run_a_little(loop);
+    pthread_join(thread, NULL);
+    assert_int_equal(p.r.last, pp.posts);
+    assert_true(p.r.calls >= 2);
+    assert_true(p.min_gap_ns >= 50000000); /* on the loop's clock: exact */
+    /* 150 posts over at least 150 ms: far fewer deliveries */
+    assert_true(p.r.calls < pp.posts / 2);
+    lb_coalesce_free(c);
+    fixture_loop_free(loop);
+    assert_int_equal(atomic_load(&made), atomic_load(&delivered) + atomic_load(&destroyed));
+}
+
+/* A paced delivery still waiting when the loop closes, or when the
+ * coalescer is freed: its value is destroyed, never delivered. */
+static void test_coalesce_paced_close_and_free(void **state) {
+    (void)state;
+    for (int freed_first = 0; freed_first < 2; freed_first++) {
+        lb_loop *loop = fixture_loop_new();
+        receiver r;
+        lb_coalesce *c = counted_coalesce(loop, &r);
+        assert_int_equal(lb_coalesce_set_interval(c, 3600), 0);
+        assert_int_equal(lb_coalesce_post(c, value_new(1)), 0);
+        run_a_little(loop); /* delivered at once: the first */
+        assert_int_equal(lb_coalesce_post(c, value_new(2)), 0);
+        run_a_little(loop); /* waits an hour on a timer */
+        assert_int_equal(lb_coalesce_post(c, value_new(3)), 0); /* replaces 2 */
+        run_a_little(loop);
+        assert_int_equal(r.calls, 1);
+        assert_int_equal(r.last, 1);
+        if (freed_first) {
+            lb_coalesce_free(c);
+            fixture_loop_free(loop);
+        } else {
+            fixture_loop_free(loop);
+            lb_coalesce_free(c);
+        }
+        assert_int_equal(r.calls, 1);
+        assert_int_equal(atomic_load(&made), 3);
+        assert_int_equal(atomic_load(&destroyed), 2);
+    }
+}
+
+typedef struct interval_call {
+    lb_coalesce *c;
+    int rc;
+} interval_call;
+
+static void *set_interval_elsewhere(void *data) {
+    interval_call *call = data;
+    call->rc = lb_coalesce_set_interval(call->c, 1);
+    return NULL;
+}
+
+static void test_coalesce_interval_checked(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    receiver r;
+    lb_coalesce *c = counted_coalesce(loop, &r);
+    assert_int_equal(lb_coalesce_set_interval(NULL, 1), -EINVAL);
+    assert_int_equal(lb_coalesce_set_interval(c, -1), -EINVAL);
+    assert_int_equal(lb_coalesce_set_interval(c, 0.0 / 0.0), -EINVAL);
+    assert_int_equal(lb_coalesce_set_interval(c, LB_COALESCE_MAX_INTERVAL + 1), -EINVAL);
+    assert_int_equal(lb_coalesce_set_interval(c, 0), 0);
+    pthread_t thread;
+    interval_call call = {.c = c};
+    assert_int_equal(pthread_create(&thread, NULL, set_interval_elsewhere, &call), 0);
+    pthread_join(thread, NULL);
+    assert_int_equal(call.rc, -EPERM);
+    lb_coalesce_free(c);
+    fixture_loop_free(loop);
+}
+
 int run_coalesce_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_coalesce_latest_wins),
@@ -268,6 +389,9 @@ int run_coalesce_tests(void) {
         cmocka_unit_test(test_coalesce_misuse),
         cmocka_unit_test(test_coalesce_from_eight_threads),
         cmocka_unit_test(test_coalesce_posts_race_close),
+        cmocka_unit_test(test_coalesce_paced),
+        cmocka_unit_test(test_coalesce_paced_close_and_free),
+        cmocka_unit_test(test_coalesce_interval_checked),
     };
     return cmocka_run_group_tests_name("coalesce", tests, NULL, NULL);
 }

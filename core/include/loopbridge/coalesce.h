@@ -41,6 +41,20 @@ LB_EXPORT int lb_coalesce_new(lb_loop *loop, lb_coalesce_fn cb, void *data,
  * Any thread, until lb_coalesce_free() was called. */
 LB_EXPORT int lb_coalesce_post(lb_coalesce *coalesce, void *value);
 
+/* The longest interval lb_coalesce_set_interval() takes, in seconds. */
+#define LB_COALESCE_MAX_INTERVAL 3600
+
+/* Paces the deliveries: at least seconds apart (0, the default: each as
+ * soon as the loop can). A value posted sooner after the last delivery
+ * waits on a loop timer, replaced by any later post, and the latest is
+ * delivered when the interval has passed; every value is still delivered
+ * or destroyed exactly once. For progress shown on screen, 1/60 s keeps
+ * a worker that posts thousands of times a second from waking the loop
+ * more often than the screen can show. Returns 0; -EINVAL (coalesce NULL,
+ * seconds negative, NaN or above LB_COALESCE_MAX_INTERVAL); -EBADF
+ * (closed loop); -EPERM (wrong thread). Loop thread. */
+LB_EXPORT int lb_coalesce_set_interval(lb_coalesce *coalesce, double seconds);
+
 /* Frees the coalescer: a value still queued is destroyed, never
  * delivered. Called on the loop's thread, the callback never runs after
  * it returned (elsewhere, one already running may finish). No thread may

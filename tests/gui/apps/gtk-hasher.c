@@ -224,6 +224,8 @@ static int hash_all(app *a) {
     for (int i = 0; r == 0 && i < a->njobs; i++) {
         hash_job *j = &a->jobs[i];
         r = lb_coalesce_new(a->loop, show_progress, j, NULL, &j->progress);
+        if (r == 0)
+            r = lb_coalesce_set_interval(j->progress, 1.0 / 60); /* a frame */
         lb_task_options o = {.name = j->name};
         atomic_store(&j->state, JOB_QUEUED);
         if (r == 0)

@@ -6,7 +6,8 @@
  *    itself on a loopback port, and show them in labels;
  *  - four executor jobs hash (FNV-1a over generated data, 64 KiB chunks,
  *    lb_job_cancelled() checked every chunk) in a pool of their own,
- *    each with a progress bar fed through a coalescer (lb_coalesce);
+ *    each with a progress bar fed through a coalescer (lb_coalesce)
+ *    paced to one update a frame (lb_coalesce_set_interval);
  *    the jobs lower their threads' priority (nice 10) so that the Tk
  *    thread gets a core as soon as it needs one;
  *  - a Tcl `after` tick every 16 ms records the gaps between its runs
@@ -222,7 +223,8 @@ static int hash_batch_task(lb_task *task, void *data) {
         char name[16];
         snprintf(name, sizeof name, "hash-%d", i);
         lb_task_options o = {.name = name};
-        if ((r = lb_coalesce_new(a->loop, show_progress, j, NULL, &j->progress)) == 0)
+        if ((r = lb_coalesce_new(a->loop, show_progress, j, NULL, &j->progress)) == 0 &&
+            (r = lb_coalesce_set_interval(j->progress, 1.0 / 60)) == 0) /* a frame */
             r = lb_group_spawn(group, hash_task, j, &o, &j->task);
     }
     if (r < 0) {
