@@ -229,6 +229,28 @@ class CoreMixin:
         self.assertIsNone(h._source_traceback)
         loop.run_forever()
 
+    def test_debug_source_tracebacks_end_at_the_caller(self):
+        def last_frames(loop):
+            loop.set_debug(True)
+
+            def caller():
+                handles = [loop.call_soon(print), loop.call_later(1, print),
+                           loop.call_at(1, print), loop.call_soon_threadsafe(print),
+                           loop.call_later(delay=1, callback=print)]
+                for h in handles:
+                    h.cancel()
+                return [(h._source_traceback[-1].name, h._source_traceback[-1].lineno)
+                        for h in handles]
+            return caller()
+        ref = asyncio.SelectorEventLoop()
+        try:
+            expected = last_frames(ref)
+        finally:
+            ref.close()
+        got = last_frames(self.make_loop())
+        self.assertEqual([name for name, _ in got], ["caller"] * 5)
+        self.assertEqual(got, expected)
+
     def test_foreign_handle_runs_through_its_own_run(self):
         class Custom(asyncio.Handle):
             __slots__ = ()

@@ -43,6 +43,19 @@ _MIN_CANCELLED_TIMER_HANDLES_FRACTION = 0.5
 _MIN_SCHEDULED_TIMER_HANDLES = 100
 
 
+def _trimmed(handle):
+    """handle, its debug-mode source traceback ending at the caller's
+    line, as on asyncio's loop: without the frames of this module and of
+    asyncio's scheduling methods that LoopCore's Python paths add."""
+    stack = handle._source_traceback
+    while stack and stack[-1].filename in _SCHEDULING_FILES:
+        del stack[-1]
+    return handle
+
+
+_SCHEDULING_FILES = (__file__, asyncio.base_events.__file__)
+
+
 class _BridgeSelector(selectors._BaseSelectorImpl):
     """A selector whose readiness comes from loopbridge; select() never
     blocks (the host main loop is where the thread waits)."""
@@ -288,7 +301,7 @@ class BridgeEventLoop(LoopCore, asyncio.SelectorEventLoop):
     # other than context; their _call_soon() is the one below.
 
     def _lb_call_soon_py(self, *args, **kwargs):
-        return _Selector.call_soon(self, *args, **kwargs)
+        return _trimmed(_Selector.call_soon(self, *args, **kwargs))
 
     def _call_soon(self, callback, args, context):
         # asyncio's call_soon() and call_soon_threadsafe(), when LoopCore
@@ -299,7 +312,7 @@ class BridgeEventLoop(LoopCore, asyncio.SelectorEventLoop):
         return handle
 
     def _lb_call_soon_threadsafe_py(self, *args, **kwargs):
-        return _Selector.call_soon_threadsafe(self, *args, **kwargs)
+        return _trimmed(_Selector.call_soon_threadsafe(self, *args, **kwargs))
 
     def _write_to_self(self):
         # asyncio wakes its loop from another thread (and after a signal)
@@ -317,10 +330,13 @@ class BridgeEventLoop(LoopCore, asyncio.SelectorEventLoop):
         self._bridge.wake_threadsafe()
 
     def _lb_call_at_py(self, *args, **kwargs):
-        return _Selector.call_at(self, *args, **kwargs)
+        return _trimmed(_Selector.call_at(self, *args, **kwargs))
 
-    def _lb_call_later_py(self, *args, **kwargs):
-        return _Selector.call_later(self, *args, **kwargs)
+    def _lb_call_later_py(self, delay, callback, *args, context=None):
+        # asyncio's call_later(), calling the call_at() above directly
+        if delay is None:
+            raise TypeError('delay must not be None')
+        return self._lb_call_at_py(self.time() + delay, callback, *args, context=context)
 
     def stop(self):
         super().stop()
