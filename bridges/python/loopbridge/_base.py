@@ -385,7 +385,7 @@ class BridgeEventLoop(LoopCore, asyncio.SelectorEventLoop):
                 self._lb_raise_pending()
         finally:
             if signal_fd is not None:
-                _compat.restore_wakeup_fd(signal_fd)
+                _loopbridge.release_wakeup_fd(signal_fd)
             self._lb_run_depth -= 1
             # Work left runs when the toolkit's loop (mainloop, update)
             # turns next, whoever turns it.
@@ -442,7 +442,7 @@ class BridgeEventLoop(LoopCore, asyncio.SelectorEventLoop):
         if self._lb_hosted and self._lb_run_depth == 0:
             self._lb_hosted = False
             if self._lb_hosted_signal_fd is not None:
-                _compat.restore_wakeup_fd(self._lb_hosted_signal_fd)
+                _loopbridge.release_wakeup_fd(self._lb_hosted_signal_fd)
                 self._lb_hosted_signal_fd = None
             _compat.run_forever_cleanup(self)
         if self._bridge.closed:

@@ -10,7 +10,7 @@ import threading
 from asyncio import events, tasks
 
 __all__ = ["run_forever_setup", "run_forever_cleanup", "suspend_current_task",
-           "report_handle_error", "use_handles", "set_wakeup_fd_if_unset", "restore_wakeup_fd",
+           "report_handle_error", "use_handles", "set_wakeup_fd_if_unset",
            "resume_current_task", "get_running_loop_or_none", "set_running_loop"]
 
 
@@ -107,10 +107,3 @@ def set_wakeup_fd_if_unset(fd):
         return None
     return fd
 
-
-def restore_wakeup_fd(fd):
-    """Takes back what set_wakeup_fd_if_unset(fd) set, unless someone set
-    another fd since (asyncio's add_signal_handler()): that one stays."""
-    current = signal.set_wakeup_fd(-1)
-    if current != fd:
-        signal.set_wakeup_fd(current)

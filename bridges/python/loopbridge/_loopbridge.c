@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
@@ -526,11 +527,13 @@ static PyObject *Bridge_set_budget(Bridge *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-/* Whether fd is not, or no longer, signal.set_wakeup_fd()'s fd: a hosted
- * loop dropped without close() leaves the bridge's there, and a signal
- * must not write into whatever reuses the number. Only the main thread
- * may look; elsewhere the pipe stays open (two fds kept, nothing
- * overwritten). */
+/* Whether fd is not, or no longer, signal.set_wakeup_fd()'s fd: taken
+ * back if it is still there, someone else's left in place. The loop's
+ * waits and close() give the bridge's fd back with it, and the bridge's
+ * close too (a hosted loop dropped without close() leaves it there, and
+ * a signal must not write into whatever reuses the number). Only the
+ * main thread may look; elsewhere the answer is no, and the bridge keeps
+ * its pipe open (two fds kept, nothing overwritten). */
 static int wakeup_fd_released(int fd)
 {
     PyObject *type, *value, *tb;
@@ -780,8 +783,31 @@ static PyTypeObject BridgeType = {
     .tp_getset = Bridge_getset,
 };
 
+PyDoc_STRVAR(release_wakeup_fd_doc, "release_wakeup_fd(fd) -> bool\n\n"
+"Takes fd back from signal.set_wakeup_fd() if it is still there; a wakeup\n"
+"fd set since by someone else stays. False off the main thread, where\n"
+"the wakeup fd cannot be looked at.");
+
+static PyObject *release_wakeup_fd(PyObject *module, PyObject *arg)
+{
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "release_wakeup_fd: not an fd");
+        return NULL;
+    }
+    return PyBool_FromLong(wakeup_fd_released((int)fd));
+}
+
+static PyMethodDef module_methods[] = {
+    {"release_wakeup_fd", release_wakeup_fd, METH_O, release_wakeup_fd_doc},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
+    .m_methods = module_methods,
     .m_name = "loopbridge._loopbridge",
     .m_doc = "loopbridge loops hosted by Tcl/Tk or GLib, for loopbridge's asyncio loops.",
     .m_size = -1,
