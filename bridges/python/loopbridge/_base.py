@@ -18,8 +18,6 @@ from . import _compat
 from . import _loopbridge
 from ._loopbridge import LoopCore
 
-_Handle = asyncio.Handle
-_TimerHandle = asyncio.TimerHandle
 _Selector = asyncio.SelectorEventLoop  # asyncio's methods, past LoopCore's
 _get_ident = threading.get_ident
 _monotonic = time.monotonic

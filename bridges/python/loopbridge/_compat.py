@@ -67,8 +67,8 @@ def resume_current_task(loop, task):
         tasks._enter_task(loop, task)
 
 
-# Timer handles: their deadline and the 'is in the heap' flag (_base's
-# call_at() sets the flag itself, on its hot path).
+# Timer handles: their deadline and the 'is in the heap' flag (the C
+# paths, _looptimers.c, read and write both directly).
 def handle_when(handle):
     return handle._when
 
