@@ -128,9 +128,12 @@ job_asan() {
   log "build: ASan+UBSan"
   configure build/asan --werror -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug &&
     ninja -C build/asan -j "$jobs" || return 1
+  # The stress suite too: a callback outliving what it points to shows
+  # only under load (a task cancelled while a timer still holds its
+  # future).
   ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    suite "asan+ubsan" build/asan --no-suite stress
+    suite "asan+ubsan" build/asan
 }
 
 job_ucontext() {

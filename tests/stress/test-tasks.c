@@ -38,6 +38,13 @@ static void resolve(lb_loop *loop, void *data) {
     lb_future_set_result(data, NULL, NULL);
 }
 
+/* The scheduled resolve holds a reference of its own: a task cancelled
+ * while it awaits the future drops its reference before the callback
+ * runs. */
+static void future_release(void *data) {
+    lb_future_unref(data);
+}
+
 /* One awaited step of a task, chosen by its own generator. */
 static int step(stress_rng *rng) {
     lb_loop *loop = current->loop;
@@ -50,8 +57,10 @@ static int step(stress_rng *rng) {
         lb_future *f = NULL;
         int r = lb_future_new(loop, &f);
         if (r == 0)
-            r = stress_below(rng, 2) ? lb_loop_call_soon(loop, resolve, f, NULL)
-                                     : lb_loop_call_later(loop, 0.0005, resolve, f, NULL);
+            r = stress_below(rng, 2)
+                    ? lb_loop_call_soon_full(loop, resolve, lb_future_ref(f), future_release, NULL)
+                    : lb_loop_call_later_full(loop, 0.0005, resolve, lb_future_ref(f),
+                                              future_release, NULL);
         if (r == 0)
             r = lb_await(f, NULL);
         lb_future_unref(f);
