@@ -48,10 +48,6 @@ static void sift_down(lb__timer_entry *v, size_t n, size_t i) {
     v[i] = e;
 }
 
-void lb__timer_heap_init(lb__timer_heap *heap) {
-    *heap = (lb__timer_heap){0};
-}
-
 /* Heaps of LB__LARGE_FROM bytes and more live in large blocks: a loop
  * with hundreds of thousands of timers would otherwise fault its heap in
  * page by page. Whether a heap is large follows from its capacity. */
@@ -59,73 +55,323 @@ static bool is_large(size_t cap) {
     return cap * sizeof(lb__timer_entry) >= LB__LARGE_FROM;
 }
 
-void lb__timer_heap_destroy(lb__timer_heap *heap) {
-    if (is_large(heap->cap))
-        lb__unmap_large(heap->v, heap->cap * sizeof *heap->v);
+static void entry_heap_destroy(lb__entry_heap *h) {
+    if (is_large(h->cap))
+        lb__unmap_large(h->v, h->cap * sizeof *h->v);
     else
-        lb__free(heap->v);
-    *heap = (lb__timer_heap){0};
+        lb__free(h->v);
+    *h = (lb__entry_heap){0};
 }
 
-static int grow(lb__timer_heap *heap) {
-    size_t cap = heap->cap ? heap->cap * 2 : 64;
-    if (cap > SIZE_MAX / 2 / sizeof(lb__timer_entry))
+/* Makes room for count entries. */
+static int entry_heap_reserve(lb__entry_heap *h, size_t count) {
+    if (count <= h->cap)
+        return 0;
+    size_t cap = h->cap ? h->cap * 2 : 64;
+    if (cap < count || cap > SIZE_MAX / 2 / sizeof(lb__timer_entry))
         return -ENOMEM;
-    size_t old_bytes = heap->cap * sizeof *heap->v, bytes = cap * sizeof *heap->v;
+    size_t old_bytes = h->cap * sizeof *h->v, bytes = cap * sizeof *h->v;
     lb__timer_entry *v;
     if (!is_large(cap)) {
-        v = lb__realloc(heap->v, bytes);
-    } else if (is_large(heap->cap)) {
-        v = lb__grow_large(heap->v, old_bytes, bytes);
+        v = lb__realloc(h->v, bytes);
+    } else if (is_large(h->cap)) {
+        v = lb__grow_large(h->v, old_bytes, bytes);
     } else {
         v = lb__map_large(bytes);
         if (v) {
-            if (heap->n)
-                memcpy(v, heap->v, heap->n * sizeof *v);
-            lb__free(heap->v);
+            if (h->n)
+                memcpy(v, h->v, h->n * sizeof *v);
+            lb__free(h->v);
         }
     }
     if (!v)
         return -ENOMEM;
-    heap->v = v;
-    heap->cap = cap;
+    h->v = v;
+    h->cap = cap;
     return 0;
 }
 
+/* Adds e; the room was reserved. */
+static void entry_heap_add(lb__entry_heap *h, lb__timer_entry e) {
+    h->v[h->n] = e;
+    sift_up(h->v, h->n);
+    h->n++;
+}
+
+static lb__timer_entry entry_heap_pop(lb__entry_heap *h) {
+    lb__timer_entry top = h->v[0];
+    h->n--;
+    if (h->n > 0) {
+        h->v[0] = h->v[h->n];
+        sift_down(h->v, h->n, 0);
+    }
+    return top;
+}
+
+/* Floyd's heapify: O(n), from the last node that has children. */
+static void entry_heap_order(lb__entry_heap *h) {
+    for (size_t i = h->n / ARITY + 1; i-- > 0;)
+        if (i < h->n)
+            sift_down(h->v, h->n, i);
+}
+
+/* Drops the dead entries, releasing each; the order is restored by the
+ * caller. */
+static void entry_heap_filter(lb__entry_heap *h, bool (*is_dead)(void *item),
+                              void (*release)(void *item)) {
+    size_t kept = 0;
+    for (size_t i = 0; i < h->n; i++) {
+        if (is_dead(h->v[i].item))
+            release(h->v[i].item);
+        else
+            h->v[kept++] = h->v[i];
+    }
+    h->n = kept;
+}
+
+/* A slot's entries, in the order they were pushed: 1 KiB chunks from a
+ * slab, so a wheel holding 200,000 timers costs no more memory than a
+ * heap of them, and appending touches one cache line. */
+#define CHUNK_ENTRIES 42
+
+struct lb__timer_chunk {
+    lb__timer_chunk *next;
+    size_t count;
+    lb__timer_entry e[CHUNK_ENTRIES];
+};
+
+#define SLOT_MASK ((size_t)LB__WHEEL_SLOTS - 1)
+#define WORDS (LB__WHEEL_SLOTS / 64)
+
+_Static_assert((LB__WHEEL_SLOTS & (LB__WHEEL_SLOTS - 1)) == 0, "slots: a power of two");
+
+static inline int64_t slot_of(int64_t when) {
+    /* An arithmetic shift: slot numbers of earlier deadlines are smaller,
+     * negative ones included. */
+    return when >> LB__WHEEL_SLOT_SHIFT;
+}
+
+void lb__timer_heap_init(lb__timer_heap *heap) {
+    *heap = (lb__timer_heap){0};
+    lb__slab_init(&heap->chunks, sizeof(lb__timer_chunk), 16);
+}
+
+void lb__timer_heap_destroy(lb__timer_heap *heap) {
+    entry_heap_destroy(&heap->near);
+    entry_heap_destroy(&heap->far);
+    lb__free(heap->slots);
+    lb__slab_destroy(&heap->chunks);
+    lb__timer_heap_init(heap);
+}
+
+static int wheel_add(lb__timer_heap *heap, int64_t slot, lb__timer_entry e) {
+    if (!heap->slots) {
+        heap->slots = lb__calloc(LB__WHEEL_SLOTS, sizeof *heap->slots);
+        if (!heap->slots)
+            return -ENOMEM;
+    }
+    size_t pos = (size_t)slot & SLOT_MASK;
+    lb__timer_slot *s = &heap->slots[pos];
+    lb__timer_chunk *c = s->tail;
+    if (!c || c->count == CHUNK_ENTRIES) {
+        lb__timer_chunk *fresh = lb__slab_alloc(&heap->chunks);
+        if (!fresh)
+            return -ENOMEM;
+        fresh->next = NULL;
+        fresh->count = 0;
+        if (c)
+            c->next = fresh;
+        else
+            s->head = fresh;
+        s->tail = c = fresh;
+        heap->occupied[pos / 64] |= (uint64_t)1 << (pos % 64);
+    }
+    c->e[c->count++] = e;
+    if (heap->in_wheel++ == 0 || slot > heap->wheel_last)
+        heap->wheel_last = slot;
+    return 0;
+}
+
+/* Near holds few entries, and all of a later slot than a push: they go
+ * to far, so that near keeps only the earliest slot. Without this, the
+ * first timer of a loop, if due in a second, would keep every later one
+ * due before it in near, one large heap again. Only for a small near:
+ * the entries move one by one. Returns false if far has no room. */
+#define REWIND_MAX 64
+
+static bool rewind_near(lb__timer_heap *heap, int64_t slot) {
+    if (entry_heap_reserve(&heap->far, heap->far.n + heap->near.n) < 0)
+        return false;
+    lb__entry_heap *near = &heap->near;
+    size_t kept = 0;
+    for (size_t i = 0; i < near->n; i++) {
+        if (slot_of(near->v[i].when) > slot)
+            entry_heap_add(&heap->far, near->v[i]);
+        else
+            near->v[kept++] = near->v[i];
+    }
+    near->n = kept;
+    entry_heap_order(near);
+    heap->horizon = slot + 1;
+    /* The wheel's window moves back with the horizon, as far as the
+     * entries it holds allow. */
+    int64_t lowest = heap->in_wheel ? heap->wheel_last - (LB__WHEEL_SLOTS - 1) : heap->horizon;
+    heap->base = lowest > heap->horizon ? lowest : heap->horizon;
+    return true;
+}
+
 int lb__timer_heap_push(lb__timer_heap *heap, int64_t when, void *item) {
-    if (heap->n == heap->cap && grow(heap) < 0)
+    /* Near has room for every entry, so the pop that moves a slot into
+     * it never allocates. */
+    if (entry_heap_reserve(&heap->near, heap->n + 1) < 0)
         return -ENOMEM;
-    heap->v[heap->n] = (lb__timer_entry){.when = when, .seq = heap->next_seq++, .item = item};
-    sift_up(heap->v, heap->n);
+    lb__timer_entry e = {.when = when, .seq = heap->next_seq, .item = item};
+    int64_t slot = slot_of(when);
+    if (heap->n == 0) {
+        heap->horizon = heap->base = slot + 1;
+        entry_heap_add(&heap->near, e);
+    } else if (slot < heap->horizon) {
+        if (slot < heap->horizon - 1 && heap->near.n <= REWIND_MAX)
+            (void)rewind_near(heap, slot); /* refused: near just holds more */
+        entry_heap_add(&heap->near, e);
+    } else if (slot >= heap->base && (uint64_t)(slot - heap->base) < LB__WHEEL_SLOTS) {
+        if (wheel_add(heap, slot, e) < 0)
+            return -ENOMEM;
+    } else {
+        if (entry_heap_reserve(&heap->far, heap->far.n + 1) < 0)
+            return -ENOMEM;
+        entry_heap_add(&heap->far, e);
+    }
+    heap->next_seq++;
     heap->n++;
     return 0;
 }
 
-void *lb__timer_heap_pop(lb__timer_heap *heap) {
-    if (heap->n == 0)
-        return NULL;
-    void *item = heap->v[0].item;
-    heap->n--;
-    if (heap->n > 0) {
-        heap->v[0] = heap->v[heap->n];
-        sift_down(heap->v, heap->n, 0);
+/* The first occupied position at or after start, going round: the
+ * wheel's entries lie in the LB__WHEEL_SLOTS slots from its base on, so
+ * the first found from the base is the earliest slot. The wheel is not
+ * empty. */
+static size_t first_occupied(const uint64_t *occupied, size_t start) {
+    size_t w = start / 64;
+    uint64_t bits = occupied[w] & (~(uint64_t)0 << (start % 64));
+    for (size_t i = 0; i <= WORDS; i++) {
+        if (bits)
+            return w * 64 + (size_t)__builtin_ctzll(bits);
+        w = (w + 1) % WORDS;
+        bits = occupied[w];
     }
+    return start; /* not reached while in_wheel > 0 */
+}
+
+/* Takes a slot's entries off the wheel into near (not yet ordered). */
+static void take_slot(lb__timer_heap *heap, size_t pos) {
+    lb__timer_slot *s = &heap->slots[pos];
+    lb__timer_chunk *c = s->head;
+    while (c) {
+        lb__timer_chunk *next = c->next;
+        memcpy(&heap->near.v[heap->near.n], c->e, c->count * sizeof c->e[0]);
+        heap->near.n += c->count;
+        heap->in_wheel -= c->count;
+        lb__slab_free(&heap->chunks, c);
+        c = next;
+    }
+    s->head = s->tail = NULL;
+    heap->occupied[pos / 64] &= ~((uint64_t)1 << (pos % 64));
+}
+
+/* Near ran empty: the earliest slot of the wheel or of far moves into
+ * it, and the horizon moves past that slot. */
+static void refill(lb__timer_heap *heap) {
+    int64_t next = INT64_MAX;
+    bool from_wheel = false;
+    if (heap->in_wheel) {
+        size_t start = (size_t)heap->base & SLOT_MASK;
+        size_t pos = first_occupied(heap->occupied, start);
+        next = heap->base + (int64_t)((pos - start) & SLOT_MASK);
+        from_wheel = true;
+    }
+    if (heap->far.n && slot_of(heap->far.v[0].when) < next) {
+        next = slot_of(heap->far.v[0].when);
+        from_wheel = false;
+    }
+    heap->horizon = next + 1;
+    /* Every entry left in the wheel is due at the horizon or later. */
+    if (heap->base < heap->horizon)
+        heap->base = heap->horizon;
+    if (from_wheel)
+        take_slot(heap, (size_t)next & SLOT_MASK);
+    while (heap->far.n && slot_of(heap->far.v[0].when) < heap->horizon)
+        heap->near.v[heap->near.n++] = entry_heap_pop(&heap->far);
+    entry_heap_order(&heap->near);
+}
+
+void *lb__timer_heap_pop(lb__timer_heap *heap) {
+    if (heap->near.n == 0)
+        return NULL;
+    void *item = entry_heap_pop(&heap->near).item;
+    heap->n--;
+    if (heap->near.n == 0 && heap->n > 0)
+        refill(heap);
     return item;
+}
+
+/* A slot's live entries, kept in order, packed towards its head (the
+ * writing never overtakes the reading: every chunk but the last is
+ * full); the chunks left empty go back. */
+static void filter_slot(lb__timer_heap *heap, size_t pos, bool (*is_dead)(void *item),
+                        void (*release)(void *item)) {
+    lb__timer_slot *s = &heap->slots[pos];
+    lb__timer_chunk *out = s->head;
+    size_t written = 0;
+    for (lb__timer_chunk *in = s->head; in; in = in->next) {
+        size_t count = in->count;
+        for (size_t i = 0; i < count; i++) {
+            lb__timer_entry e = in->e[i];
+            if (is_dead(e.item)) {
+                release(e.item);
+                heap->in_wheel--;
+                continue;
+            }
+            if (written == CHUNK_ENTRIES) {
+                out->count = CHUNK_ENTRIES;
+                out = out->next;
+                written = 0;
+            }
+            out->e[written++] = e;
+        }
+    }
+    lb__timer_chunk *spare = out->next;
+    out->count = written;
+    out->next = NULL;
+    s->tail = out;
+    if (written == 0) {
+        spare = s->head;
+        s->head = s->tail = NULL;
+        heap->occupied[pos / 64] &= ~((uint64_t)1 << (pos % 64));
+    }
+    while (spare) {
+        lb__timer_chunk *next = spare->next;
+        lb__slab_free(&heap->chunks, spare);
+        spare = next;
+    }
 }
 
 void lb__timer_heap_compact(lb__timer_heap *heap, bool (*is_dead)(void *item),
                             void (*release)(void *item)) {
-    size_t kept = 0;
-    for (size_t i = 0; i < heap->n; i++) {
-        if (is_dead(heap->v[i].item))
-            release(heap->v[i].item);
-        else
-            heap->v[kept++] = heap->v[i];
+    entry_heap_filter(&heap->near, is_dead, release);
+    entry_heap_filter(&heap->far, is_dead, release);
+    for (size_t w = 0; w < WORDS && heap->in_wheel; w++) {
+        uint64_t bits = heap->occupied[w];
+        while (bits) {
+            size_t pos = w * 64 + (size_t)__builtin_ctzll(bits);
+            bits &= bits - 1;
+            filter_slot(heap, pos, is_dead, release);
+        }
     }
-    heap->n = kept;
+    entry_heap_order(&heap->near);
+    entry_heap_order(&heap->far);
+    heap->n = heap->near.n + heap->far.n + heap->in_wheel;
     heap->dead = 0;
-    /* Floyd's heapify: O(n), from the last node that has children. */
-    for (size_t i = kept / ARITY + 1; i-- > 0;)
-        if (i < kept)
-            sift_down(heap->v, kept, i);
+    if (heap->near.n == 0 && heap->n > 0)
+        refill(heap);
 }

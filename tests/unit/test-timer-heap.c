@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* The timer heap against a simple reference model: a sorted array with
  * stable insertion. 2,000 random seeds of pushes, pops and cancellations
- * (compaction included) must produce the same order of items. */
+ * (compaction included) must produce the same order of items, with
+ * deadlines that fall in one wheel slot, across many, beyond the wheel
+ * and below zero. */
 #include "timer_heap.h"
 
 #include <setjmp.h>
@@ -78,13 +80,19 @@ static void run_seed(uint64_t seed) {
     static item pool[4096];
     int used = 0;
     uint64_t x = seed;
+    /* Deadlines 0-49 units apart: a unit of 1 ns keeps them in one slot;
+     * 2^18-2^22 ns spreads them over the wheel; 2^25 ns (50 units: 1.7
+     * s) reaches beyond it, 2^31 ns far beyond. */
+    static const int shifts[] = {0, 18, 20, 22, 25, 31};
+    int shift = shifts[seed % 6];
+    int64_t base = (int64_t)(rnd(&x) % 2000000000) - 1000000000;
     int ops = 200 + (int)(rnd(&x) % 1500);
     for (int op = 0; op < ops; op++) {
         unsigned kind = (unsigned)(rnd(&x) % 10);
         if (kind < 5 && used < 4096) {
             item *it = &pool[used];
             /* Few distinct deadlines, so ties (FIFO) are common. */
-            *it = (item){.when = (int64_t)(rnd(&x) % 50), .id = used};
+            *it = (item){.when = base + ((int64_t)(rnd(&x) % 50) << shift), .id = used};
             used++;
             assert_int_equal(lb__timer_heap_push(&heap, it->when, it), 0);
             model_push(&m, it);
@@ -148,8 +156,7 @@ static void test_timer_heap_fifo_ties(void **state) {
 
 /* A heap that grows into large blocks (moved, not copied, as it grows)
  * keeps its order and its FIFO ties. */
-static void test_timer_heap_large(void **state) {
-    (void)state;
+static void check_large(int shift) {
     enum { N = 300000 };
     lb__timer_heap heap;
     lb__timer_heap_init(&heap);
@@ -159,7 +166,7 @@ static void test_timer_heap_large(void **state) {
     for (int i = 0; i < N; i++) {
         ids[i] = i;
         x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-        assert_int_equal(lb__timer_heap_push(&heap, (int64_t)(x >> 48), &ids[i]), 0);
+        assert_int_equal(lb__timer_heap_push(&heap, (int64_t)(x >> shift), &ids[i]), 0);
     }
     int64_t last = INT64_MIN;
     int last_id = -1;
@@ -175,6 +182,59 @@ static void test_timer_heap_large(void **state) {
     assert_null(lb__timer_heap_pop(&heap));
     lb__timer_heap_destroy(&heap);
     free(ids);
+}
+
+/* Deadlines within 65 us (one slot), within 2.1 s (the wheel and
+ * beyond) and within 150 days (mostly far). */
+static void test_timer_heap_large(void **state) {
+    (void)state;
+    check_large(48);
+    check_large(33);
+    check_large(20);
+}
+
+/* A heap popped while it is refilled from the wheel and from far, with
+ * pushes landing before, in and after the slot just taken: the order
+ * holds, and every slot's chunks go back (the slab's count). */
+static void test_timer_heap_tiers_interleaved(void **state) {
+    (void)state;
+    enum { N = 20000 };
+    lb__timer_heap heap;
+    lb__timer_heap_init(&heap);
+    static item pool[N];
+    model *m = calloc(1, sizeof *m);
+    assert_non_null(m);
+    uint64_t x = 7;
+    int used = 0;
+    int64_t now = 0;
+    for (int round = 0; round < 4000 && used < N; round++) {
+        for (int k = 0; k < 4 && used < N && m->n < 4000; k++) {
+            /* From 1 us to 4 s ahead of "now": near, wheel and far. */
+            int64_t ahead = (int64_t)(rnd(&x) % 4000000000ULL) >> (rnd(&x) % 12);
+            pool[used] = (item){.when = now + ahead, .id = used};
+            assert_int_equal(lb__timer_heap_push(&heap, pool[used].when, &pool[used]), 0);
+            model_push(m, &pool[used]);
+            used++;
+        }
+        for (int k = 0; k < 3; k++) {
+            item *a = heap_pop_live(&heap);
+            item *b = model_pop_live(m);
+            assert_ptr_equal(a, b);
+            if (a)
+                now = a->when;
+        }
+    }
+    for (;;) {
+        item *a = heap_pop_live(&heap);
+        assert_ptr_equal(a, model_pop_live(m));
+        if (!a)
+            break;
+    }
+    assert_int_equal(heap.n, 0);
+    assert_int_equal(heap.in_wheel, 0);
+    assert_int_equal(heap.chunks.live, 0);
+    lb__timer_heap_destroy(&heap);
+    free(m);
 }
 
 static void test_timer_heap_compact_releases(void **state) {
@@ -200,12 +260,50 @@ static void test_timer_heap_compact_releases(void **state) {
     lb__timer_heap_destroy(&heap);
 }
 
+/* A push earlier than near's later slot sends those entries to far, but
+ * keeps near's entries of the push's own slot and earlier ones: near
+ * holds entries of slots 5 and 8 here (a push of slot 5 met a near too
+ * large to rewind, then a compaction shrank it), and a push between the
+ * two slot-5 entries must run between them. */
+static void test_timer_heap_rewind_keeps_earlier_slots(void **state) {
+    (void)state;
+    enum { LATER = 70 };
+    lb__timer_heap heap;
+    lb__timer_heap_init(&heap);
+    const int64_t slot = (int64_t)1 << LB__WHEEL_SLOT_SHIFT;
+    static item later[LATER];
+    item b1 = {.when = 5 * slot + 100, .id = 1}, b2 = {.when = 5 * slot + 300, .id = 2};
+    item d = {.when = 5 * slot + 200, .id = 3};
+    for (int i = 0; i < LATER; i++) {
+        later[i] = (item){.when = 8 * slot + i, .id = 100 + i};
+        assert_int_equal(lb__timer_heap_push(&heap, later[i].when, &later[i]), 0);
+    }
+    assert_int_equal(lb__timer_heap_push(&heap, b1.when, &b1), 0);
+    assert_int_equal(lb__timer_heap_push(&heap, b2.when, &b2), 0);
+    for (int i = 10; i < LATER; i++) {
+        later[i].dead = true;
+        heap.dead++;
+    }
+    lb__timer_heap_compact(&heap, is_dead, release);
+    assert_int_equal(heap.near.n, 12);
+    assert_int_equal(lb__timer_heap_push(&heap, d.when, &d), 0);
+    assert_ptr_equal(lb__timer_heap_pop(&heap), &b1);
+    assert_ptr_equal(lb__timer_heap_pop(&heap), &d);
+    assert_ptr_equal(lb__timer_heap_pop(&heap), &b2);
+    for (int i = 0; i < 10; i++)
+        assert_ptr_equal(lb__timer_heap_pop(&heap), &later[i]);
+    assert_null(lb__timer_heap_pop(&heap));
+    lb__timer_heap_destroy(&heap);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_timer_heap_matches_model),
         cmocka_unit_test(test_timer_heap_fifo_ties),
         cmocka_unit_test(test_timer_heap_compact_releases),
         cmocka_unit_test(test_timer_heap_large),
+        cmocka_unit_test(test_timer_heap_tiers_interleaved),
+        cmocka_unit_test(test_timer_heap_rewind_keeps_earlier_slots),
     };
     return cmocka_run_group_tests_name("timer_heap", tests, NULL, NULL);
 }
