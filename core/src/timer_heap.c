@@ -67,9 +67,11 @@ static void entry_heap_destroy(lb__entry_heap *h) {
 static int entry_heap_reserve(lb__entry_heap *h, size_t count) {
     if (count <= h->cap)
         return 0;
-    size_t cap = h->cap ? h->cap * 2 : 64;
-    if (cap < count || cap > SIZE_MAX / 2 / sizeof(lb__timer_entry))
+    if (count > SIZE_MAX / 4 / sizeof(lb__timer_entry))
         return -ENOMEM;
+    size_t cap = h->cap ? h->cap : 64;
+    while (cap < count)
+        cap *= 2;
     size_t old_bytes = h->cap * sizeof *h->v, bytes = cap * sizeof *h->v;
     lb__timer_entry *v;
     if (!is_large(cap)) {
@@ -164,6 +166,11 @@ void lb__timer_heap_destroy(lb__timer_heap *heap) {
     lb__timer_heap_init(heap);
 }
 
+static bool in_wheel_window(const lb__timer_heap *heap, int64_t slot) {
+    return slot >= heap->base && (uint64_t)(slot - heap->base) < LB__WHEEL_SLOTS;
+}
+
+/* Appends e to its slot; the slot lies in the wheel's window. */
 static int wheel_add(lb__timer_heap *heap, int64_t slot, lb__timer_entry e) {
     if (!heap->slots) {
         heap->slots = lb__calloc(LB__WHEEL_SLOTS, sizeof *heap->slots);
@@ -192,31 +199,45 @@ static int wheel_add(lb__timer_heap *heap, int64_t slot, lb__timer_entry e) {
     return 0;
 }
 
-/* Near holds few entries, and all of a later slot than a push: they go
- * to far, so that near keeps only the earliest slot. Without this, the
- * first timer of a loop, if due in a second, would keep every later one
- * due before it in near, one large heap again. Only for a small near:
- * the entries move one by one. Returns false if far has no room. */
+/* A push earlier than near's later entries: those go back to the wheel,
+ * so that near keeps only the earliest slot. Without this, the first
+ * timer of a loop, if due in a second, would keep every later one due
+ * before it in near, one large heap again. The entries move one by one,
+ * so only while that is cheap: near holds at most REWIND_MAX entries
+ * (a loop that arms a short timer before a slot of them moves them at
+ * each arming), or at most twice what pushes put into it since it was
+ * last filled or rewound (those pushes paid for the move). A slot that
+ * came large from the wheel stays in near until it is drained. An entry
+ * the wheel cannot take (a slot before its base, or no memory for a
+ * chunk) goes to far. Returns false, having moved nothing, if far has no
+ * room for all of them. */
 #define REWIND_MAX 64
+
+static bool rewind_pays(const lb__timer_heap *heap) {
+    return heap->near.n <= REWIND_MAX || heap->near.n / 2 <= heap->near_pushed;
+}
 
 static bool rewind_near(lb__timer_heap *heap, int64_t slot) {
     if (entry_heap_reserve(&heap->far, heap->far.n + heap->near.n) < 0)
         return false;
-    lb__entry_heap *near = &heap->near;
-    size_t kept = 0;
-    for (size_t i = 0; i < near->n; i++) {
-        if (slot_of(near->v[i].when) > slot)
-            entry_heap_add(&heap->far, near->v[i]);
-        else
-            near->v[kept++] = near->v[i];
-    }
-    near->n = kept;
-    entry_heap_order(near);
     heap->horizon = slot + 1;
     /* The wheel's window moves back with the horizon, as far as the
      * entries it holds allow. */
     int64_t lowest = heap->in_wheel ? heap->wheel_last - (LB__WHEEL_SLOTS - 1) : heap->horizon;
     heap->base = lowest > heap->horizon ? lowest : heap->horizon;
+    lb__entry_heap *near = &heap->near;
+    size_t kept = 0;
+    for (size_t i = 0; i < near->n; i++) {
+        lb__timer_entry e = near->v[i];
+        int64_t s = slot_of(e.when);
+        if (s <= slot)
+            near->v[kept++] = e;
+        else if (!in_wheel_window(heap, s) || wheel_add(heap, s, e) < 0)
+            entry_heap_add(&heap->far, e);
+    }
+    near->n = kept;
+    heap->near_pushed = 0;
+    entry_heap_order(near);
     return true;
 }
 
@@ -229,12 +250,15 @@ int lb__timer_heap_push(lb__timer_heap *heap, int64_t when, void *item) {
     int64_t slot = slot_of(when);
     if (heap->n == 0) {
         heap->horizon = heap->base = slot + 1;
+        heap->near_pushed = 0;
         entry_heap_add(&heap->near, e);
+        heap->near_pushed++;
     } else if (slot < heap->horizon) {
-        if (slot < heap->horizon - 1 && heap->near.n <= REWIND_MAX)
+        if (slot < heap->horizon - 1 && rewind_pays(heap))
             (void)rewind_near(heap, slot); /* refused: near just holds more */
         entry_heap_add(&heap->near, e);
-    } else if (slot >= heap->base && (uint64_t)(slot - heap->base) < LB__WHEEL_SLOTS) {
+        heap->near_pushed++;
+    } else if (in_wheel_window(heap, slot)) {
         if (wheel_add(heap, slot, e) < 0)
             return -ENOMEM;
     } else {
@@ -295,6 +319,7 @@ static void refill(lb__timer_heap *heap) {
         from_wheel = false;
     }
     heap->horizon = next + 1;
+    heap->near_pushed = 0;
     /* Every entry left in the wheel is due at the horizon or later. */
     if (heap->base < heap->horizon)
         heap->base = heap->horizon;
@@ -340,14 +365,16 @@ static void filter_slot(lb__timer_heap *heap, size_t pos, bool (*is_dead)(void *
             out->e[written++] = e;
         }
     }
-    lb__timer_chunk *spare = out->next;
-    out->count = written;
-    out->next = NULL;
-    s->tail = out;
+    lb__timer_chunk *spare;
     if (written == 0) {
-        spare = s->head;
+        spare = s->head; /* the whole chain, still linked */
         s->head = s->tail = NULL;
         heap->occupied[pos / 64] &= ~((uint64_t)1 << (pos % 64));
+    } else {
+        spare = out->next;
+        out->count = written;
+        out->next = NULL;
+        s->tail = out;
     }
     while (spare) {
         lb__timer_chunk *next = spare->next;

@@ -26,7 +26,8 @@
  * - far: a 4-ary min-heap of the entries outside the wheel when pushed.
  * Every entry of near is due before every other entry. When near runs
  * empty, the earliest slot of the wheel or of far moves into it. Near
- * is empty only when all three are. */
+ * is empty only when all three are. A push earlier than near's later
+ * entries sends them back to the wheel, while that is cheap. */
 typedef struct lb__timer_entry {
     int64_t when;
     uint64_t seq;
@@ -58,6 +59,7 @@ typedef struct lb__timer_heap {
     int64_t base;       /* the wheel's first slot */
     int64_t wheel_last; /* no entry in the wheel is of a later slot */
     size_t in_wheel;    /* entries in the wheel's slots */
+    size_t near_pushed; /* pushes into near since a refill or a rewind */
     size_t n;           /* entries in all three tiers */
     size_t dead;        /* entries whose item was cancelled */
     uint64_t next_seq;

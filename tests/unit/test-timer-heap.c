@@ -260,11 +260,12 @@ static void test_timer_heap_compact_releases(void **state) {
     lb__timer_heap_destroy(&heap);
 }
 
-/* A push earlier than near's later slot sends those entries to far, but
- * keeps near's entries of the push's own slot and earlier ones: near
- * holds entries of slots 5 and 8 here (a push of slot 5 met a near too
- * large to rewind, then a compaction shrank it), and a push between the
- * two slot-5 entries must run between them. */
+/* A push earlier than near's later slot sends those entries back to the
+ * wheel, but keeps near's entries of the push's own slot and earlier
+ * ones. Near holds entries of slots 5 and 8 here: slot 8 came from the
+ * wheel too large to move (70 entries, none pushed into near since), so
+ * two pushes of slot 5 joined it; then a compaction shrank it. A push
+ * between the two slot-5 entries must run between them. */
 static void test_timer_heap_rewind_keeps_earlier_slots(void **state) {
     (void)state;
     enum { LATER = 70 };
@@ -272,14 +273,19 @@ static void test_timer_heap_rewind_keeps_earlier_slots(void **state) {
     lb__timer_heap_init(&heap);
     const int64_t slot = (int64_t)1 << LB__WHEEL_SLOT_SHIFT;
     static item later[LATER];
+    item first = {.when = slot, .id = 0};
     item b1 = {.when = 5 * slot + 100, .id = 1}, b2 = {.when = 5 * slot + 300, .id = 2};
     item d = {.when = 5 * slot + 200, .id = 3};
+    assert_int_equal(lb__timer_heap_push(&heap, first.when, &first), 0);
     for (int i = 0; i < LATER; i++) {
         later[i] = (item){.when = 8 * slot + i, .id = 100 + i};
         assert_int_equal(lb__timer_heap_push(&heap, later[i].when, &later[i]), 0);
     }
+    assert_ptr_equal(lb__timer_heap_pop(&heap), &first);
+    assert_int_equal(heap.near.n, LATER);
     assert_int_equal(lb__timer_heap_push(&heap, b1.when, &b1), 0);
     assert_int_equal(lb__timer_heap_push(&heap, b2.when, &b2), 0);
+    assert_int_equal(heap.near.n, LATER + 2);
     for (int i = 10; i < LATER; i++) {
         later[i].dead = true;
         heap.dead++;
@@ -287,11 +293,104 @@ static void test_timer_heap_rewind_keeps_earlier_slots(void **state) {
     lb__timer_heap_compact(&heap, is_dead, release);
     assert_int_equal(heap.near.n, 12);
     assert_int_equal(lb__timer_heap_push(&heap, d.when, &d), 0);
+    assert_int_equal(heap.near.n, 3);
     assert_ptr_equal(lb__timer_heap_pop(&heap), &b1);
     assert_ptr_equal(lb__timer_heap_pop(&heap), &d);
     assert_ptr_equal(lb__timer_heap_pop(&heap), &b2);
     for (int i = 0; i < 10; i++)
         assert_ptr_equal(lb__timer_heap_pop(&heap), &later[i]);
+    assert_null(lb__timer_heap_pop(&heap));
+    lb__timer_heap_destroy(&heap);
+}
+
+/* A compaction that finds every entry of a wheel slot dead gives all of
+ * the slot's chunks back, not only the first. */
+static void test_timer_heap_compact_frees_dead_slots(void **state) {
+    (void)state;
+    enum { N = 100 }; /* three chunks in one slot */
+    lb__timer_heap heap;
+    lb__timer_heap_init(&heap);
+    const int64_t slot = (int64_t)1 << LB__WHEEL_SLOT_SHIFT;
+    static item it[N + 1];
+    it[0] = (item){.when = 0};
+    assert_int_equal(lb__timer_heap_push(&heap, 0, &it[0]), 0);
+    for (int round = 0; round < 3; round++) {
+        for (int i = 1; i <= N; i++) {
+            it[i] = (item){.when = 5 * slot + i, .id = i, .dead = true};
+            assert_int_equal(lb__timer_heap_push(&heap, it[i].when, &it[i]), 0);
+            heap.dead++;
+        }
+        assert_true(heap.chunks.live >= 3);
+        released = 0;
+        lb__timer_heap_compact(&heap, is_dead, release);
+        assert_int_equal(released, N);
+        assert_int_equal(heap.n, 1);
+        assert_int_equal(heap.in_wheel, 0);
+        assert_int_equal(heap.chunks.live, 0);
+    }
+    assert_ptr_equal(lb__timer_heap_pop(&heap), &it[0]);
+    lb__timer_heap_destroy(&heap);
+}
+
+/* A loop that arms a short timer again and again before a slot of
+ * pending ones (a timeout re-armed before a batch due later): each push
+ * sends that slot back to the wheel and each pop takes it again, without
+ * touching the large far heap. */
+static void test_timer_heap_rewind_goes_to_wheel(void **state) {
+    (void)state;
+    enum { SLOT_ENTRIES = 64, FAR = 5000, ROUNDS = 200 };
+    lb__timer_heap heap;
+    lb__timer_heap_init(&heap);
+    const int64_t slot = (int64_t)1 << LB__WHEEL_SLOT_SHIFT;
+    static item batch[SLOT_ENTRIES], far[FAR], shorts[ROUNDS];
+    for (int i = 0; i < SLOT_ENTRIES; i++) {
+        batch[i] = (item){.when = 500 * slot + i, .id = i};
+        assert_int_equal(lb__timer_heap_push(&heap, batch[i].when, &batch[i]), 0);
+    }
+    for (int i = 0; i < FAR; i++) {
+        far[i] = (item){.when = 100000 * slot + i, .id = 1000 + i};
+        assert_int_equal(lb__timer_heap_push(&heap, far[i].when, &far[i]), 0);
+    }
+    size_t far_n = heap.far.n;
+    assert_int_equal(far_n, FAR);
+    for (int r = 0; r < ROUNDS; r++) {
+        shorts[r] = (item){.when = (int64_t)(10 + r) * slot, .id = 100000 + r};
+        assert_int_equal(lb__timer_heap_push(&heap, shorts[r].when, &shorts[r]), 0);
+        assert_int_equal(heap.near.n, 1);
+        assert_int_equal(heap.far.n, far_n);
+        assert_ptr_equal(lb__timer_heap_pop(&heap), &shorts[r]);
+    }
+    for (int i = 0; i < SLOT_ENTRIES; i++)
+        assert_ptr_equal(lb__timer_heap_pop(&heap), &batch[i]);
+    for (int i = 0; i < FAR; i++)
+        assert_ptr_equal(lb__timer_heap_pop(&heap), &far[i]);
+    assert_null(lb__timer_heap_pop(&heap));
+    assert_int_equal(heap.chunks.live, 0);
+    lb__timer_heap_destroy(&heap);
+}
+
+/* More timers than REWIND_MAX pushed first into a late slot, then an
+ * earlier one: the pushes paid for the move, so near keeps only the
+ * earliest slot (the 300 first ones wait in the wheel). */
+static void test_timer_heap_rewind_after_many_pushes(void **state) {
+    (void)state;
+    enum { FIRST = 300 };
+    lb__timer_heap heap;
+    lb__timer_heap_init(&heap);
+    const int64_t slot = (int64_t)1 << LB__WHEEL_SLOT_SHIFT;
+    static item first[FIRST];
+    item early = {.when = 5 * slot, .id = -1};
+    for (int i = 0; i < FIRST; i++) {
+        first[i] = (item){.when = 950 * slot + i, .id = i};
+        assert_int_equal(lb__timer_heap_push(&heap, first[i].when, &first[i]), 0);
+    }
+    assert_int_equal(heap.near.n, FIRST);
+    assert_int_equal(lb__timer_heap_push(&heap, early.when, &early), 0);
+    assert_int_equal(heap.near.n, 1);
+    assert_int_equal(heap.in_wheel, FIRST);
+    assert_ptr_equal(lb__timer_heap_pop(&heap), &early);
+    for (int i = 0; i < FIRST; i++)
+        assert_ptr_equal(lb__timer_heap_pop(&heap), &first[i]);
     assert_null(lb__timer_heap_pop(&heap));
     lb__timer_heap_destroy(&heap);
 }
@@ -304,6 +403,9 @@ int main(void) {
         cmocka_unit_test(test_timer_heap_large),
         cmocka_unit_test(test_timer_heap_tiers_interleaved),
         cmocka_unit_test(test_timer_heap_rewind_keeps_earlier_slots),
+        cmocka_unit_test(test_timer_heap_compact_frees_dead_slots),
+        cmocka_unit_test(test_timer_heap_rewind_goes_to_wheel),
+        cmocka_unit_test(test_timer_heap_rewind_after_many_pushes),
     };
     return cmocka_run_group_tests_name("timer_heap", tests, NULL, NULL);
 }
