@@ -18,8 +18,11 @@
 #          within 50 ms; "Hash again" awaited through its "clicked";
 #     tk:  the round trips go on while a modal tk_messageBox is open
 #          (dismissed with xdotool key Return); the 16 ms `after` tick's
-#          largest gap stays within 20 ms while 4 jobs hash; Cancel stops
-#          the 4 jobs within 50 ms;
+#          largest gap while 4 jobs hash, with the message box and
+#          without, beside the same tick in plain wish under the same
+#          load (plain-tk-tick.tcl): no freeze, and without the message
+#          box within 10 ms of plain Tk's (the goal, 20 ms, is reported);
+#          Cancel stops the 4 jobs within 50 ms;
 #     both: closing the window mid-job exits within 1 s (from the close
 #          request to the process's exit);
 #  4. runs it again under valgrind (--fair-sched=yes: valgrind runs one
@@ -58,6 +61,7 @@ for tool in xvfb-run xdotool cc pkg-config valgrind python3; do
   command -v $tool >/dev/null || skip "$tool missing"
 done
 pkg-config --exists "${modules#* }" x11 || skip "no ${modules#* } or x11 development files"
+[ "$kind" = gtk ] || command -v wish8.6 >/dev/null || skip "wish8.6 missing (package tk8.6)"
 
 # The load, for the timing checks.
 cpus=$(nproc)
@@ -115,7 +119,7 @@ for f in "$root"/tests/valgrind/*.supp "$here"/toolkits.supp; do
 done
 # No GL under Xvfb: GTK renders with cairo and does not load Mesa.
 export GSK_RENDERER=cairo GDK_DEBUG=gl-disable NO_AT_BRIDGE=1
-export KIND=$kind APP=$work/$app FILES=$files WORK=$work SUPP=$supp
+export KIND=$kind APP=$work/$app FILES=$files WORK=$work SUPP=$supp PLAIN_TICK=$here/plain-tk-tick.tcl
 
 # ---- 2. drive it under Xvfb ----
 # Inside xvfb-run: helpers, then the runs. Each app's output goes to a log;
@@ -171,6 +175,17 @@ dismiss_modal() {
   echo "the message box did not close"; return 1
 }
 title=lb-apps-$( [ "$KIND" = gtk ] && echo gtk-hasher || echo tk-pinger)
+
+if [ "$KIND" = tk ]; then
+  echo "== plain Tk: the tick and the load of the app, without loopbridge" >&2
+  spinners=""
+  for i in 1 2 3 4; do
+    nice -n 10 sh -c "while :; do :; done" & spinners="$spinners $!"
+  done
+  timeout 30 wish8.6 "$PLAIN_TICK" >"$WORK/plain.log" 2>&1
+  # shellcheck disable=SC2086
+  kill $spinners; wait $spinners 2>/dev/null
+fi
 
 echo "== run: clicks and a close mid-job" >&2
 "$APP" "$FILES" >"$log" 2>&1 & pid=$!
@@ -239,18 +254,31 @@ else
   expect "^modal: closed after" "$log"
   pings=$(sed -n 's/^modal: closed after [0-9]* ms, \([0-9]*\) pings meanwhile$/\1/p' "$log")
   { [ -n "$pings" ] && [ "$pings" -gt 0 ]; } || FAIL "no round trip while the message box was open"
-  gap=$(sed -n 's/^ticks: [0-9]* while 4 jobs hashed, max gap \([0-9.]*\) ms$/\1/p' "$log" | head -1)
+  gaps=$(sed -n 's/^ticks: [0-9]* while 4 jobs hashed, max gap \([0-9.]*\) ms$/\1/p' "$log")
+  gap=$(echo "$gaps" | sed -n 1p)        # the batch with the message box
+  gap_plain=$(echo "$gaps" | sed -n 2p)  # the batch after Hash, without it
   ticks=$(sed -n 's/^ticks: \([0-9]*\) while 4 jobs hashed.*/\1/p' "$log" | head -1)
   { [ -n "$ticks" ] && [ "$ticks" -ge 20 ]; } || FAIL "the tick ran '$ticks' times while the jobs hashed"
-  # The goal is 20 ms; on these 2-CPU machines the tick misses it by 5 to
-  # 15 ms (docs/tk.md), so the test fails only on a freeze and reports
-  # the goal.
+  # The same tick in plain wish under the same load, without loopbridge:
+  # what Tk and this machine allow (docs/tk.md, "The tick under load").
+  base=$(sed -n 's/^plain tk: max gap \([0-9.]*\) ms with the message box, \([0-9.]*\) ms without$/\1 \2/p' \
+    "$work/plain.log")
+  [ -n "$base" ] || { cat "$work/plain.log"; FAIL "plain wish printed no tick figures"; }
+  read -r base_modal base_plain <<<"${base:-x x}"
+  echo "16 ms tick, largest gap with the message box: $gap ms (plain Tk under the same load: $base_modal ms)"
+  echo "16 ms tick, largest gap without it: $gap_plain ms (plain Tk under the same load: $base_plain ms)"
+  # A freeze fails; so does a tick loopbridge makes much later than
+  # plain Tk's.
   timing "16 ms tick, largest gap while 4 jobs hashed (a freeze)" "$gap" 100
-  if awk -v v="$gap" 'BEGIN { exit !(v != "" && v <= 20) }'; then
-    echo "goal met: 16 ms tick, largest gap while 4 jobs hashed: $gap ms (goal 20 ms)"
-  else
-    echo "goal NOT met: 16 ms tick, largest gap while 4 jobs hashed: $gap ms (goal 20 ms)"
-  fi
+  timing "16 ms tick without the message box, largest gap less plain Tk's" \
+    "$(awk -v a="$gap_plain" -v b="$base_plain" 'BEGIN { if (a != "" && b != "") printf "%.1f", a - b }')" 10
+  for g in "$gap" "$gap_plain"; do
+    if awk -v v="$g" 'BEGIN { exit !(v != "" && v <= 20) }'; then
+      echo "goal met: 16 ms tick, largest gap while 4 jobs hashed: $g ms (goal 20 ms)"
+    else
+      echo "goal NOT met: 16 ms tick, largest gap while 4 jobs hashed: $g ms (goal 20 ms)"
+    fi
+  done
   lat=$(observed "^ticks:" "^hashing:")
   [ "$(echo "$lat" | grep -c .)" -eq 4 ] || FAIL "not the 4 jobs saw the cancel: '$lat'"
 fi
