@@ -249,11 +249,11 @@ int lb__timer_heap_push(lb__timer_heap *heap, int64_t when, void *item) {
     lb__timer_entry e = {.when = when, .seq = heap->next_seq, .item = item};
     int64_t slot = slot_of(when);
     if (heap->n == 0) {
+        /* Empty: near begins with this entry's slot. */
         heap->horizon = heap->base = slot + 1;
         heap->near_pushed = 0;
-        entry_heap_add(&heap->near, e);
-        heap->near_pushed++;
-    } else if (slot < heap->horizon) {
+    }
+    if (slot < heap->horizon) {
         if (slot < heap->horizon - 1 && rewind_pays(heap))
             (void)rewind_near(heap, slot); /* refused: near just holds more */
         entry_heap_add(&heap->near, e);
