@@ -14,7 +14,7 @@ array set max {1 0 2 0}
 proc tick {} {
     global last phase max
     set t [clock microseconds]
-    if {$last && $phase > 0} {
+    if {$last} {
         set gap [expr {($t - $last) / 1000.0}]
         if {$gap > $max($phase)} { set max($phase) $gap }
     }

@@ -273,13 +273,15 @@ else
   timing "16 ms tick, largest gap while 4 jobs hashed (a freeze)" "$gap" 100
   timing "16 ms tick without the message box, largest gap less plain Tk's" \
     "$(awk -v a="$gap_plain" -v b="$base_plain" 'BEGIN { if (a != "" && b != "") printf "%.1f", a - b }')" 25
-  for g in "$gap" "$gap_plain"; do
-    if awk -v v="$g" 'BEGIN { exit !(v != "" && v <= 20) }'; then
-      echo "goal met: 16 ms tick, largest gap while 4 jobs hashed: $g ms (goal 20 ms)"
+  goal() { # goal WHICH GAP: the 20 ms goal, reported
+    if awk -v v="$2" 'BEGIN { exit !(v != "" && v <= 20) }'; then
+      echo "goal met: 16 ms tick, largest gap while 4 jobs hashed, $1: $2 ms (goal 20 ms)"
     else
-      echo "goal NOT met: 16 ms tick, largest gap while 4 jobs hashed: $g ms (goal 20 ms)"
+      echo "goal NOT met: 16 ms tick, largest gap while 4 jobs hashed, $1: $2 ms (goal 20 ms)"
     fi
-  done
+  }
+  goal "with the message box" "$gap"
+  goal "without it" "$gap_plain"
   lat=$(observed "^ticks:" "^hashing:")
   [ "$(echo "$lat" | grep -c .)" -eq 4 ] || FAIL "not the 4 jobs saw the cancel: '$lat'"
 fi
