@@ -155,7 +155,7 @@ job_tsan() {
   done
   local threaded=(threadsafe future executor signal loop_thread dns) conformance=() g
   for g in "${threaded[@]}"; do conformance+=("conformance-native-$g"); done
-  TSAN_OPTIONS=halt_on_error=1 suite "tsan" build/tsan "${conformance[@]}" unit-inbox || rc=1
+  TSAN_OPTIONS=halt_on_error=1 suite "tsan" build/tsan "${conformance[@]}" unit-inbox unit-block-reserve || rc=1
   LB_STRESS_GROUPS=posts,close_race,signals LB_STRESS_SCALE=0.2 TSAN_OPTIONS=halt_on_error=1 \
     suite "tsan stress" build/tsan "${stress[@]}" || rc=1
   return $rc
@@ -168,7 +168,7 @@ job_valgrind() {
   log "valgrind memcheck"
   local supp=""
   for f in "$root"/tests/valgrind/*.supp; do supp="$supp --suppressions=$f"; done
-  local vtests="unit-alloc-fail fuzz-replay" listed conformance
+  local vtests="unit-alloc-fail unit-block-reserve fuzz-replay" listed conformance
   listed=$(meson test -C build/normal --list 2>/dev/null)
   # Every conformance group on every driver built (conformance-<driver>-<group>).
   conformance=$(grep -o 'conformance-[a-z]*-[a-z_]*$' <<<"$listed" | tr '\n' ' ')

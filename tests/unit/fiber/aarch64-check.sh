@@ -10,5 +10,5 @@ command -v qemu-aarch64 >/dev/null 2>&1 || { echo "no qemu-aarch64: skipped"; ex
 "$cc" -std=c11 -D_GNU_SOURCE -O2 -static -Wall -Wextra -Wno-unused-parameter \
   -I"$src" -I"$src/../include" \
   "$tests/aarch64-switch.c" "$src/fiber/switch_aarch64.S" "$src/fiber/fiber.c" \
-  "$src/fiber/stack.c" "$src/fiber/overflow.c" "$src/alloc.c" -lpthread -o "$out"
+  "$src/fiber/stack.c" "$src/fiber/overflow.c" "$src/alloc.c" "$src/block_reserve.c" -lpthread -o "$out"
 qemu-aarch64 "$out"
