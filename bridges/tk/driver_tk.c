@@ -140,8 +140,17 @@ static void drain(tk_state *st) {
     int r;
     for (;;) {
         r = lb_driver_dispatch(st->loop, 0, budget);
-        if (r <= 0 || lb_driver_stop_requested(st->loop))
+        if (r < 0 || lb_driver_stop_requested(st->loop))
             break;
+        /* Nothing ready, but a deadline too near to sleep for: poll for
+         * it here, within the budget, rather than through a pass of Tcl's
+         * notifier, which on 8.6 writes its thread's pipe twice and
+         * hands off to it (for timers 10 us apart, a pass per timer). */
+        if (r == 0) {
+            Tcl_WideInt ns = lb_driver_prepare(st->loop);
+            if (ns < 0 || ns > LB_DRIVER_POLL_BELOW_NS)
+                break;
+        }
         budget = start + st->budget_ns - clock_ns();
         if (budget <= 0)
             break;
@@ -313,6 +322,18 @@ static void init_thread_notifier(int have_interp) {
         pthread_setspecific(finalize_key, &finalize_key);
 }
 
+/* Tcl 8.6's threaded notifier starts its thread at the first wait of
+ * the process, which costs about a millisecond (a thread, a pipe, six
+ * fcntl calls, a hand-shake), and that wait comes when the program first
+ * runs the loop: after its setup, with timers already due. A wait that
+ * does not block starts it at attach instead. It only queues the events
+ * of file handlers that are ready, serviced in their turn later; on a
+ * notifier without a thread it is one poll. */
+static void start_notifier_thread(void) {
+    Tcl_Time zero = {0, 0};
+    Tcl_WaitForEvent(&zero);
+}
+
 static int tk_attach(lb_loop *loop, void *arg, void **state) {
     int fd = lb_driver_backend_fd(loop);
     if (fd < 0)
@@ -341,6 +362,7 @@ static int tk_attach(lb_loop *loop, void *arg, void **state) {
     }
     Tcl_CreateEventSource(setup_proc, check_proc, st);
     Tcl_CreateFileHandler(st->fd, TCL_READABLE, file_proc, st);
+    start_notifier_thread();
     if (st->interp) {
         Tcl_Preserve(st->interp);
         lb_loop_set_exception_handler(loop, to_background_error, st);
