@@ -7,6 +7,7 @@
 #include "alloc.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/mman.h>
@@ -52,6 +53,12 @@ static void unmap_ready_locked(void) {
 
 static void *helper_main(void *arg) {
     (void)arg;
+    /* Idle time only: the helper never takes a CPU from another thread,
+     * and the scheduler counts a CPU that runs it as free when it places
+     * a waking thread, so the kernel's and the program's other threads go
+     * there rather than preempt the loop's. Refused, it runs as it is. */
+    struct sched_param idle = {0};
+    (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle);
     pthread_mutex_lock(&lock);
     while (!stopping) {
         if (wanted && nready < LB__RESERVE_BLOCKS) {
