@@ -16,6 +16,9 @@
  * LB__RESERVE_BLOCKS blocks mapped and written, so the next blocks cost
  * the loop a lock and a pointer, and the faults run on another CPU.
  *
+ * The helper runs at SCHED_IDLE: it uses a CPU nothing else wants, and
+ * never pushes another thread onto the loop's CPU.
+ *
  * The helper writes its blocks page by page rather than with
  * MADV_POPULATE_WRITE: that call holds the process's mmap lock for the
  * whole block, and every mmap() of the loop thread (a ready-queue chunk,
