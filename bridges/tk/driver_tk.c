@@ -325,13 +325,12 @@ static void init_thread_notifier(int have_interp) {
 /* Tcl 8.6's threaded notifier starts its thread at the first wait of
  * the process, which costs about a millisecond (a thread, a pipe, six
  * fcntl calls, a hand-shake), and that wait comes when the program first
- * runs the loop: after its setup, with timers already due. A wait that
- * does not block starts it at attach instead. It only queues the events
- * of file handlers that are ready, serviced in their turn later; on a
- * notifier without a thread it is one poll. */
+ * runs the loop: after its setup, with timers already due. Tcl's service
+ * mode hook starts it without a wait (a wait would queue the events of
+ * the program's ready file handlers, with the readiness of that moment);
+ * it does nothing on a notifier without a thread, or once it runs. */
 static void start_notifier_thread(void) {
-    Tcl_Time zero = {0, 0};
-    Tcl_WaitForEvent(&zero);
+    Tcl_ServiceModeHook(TCL_SERVICE_ALL);
 }
 
 static int tk_attach(lb_loop *loop, void *arg, void **state) {

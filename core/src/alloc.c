@@ -83,16 +83,23 @@ void lb__free(void *ptr) {
     free(ptr);
 }
 
-void *lb__map_pages(size_t size) {
-    if (should_fail())
-        return NULL;
+/* Pages from the system, not counted or failed by the plan. */
+static void *map_pages_unplanned(size_t size) {
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
     /* The address may have held a task's stack, unmapped with its frames'
      * redzones still marked: fresh pages are fresh to ASan too. */
     LB__ASAN_UNPOISON(p, size);
-    atomic_fetch_add_explicit(&alloc_count, 1, memory_order_relaxed);
+    return p;
+}
+
+void *lb__map_pages(size_t size) {
+    if (should_fail())
+        return NULL;
+    void *p = map_pages_unplanned(size);
+    if (p)
+        atomic_fetch_add_explicit(&alloc_count, 1, memory_order_relaxed);
     return p;
 }
 
@@ -105,27 +112,10 @@ static size_t large_size(size_t size) {
     return (size + LB__LARGE_BLOCK - 1) & ~(LB__LARGE_BLOCK - 1);
 }
 
-void *lb__map_large(size_t size) {
-    size = large_size(size);
-    if (size == 0 || size > SIZE_MAX - LB__LARGE_BLOCK)
-        return NULL;
-    if (size == LB__LARGE_BLOCK) {
-        /* A block committed ahead by the reserve's helper, when there is
-         * one: failed and counted by the test hooks like a mapping. */
-        void *block = lb__reserve_take_block();
-        if (block) {
-            if (should_fail()) {
-                munmap(block, size);
-                return NULL;
-            }
-            LB__ASAN_UNPOISON(block, size);
-            atomic_fetch_add_explicit(&alloc_count, 1, memory_order_relaxed);
-            return block;
-        }
-    }
-    /* Mapped with room to spare, then trimmed to the aligned part: huge
-     * pages need 2 MiB alignment. */
-    char *raw = lb__map_pages(size + LB__LARGE_BLOCK);
+/* size bytes at a 2 MiB boundary: mapped with room to spare, then
+ * trimmed to the aligned part (huge pages need the alignment). */
+static void *map_aligned(size_t size) {
+    char *raw = map_pages_unplanned(size + LB__LARGE_BLOCK);
     if (!raw)
         return NULL;
     uintptr_t start = ((uintptr_t)raw + LB__LARGE_BLOCK - 1) & ~(uintptr_t)(LB__LARGE_BLOCK - 1);
@@ -138,6 +128,21 @@ void *lb__map_large(size_t size) {
     (void)madvise((void *)start, size, MADV_HUGEPAGE); /* a hint: refused is fine */
 #endif
     return (void *)start;
+}
+
+void *lb__map_large(size_t size) {
+    size = large_size(size);
+    if (size == 0 || size > SIZE_MAX - LB__LARGE_BLOCK || should_fail())
+        return NULL;
+    /* A block committed ahead by the reserve's helper, when there is one. */
+    void *block = size == LB__LARGE_BLOCK ? lb__reserve_take_block() : NULL;
+    if (block)
+        LB__ASAN_UNPOISON(block, size);
+    else
+        block = map_aligned(size);
+    if (block)
+        atomic_fetch_add_explicit(&alloc_count, 1, memory_order_relaxed);
+    return block;
 }
 
 void *lb__grow_large(void *old, size_t old_size, size_t new_size) {

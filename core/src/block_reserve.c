@@ -1,14 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /* The reserve of committed large blocks (block_reserve.h). All state is
- * under one lock, held only to move a pointer or a flag: the helper maps
- * and writes its blocks without it. */
+ * under one lock, held to move a pointer or a flag and around the
+ * helper's mmap() (so that a fork never finds a block mapped and not yet
+ * marked MADV_DONTFORK): pages are written, and blocks unmapped, without
+ * it. */
 #include "block_reserve.h"
 
 #include "alloc.h"
+#include "asan.h"
 
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -19,14 +23,32 @@ static pthread_cond_t wake; /* on CLOCK_MONOTONIC, set up once */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static void *ready[LB__RESERVE_BLOCKS];
 static size_t nready;
-static unsigned holders;    /* loops alive */
+static unsigned holders;    /* loops alive that this process made */
+static unsigned generation; /* one more in each forked child */
 static bool wanted;         /* a block was taken or asked for since the last fill */
-static bool running, stopping;
+static bool running;
+static atomic_bool stopping; /* read by the helper between pages */
 static pthread_t helper;
 
-/* The helper's own mapping: not counted or failed by the test hooks of
+/* Empties the reserve into blocks (room for LB__RESERVE_BLOCKS), to be
+ * unmapped once the lock is let go. Returns how many. */
+static size_t take_ready_locked(void **blocks) {
+    size_t n = nready;
+    for (size_t i = 0; i < n; i++)
+        blocks[i] = ready[i];
+    nready = 0;
+    return n;
+}
+
+static void unmap_blocks(void **blocks, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        munmap(blocks[i], LB__LARGE_BLOCK);
+}
+
+/* Maps an aligned block, under the lock; NULL when out of memory. The
+ * helper's own mapping: not counted or failed by the test hooks of
  * alloc.c, which plan the allocations of the thread under test. */
-static void *map_committed_block(void) {
+static void *map_block_locked(void) {
     char *raw = mmap(NULL, 2 * LB__LARGE_BLOCK, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (raw == MAP_FAILED)
@@ -36,41 +58,53 @@ static void *map_committed_block(void) {
     if (head)
         munmap(raw, head);
     munmap((char *)start + LB__LARGE_BLOCK, LB__LARGE_BLOCK - head);
+    (void)madvise((void *)start, LB__LARGE_BLOCK, MADV_DONTFORK);
 #ifdef MADV_HUGEPAGE
     (void)madvise((void *)start, LB__LARGE_BLOCK, MADV_HUGEPAGE); /* a hint */
 #endif
-    /* Nothing else can see the block yet, so plain writes commit it. */
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    for (size_t off = 0; off < LB__LARGE_BLOCK; off += page)
-        ((volatile char *)start)[off] = 0;
+    /* The address may have held memory left poisoned when it was
+     * unmapped: fresh pages are fresh to ASan too. */
+    LB__ASAN_UNPOISON((void *)start, LB__LARGE_BLOCK);
     return (void *)start;
 }
 
-static void unmap_ready_locked(void) {
-    while (nready > 0)
-        munmap(ready[--nready], LB__LARGE_BLOCK);
+/* Writes a page of each, so its memory is committed; nothing else can
+ * see the block yet. False if a stop came first (the block is then
+ * unmapped). */
+static bool commit_block(char *block) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    for (size_t off = 0; off < LB__LARGE_BLOCK; off += page) {
+        if (atomic_load_explicit(&stopping, memory_order_relaxed)) {
+            munmap(block, LB__LARGE_BLOCK);
+            return false;
+        }
+        ((volatile char *)block)[off] = 0;
+    }
+    return true;
 }
 
 static void *helper_main(void *arg) {
     (void)arg;
-    /* Idle time only: the helper never takes a CPU from another thread,
-     * and the scheduler counts a CPU that runs it as free when it places
-     * a waking thread, so the kernel's and the program's other threads go
-     * there rather than preempt the loop's. Refused, it runs as it is. */
-    struct sched_param idle = {0};
-    (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle);
+    /* Background work: a full share of the CPU, but it does not preempt
+     * the thread it wakes beside (an unprivileged thread can always
+     * return to SCHED_OTHER from it). Refused, it runs as it is. */
+    struct sched_param batch = {0};
+    (void)pthread_setschedparam(pthread_self(), SCHED_BATCH, &batch);
     pthread_mutex_lock(&lock);
-    while (!stopping) {
+    while (!atomic_load(&stopping)) {
         if (wanted && nready < LB__RESERVE_BLOCKS) {
-            pthread_mutex_unlock(&lock);
-            void *block = map_committed_block();
-            pthread_mutex_lock(&lock);
-            if (!block)
+            char *block = map_block_locked();
+            if (!block) {
                 wanted = false; /* out of memory: the loops map their own */
-            else if (stopping || nready == LB__RESERVE_BLOCKS)
+                continue;
+            }
+            pthread_mutex_unlock(&lock);
+            bool done = commit_block(block);
+            pthread_mutex_lock(&lock);
+            if (done && !atomic_load(&stopping))
+                ready[nready++] = block; /* only the helper adds: room is left */
+            else if (done)
                 munmap(block, LB__LARGE_BLOCK);
-            else
-                ready[nready++] = block;
             continue;
         }
         if (!wanted) { /* no demand: sleep until there is */
@@ -88,24 +122,18 @@ static void *helper_main(void *arg) {
             until.tv_nsec -= 1000000000L;
         }
         int r = 0;
-        while (!wanted && !stopping && r == 0)
+        while (!wanted && !atomic_load(&stopping) && r == 0)
             r = pthread_cond_timedwait(&wake, &lock, &until);
-        if (!wanted && !stopping)
-            unmap_ready_locked();
+        if (!wanted && !atomic_load(&stopping)) {
+            void *idle[LB__RESERVE_BLOCKS];
+            size_t n = take_ready_locked(idle);
+            pthread_mutex_unlock(&lock);
+            unmap_blocks(idle, n);
+            pthread_mutex_lock(&lock);
+        }
     }
     pthread_mutex_unlock(&lock);
     return NULL;
-}
-
-/* fork(): the child has no helper, whatever the parent had; the lock is
- * held across the fork so that the child's copy is consistent. The ready
- * blocks stay the child's. */
-static void before_fork(void) {
-    pthread_mutex_lock(&lock);
-}
-
-static void after_fork_parent(void) {
-    pthread_mutex_unlock(&lock);
 }
 
 static void init_wake(void) {
@@ -116,11 +144,25 @@ static void init_wake(void) {
     pthread_condattr_destroy(&attr);
 }
 
-/* The condition variable is made anew: the copy still counts the
- * parent's helper among its waiters, and would make the child's first
- * signal wait for it. */
+/* fork(): the lock is held across it, so the child's copy of the state is
+ * consistent; the reserve's blocks, and a block the helper is writing,
+ * are not in the child (MADV_DONTFORK). The child has no helper and no
+ * holder yet; its condition variable is made anew, as the copy still
+ * counts the parent's helper among its waiters. */
+static void before_fork(void) {
+    pthread_mutex_lock(&lock);
+}
+
+static void after_fork_parent(void) {
+    pthread_mutex_unlock(&lock);
+}
+
 static void after_fork_child(void) {
-    running = stopping = wanted = false;
+    nready = 0;
+    holders = 0;
+    generation++;
+    wanted = running = false;
+    atomic_store(&stopping, false);
     init_wake();
     pthread_mutex_unlock(&lock);
 }
@@ -147,9 +189,13 @@ void *lb__reserve_take_block(void) {
     pthread_once(&once, set_up);
     void *block = NULL;
     pthread_mutex_lock(&lock);
-    if (holders > 0 && !stopping) {
-        if (nready > 0)
+    if (holders > 0 && !atomic_load(&stopping)) {
+        if (nready > 0) {
             block = ready[--nready];
+            /* Handed out, it is the loop's memory: a child must have it.
+             * Under the lock, which a fork waits for. */
+            (void)madvise(block, LB__LARGE_BLOCK, MADV_DOFORK);
+        }
         wanted = true;
         if (running)
             pthread_cond_signal(&wake);
@@ -160,29 +206,35 @@ void *lb__reserve_take_block(void) {
     return block;
 }
 
-void lb__reserve_hold(void) {
+lb__reserve_hold_t lb__reserve_hold(void) {
+    pthread_once(&once, set_up);
     pthread_mutex_lock(&lock);
     holders++;
+    lb__reserve_hold_t hold = generation;
     pthread_mutex_unlock(&lock);
+    return hold;
 }
 
-void lb__reserve_release(void) {
+void lb__reserve_release(lb__reserve_hold_t hold) {
     pthread_mutex_lock(&lock);
-    if (--holders > 0) {
+    if (hold != generation || --holders > 0) {
         pthread_mutex_unlock(&lock);
         return;
     }
-    bool join = running && !stopping;
+    bool join = running && !atomic_load(&stopping);
     if (join) {
-        stopping = true;
+        atomic_store(&stopping, true);
         pthread_cond_signal(&wake);
         pthread_mutex_unlock(&lock);
         pthread_join(helper, NULL);
         pthread_mutex_lock(&lock);
-        running = stopping = wanted = false;
+        running = wanted = false;
+        atomic_store(&stopping, false);
     }
-    unmap_ready_locked();
+    void *blocks[LB__RESERVE_BLOCKS];
+    size_t n = take_ready_locked(blocks);
     pthread_mutex_unlock(&lock);
+    unmap_blocks(blocks, n);
 }
 
 bool lb__reserve_test_state(size_t *nready_ret) {

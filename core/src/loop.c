@@ -2,7 +2,6 @@
 /* The loop's lifecycle and its scheduling entry points. The iteration
  * itself lives in dispatch.c. */
 #include "alloc.h"
-#include "block_reserve.h"
 #include "error.h"
 #include "executor_internal.h"
 #include "loop_internal.h"
@@ -142,7 +141,7 @@ int lb_loop_new_full(lb_loop **ret, const lb_driver *driver, void *driver_arg) {
                      lb_strerror(r));
         goto fail;
     }
-    lb__reserve_hold();
+    loop->reserve_hold = lb__reserve_hold();
     *ret = loop;
     return 0;
 
@@ -178,8 +177,9 @@ static void loop_free(lb_loop *loop) {
     lb__slab_destroy(&loop->handle_slab);
     lb__slab_destroy(&loop->future_slab);
     lb__inbox_destroy(&loop->inbox, loop);
+    lb__reserve_hold_t hold = loop->reserve_hold;
     lb__free(loop);
-    lb__reserve_release();
+    lb__reserve_release(hold);
 }
 
 lb_loop *lb_loop_unref(lb_loop *loop) {

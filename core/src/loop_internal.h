@@ -8,6 +8,7 @@
 #include <loopbridge/future.h>
 #include <loopbridge/loop.h>
 
+#include "block_reserve.h"
 #include "clock.h"
 #include "inbox.h"
 #include "ready_queue.h"
@@ -123,6 +124,7 @@ struct lb_loop {
     lb__timer_heap timers;
     lb__inbox inbox;
     lb__slab handle_slab;
+    lb__reserve_hold_t reserve_hold; /* block_reserve.h */
     lb__slab future_slab;
 
     /* fd watches, indexed by fd. */

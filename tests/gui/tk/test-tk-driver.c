@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The Tk driver inside a real Tcl notifier, without a display: the first
  * run of a loop starts no thread (Tcl's notifier thread came at attach);
- * timers 30 us apart take few passes of the notifier;
+ * timers 30 us apart take few passes of the notifier; making a loop
+ * queues no event of the program's file handlers;
  * no CPU and no dispatch while idle; a 60 Hz Tcl `after` tick that keeps its
  * pace under a flood of callbacks and tasks, in the main loop and inside
  * a vwait; a worker thread's label updates arriving in order; tasks and
@@ -65,6 +66,40 @@ static void test_tk_first_run_starts_no_thread(void **state) {
     assert_int_equal(lb_loop_call_soon(loop, stop, NULL, NULL), 0);
     assert_int_equal(lb_loop_run_forever(loop), 0);
     assert_int_equal(thread_count(), threads);
+    tk_loop_free(loop, interp);
+}
+
+/* Making a loop queues no event of the program's own file handlers: a
+ * program that then reads its fd itself (a reply it waits for) must not
+ * find its handler called on an fd with nothing left to read. */
+typedef struct fd_handler_calls {
+    int fd;
+    int calls;
+} fd_handler_calls;
+
+static void note_fd_call(void *data, int mask) {
+    (void)mask;
+    ((fd_handler_calls *)data)->calls++;
+}
+
+static void test_tk_loop_new_queues_no_file_event(void **state) {
+    (void)state;
+    Tcl_Interp *interp = tk_interp_new();
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(fcntl(p[0], F_SETFL, O_NONBLOCK), 0);
+    fd_handler_calls h = {.fd = p[0]};
+    Tcl_CreateFileHandler(p[0], TCL_READABLE, note_fd_call, &h);
+    assert_int_equal(write(p[1], "x", 1), 1);
+    lb_loop *loop = tk_loop_new(interp);
+    char c;
+    assert_int_equal(read(p[0], &c, 1), 1); /* the program takes its reply */
+    while (Tcl_DoOneEvent(TCL_DONT_WAIT | TCL_FILE_EVENTS))
+        ;
+    assert_int_equal(h.calls, 0);
+    Tcl_DeleteFileHandler(p[0]);
+    close(p[0]);
+    close(p[1]);
     tk_loop_free(loop, interp);
 }
 
@@ -703,6 +738,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tk_first_run_starts_no_thread),
         cmocka_unit_test(test_tk_dense_timers_take_few_notifier_passes),
+        cmocka_unit_test(test_tk_loop_new_queues_no_file_event),
         cmocka_unit_test(test_tk_idle_costs_no_cpu),
         cmocka_unit_test(test_tk_flood_keeps_ticking),
         cmocka_unit_test(test_tk_flood_in_vwait_keeps_ticking),
