@@ -140,17 +140,8 @@ static void drain(tk_state *st) {
     int r;
     for (;;) {
         r = lb_driver_dispatch(st->loop, 0, budget);
-        if (r < 0 || lb_driver_stop_requested(st->loop))
+        if (r <= 0 || lb_driver_stop_requested(st->loop))
             break;
-        /* Nothing ready, but a deadline too near to sleep for: poll for
-         * it here, within the budget, rather than through a pass of Tcl's
-         * notifier, which on 8.6 writes its thread's pipe twice and
-         * hands off to it (for timers 10 us apart, a pass per timer). */
-        if (r == 0) {
-            Tcl_WideInt ns = lb_driver_prepare(st->loop);
-            if (ns < 0 || ns > LB_DRIVER_POLL_BELOW_NS)
-                break;
-        }
         budget = start + st->budget_ns - clock_ns();
         if (budget <= 0)
             break;

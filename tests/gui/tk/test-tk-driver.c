@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The Tk driver inside a real Tcl notifier, without a display: the first
  * run of a loop starts no thread (Tcl's notifier thread came at attach);
- * timers 30 us apart take few passes of the notifier; making a loop
- * queues no event of the program's file handlers;
+ * making a loop queues no event of the program's file handlers;
  * no CPU and no dispatch while idle; a 60 Hz Tcl `after` tick that keeps its
  * pace under a flood of callbacks and tasks, in the main loop and inside
  * a vwait; a worker thread's label updates arriving in order; tasks and
@@ -100,52 +99,6 @@ static void test_tk_loop_new_queues_no_file_event(void **state) {
     Tcl_DeleteFileHandler(p[0]);
     close(p[0]);
     close(p[1]);
-    tk_loop_free(loop, interp);
-}
-
-/* Timers 30 us apart are polled for inside a drain, within its budget,
- * not through a pass of Tcl's notifier each: on Tcl 8.6 a pass writes the
- * notifier thread's pipe twice and hands off to it. Counted by an event
- * source of the test's own, whose setup runs once a pass. */
-#define DENSE_TIMERS 200
-
-typedef struct dense {
-    int fired;
-    long passes;
-} dense;
-
-static void count_pass(void *data, int flags) {
-    (void)flags;
-    ((dense *)data)->passes++;
-}
-
-static void dense_fired(lb_loop *loop, void *data) {
-    dense *d = data;
-    if (++d->fired == DENSE_TIMERS)
-        assert_int_equal(lb_loop_stop(loop), 0);
-}
-
-static void test_tk_dense_timers_take_few_notifier_passes(void **state) {
-    (void)state;
-    Tcl_Interp *interp = tk_interp_new();
-    lb_loop *loop = tk_loop_new(interp);
-    dense d = {0};
-    /* Far enough ahead that scheduling them all ends first; the count
-     * starts 2 ms before the first. */
-    int64_t start = lb_loop_time_ns(loop) + 20 * 1000 * 1000;
-    for (int i = 0; i < DENSE_TIMERS; i++)
-        assert_int_equal(lb_loop_call_at_ns(loop, start + i * 30 * 1000, dense_fired, &d, NULL), 0);
-    assert_int_equal(lb_loop_call_at_ns(loop, start - 2 * 1000 * 1000, stop, NULL, NULL), 0);
-    assert_int_equal(lb_loop_run_forever(loop), 0);
-    Tcl_CreateEventSource(count_pass, NULL, &d);
-    assert_int_equal(lb_loop_run_forever(loop), 0);
-    Tcl_DeleteEventSource(count_pass, NULL, &d);
-    assert_int_equal(d.fired, DENSE_TIMERS);
-    print_message("# %d timers 30 us apart: %ld passes of the notifier\n", DENSE_TIMERS, d.passes);
-    /* About one a budget (0.5 ms) and the idle passes after it; one or
-     * more a timer when each deadline went through the notifier. */
-    if (d.passes >= DENSE_TIMERS / 2)
-        fail_msg("%ld notifier passes for %d timers 30 us apart", d.passes, DENSE_TIMERS);
     tk_loop_free(loop, interp);
 }
 
@@ -737,7 +690,6 @@ static void test_tk_budget_setting(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tk_first_run_starts_no_thread),
-        cmocka_unit_test(test_tk_dense_timers_take_few_notifier_passes),
         cmocka_unit_test(test_tk_loop_new_queues_no_file_event),
         cmocka_unit_test(test_tk_idle_costs_no_cpu),
         cmocka_unit_test(test_tk_flood_keeps_ticking),
