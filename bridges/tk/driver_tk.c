@@ -2,7 +2,8 @@
 /* The Tk driver: a Tcl event source on the loop's thread.
  *
  * The core's backend fd (its epoll instance: watched fds, signals) goes
- * to the notifier through one Tcl_CreateFileHandler, the core's next
+ * to the notifier through one Tcl_CreateFileHandler while the core
+ * watches something there (watch_backend()), the core's next
  * deadline through Tcl_SetMaxBlockTime, rounded up to whole milliseconds
  * (Tcl 9's epoll notifier truncates to them, and waking before the
  * deadline would find nothing due and spin). Every timer stays in the
@@ -50,6 +51,7 @@ typedef struct tk_state {
     Tcl_Interp *interp; /* errors go to its bgerror; may be NULL */
     Tcl_ThreadId thread;
     int fd;       /* what the file handler watches */
+    bool fd_watched; /* the file handler is in place */
     int owned_fd; /* a dup of the backend fd below TCL_FD_LIMIT, or -1 */
     Tcl_WideInt budget_ns;
     bool drain_queued;  /* a drain event waits in Tcl's queue */
@@ -79,6 +81,25 @@ static Tcl_WideInt clock_ns(void) {
 static int drain_proc(Tcl_Event *ev, int flags);
 static void file_proc(void *data, int mask);
 
+/* The file handler is in place only while the core watches an fd (its
+ * backend fd can become readable only then: the driver owns the wakeup)
+ * and the driver has not stepped aside. Tcl 8.6's threaded notifier hands
+ * each wait of a thread that has a file handler to its notifier thread,
+ * through two writes to that thread's pipe and two wakeups of it; without
+ * one, the wait is a timed wait on a condition variable, which an alert
+ * from another thread ends at once. Called before each of Tcl's waits
+ * (setup_proc), since callbacks add and remove watches. */
+static void watch_backend(tk_state *st) {
+    bool want = !st->stepped_aside && lb_driver_backend_needed(st->loop);
+    if (want == st->fd_watched)
+        return;
+    st->fd_watched = want;
+    if (want)
+        Tcl_CreateFileHandler(st->fd, TCL_READABLE, file_proc, st);
+    else
+        Tcl_DeleteFileHandler(st->fd);
+}
+
 static void queue_drain(tk_state *st) {
     if (st->drain_queued || st->stepped_aside)
         return;
@@ -98,7 +119,7 @@ static void resume_after_idle(void *data) {
     tk_state *st = data;
     st->stepped_aside = false;
     st->streak_start_ns = 0; /* Tcl's idle callbacks just ran */
-    Tcl_CreateFileHandler(st->fd, TCL_READABLE, file_proc, st);
+    watch_backend(st);
     queue_drain(st);
 }
 
@@ -112,7 +133,7 @@ static void step_aside(tk_state *st) {
      * idle callbacks the driver steps aside for. */
     Tcl_DeleteEvents(is_ours, st);
     st->drain_queued = false;
-    Tcl_DeleteFileHandler(st->fd);
+    watch_backend(st);
     Tcl_DoWhenIdle(resume_after_idle, st);
     /* With an idle callback pending, Tcl's next wait has a zero block
      * time, which Tcl 8.6 turns into a round trip through its notifier
@@ -207,6 +228,8 @@ static void file_proc(void *data, int mask) {
 
 static void setup_proc(void *data, int flags) {
     tk_state *st = data;
+    /* Whatever the flags: Tcl's wait watches every file handler. */
+    watch_backend(st);
     if (!serves_loop(flags) || st->drain_queued || st->stepped_aside)
         return;
     Tcl_WideInt ns = lb_driver_prepare(st->loop);
@@ -351,7 +374,7 @@ static int tk_attach(lb_loop *loop, void *arg, void **state) {
         st->owned_fd = st->fd = low;
     }
     Tcl_CreateEventSource(setup_proc, check_proc, st);
-    Tcl_CreateFileHandler(st->fd, TCL_READABLE, file_proc, st);
+    watch_backend(st);
     start_notifier_thread();
     if (st->interp) {
         Tcl_Preserve(st->interp);
@@ -364,7 +387,8 @@ static int tk_attach(lb_loop *loop, void *arg, void **state) {
 static void tk_detach(lb_loop *loop, void *state) {
     tk_state *st = state;
     (void)loop;
-    Tcl_DeleteFileHandler(st->fd); /* a no-op while stepped aside */
+    if (st->fd_watched)
+        Tcl_DeleteFileHandler(st->fd);
     Tcl_DeleteEventSource(setup_proc, check_proc, st);
     Tcl_DeleteEvents(is_ours, st);
     Tcl_CancelIdleCall(resume_after_idle, st);

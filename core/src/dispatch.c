@@ -22,6 +22,12 @@ int lb_driver_backend_fd(const lb_loop *loop) {
     return loop->epoll_fd;
 }
 
+bool lb_driver_backend_needed(const lb_loop *loop) {
+    if (!loop || loop->epoll_fd < 0)
+        return false;
+    return loop->watches_live > 0 || !(loop->driver->caps & LB_DRIVER_CAP_WAKEUP);
+}
+
 /* A stop asked while no run entry runs the loop (a host drives it, or
  * nothing does) waits for the next run: it is neither a reason to stop
  * dispatching nor work to be ready for, or a host-driven loop would

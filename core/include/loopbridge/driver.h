@@ -95,6 +95,17 @@ LB_EXPORT int lb_driver_find(const char *name, const lb_driver **ret);
  * or -EINVAL / -EBADF. Stable for the life of the loop. */
 LB_EXPORT int lb_driver_backend_fd(const lb_loop *loop);
 
+/* Whether the host must watch the backend fd now: true while the loop
+ * watches an fd or a signal (the signal pipe is an fd watch), and always
+ * for a driver without LB_DRIVER_CAP_WAKEUP, whose wakeups go through the
+ * backend's eventfd. A driver that owns the wakeup may stop watching the
+ * backend fd while this is false (with Tcl 8.6's threaded notifier, each
+ * wait of a thread that has a file handler is two writes to the notifier
+ * thread's pipe and two wakeups of that thread); it must ask again before
+ * each wait, since callbacks add and remove watches. False for NULL or a
+ * closed loop. On the loop's thread. */
+LB_EXPORT bool lb_driver_backend_needed(const lb_loop *loop);
+
 /* Asks the core how long the host may sleep: 0 when work is ready (or a
  * stop is pending), the nanoseconds until the next timer, or -1 for no
  * limit. Arms the cross-thread wakeup, so call it right before the host

@@ -495,6 +495,139 @@ static void readable_close(lb_loop *loop, readable *rd) {
     close(rd->fds[1]);
 }
 
+/* The backend fd is watched only while the loop watches an fd: */
+
+/* The voluntary context switches of the process's threads other than
+ * the calling one: Tcl's notifier thread, and threads of earlier tests
+ * that sleep. */
+static long other_threads_switches(void) {
+    DIR *d = opendir("/proc/self/task");
+    assert_non_null(d);
+    char self[24];
+    snprintf(self, sizeof self, "%ld", (long)syscall(SYS_gettid));
+    long total = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.' || !strcmp(e->d_name, self))
+            continue;
+        char path[300], line[128];
+        snprintf(path, sizeof path, "/proc/self/task/%s/status", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue; /* the thread ended meanwhile */
+        long v;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "voluntary_ctxt_switches: %ld", &v) == 1)
+                total += v;
+        fclose(f);
+    }
+    closedir(d);
+    return total;
+}
+
+enum { SLEEPS = 100 };
+
+typedef struct sleeper {
+    int left;
+} sleeper;
+
+static void sleep_again(lb_loop *loop, void *data) {
+    sleeper *s = data;
+    if (--s->left == 0)
+        lb_loop_stop(loop);
+    else
+        assert_int_equal(lb_loop_call_later(loop, 0.001, sleep_again, s, NULL), 0);
+}
+
+/* The notifier thread's wakeups while the loop's thread sleeps SLEEPS
+ * times for a timer. */
+static long notifier_wakeups_over_sleeps(lb_loop *loop) {
+    sleeper s = {SLEEPS};
+    long before = other_threads_switches();
+    assert_int_equal(lb_loop_call_later(loop, 0.001, sleep_again, &s, NULL), 0);
+    assert_int_equal(lb_loop_run_forever(loop), 0);
+    return other_threads_switches() - before;
+}
+
+/* A loop that watches no fd has nothing for Tcl's notifier thread to
+ * select on: its thread's waits are timed waits on a condition variable
+ * and leave that thread asleep. The driver once kept a file handler on
+ * the backend fd for good, and Tcl 8.6 hands each wait of a thread with
+ * a file handler to its notifier thread: two writes to its pipe and two
+ * wakeups of it a wait, a sixth of the cross-thread round trip. */
+static void test_tk_wait_without_watches_leaves_notifier_thread_asleep(void **state) {
+    (void)state;
+    Tcl_Interp *interp = tk_interp_new();
+    lb_loop *loop = tk_loop_new(interp);
+    assert_false(lb_driver_backend_needed(loop));
+    long without = notifier_wakeups_over_sleeps(loop);
+    readable rd;
+    readable_open(loop, &rd);
+    assert_true(lb_driver_backend_needed(loop));
+    char c;
+    assert_int_equal(read(rd.fds[0], &c, 1), 1); /* a reader, nothing to read */
+    long with = notifier_wakeups_over_sleeps(loop);
+    readable_close(loop, &rd);
+    printf("# %d sleeps: %ld wakeups of other threads without a watched fd, %ld with one\n",
+           SLEEPS, without, with);
+    assert_true(without < SLEEPS / 4);
+    assert_false(lb_driver_backend_needed(loop));
+    tk_loop_free(loop, interp);
+    assert_false(lb_driver_backend_needed(NULL));
+}
+
+/* A reader added by a callback while the driver watched nothing is
+ * served from the notifier's next wait, and so is the one added after
+ * the last was removed. The byte comes from another thread once the
+ * loop's thread sleeps. */
+typedef struct late_byte {
+    lb_loop *loop;
+    int fds[2];
+    int reads;
+} late_byte;
+
+static void *write_later(void *data) {
+    late_byte *b = data;
+    usleep(50 * 1000);
+    assert_int_equal(write(b->fds[1], "x", 1), 1);
+    return NULL;
+}
+
+static void byte_read(lb_loop *loop, void *data) {
+    late_byte *b = data;
+    char c;
+    assert_int_equal(read(b->fds[0], &c, 1), 1);
+    b->reads++;
+    assert_int_equal(lb_loop_remove_reader(loop, b->fds[0]), 1);
+    lb_loop_stop(loop);
+}
+
+static void add_reader_now(lb_loop *loop, void *data) {
+    late_byte *b = data;
+    assert_int_equal(lb_loop_add_reader(loop, b->fds[0], byte_read, b), 0);
+}
+
+static void test_tk_reader_added_from_callback_is_served(void **state) {
+    (void)state;
+    Tcl_Interp *interp = tk_interp_new();
+    lb_loop *loop = tk_loop_new(interp);
+    late_byte b = {.loop = loop};
+    assert_int_equal(pipe(b.fds), 0);
+    for (int round = 1; round <= 2; round++) {
+        assert_false(lb_driver_backend_needed(loop));
+        assert_int_equal(lb_loop_call_soon(loop, add_reader_now, &b, NULL), 0);
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, write_later, &b), 0);
+        /* No timer: only the byte can end the run. */
+        assert_int_equal(lb_loop_run_forever(loop), 0);
+        pthread_join(th, NULL);
+        assert_int_equal(b.reads, round);
+    }
+    close(b.fds[0]);
+    close(b.fds[1]);
+    tk_loop_free(loop, interp);
+}
+
 static void idle_ran(void *data) {
     (*(int *)data)++;
 }
@@ -696,6 +829,8 @@ int main(void) {
         cmocka_unit_test(test_tk_errors_reach_bgerror),
         cmocka_unit_test(test_tk_error_after_close_skips_freed_handler),
         cmocka_unit_test(test_tk_threadsafe_wakeup_latency),
+        cmocka_unit_test(test_tk_wait_without_watches_leaves_notifier_thread_asleep),
+        cmocka_unit_test(test_tk_reader_added_from_callback_is_served),
         cmocka_unit_test(test_tk_idle_runs_while_flooded_and_fd_readable),
         cmocka_unit_test(test_tk_idle_runs_while_fd_stays_readable),
         cmocka_unit_test(test_tk_backend_fd_kept_below_1024),
