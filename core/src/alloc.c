@@ -114,7 +114,7 @@ static size_t large_size(size_t size) {
 
 /* size bytes at a 2 MiB boundary: mapped with room to spare, then
  * trimmed to the aligned part (huge pages need the alignment). */
-static void *map_aligned(size_t size) {
+void *lb__map_large_unplanned(size_t size) {
     char *raw = map_pages_unplanned(size + LB__LARGE_BLOCK);
     if (!raw)
         return NULL;
@@ -139,7 +139,7 @@ void *lb__map_large(size_t size) {
     if (block)
         LB__ASAN_UNPOISON(block, size);
     else
-        block = map_aligned(size);
+        block = lb__map_large_unplanned(size);
     if (block)
         atomic_fetch_add_explicit(&alloc_count, 1, memory_order_relaxed);
     return block;

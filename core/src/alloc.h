@@ -36,6 +36,11 @@ void lb__unmap_pages(void *ptr, size_t size);
 #define LB__LARGE_BLOCK ((size_t)2 << 20)
 #define LB__LARGE_FROM ((size_t)256 << 10)
 void *lb__map_large(size_t size);
+/* A block as lb__map_large maps one, neither counted nor failed by the
+ * test hooks: for the reserve of committed blocks (block_reserve.h),
+ * whose blocks are counted when a loop takes one. size: a multiple of
+ * LB__LARGE_BLOCK. */
+void *lb__map_large_unplanned(size_t size);
 void *lb__grow_large(void *old, size_t old_size, size_t new_size);
 void lb__unmap_large(void *ptr, size_t size);
 

@@ -8,6 +8,7 @@
 
 #include "alloc.h"
 #include "asan.h"
+#include "clock.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -49,23 +50,10 @@ static void unmap_blocks(void **blocks, size_t n) {
  * helper's own mapping: not counted or failed by the test hooks of
  * alloc.c, which plan the allocations of the thread under test. */
 static void *map_block_locked(void) {
-    char *raw = mmap(NULL, 2 * LB__LARGE_BLOCK, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw == MAP_FAILED)
-        return NULL;
-    uintptr_t start = ((uintptr_t)raw + LB__LARGE_BLOCK - 1) & ~(uintptr_t)(LB__LARGE_BLOCK - 1);
-    size_t head = start - (uintptr_t)raw;
-    if (head)
-        munmap(raw, head);
-    munmap((char *)start + LB__LARGE_BLOCK, LB__LARGE_BLOCK - head);
-    (void)madvise((void *)start, LB__LARGE_BLOCK, MADV_DONTFORK);
-#ifdef MADV_HUGEPAGE
-    (void)madvise((void *)start, LB__LARGE_BLOCK, MADV_HUGEPAGE); /* a hint */
-#endif
-    /* The address may have held memory left poisoned when it was
-     * unmapped: fresh pages are fresh to ASan too. */
-    LB__ASAN_UNPOISON((void *)start, LB__LARGE_BLOCK);
-    return (void *)start;
+    void *block = lb__map_large_unplanned(LB__LARGE_BLOCK);
+    if (block)
+        (void)madvise(block, LB__LARGE_BLOCK, MADV_DONTFORK);
+    return block;
 }
 
 /* Writes a page of each, so its memory is committed; nothing else can
@@ -113,14 +101,7 @@ static void *helper_main(void *arg) {
         }
         /* Full. Blocks not taken within the idle time go back. */
         wanted = false;
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += LB__RESERVE_IDLE_NS / 1000000000LL;
-        until.tv_nsec += LB__RESERVE_IDLE_NS % 1000000000LL;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = lb__monotonic_deadline(LB__RESERVE_IDLE_NS);
         int r = 0;
         while (!wanted && !atomic_load(&stopping) && r == 0)
             r = pthread_cond_timedwait(&wake, &lock, &until);

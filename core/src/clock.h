@@ -44,6 +44,21 @@ static inline int64_t lb__clock_coarse_ns(void) {
 #endif
 }
 
+/* The absolute time ns (>= 0) from now on CLOCK_MONOTONIC, for a
+ * condition variable on that clock to wait until. Always the system's
+ * clock, in an LB_TEST_CLOCK build too: a thread waits in real time. */
+static inline struct timespec lb__monotonic_deadline(int64_t ns) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(ns / 1000000000);
+    ts.tv_nsec += (long)(ns % 1000000000);
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
 /* How far lb__clock_coarse_ns() may lag lb__clock_ns(): twice its
  * resolution. Computed once per process. */
 int64_t lb__clock_coarse_lag_ns(void);

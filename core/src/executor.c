@@ -23,6 +23,7 @@
 #include <loopbridge/executor.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "error.h"
 #include "executor_internal.h"
 #include "future_internal.h"
@@ -514,13 +515,7 @@ static void *gate_main(void *arg) {
             continue;
         }
         uint64_t taken = e->jobs_taken;
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += GATE_NS;
-        if (until.tv_nsec >= 1000000000) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000;
-        }
+        struct timespec until = lb__monotonic_deadline(GATE_NS);
         while (!e->shutdown && pthread_cond_timedwait(&e->gate, &e->lock, &until) == 0)
             ;
         if (e->shutdown)

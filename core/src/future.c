@@ -2,6 +2,7 @@
 #include "future_internal.h"
 
 #include "alloc.h"
+#include "clock.h"
 #include "error.h"
 
 #include <math.h>
@@ -554,17 +555,9 @@ int lb_future_wait(lb_future *future, double timeout, void **value) {
     /* Negative or infinite: no limit (the deadline of an infinite one
      * was garbage, and the wait timed out at once). */
     bool forever = timeout < 0 || isinf(timeout);
-    struct timespec deadline;
-    if (!forever) {
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-        double whole = floor(timeout);
-        deadline.tv_sec += (time_t)(whole > 1e9 ? 1e9 : whole);
-        deadline.tv_nsec += (long)((timeout - whole) * 1e9);
-        if (deadline.tv_nsec >= 1000000000) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000;
-        }
-    }
+    struct timespec deadline = {0, 0};
+    if (!forever) /* beyond 1e9 s (31 years), 1e9 s */
+        deadline = lb__monotonic_deadline(timeout > 1e9 ? (int64_t)1e18 : (int64_t)(timeout * 1e9));
 
     /* The increment is ordered before the state check (both seq_cst), and
      * completion stores the state before reading waiters: either this
