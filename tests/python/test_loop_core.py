@@ -508,6 +508,32 @@ class CoreMixin:
         gc.collect()
         self.assertFalse(any(id(o) == loop_id and type(o) is loop_type for o in gc.get_objects()))
 
+    def test_call_later_asks_time_and_call_at_as_asyncio_does(self):
+        # asyncio's call_later() is self.call_at(self.time() + delay, ...):
+        # a time() or call_at() replaced on the instance or on a subclass
+        # is what call_later() uses, on both loops.
+        def scenario(loop, log):
+            loop.time = lambda: 1000.0
+            log.append(loop.call_later(5, print).when())
+            del loop.time
+
+            def call_at(when, callback, *args, context=None):
+                log.append(("call_at", when))
+                return type(loop).call_at(loop, when, callback, *args, context=context)
+            loop.call_at = call_at
+            loop.time = lambda: 2000.0
+            log.append(loop.call_later(7, print).when())
+            del loop.call_at, loop.time
+            log.append(abs(loop.call_later(0, print).when() - time.monotonic()) < 60)
+            base = type(loop)
+            loop.__class__ = type("VirtualTime", (base,), {"time": lambda self: 3000.0})
+            log.append(loop.call_later(1, print).when())
+            loop.__class__ = base
+            log.append(abs(loop.call_later(0, print).when() - time.monotonic()) < 60)
+            loop.call_soon(loop.stop)
+        log, _ = self.same(scenario)
+        self.assertEqual(log, [1005.0, ("call_at", 2007.0), 2007.0, True, 3001.0, True])
+
     def test_slots_of_another_class_are_not_trusted(self):
         from loopbridge import _compat, _loopbridge
 

@@ -331,10 +331,11 @@ class BridgeEventLoop(LoopCore, asyncio.SelectorEventLoop):
         return _trimmed(_Selector.call_at(self, *args, **kwargs))
 
     def _lb_call_later_py(self, delay, callback, *args, context=None):
-        # asyncio's call_later(), calling the call_at() above directly
+        # asyncio's call_later(): debug mode, keywords other than context,
+        # or a time() or call_at() that is not the loop's own
         if delay is None:
             raise TypeError('delay must not be None')
-        return self._lb_call_at_py(self.time() + delay, callback, *args, context=context)
+        return self.call_at(self.time() + delay, callback, *args, context=context)
 
     def stop(self):
         super().stop()

@@ -253,6 +253,49 @@ PyObject *lb_py_core_call_at(LoopCore *self, PyObject *const *args, size_t nargs
     return schedule_timer(self, "call_at", args[0], args + 1, nargs - 1, kwnames);
 }
 
+/* asyncio's call_later() is self.call_at(self.time() + delay, ...). The
+ * clock is read here, and the timer scheduled here, only while both are
+ * the loop's own: asyncio's BaseEventLoop.time() (time.monotonic(), the
+ * clock lb_py_monotonic() reads) and LoopCore's call_at(), replaced
+ * neither on the instance nor by a subclass (a loop with a virtual clock,
+ * a test's mock). Returns 1 if they are, 0 if not, -1 with an exception. */
+static PyObject *base_time, *str_time, *str_call_at;
+
+static int own_time_and_call_at(LoopCore *self)
+{
+    if (!base_time) {
+        PyObject *mod = PyImport_ImportModule("asyncio.base_events");
+        PyObject *cls = mod ? PyObject_GetAttrString(mod, "BaseEventLoop") : NULL;
+        Py_XDECREF(mod);
+        base_time = cls ? PyObject_GetAttrString(cls, "time") : NULL;
+        Py_XDECREF(cls);
+        if (!base_time)
+            return -1;
+        str_time = PyUnicode_InternFromString("time");
+        str_call_at = PyUnicode_InternFromString("call_at");
+        if (!str_time || !str_call_at) {
+            Py_CLEAR(base_time);
+            return -1;
+        }
+    }
+    PyObject *time = PyObject_GetAttr((PyObject *)self, str_time);
+    if (!time)
+        return -1;
+    int own = PyMethod_Check(time) && PyMethod_GET_FUNCTION(time) == base_time &&
+              PyMethod_GET_SELF(time) == (PyObject *)self;
+    Py_DECREF(time);
+    if (!own)
+        return 0;
+    PyObject *call_at = PyObject_GetAttr((PyObject *)self, str_call_at);
+    if (!call_at)
+        return -1;
+    own = PyCFunction_Check(call_at) &&
+          PyCFunction_GET_FUNCTION(call_at) == (PyCFunction)(void (*)(void))lb_py_core_call_at &&
+          PyCFunction_GET_SELF(call_at) == (PyObject *)self;
+    Py_DECREF(call_at);
+    return own;
+}
+
 const char lb_py_call_later_doc[] = "call_later(delay, callback, *args, context=None)\n\n"
 "asyncio's call_later(): call_at(loop.time() + delay, ...).";
 
@@ -271,9 +314,11 @@ PyObject *lb_py_core_call_later(LoopCore *self, PyObject *const *args, size_t na
         return NULL;
     }
     int debug = lb_py_core_debug(self);
-    if (debug)
-        return debug < 0 ? NULL
-                         : lb_py_core_call_python(self, lb_py_str_call_later_py, args, nargsf, kwnames);
+    int own = debug ? 0 : own_time_and_call_at(self);
+    if (debug < 0 || own < 0)
+        return NULL;
+    if (!own) /* debug mode, or a time() or call_at() of another */
+        return lb_py_core_call_python(self, lb_py_str_call_later_py, args, nargsf, kwnames);
     PyObject *now = PyFloat_FromDouble(lb_py_monotonic());
     PyObject *when = now ? PyNumber_Add(now, args[0]) : NULL;
     Py_XDECREF(now);
