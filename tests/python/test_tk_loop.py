@@ -214,6 +214,39 @@ class TkLoopTest(TkFixture, unittest.TestCase):
         host_wait(100)
         lbprobe.check_idle(self, probe, lambda: host_wait(5000))
 
+    def test_waits_leave_tcl_notifier_thread_asleep(self):
+        # A run on the main thread watches no fd for its signal wakeup (a
+        # thread of the bridge reads that pipe) nor for asyncio's
+        # self-pipe (read once a signal handler is added): on Tcl 8.6 a
+        # watched fd hands every wait of the loop's thread to Tcl's
+        # notifier thread, two wakeups of it a wait.
+        loop = self.make_loop()
+        me = str(threading.get_native_id())
+
+        def others_switches():
+            total = 0
+            for tid in os.listdir("/proc/self/task"):
+                if tid == me:
+                    continue
+                try:
+                    with open("/proc/self/task/%s/status" % tid) as f:
+                        for line in f:
+                            if line.startswith("voluntary_ctxt_switches:"):
+                                total += int(line.split()[1])
+                except FileNotFoundError:
+                    pass  # the thread ended meanwhile
+            return total
+
+        async def sleeps(n):
+            for _ in range(n):
+                await asyncio.sleep(0.001)
+        loop.run_until_complete(sleeps(1))  # the signal pipe's thread starts
+        before = others_switches()
+        loop.run_until_complete(sleeps(100))
+        woken = others_switches() - before
+        print("\n100 sleeps: %d wakeups of other threads" % woken)
+        self.assertLess(woken, 25)
+
     def test_input_reaches_task_without_delay(self):
         loop = self.make_loop()
         r, w = os.pipe()

@@ -11,6 +11,7 @@ other tasks keep stepping while it is open.
 import asyncio
 import heapq
 import selectors
+import socket
 import threading
 import time
 
@@ -297,6 +298,24 @@ class BridgeEventLoop(LoopCore, asyncio.SelectorEventLoop):
     # asyncio's own scheduling methods, which LoopCore's call in debug mode
     # (for their checks and source tracebacks) and for keyword arguments
     # other than context; their _call_soon() is the one below.
+
+    def _make_self_pipe(self):
+        # asyncio's self-pipe, without its reader until a signal handler
+        # is added (add_signal_handler() makes the pipe the wakeup fd):
+        # nothing else writes to it here (see _write_to_self), and on Tk
+        # a watched fd puts Tcl's notifier thread into every wait of the
+        # loop's thread.
+        self._ssock, self._csock = socket.socketpair()
+        self._ssock.setblocking(False)
+        self._csock.setblocking(False)
+        self._internal_fds += 1
+        self._lb_self_pipe_read = False
+
+    def add_signal_handler(self, sig, callback, *args):
+        super().add_signal_handler(sig, callback, *args)
+        if not self._lb_self_pipe_read:
+            self._add_reader(self._ssock.fileno(), self._read_from_self)
+            self._lb_self_pipe_read = True
 
     def _lb_call_soon_py(self, *args, **kwargs):
         return _trimmed(_Selector.call_soon(self, *args, **kwargs))

@@ -14,6 +14,7 @@
  * are called with the GIL, the loopbridge callbacks from the host's main
  * loop on that same thread, so the pending state needs no lock. */
 #include "_loopbridge.h"
+#include "_signal_pipe.h"
 
 #include <loopbridge/loopbridge.h>
 #ifdef LB_PY_HAVE_TK
@@ -62,8 +63,7 @@ struct Bridge {
     int pass_delayed;  /* it waits for a timer (schedule(delay > 0)) */
     lb_handle *timer;  /* the deadline, or NULL */
     int in_notify;
-    int signal_pipe[2];   /* signal_fd(): read end watched, write end given */
-    int has_signal_pipe;
+    lb_py_signal_pipe *signal_pipe; /* signal_fd()'s, made on first use */
 };
 
 static PyObject *raise_lb(int rc, const char *what)
@@ -433,12 +433,11 @@ static PyObject *Bridge_wake_threadsafe(Bridge *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* A signal's byte came (the pipe's thread posted this). */
 static void on_signal_byte(lb_loop *loop, void *data)
 {
     Bridge *self = data;
-    char bytes[64];
-    while (read(self->signal_pipe[0], bytes, sizeof bytes) > 0)
-        ;
+    (void)loop;
     if (self->loop)
         notify(self); /* the pass handles the signal first (PassCall) */
 }
@@ -452,21 +451,14 @@ static PyObject *Bridge_signal_fd(Bridge *self, PyObject *unused)
 {
     if (check_open(self))
         return NULL;
-    if (!self->has_signal_pipe) {
-        int fds[2];
-        if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
-            return PyErr_SetFromErrno(PyExc_OSError);
-        int rc = lb_loop_add_reader(self->loop, fds[0], on_signal_byte, self);
+    if (!self->signal_pipe) {
+        int rc = lb_py_signal_pipe_open(&self->signal_pipe, self->loop, on_signal_byte, self);
         if (rc < 0) {
-            close(fds[0]);
-            close(fds[1]);
-            return raise_lb(rc, "add_reader");
+            errno = -rc;
+            return PyErr_SetFromErrno(PyExc_OSError);
         }
-        self->signal_pipe[0] = fds[0];
-        self->signal_pipe[1] = fds[1];
-        self->has_signal_pipe = 1;
     }
-    return PyLong_FromLong(self->signal_pipe[1]);
+    return PyLong_FromLong(lb_py_signal_pipe_fd(self->signal_pipe));
 }
 
 PyDoc_STRVAR(set_timer_doc, "set_timer(when)\n\n"
@@ -572,17 +564,15 @@ static void bridge_close(Bridge *self)
             if (w && (w->watched & WATCH_WRITE))
                 lb_loop_remove_writer(self->loop, fd);
         }
-        if (self->has_signal_pipe)
-            lb_loop_remove_reader(self->loop, self->signal_pipe[0]);
+        lb_py_signal_pipe_stop(self->signal_pipe); /* it posts to the loop */
         lb_loop *loop = self->loop;
         self->loop = NULL; /* a pass still queued sees the bridge closed */
         lb_loop_close(loop);
         lb_loop_unref(loop);
     }
-    if (self->has_signal_pipe && wakeup_fd_released(self->signal_pipe[1])) {
-        close(self->signal_pipe[0]);
-        close(self->signal_pipe[1]);
-        self->has_signal_pipe = 0;
+    if (self->signal_pipe && wakeup_fd_released(lb_py_signal_pipe_fd(self->signal_pipe))) {
+        lb_py_signal_pipe_close(self->signal_pipe);
+        self->signal_pipe = NULL;
     }
     for (int fd = 0; fd < self->nfds; fd++)
         PyMem_Free(self->fds[fd]);

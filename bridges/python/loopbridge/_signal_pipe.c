@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: MIT */
+/* The pipe a Bridge gives signal.set_wakeup_fd() (Bridge.signal_fd()),
+ * read by a thread of its own rather than watched by the loop. On Tk, a
+ * watched fd gives the loop's thread a Tcl file handler, and Tcl 8.6 hands
+ * every wait of a thread that has one to its notifier thread: two writes
+ * to that thread's pipe and two wakeups of it, a wait. The program's main
+ * thread (where run_forever() sets this fd) would pay that on every wait
+ * for the signal that rarely comes. The reader sleeps in poll() instead,
+ * and a signal's byte becomes a post to the loop, which wakes the host
+ * through the loop's own wakeup (Tcl_ThreadAlert, g_main_context_wakeup).
+ *
+ * The thread touches no Python object and never takes the GIL. */
+#include "_signal_pipe.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+struct lb_py_signal_pipe {
+    int fds[2];       /* read end: the thread's; write end: the wakeup fd */
+    lb_loop *loop;    /* borrowed: the pipe is closed before the loop */
+    lb_callback cb;
+    void *data;
+    pthread_t thread;
+    pid_t owner;        /* the process that started the thread */
+    atomic_bool stopping;
+    atomic_bool posted; /* a post is on its way: one is enough */
+};
+
+static void delivered(lb_loop *loop, void *data)
+{
+    lb_py_signal_pipe *p = data;
+    atomic_store(&p->posted, false);
+    p->cb(loop, p->data);
+}
+
+static void *reader_main(void *arg)
+{
+    lb_py_signal_pipe *p = arg;
+    struct pollfd pfd = {.fd = p->fds[0], .events = POLLIN};
+    char bytes[64];
+    for (;;) {
+        if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+            break;
+        while (read(p->fds[0], bytes, sizeof bytes) > 0)
+            ;
+        if (atomic_load(&p->stopping))
+            break;
+        /* A refused post (the loop is closing) loses nothing: the close
+         * stops this thread next. */
+        if (!atomic_exchange(&p->posted, true) &&
+            lb_loop_call_soon_threadsafe(p->loop, delivered, p) < 0)
+            atomic_store(&p->posted, false);
+    }
+    return NULL;
+}
+
+int lb_py_signal_pipe_open(lb_py_signal_pipe **ret, lb_loop *loop, lb_callback cb, void *data)
+{
+    lb_py_signal_pipe *p = calloc(1, sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    if (pipe2(p->fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+        int r = -errno;
+        free(p);
+        return r;
+    }
+    p->loop = loop;
+    p->cb = cb;
+    p->data = data;
+    p->owner = getpid();
+    /* Signals stay with the program's threads: CPython runs its handlers
+     * on the main thread, and a signal taken here would only interrupt
+     * the poll. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int r = pthread_create(&p->thread, NULL, reader_main, p);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (r != 0) {
+        close(p->fds[0]);
+        close(p->fds[1]);
+        free(p);
+        return -r;
+    }
+    *ret = p;
+    return 0;
+}
+
+int lb_py_signal_pipe_fd(const lb_py_signal_pipe *p)
+{
+    return p->fds[1];
+}
+
+void lb_py_signal_pipe_stop(lb_py_signal_pipe *p)
+{
+    if (!p || atomic_exchange(&p->stopping, true))
+        return;
+    /* A forked child has the pipe but not the thread. */
+    if (p->owner != getpid())
+        return;
+    ssize_t n = write(p->fds[1], "", 1); /* a full pipe wakes it as well */
+    (void)n;
+    pthread_join(p->thread, NULL);
+}
+
+void lb_py_signal_pipe_close(lb_py_signal_pipe *p)
+{
+    if (!p)
+        return;
+    lb_py_signal_pipe_stop(p);
+    close(p->fds[0]);
+    close(p->fds[1]);
+    free(p);
+}
