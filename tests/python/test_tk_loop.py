@@ -2,6 +2,7 @@
 in, nested loops from a task, update() loops, no polling, the flood."""
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -246,6 +247,70 @@ class TkLoopTest(TkFixture, unittest.TestCase):
         woken = others_switches() - before
         print("\n100 sleeps: %d wakeups of other threads" % woken)
         self.assertLess(woken, 25)
+
+    def signal_soon(self, signum, delay=0.05):
+        timer = threading.Timer(delay, os.kill, (os.getpid(), signum))
+        timer.start()
+        self.addCleanup(timer.join)
+
+    def test_ctrl_c_comes_out_of_python_driven_tcl_loops(self):
+        # A hosted loop holds the signal wakeup fd; a program that turns
+        # Tcl itself (dooneevent(), update()) gets Ctrl+C's
+        # KeyboardInterrupt there, not as a Tcl background error of the
+        # pass that a signal runs (which the program never sees).
+        self.root.tk.call("proc", "bgerror", "msg", "")
+        loop = self.make_loop()
+        loop.install()
+        self.root.after(100, lambda: None)
+        for how in ("dooneevent", "update", "dooneevent", "update"):
+            self.signal_soon(signal.SIGINT)
+            t0 = time.monotonic()
+            with self.assertRaises(KeyboardInterrupt, msg=how):
+                while time.monotonic() - t0 < 5:
+                    if how == "update":
+                        self.root.update()
+                    else:
+                        if not self.root.tk.call("after", "info"):
+                            self.root.after(100, lambda: None)
+                        self.root.dooneevent()
+            self.assertLess(time.monotonic() - t0, 4, how)
+
+    def test_ctrl_c_in_a_tcl_wait_spares_the_programs_callbacks(self):
+        # Inside vwait, Python runs only in Tcl callbacks: the signal's
+        # handler runs in the loop's pass, not in the program's `after`
+        # callback that ends the wait (cut short, it left vwait waiting
+        # for good).
+        self.root.tk.call("proc", "bgerror", "msg", "")
+        loop = self.make_loop()
+        loop.install()
+        self.signal_soon(signal.SIGINT)
+        self.root.after(500, lambda: self.root.setvar("done", "by the callback"))
+        self.root.tk.call("after", 8000, "set done {by the safety net}")
+        self.vwait("done")
+        self.assertEqual(self.root.getvar("done"), "by the callback")
+
+    def test_forked_child_gets_its_own_signal_wakeup(self):
+        # The child of a fork has the loop's signal pipe but not its
+        # thread, and shares the pipe with the parent, whose thread would
+        # take the child's bytes: the child's next run makes its own.
+        loop = self.make_loop()
+        loop.run_until_complete(asyncio.sleep(0.01))  # the pipe is made
+        pid = os.fork()
+        if pid == 0:
+            code = 3
+            try:
+                threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+                t0 = time.monotonic()
+                try:
+                    loop.run_until_complete(asyncio.sleep(5))
+                    code = 2
+                except KeyboardInterrupt:
+                    code = 0 if time.monotonic() - t0 < 3 else 1
+            finally:
+                os._exit(code)
+        loop.run_until_complete(asyncio.sleep(0.5))  # the parent's thread reads
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
 
     def test_input_reaches_task_without_delay(self):
         loop = self.make_loop()

@@ -64,6 +64,7 @@ struct Bridge {
     lb_handle *timer;  /* the deadline, or NULL */
     int in_notify;
     lb_py_signal_pipe *signal_pipe; /* signal_fd()'s, made on first use */
+    int signal_pass_queued; /* Tk: a signal_pass_event waits in Tcl's queue */
 };
 
 static PyObject *raise_lb(int rc, const char *what)
@@ -433,13 +434,68 @@ static PyObject *Bridge_wake_threadsafe(Bridge *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* A signal's byte came (the pipe's thread posted this). */
+#ifdef LB_PY_HAVE_TK
+/* Tk: the pass that a signal asks for, as an event of its own in Tcl's
+ * queue, serviced by a later Tcl_DoOneEvent than the drain that ran
+ * on_signal_byte. The drain's own returns first, to whoever called it:
+ * tkinter's mainloop() checks for signals after each event, dooneevent()
+ * and update() return to Python, run_*() to its wait, and the handler's
+ * KeyboardInterrupt comes out there. Only when Tcl itself waits (vwait,
+ * wait_variable, a message box) does this pass run first, so that the
+ * handler runs in it rather than in the next callback of the program
+ * (an `after` that would then never finish its work); its
+ * KeyboardInterrupt is then a Tcl background error, as any exception of
+ * a Tcl callback. A pass of `update` (TCL_DONT_WAIT), which returns to
+ * its caller once nothing is left, leaves the event queued. */
+typedef struct signal_pass_event {
+    Tcl_Event header;
+    Bridge *bridge;
+} signal_pass_event;
+
+static int signal_pass_proc(Tcl_Event *ev, int flags)
+{
+    if (!(flags & (TCL_FILE_EVENTS | TCL_TIMER_EVENTS)) || (flags & TCL_DONT_WAIT))
+        return 0;
+    Bridge *self = ((signal_pass_event *)ev)->bridge;
+    self->signal_pass_queued = 0;
+    if (self->loop)
+        notify(self);
+    return 1;
+}
+
+static int is_signal_pass_of(Tcl_Event *ev, ClientData bridge)
+{
+    return ev->proc == signal_pass_proc && ((signal_pass_event *)ev)->bridge == bridge;
+}
+
+static void queue_signal_pass(Bridge *self)
+{
+    if (self->signal_pass_queued)
+        return;
+    signal_pass_event *ev = (signal_pass_event *)ckalloc(sizeof *ev);
+    ev->header.proc = signal_pass_proc;
+    ev->bridge = self;
+    self->signal_pass_queued = 1;
+    Tcl_QueueEvent(&ev->header, TCL_QUEUE_TAIL);
+}
+#endif
+
+/* A signal's byte came (the pipe's thread posted this): a pass runs the
+ * signal's Python handler first (PassCall). On GLib at once: its main
+ * loop may run in C (Gtk.Application.run()). */
 static void on_signal_byte(lb_loop *loop, void *data)
 {
     Bridge *self = data;
     (void)loop;
-    if (self->loop)
-        notify(self); /* the pass handles the signal first (PassCall) */
+    if (!self->loop)
+        return;
+#ifdef LB_PY_HAVE_TK
+    if (self->is_tk) {
+        queue_signal_pass(self);
+        return;
+    }
+#endif
+    notify(self);
 }
 
 PyDoc_STRVAR(signal_fd_doc, "signal_fd() -> int\n\n"
@@ -451,12 +507,12 @@ static PyObject *Bridge_signal_fd(Bridge *self, PyObject *unused)
 {
     if (check_open(self))
         return NULL;
-    if (!self->signal_pipe) {
-        int rc = lb_py_signal_pipe_open(&self->signal_pipe, self->loop, on_signal_byte, self);
-        if (rc < 0) {
-            errno = -rc;
-            return PyErr_SetFromErrno(PyExc_OSError);
-        }
+    int rc = self->signal_pipe
+        ? lb_py_signal_pipe_renew(self->signal_pipe) /* after a fork */
+        : lb_py_signal_pipe_open(&self->signal_pipe, self->loop, on_signal_byte, self);
+    if (rc < 0) {
+        errno = -rc;
+        return PyErr_SetFromErrno(PyExc_OSError);
     }
     return PyLong_FromLong(lb_py_signal_pipe_fd(self->signal_pipe));
 }
@@ -565,6 +621,11 @@ static void bridge_close(Bridge *self)
                 lb_loop_remove_writer(self->loop, fd);
         }
         lb_py_signal_pipe_stop(self->signal_pipe); /* it posts to the loop */
+#ifdef LB_PY_HAVE_TK
+        if (self->is_tk && self->signal_pass_queued)
+            Tcl_DeleteEvents(is_signal_pass_of, self);
+        self->signal_pass_queued = 0;
+#endif
         lb_loop *loop = self->loop;
         self->loop = NULL; /* a pass still queued sees the bridge closed */
         lb_loop_close(loop);

@@ -27,10 +27,25 @@ struct lb_py_signal_pipe {
     lb_callback cb;
     void *data;
     pthread_t thread;
-    pid_t owner;        /* the process that started the thread */
+    unsigned generation; /* fork_generation when the thread started */
     atomic_bool stopping;
     atomic_bool posted; /* a post is on its way: one is enough */
 };
+
+/* One more in each forked child: a pipe made in an earlier generation
+ * has no thread in this process. */
+static atomic_uint fork_generation;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void count_fork(void)
+{
+    atomic_fetch_add(&fork_generation, 1);
+}
+
+static void register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, count_fork);
+}
 
 static void delivered(lb_loop *loop, void *data)
 {
@@ -60,8 +75,26 @@ static void *reader_main(void *arg)
     return NULL;
 }
 
+/* Starts the thread; 0 or a negative errno. */
+static int start_reader(lb_py_signal_pipe *p)
+{
+    atomic_store(&p->stopping, false);
+    atomic_store(&p->posted, false);
+    p->generation = atomic_load(&fork_generation);
+    /* Signals stay with the program's threads: CPython runs its handlers
+     * on the main thread, and a signal taken here would only interrupt
+     * the poll. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int r = pthread_create(&p->thread, NULL, reader_main, p);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return -r;
+}
+
 int lb_py_signal_pipe_open(lb_py_signal_pipe **ret, lb_loop *loop, lb_callback cb, void *data)
 {
+    pthread_once(&atfork_once, register_atfork);
     lb_py_signal_pipe *p = calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
@@ -73,23 +106,34 @@ int lb_py_signal_pipe_open(lb_py_signal_pipe **ret, lb_loop *loop, lb_callback c
     p->loop = loop;
     p->cb = cb;
     p->data = data;
-    p->owner = getpid();
-    /* Signals stay with the program's threads: CPython runs its handlers
-     * on the main thread, and a signal taken here would only interrupt
-     * the poll. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int r = pthread_create(&p->thread, NULL, reader_main, p);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (r != 0) {
+    int r = start_reader(p);
+    if (r < 0) {
         close(p->fds[0]);
         close(p->fds[1]);
         free(p);
-        return -r;
+        return r;
     }
     *ret = p;
     return 0;
+}
+
+int lb_py_signal_pipe_renew(lb_py_signal_pipe *p)
+{
+    if (p->generation == atomic_load(&fork_generation))
+        return 0;
+    /* A forked child: the pipe is the parent's too, and the parent's
+     * thread would take the child's bytes. A new pipe takes the same two
+     * numbers, so that a wakeup fd set already stays right. */
+    int fds[2];
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
+        return -errno;
+    int r = 0;
+    for (int i = 0; i < 2 && r == 0; i++)
+        if (dup3(fds[i], p->fds[i], O_CLOEXEC) < 0)
+            r = -errno;
+    close(fds[0]);
+    close(fds[1]);
+    return r < 0 ? r : start_reader(p);
 }
 
 int lb_py_signal_pipe_fd(const lb_py_signal_pipe *p)
@@ -102,7 +146,7 @@ void lb_py_signal_pipe_stop(lb_py_signal_pipe *p)
     if (!p || atomic_exchange(&p->stopping, true))
         return;
     /* A forked child has the pipe but not the thread. */
-    if (p->owner != getpid())
+    if (p->generation != atomic_load(&fork_generation))
         return;
     ssize_t n = write(p->fds[1], "", 1); /* a full pipe wakes it as well */
     (void)n;

@@ -13,12 +13,18 @@ typedef struct lb_py_signal_pipe lb_py_signal_pipe;
 /* Makes the pipe and starts its thread. Returns 0 or a negative errno. */
 int lb_py_signal_pipe_open(lb_py_signal_pipe **ret, lb_loop *loop, lb_callback cb, void *data);
 
+/* In a forked child, where the pipe is still the parent's and has no
+ * thread: a new pipe on the same two fd numbers, and a thread for it.
+ * Otherwise nothing. Returns 0 or a negative errno. */
+int lb_py_signal_pipe_renew(lb_py_signal_pipe *p);
+
 /* The write end, for signal.set_wakeup_fd(). */
 int lb_py_signal_pipe_fd(const lb_py_signal_pipe *p);
 
 /* Ends and joins the thread: nothing is posted to the loop after it (a
  * post already made waits in the loop). The fds stay open. Idempotent;
- * in a forked child, which has no such thread, it only marks it ended. */
+ * in a forked child that did not renew the pipe, which has no such
+ * thread, it only marks it ended. */
 void lb_py_signal_pipe_stop(lb_py_signal_pipe *p);
 
 /* Stops the thread if needed, closes both fds, frees p (NULL: nothing). */
