@@ -7,6 +7,8 @@
  * a vwait; a worker thread's label updates arriving in order; tasks and
  * timers inside vwait (run from a callback and from a task) and inside
  * update; errors reaching bgerror; the cross-thread wakeup's latency;
+ * no file handler (so no hand-off to Tcl's notifier thread) while the
+ * loop watches no fd, and a reader added by a callback then served;
  * Tcl's idle callbacks running while the backend fd stays readable (the
  * livelock the driver once had); the backend fd kept below 1024; the
  * budget setting. */
