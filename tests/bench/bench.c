@@ -82,7 +82,7 @@ static const char *hosting(void) {
         return "; glib driver: one GSource in the default GMainContext, "
                "run_forever iterates the context";
     if (on_driver("tk"))
-        return "; tk driver: Tcl event source + file handler, run_forever loops Tcl_DoOneEvent";
+        return "; tk driver: Tcl event source (+ a file handler while fds are watched), run_forever loops Tcl_DoOneEvent";
     return "";
 }
 
