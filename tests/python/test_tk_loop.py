@@ -312,6 +312,82 @@ class TkLoopTest(TkFixture, unittest.TestCase):
         _, status = os.waitpid(pid, 0)
         self.assertEqual(os.waitstatus_to_exitcode(status), 0)
 
+    # A signal's pass waits in Tcl's queue (an update() loop leaves it
+    # there); the loop is then closed on another thread, whose
+    # Tcl_DeleteEvents() cannot reach this thread's queue, and freed. The
+    # event once kept the bridge's address and ran a pass on the freed
+    # bridge (a crash under PYTHONMALLOC=malloc_debug).
+    CLOSED_ELSEWHERE = textwrap.dedent("""
+        import asyncio, gc, os, signal, sys, threading, time, tkinter
+        import loopbridge.tk
+        root = tkinter.Tcl()
+        loop = loopbridge.tk.EventLoop(root)
+        loop.install()
+        signal.signal(signal.SIGUSR1, lambda *a: None)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        for i in range(50):
+            root.update(); time.sleep(0.002)
+        t = threading.Thread(target=loop.close); t.start()
+        while t.is_alive():
+            root.update(); time.sleep(0.002)
+        asyncio.events._set_running_loop(None)
+        sys.set_asyncgen_hooks(None, None)
+        del loop, t; gc.collect()
+        root.after(20, lambda: None)
+        root.dooneevent()
+        print("survived")
+        """)
+
+    def test_signal_pass_queued_when_closed_on_another_thread(self):
+        result = subprocess.run([sys.executable, "-c", self.CLOSED_ELSEWHERE], capture_output=True,
+                                text=True, timeout=60,
+                                env=dict(os.environ, PYTHONMALLOC="malloc_debug"))
+        self.assertEqual((result.returncode, result.stdout.strip()), (0, "survived"),
+                         result.stderr)
+
+    def test_forked_child_keeps_the_files_on_the_pipes_old_numbers(self):
+        # A child that closes what it inherited (as a daemon does) and opens
+        # files that get the numbers of the loop's signal pipe: its next
+        # run makes a pipe of its own and leaves those files alone (they
+        # were once replaced by the new pipe's ends).
+        import tempfile
+        loop = self.make_loop()
+        loop.run_until_complete(asyncio.sleep(0.01))  # the pipe is made
+        w = loop._bridge.signal_fd()
+        pipe = os.readlink("/proc/self/fd/%d" % w)
+        self.assertEqual(pipe[:5], "pipe:")
+
+        def names(fd):
+            try:
+                return os.readlink("/proc/self/fd/%d" % fd)
+            except FileNotFoundError:
+                return None  # listdir's own fd, closed since
+        r, = [fd for fd in map(int, os.listdir("/proc/self/fd")) if fd != w and names(fd) == pipe]
+        tmp = tempfile.mkdtemp()
+        pid = os.fork()
+        if pid == 0:
+            code = 3
+            try:
+                for fd, n in ((r, "a"), (w, "b")):
+                    f = os.open(os.path.join(tmp, n), os.O_WRONLY | os.O_CREAT, 0o600)
+                    os.dup2(f, fd)  # closes the pipe's end first
+                    os.close(f)
+                code = 2
+                loop.run_until_complete(asyncio.sleep(0.05))
+                for fd in (r, w):
+                    os.write(fd, b"data\n")
+                    os.close(fd)
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        for n in "ab":
+            with open(os.path.join(tmp, n)) as f:
+                self.assertEqual(f.read(), "data\n")
+            os.unlink(os.path.join(tmp, n))
+        os.rmdir(tmp)
+
     def test_input_reaches_task_without_delay(self):
         loop = self.make_loop()
         r, w = os.pipe()

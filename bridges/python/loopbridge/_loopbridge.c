@@ -28,6 +28,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
@@ -65,6 +66,10 @@ struct Bridge {
     int in_notify;
     lb_py_signal_pipe *signal_pipe; /* signal_fd()'s, made on first use */
     int signal_pass_queued; /* Tk: a signal_pass_event waits in Tcl's queue */
+    struct signal_pass_token *signal_pass; /* Tk: what such events name */
+#ifdef LB_PY_HAVE_TK
+    Tcl_ThreadId tcl_thread; /* where the interp's events are queued */
+#endif
 };
 
 static PyObject *raise_lb(int rc, const char *what)
@@ -447,36 +452,93 @@ static PyObject *Bridge_wake_threadsafe(Bridge *self, PyObject *unused)
  * KeyboardInterrupt is then a Tcl background error, as any exception of
  * a Tcl callback. A pass of `update` (TCL_DONT_WAIT), which returns to
  * its caller once nothing is left, leaves the event queued. */
+/* What a queued event names instead of its Bridge: the bridge may be
+ * closed on another thread, whose Tcl_DeleteEvents() cannot reach this
+ * thread's queue, and freed before the event is serviced. Close clears
+ * the pointer; the bridge and each queued event hold a reference. */
+typedef struct signal_pass_token {
+    atomic_int refs;
+    Bridge *_Atomic bridge; /* NULL once the bridge closed */
+} signal_pass_token;
+
 typedef struct signal_pass_event {
     Tcl_Event header;
-    Bridge *bridge;
+    signal_pass_token *token;
 } signal_pass_event;
+
+static void token_unref(signal_pass_token *t)
+{
+    if (atomic_fetch_sub(&t->refs, 1) == 1)
+        PyMem_RawFree(t);
+}
 
 static int signal_pass_proc(Tcl_Event *ev, int flags)
 {
     if (!(flags & (TCL_FILE_EVENTS | TCL_TIMER_EVENTS)) || (flags & TCL_DONT_WAIT))
         return 0;
-    Bridge *self = ((signal_pass_event *)ev)->bridge;
-    self->signal_pass_queued = 0;
-    if (self->loop)
-        notify(self);
+    signal_pass_token *t = ((signal_pass_event *)ev)->token;
+    Bridge *self = atomic_load(&t->bridge);
+    token_unref(t); /* the bridge holds one while it is open */
+    if (self) {
+        self->signal_pass_queued = 0;
+        if (self->loop)
+            notify(self);
+    }
     return 1;
 }
 
-static int is_signal_pass_of(Tcl_Event *ev, ClientData bridge)
+typedef struct token_events {
+    signal_pass_token *token;
+    int deleted;
+} token_events;
+
+static int is_signal_pass_of(Tcl_Event *ev, ClientData data)
 {
-    return ev->proc == signal_pass_proc && ((signal_pass_event *)ev)->bridge == bridge;
+    token_events *te = data;
+    if (ev->proc != signal_pass_proc || ((signal_pass_event *)ev)->token != te->token)
+        return 0;
+    te->deleted++;
+    return 1;
 }
 
 static void queue_signal_pass(Bridge *self)
 {
     if (self->signal_pass_queued)
         return;
+    if (!self->signal_pass) {
+        signal_pass_token *t = PyMem_RawMalloc(sizeof *t);
+        if (!t)
+            return; /* the handler runs when Python runs next */
+        atomic_init(&t->refs, 1);
+        atomic_init(&t->bridge, self);
+        self->signal_pass = t;
+    }
     signal_pass_event *ev = (signal_pass_event *)ckalloc(sizeof *ev);
     ev->header.proc = signal_pass_proc;
-    ev->bridge = self;
+    ev->token = self->signal_pass;
+    atomic_fetch_add(&ev->token->refs, 1);
     self->signal_pass_queued = 1;
     Tcl_QueueEvent(&ev->header, TCL_QUEUE_TAIL);
+}
+
+/* Close: events still queued find no bridge. On the interp's thread they
+ * go from the queue (their references with them); elsewhere they stay
+ * until that thread services them. */
+static void drop_signal_passes(Bridge *self)
+{
+    signal_pass_token *t = self->signal_pass;
+    if (!t)
+        return;
+    self->signal_pass = NULL;
+    self->signal_pass_queued = 0;
+    atomic_store(&t->bridge, NULL);
+    if (Tcl_GetCurrentThread() == self->tcl_thread) {
+        token_events te = {t, 0};
+        Tcl_DeleteEvents(is_signal_pass_of, &te);
+        while (te.deleted-- > 0)
+            token_unref(t);
+    }
+    token_unref(t);
 }
 #endif
 
@@ -503,18 +565,45 @@ PyDoc_STRVAR(signal_fd_doc, "signal_fd() -> int\n\n"
 "at once, which runs the signal's Python handler. Made on first use,\n"
 "closed with the bridge.");
 
+/* A fork came during a run of the parent's, whose wakeup fd is still the
+ * parent's pipe (from): the child's own (to) takes its place. Any other
+ * wakeup fd stays. Called on the main thread; a failure leaves it be. */
+static void replace_wakeup_fd(int from, int to)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *signal = PyImport_ImportModule("signal");
+    PyObject *was = signal ? PyObject_CallMethod(signal, "set_wakeup_fd", "i", -1) : NULL;
+    if (was) {
+        long fd = PyLong_AsLong(was);
+        PyObject *back = PyObject_CallMethod(signal, "set_wakeup_fd", "l", fd == from ? (long)to : fd);
+        Py_XDECREF(back);
+    }
+    Py_XDECREF(was);
+    Py_XDECREF(signal);
+    PyErr_Clear();
+    PyErr_Restore(type, value, tb);
+}
+
 static PyObject *Bridge_signal_fd(Bridge *self, PyObject *unused)
 {
     if (check_open(self))
         return NULL;
+    int inherited[2] = {-1, -1};
     int rc = self->signal_pipe
-        ? lb_py_signal_pipe_renew(self->signal_pipe) /* after a fork */
+        ? lb_py_signal_pipe_renew(self->signal_pipe, inherited) /* after a fork */
         : lb_py_signal_pipe_open(&self->signal_pipe, self->loop, on_signal_byte, self);
     if (rc < 0) {
         errno = -rc;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    return PyLong_FromLong(lb_py_signal_pipe_fd(self->signal_pipe));
+    int fd = lb_py_signal_pipe_fd(self->signal_pipe);
+    if (inherited[1] >= 0)
+        replace_wakeup_fd(inherited[1], fd);
+    for (int i = 0; i < 2; i++)
+        if (inherited[i] >= 0)
+            close(inherited[i]);
+    return PyLong_FromLong(fd);
 }
 
 PyDoc_STRVAR(set_timer_doc, "set_timer(when)\n\n"
@@ -622,9 +711,7 @@ static void bridge_close(Bridge *self)
         }
         lb_py_signal_pipe_stop(self->signal_pipe); /* it posts to the loop */
 #ifdef LB_PY_HAVE_TK
-        if (self->is_tk && self->signal_pass_queued)
-            Tcl_DeleteEvents(is_signal_pass_of, self);
-        self->signal_pass_queued = 0;
+        drop_signal_passes(self);
 #endif
         lb_loop *loop = self->loop;
         self->loop = NULL; /* a pass still queued sees the bridge closed */
@@ -691,6 +778,7 @@ static int Bridge_init(Bridge *self, PyObject *args, PyObject *kwds)
         }
         self->is_tk = 1;
         self->interp = (Tcl_Interp *)(uintptr_t)address;
+        self->tcl_thread = Tcl_GetCurrentThread();
         rc = lb_tk_loop_new(&self->loop, self->interp);
         if (rc < 0) {
             raise_lb(rc, "lb_tk_loop_new");

@@ -18,11 +18,15 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 struct lb_py_signal_pipe {
     int fds[2];       /* read end: the thread's; write end: the wakeup fd */
+    dev_t dev;        /* the pipe's identity: after a fork, a number the */
+    ino_t ino;        /* child closed may name another file */
     lb_loop *loop;    /* borrowed: the pipe is closed before the loop */
     lb_callback cb;
     void *data;
@@ -75,12 +79,37 @@ static void *reader_main(void *arg)
     return NULL;
 }
 
-/* Starts the thread; 0 or a negative errno. */
+/* A new pipe in p->fds, its identity noted. 0 or a negative errno. */
+static int make_pipe(lb_py_signal_pipe *p)
+{
+    struct stat st;
+    if (pipe2(p->fds, O_NONBLOCK | O_CLOEXEC) < 0)
+        return -errno;
+    if (fstat(p->fds[0], &st) < 0) {
+        int r = -errno;
+        close(p->fds[0]);
+        close(p->fds[1]);
+        return r;
+    }
+    p->dev = st.st_dev;
+    p->ino = st.st_ino;
+    return 0;
+}
+
+/* fd still names p's pipe (after a fork, the child may have closed the
+ * number and reused it). */
+static bool is_ours(const lb_py_signal_pipe *p, int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && st.st_dev == p->dev && st.st_ino == p->ino;
+}
+
+/* Starts the thread; 0 or a negative errno. The generation is the
+ * process's only once a thread runs: stop() joins only then. */
 static int start_reader(lb_py_signal_pipe *p)
 {
     atomic_store(&p->stopping, false);
     atomic_store(&p->posted, false);
-    p->generation = atomic_load(&fork_generation);
     /* Signals stay with the program's threads: CPython runs its handlers
      * on the main thread, and a signal taken here would only interrupt
      * the poll. */
@@ -89,6 +118,8 @@ static int start_reader(lb_py_signal_pipe *p)
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int r = pthread_create(&p->thread, NULL, reader_main, p);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (r == 0)
+        p->generation = atomic_load(&fork_generation);
     return -r;
 }
 
@@ -98,15 +129,15 @@ int lb_py_signal_pipe_open(lb_py_signal_pipe **ret, lb_loop *loop, lb_callback c
     lb_py_signal_pipe *p = calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
-    if (pipe2(p->fds, O_NONBLOCK | O_CLOEXEC) < 0) {
-        int r = -errno;
+    int r = make_pipe(p);
+    if (r < 0) {
         free(p);
         return r;
     }
     p->loop = loop;
     p->cb = cb;
     p->data = data;
-    int r = start_reader(p);
+    r = start_reader(p);
     if (r < 0) {
         close(p->fds[0]);
         close(p->fds[1]);
@@ -117,23 +148,35 @@ int lb_py_signal_pipe_open(lb_py_signal_pipe **ret, lb_loop *loop, lb_callback c
     return 0;
 }
 
-int lb_py_signal_pipe_renew(lb_py_signal_pipe *p)
+int lb_py_signal_pipe_renew(lb_py_signal_pipe *p, int inherited[2])
 {
+    inherited[0] = inherited[1] = -1;
     if (p->generation == atomic_load(&fork_generation))
         return 0;
     /* A forked child: the pipe is the parent's too, and the parent's
-     * thread would take the child's bytes. A new pipe takes the same two
-     * numbers, so that a wakeup fd set already stays right. */
-    int fds[2];
-    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
-        return -errno;
-    int r = 0;
-    for (int i = 0; i < 2 && r == 0; i++)
-        if (dup3(fds[i], p->fds[i], O_CLOEXEC) < 0)
-            r = -errno;
-    close(fds[0]);
-    close(fds[1]);
-    return r < 0 ? r : start_reader(p);
+     * thread would take the child's bytes. A pipe of the child's own;
+     * the parent's ends go back to the caller, if this process still has
+     * them under their numbers. */
+    int old[2] = {p->fds[0], p->fds[1]};
+    dev_t old_dev = p->dev;
+    ino_t old_ino = p->ino;
+    int r = make_pipe(p);
+    if (r == 0 && (r = start_reader(p)) < 0) {
+        close(p->fds[0]);
+        close(p->fds[1]);
+    }
+    if (r < 0) {
+        p->fds[0] = old[0];
+        p->fds[1] = old[1];
+        p->dev = old_dev;
+        p->ino = old_ino;
+        return r;
+    }
+    lb_py_signal_pipe inherited_pipe = {.dev = old_dev, .ino = old_ino};
+    for (int i = 0; i < 2; i++)
+        if (is_ours(&inherited_pipe, old[i]))
+            inherited[i] = old[i];
+    return 0;
 }
 
 int lb_py_signal_pipe_fd(const lb_py_signal_pipe *p)

@@ -14,9 +14,12 @@ typedef struct lb_py_signal_pipe lb_py_signal_pipe;
 int lb_py_signal_pipe_open(lb_py_signal_pipe **ret, lb_loop *loop, lb_callback cb, void *data);
 
 /* In a forked child, where the pipe is still the parent's and has no
- * thread: a new pipe on the same two fd numbers, and a thread for it.
- * Otherwise nothing. Returns 0 or a negative errno. */
-int lb_py_signal_pipe_renew(lb_py_signal_pipe *p);
+ * thread: a new pipe and a thread for it. inherited[] gets the parent's
+ * two ends where this process still has them under their numbers (the
+ * child may have closed and reused them), else -1: the caller points the
+ * wakeup fd away from inherited[1], then closes both. Otherwise nothing
+ * (inherited[] -1). Returns 0 or a negative errno (the pipe unchanged). */
+int lb_py_signal_pipe_renew(lb_py_signal_pipe *p, int inherited[2]);
 
 /* The write end, for signal.set_wakeup_fd(). */
 int lb_py_signal_pipe_fd(const lb_py_signal_pipe *p);
