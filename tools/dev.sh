@@ -231,11 +231,11 @@ check_steps() {
 # loopbridge as its users get it: the libraries alone installed into a
 # prefix (build/packaging/prefix) and a program built against them with
 # pkg-config; tests/packaging/consumer built with loopbridge as a meson
-# subproject, which must build nothing but the libraries; and a setup
-# without cmocka.
+# subproject, which must build nothing but the libraries; a setup
+# without cmocka; and the Python package installed with pip into a venv.
 job_packaging() {
-  log "packaging: install + pkg-config, subproject, no cmocka"
-  check_steps packaging install pkg-config subproject no-cmocka
+  log "packaging: install + pkg-config, subproject, no cmocka, pip"
+  check_steps packaging install pkg-config subproject no-cmocka pip
 }
 
 # Every installed public header compiles alone as strict C11 and as C++

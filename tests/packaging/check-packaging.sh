@@ -18,6 +18,11 @@
 #   no-cmocka   configures the tree (demos included) where neither
 #               pkg-config nor cmake can find cmocka: the default
 #               (tests=auto) sets up, without tests
+#   pip         the Python package as docs/python.md installs it: `pip
+#               install --no-build-isolation` of a copy of the tree into a
+#               venv made with --system-site-packages (no index: nothing is
+#               downloaded), then its Tk and GLib loops run a task, from
+#               outside the tree, with Debian's python3
 #
 # pkg-config and headers need install to have run once.
 # Environment: PACKAGING_DIR (work directory, default build/packaging),
@@ -172,7 +177,49 @@ step_no_cmocka() {
   say "without cmocka: set up, no test"
 }
 
-[ $# -gt 0 ] || { echo "usage: check-packaging.sh install|pkg-config|headers|subproject|no-cmocka..." >&2; exit 2; }
+step_pip() {
+  local py=/usr/bin/python3 venv=$work/venv src=$work/pip-src
+  $py -c "import mesonpy" 2>/dev/null || { say "pip: skipped (no python3-mesonpy)"; return 0; }
+  rm -rf "$venv" "$src"
+  # A copy without build directories: pip builds in the tree it is given.
+  mkdir -p "$src"
+  if git -C "$root" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    git -C "$root" ls-files -z | (cd "$root" && xargs -0 cp --parents -t "$src")
+  else
+    tar -C "$root" --exclude=./build -cf - . | tar -C "$src" -xf -
+  fi || fail "cannot copy the tree for pip"
+  $py -m venv --system-site-packages "$venv" || fail "cannot make a venv"
+  "$venv/bin/pip" install --no-build-isolation --no-index "$src" >"$work/pip.log" 2>&1 ||
+    { tail -40 "$work/pip.log"; fail "pip install --no-build-isolation failed"; }
+  cat >"$work/pip-check.py" <<'PY'
+import asyncio, os, sys
+import loopbridge
+here = os.path.realpath(loopbridge.__file__)
+assert here.startswith(os.path.realpath(sys.prefix) + os.sep), here  # the venv's copy
+ran = []
+try:
+    import tkinter, loopbridge.tk
+    loop = loopbridge.tk.EventLoop(tkinter.Tcl())
+    ran.append(loop.run_until_complete(asyncio.sleep(0.01, "tk")))
+    loop.close()
+except ImportError as e:
+    print("no tk:", e)
+try:
+    from gi.repository import GLib
+    import loopbridge.glib
+    loop = loopbridge.glib.EventLoop()
+    ran.append(loop.run_until_complete(asyncio.sleep(0.01, "glib")))
+    loop.close()
+except ImportError as e:
+    print("no glib:", e)
+assert ran, "neither loop could be imported"
+print("installed package ran its loops:", ", ".join(ran))
+PY
+  (cd "$work" && "$venv/bin/python" pip-check.py) | indent ||
+    fail "the installed package does not run"
+}
+
+[ $# -gt 0 ] || { echo "usage: check-packaging.sh install|pkg-config|headers|subproject|no-cmocka|pip..." >&2; exit 2; }
 for step in "$@"; do
   case $step in
     install) step_install ;;
@@ -180,6 +227,7 @@ for step in "$@"; do
     headers) step_headers ;;
     subproject) step_subproject ;;
     no-cmocka) step_no_cmocka ;;
+    pip) step_pip ;;
     *) echo "check-packaging.sh: no step $step" >&2; exit 2 ;;
   esac
 done
