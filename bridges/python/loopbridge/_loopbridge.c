@@ -565,24 +565,31 @@ PyDoc_STRVAR(signal_fd_doc, "signal_fd() -> int\n\n"
 "at once, which runs the signal's Python handler. Made on first use,\n"
 "closed with the bridge.");
 
-/* A fork came during a run of the parent's, whose wakeup fd is still the
- * parent's pipe (from): the child's own (to) takes its place. Any other
- * wakeup fd stays. Called on the main thread; a failure leaves it be. */
-static void replace_wakeup_fd(int from, int to)
+/* Where signal.set_wakeup_fd() has from, puts to (-1: none); any other
+ * wakeup fd stays. Returns 1 if it could look, 0 if not (only the main
+ * thread may; the wakeup fd is then left as it is). Keeps the exception
+ * being raised, if any: a dealloc may run with one set. */
+static int replace_wakeup_fd(int from, int to)
 {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
+    int looked = 0;
     PyObject *signal = PyImport_ImportModule("signal");
-    PyObject *was = signal ? PyObject_CallMethod(signal, "set_wakeup_fd", "i", -1) : NULL;
-    if (was) {
-        long fd = PyLong_AsLong(was);
-        PyObject *back = PyObject_CallMethod(signal, "set_wakeup_fd", "l", fd == from ? (long)to : fd);
-        Py_XDECREF(back);
+    PyObject *current = signal ? PyObject_CallMethod(signal, "set_wakeup_fd", "i", -1) : NULL;
+    if (current) {
+        long was = PyLong_AsLong(current);
+        long put = was == from ? to : was;
+        looked = 1;
+        if (put != -1) {
+            PyObject *back = PyObject_CallMethod(signal, "set_wakeup_fd", "l", put);
+            Py_XDECREF(back);
+        }
     }
-    Py_XDECREF(was);
+    Py_XDECREF(current);
     Py_XDECREF(signal);
     PyErr_Clear();
     PyErr_Restore(type, value, tb);
+    return looked;
 }
 
 static PyObject *Bridge_signal_fd(Bridge *self, PyObject *unused)
@@ -598,7 +605,7 @@ static PyObject *Bridge_signal_fd(Bridge *self, PyObject *unused)
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     int fd = lb_py_signal_pipe_fd(self->signal_pipe);
-    if (inherited[1] >= 0)
+    if (inherited[1] >= 0) /* a fork during a run of the parent's */
         replace_wakeup_fd(inherited[1], fd);
     for (int i = 0; i < 2; i++)
         if (inherited[i] >= 0)
@@ -673,24 +680,7 @@ static PyObject *Bridge_set_budget(Bridge *self, PyObject *arg)
  * its pipe open (two fds kept, nothing overwritten). */
 static int wakeup_fd_released(int fd)
 {
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb); /* a dealloc may run with one set */
-    int released = 0;
-    PyObject *signal = PyImport_ImportModule("signal");
-    PyObject *current = signal ? PyObject_CallMethod(signal, "set_wakeup_fd", "i", -1) : NULL;
-    if (current) {
-        long was = PyLong_AsLong(current);
-        released = 1;
-        if (was != fd && was != -1) {
-            PyObject *back = PyObject_CallMethod(signal, "set_wakeup_fd", "l", was);
-            Py_XDECREF(back);
-        }
-    }
-    Py_XDECREF(current);
-    Py_XDECREF(signal);
-    PyErr_Clear();
-    PyErr_Restore(type, value, tb);
-    return released;
+    return replace_wakeup_fd(fd, -1);
 }
 
 static void bridge_close(Bridge *self)

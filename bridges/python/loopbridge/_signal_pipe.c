@@ -96,12 +96,12 @@ static int make_pipe(lb_py_signal_pipe *p)
     return 0;
 }
 
-/* fd still names p's pipe (after a fork, the child may have closed the
- * number and reused it). */
-static bool is_ours(const lb_py_signal_pipe *p, int fd)
+/* fd still names the pipe dev/ino (after a fork, the child may have
+ * closed the number and reused it). */
+static bool names_pipe(int fd, dev_t dev, ino_t ino)
 {
     struct stat st;
-    return fstat(fd, &st) == 0 && st.st_dev == p->dev && st.st_ino == p->ino;
+    return fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
 }
 
 /* Starts the thread; 0 or a negative errno. The generation is the
@@ -172,9 +172,8 @@ int lb_py_signal_pipe_renew(lb_py_signal_pipe *p, int inherited[2])
         p->ino = old_ino;
         return r;
     }
-    lb_py_signal_pipe inherited_pipe = {.dev = old_dev, .ino = old_ino};
     for (int i = 0; i < 2; i++)
-        if (is_ours(&inherited_pipe, old[i]))
+        if (names_pipe(old[i], old_dev, old_ino))
             inherited[i] = old[i];
     return 0;
 }
