@@ -65,7 +65,11 @@ typedef struct lb__job {
 typedef struct lb__job_list job_queue;
 
 struct lb_executor {
+    /* Taken and dropped for each job by the thread that submits it: a
+     * cache line apart from the lock that the workers take for each job
+     * (docs/performance.md, "W9: false sharing"). */
     atomic_uint refs;
+    char refs_line_after[64];
     pthread_mutex_t lock;
     pthread_cond_t work;
     pthread_cond_t ended; /* threads_ended became true */
@@ -204,7 +208,6 @@ static void job_free(job *j) {
         j->future->hooks = NULL;
         lb_future_unref(j->future);
     }
-    atomic_fetch_sub(&loop->executor_jobs, 1);
     lb_driver_resource_remove(&j->resource);
     lb__free(j);
     lb__loop_unhold(loop);
@@ -255,7 +258,6 @@ static void job_post(job *j) {
         if (r == -EBADF) {
             lb__log(LB_LOG_ERROR, "executor: a job finished after its loop closed; its future "
                                   "is leaked");
-            atomic_fetch_sub(&j->loop->executor_jobs, 1);
             executor_release(j->executor); /* the pool still goes when it is let go */
             return;
         }
@@ -777,7 +779,6 @@ static int submit(lb_loop *loop, lb_executor *executor, lb_work_fn fn, void *dat
      * meanwhile (lb_loop_set_default_executor) must neither free that
      * lock nor wait for the job on the loop's thread. */
     atomic_fetch_add(&executor->refs, 1);
-    atomic_fetch_add(&loop->executor_jobs, 1);
     bool in_callback = loop->dispatch_depth > 0;
     if (in_callback &&
         (loop->jobs_to_submit.head || loop->job_sent_at == loop->callbacks_run + 1)) {
@@ -794,7 +795,6 @@ static int submit(lb_loop *loop, lb_executor *executor, lb_work_fn fn, void *dat
         r = enqueue_locked(executor, j);
         pthread_mutex_unlock(&executor->lock);
         if (r < 0) {
-            atomic_fetch_sub(&loop->executor_jobs, 1);
             executor_release(executor); /* the caller holds a reference too */
             if (r == -EBADF || r == -ECANCELED)
                 r = lb__fail(loop, -EBADF, "lb_loop_run_in_executor: the executor is shut down");

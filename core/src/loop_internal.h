@@ -107,8 +107,14 @@ struct lb_loop {
     int64_t last_poll;  /* when the backend fd was last polled */
     uint64_t callbacks_at_poll; /* callbacks_run then */
     int64_t coarse_lag; /* lb__clock_coarse_lag_ns() */
+    /* Written by posting threads on every post: a cache line of their
+     * own, so that a worker's post does not take the fields the loop's
+     * thread uses on every callback away from its cache
+     * (docs/performance.md, "W9: false sharing"). */
+    char posters_line_before[64];
     atomic_int wakeup_armed; /* LB__ARMED_* */
     atomic_uint wakers; /* threads inside lb__loop_wake / lb_loop_wakeup */
+    char posters_line_after[64];
 
     /* Executor jobs submitted while the loop runs a callback, handed to
      * their pools together when it returns (executor.c). */
@@ -144,10 +150,6 @@ struct lb_loop {
     lb_exception_handler exception_handler;
     void *exception_data;
 
-    /* Executor jobs submitted by this loop whose completion it has not
-     * processed yet (each is also a resource of the loop, which close
-     * withdraws or waits for). */
-    atomic_size_t executor_jobs;
     struct lb_executor *default_executor;
 
     const lb__task_hooks *task_hooks;
