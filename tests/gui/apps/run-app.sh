@@ -18,11 +18,13 @@
 #          within 50 ms; "Hash again" awaited through its "clicked";
 #     tk:  the round trips go on while a modal tk_messageBox is open
 #          (dismissed with xdotool key Return); the 16 ms `after` tick's
-#          largest gap while 4 jobs hash, with the message box and
-#          without, beside the same tick in plain wish under the same
-#          load (plain-tk-tick.tcl): no freeze, and without the message
-#          box within 25 ms of plain Tk's (the goal, 20 ms, is reported);
-#          Cancel stops the 4 jobs within 50 ms;
+#          largest gap while 4 jobs hash (on a pool that leaves a core to
+#          the Tk thread), with the message box open and without it, and
+#          across the message box's building (Tk's own code), beside the
+#          same tick in plain wish under the same load
+#          (plain-tk-tick.tcl): no freeze, and without the message box
+#          within 25 ms of plain Tk's (the goal, 20 ms, is reported);
+#          Cancel stops the running jobs within 50 ms;
 #     both: closing the window mid-job exits within 1 s (from the close
 #          request to the process's exit);
 #  4. runs it again under valgrind (--fair-sched=yes: valgrind runs one
@@ -128,47 +130,101 @@ export KIND=$kind APP=$work/$app FILES=$files WORK=$work SUPP=$supp PLAIN_TICK=$
 xvfb-run -a bash -c '
 set -u
 log=$WORK/run.log
-# wait_for PATTERN FILE SECONDS [COUNT]: until FILE has COUNT lines matching.
+# The apps measure while the test drives them, and on two CPUs whose
+# other core the jobs keep busy, a process the test starts takes the core
+# the Tk thread needs: a grep and a sleep every 100 ms, or an xdotool per
+# input, made ticks 2-6 ms late (docs/tk.md). So the test starts none
+# while they run: it sleeps and polls in the shell, drives the pointer
+# and keyboard through one xdotool started first (reading commands on
+# its standard input), and reads the clock from bash.
+#
+# nap SECONDS: a read that times out on a pipe nobody writes.
+exec {nap_fd}<> <(:)
+nap() { read -r -t "$1" -u "$nap_fd" _ || :; }
+now_ms() { local us=${EPOCHREALTIME/./}; ms=$(( us / 1000 )); } # into ms
+# What the test starts in the background goes with it, however it ends.
+spinners=""
+trap "kill \$spinners \${XDO_PID:-} 2>/dev/null" EXIT
+trap "" PIPE # a write to an xdotool that exited fails, and is retried
+start_xdo() { coproc XDO { exec nice -n 19 xdotool - 2>/dev/null; }; }
+start_xdo
+# xdo COMMAND...: runs one xdotool command line and waits until it is
+# done (the location query after it answers last); found is the first
+# line it printed (a window, for a search), empty if none. A search that
+# finds nothing follows each command: the windows a search found are
+# where xdotool would send later keys and clicks (as synthetic events,
+# not as input), and an X error on them ends it.
+xdo() {
+  local line
+  found=""
+  # An X error (the focus given to a dialog not mapped yet) ends
+  # xdotool: a new one takes over.
+  kill -0 "${XDO_PID:-0}" 2>/dev/null && [ -n "${XDO[1]:-}" ] || start_xdo
+  local in=${XDO[1]} out=${XDO[0]}
+  echo "$*" >&"$in"
+  echo "search --name ^lb-apps-no-such-window\$" >&"$in"
+  echo getmouselocation >&"$in"
+  while read -r -t 60 -u "$out" line; do
+    case $line in x:*) return 0 ;; esac
+    [ -n "$found" ] || found=$line
+  done
+  echo "xdotool did not answer: $*"; return 1
+}
+wm_close() { nice -n 19 "$WORK/wm-close" "$@"; } # the one process, at a close
+# wait_for PATTERN FILE SECONDS [COUNT]: until FILE has COUNT lines
+# matching (an extended regular expression).
 wait_for() {
-  local n=$(( $3 * 10 )) want=${4:-1}
+  local n=$(( $3 * 10 )) want=${4:-1} line count
   while [ "$n" -gt 0 ]; do
-    [ "$(grep -c -- "$1" "$2")" -ge "$want" ] && return 0
-    sleep 0.1; n=$((n - 1))
+    count=0
+    while IFS= read -r line; do
+      [[ $line =~ $1 ]] && count=$((count + 1))
+    done <"$2"
+    [ "$count" -ge "$want" ] && return 0
+    nap 0.1; n=$((n - 1))
   done
   echo "timed out waiting for \"$1\" in $2"; return 1
 }
-# click NAME FILE [WINDOW]: a real pointer click at the widget NAME.
+# click NAME FILE [WINDOW]: a real pointer click at the widget NAME (the
+# last "widget NAME X Y" line of FILE).
 click() {
-  set -- $(grep "^widget $1 " "$2" | tail -1) "${3:-}"
-  if [ -n "$5" ]; then xdotool mousemove --window "$5" "$3" "$4" click 1
-  else xdotool mousemove "$3" "$4" click 1; fi
+  local line at=""
+  while IFS= read -r line; do
+    case $line in "widget $1 "*) at=${line#"widget $1 "} ;; esac
+  done <"$2"
+  [ -n "$at" ] || { echo "no widget $1 in $2"; return 1; }
+  if [ -n "${3:-}" ]; then xdo mousemove --window "$3" $at click 1
+  else xdo mousemove $at click 1; fi
 }
+# find_window TITLE: the window with that exact title, once it exists.
+find_window() { xdo search --sync --name "^$1\$" && wid=$found; }
 # close_window ID PID SECONDS: WM_DELETE_WINDOW, then the time to exit in
 # ms (polled every 10 ms); killed if still there after SECONDS.
 close_window() {
   local t0 t1 rc n=$(( $3 * 100 ))
-  t0=$(date +%s%N)
-  "$WORK/wm-close" "$1" >/dev/null
-  while kill -0 "$2" 2>/dev/null && [ "$n" -gt 0 ]; do sleep 0.01; n=$((n - 1)); done
-  t1=$(date +%s%N)
+  now_ms; t0=$ms
+  wm_close "$1" >/dev/null
+  while kill -0 "$2" 2>/dev/null && [ "$n" -gt 0 ]; do nap 0.01; n=$((n - 1)); done
+  now_ms; t1=$ms
   if [ "$n" -eq 0 ]; then
     echo "close-to-exit: still running after $3 s: killed"
     kill -9 "$2"; wait "$2"; return
   fi
   wait "$2"; rc=$?
-  echo "close-to-exit: $(( (t1 - t0) / 1000000 )) ms, status $rc"
+  echo "close-to-exit: $(( t1 - t0 )) ms, status $rc"
 }
-# dismiss_modal LOG SECONDS DELAY: once the Tk app opened its message box,
-# presses Return in it DELAY seconds later (keyboard focus given as a
-# window manager would), again each second until the app saw it close (a
-# dialog not mapped yet cannot take the focus).
+# dismiss_modal LOG SECONDS DELAY [TITLE]: once the Tk app (or plain
+# wish) opened its message box, presses Return in it DELAY seconds later
+# (keyboard focus given as a window manager would), again each second
+# until the app saw it close (a dialog not mapped yet cannot take the
+# focus).
 dismiss_modal() {
   wait_for "^modal: open" "$1" "$2" || return 1
-  sleep "$3"
-  local n=$2 modal
+  nap "$3"
+  local n=$2
   while [ "$n" -gt 0 ]; do
-    modal=$(xdotool search --onlyvisible --name "^lb-apps-modal\$" | head -1)
-    [ -n "$modal" ] && xdotool windowfocus "$modal" key Return 2>/dev/null
+    xdo search --onlyvisible --name "^${4:-lb-apps-modal}\$" &&
+      [ -n "$found" ] && xdo windowfocus "$found" && xdo key Return
     wait_for "^modal: closed" "$1" 1 >/dev/null && return 0
     n=$((n - 1))
   done
@@ -178,34 +234,52 @@ title=lb-apps-$( [ "$KIND" = gtk ] && echo gtk-hasher || echo tk-pinger)
 
 if [ "$KIND" = tk ]; then
   echo "== plain Tk: the tick and the load of the app, without loopbridge" >&2
-  spinners=""
-  for i in 1 2 3 4; do
+  # As many busy processes as the app has pool threads (tk-pinger.c).
+  cpus=$(nproc)
+  for i in $(seq $(( cpus > 2 ? cpus - 1 : 1 ))); do
     nice -n 10 sh -c "while :; do :; done" & spinners="$spinners $!"
   done
-  timeout 30 wish8.6 "$PLAIN_TICK" >"$WORK/plain.log" 2>&1
+  # Driven as the app is below: its window found, the message box
+  # dismissed, Next clicked (as Cancel is in the app) 0.5 s after it
+  # closed, and the window closed 0.5 s later.
+  plain=$WORK/plain.log
+  timeout 30 wish8.6 "$PLAIN_TICK" >"$plain" 2>&1 & wish=$!
+  wait_for "^widget next" "$plain" 30 &&
+    find_window plain-tk-tick &&
+    dismiss_modal "$plain" 30 0.7 plain-tk-modal && {
+      nap 0.5
+      click next "$plain"
+      nap 0.5
+      wm_close "$wid" >/dev/null
+    }
+  wait $wish
   # shellcheck disable=SC2086
   kill $spinners; wait $spinners 2>/dev/null
+  spinners=""
 fi
 
 echo "== run: clicks and a close mid-job" >&2
 "$APP" "$FILES" >"$log" 2>&1 & pid=$!
 wait_for "^hashing:" "$log" 60 || { kill $pid; exit 1; }
-wid=$(xdotool search --sync --name "^$title\$" | head -1)
+find_window "$title"
 if [ "$KIND" = gtk ]; then
-  sleep 0.3
+  nap 0.3
   click cancel "$log" "$wid"
   wait_for "^await: ready" "$log" 30 || { kill $pid; exit 1; }
   click again "$log" "$wid"
   wait_for "^hashing:" "$log" 30 2 || { kill $pid; exit 1; }
 else
   dismiss_modal "$log" 30 0.7 || { kill $pid; exit 1; }
-  sleep 0.5
+  nap 0.5
   click cancel "$log"
-  wait_for "^job .*: cancel observed" "$log" 30 4 || { kill $pid; exit 1; }
+  # The jobs running then see it (one per pool thread at most, each
+  # within 50 ms: checked below); Hash is refused until they stopped.
+  wait_for "^job .*: cancel observed" "$log" 30 || { kill $pid; exit 1; }
+  nap 0.3
   click hash "$log"
   wait_for "^hashing:" "$log" 30 2 || { kill $pid; exit 1; }
 fi
-sleep 0.5
+nap 0.5
 close_window "$wid" $pid 20 >>"$log"
 
 echo "== run under valgrind: a close mid-job" >&2
@@ -219,8 +293,8 @@ if [ "$KIND" = tk ]; then
   # setting its dialog up can leave the message box in its vwait.
   dismiss_modal "$vlog" 120 2 || { kill $pid; exit 1; }
 fi
-sleep 1
-wid=$(xdotool search --sync --name "^$title\$" | head -1)
+nap 1
+find_window "$title"
 close_window "$wid" $pid 180 >>"$vlog"
 ' || { cat "$work/run.log" "$work/valgrind.run.log" 2>/dev/null; echo "FAIL: the drive did not complete"; exit 1; }
 
@@ -254,23 +328,27 @@ else
   expect "^modal: closed after" "$log"
   pings=$(sed -n 's/^modal: closed after [0-9]* ms, \([0-9]*\) pings meanwhile$/\1/p' "$log")
   { [ -n "$pings" ] && [ "$pings" -gt 0 ]; } || FAIL "no round trip while the message box was open"
-  gaps=$(sed -n 's/^ticks: [0-9]* while 4 jobs hashed, max gap \([0-9.]*\) ms$/\1/p' "$log")
-  gap=$(echo "$gaps" | sed -n 1p)        # the batch with the message box
-  gap_plain=$(echo "$gaps" | sed -n 2p)  # the batch after Hash, without it
+  # "ticks: N while 4 jobs hashed, max gap G ms, across the message box's
+  # building B ms", once a batch: the first with the message box.
+  gaps=$(sed -n "s/^ticks: [0-9]* while 4 jobs hashed, max gap \([0-9.]*\) ms, across the message box's building \([0-9.]*\) ms$/\1 \2/p" "$log")
+  read -r gap building <<<"$(echo "$gaps" | sed -n 1p)" # the batch with the message box
+  gap_plain=$(echo "$gaps" | sed -n 2p | cut -d' ' -f1)  # the batch after Hash, without it
   ticks=$(sed -n 's/^ticks: \([0-9]*\) while 4 jobs hashed.*/\1/p' "$log" | head -1)
   { [ -n "$ticks" ] && [ "$ticks" -ge 20 ]; } || FAIL "the tick ran '$ticks' times while the jobs hashed"
   # The same tick in plain wish under the same load, without loopbridge:
-  # what Tk and this machine allow (docs/tk.md, "The tick under load").
-  base=$(sed -n 's/^plain tk: max gap \([0-9.]*\) ms with the message box, \([0-9.]*\) ms without$/\1 \2/p' \
+  # what Tk and this machine allow (docs/tk.md, "CPU-bound jobs and the pool").
+  base=$(sed -n 's/^plain tk: max gap \([0-9.]*\) ms with the message box, \([0-9.]*\) ms without, \([0-9.]*\) ms across its building$/\1 \2 \3/p' \
     "$work/plain.log")
   [ -n "$base" ] || { cat "$work/plain.log"; FAIL "plain wish printed no tick figures"; }
-  read -r base_modal base_plain <<<"${base:-x x}"
-  echo "16 ms tick, largest gap with the message box: $gap ms (plain Tk under the same load: $base_modal ms)"
+  read -r base_modal base_plain base_building <<<"${base:-x x x}"
+  echo "16 ms tick, largest gap with the message box open: $gap ms (plain Tk under the same load: $base_modal ms)"
   echo "16 ms tick, largest gap without it: $gap_plain ms (plain Tk under the same load: $base_plain ms)"
+  echo "16 ms tick, gap across the message box's building: $building ms (plain Tk under the same load: $base_building ms)"
   # A freeze fails; so does a tick loopbridge makes much later than
   # plain Tk's (the app's has reached 25 ms where plain Tk's was 16-20:
   # the bound leaves room for this machine's late wakeups).
   timing "16 ms tick, largest gap while 4 jobs hashed (a freeze)" "$gap" 100
+  timing "16 ms tick, gap across the message box's building (a freeze)" "$building" 100
   timing "16 ms tick without the message box, largest gap less plain Tk's" \
     "$(awk -v a="$gap_plain" -v b="$base_plain" 'BEGIN { if (a != "" && b != "") printf "%.1f", a - b }')" 25
   goal() { # goal WHICH GAP: the 20 ms goal, reported
@@ -280,10 +358,14 @@ else
       echo "goal NOT met: 16 ms tick, largest gap while 4 jobs hashed, $1: $2 ms (goal 20 ms)"
     fi
   }
-  goal "with the message box" "$gap"
+  goal "with the message box open" "$gap"
   goal "without it" "$gap_plain"
+  # The jobs running at Cancel see it; the others, queued between slices,
+  # are withdrawn, unless the pool started one before Cancel reached its
+  # task (the group cancels them one after the other): that one sees it.
   lat=$(observed "^ticks:" "^hashing:")
-  [ "$(echo "$lat" | grep -c .)" -eq 4 ] || FAIL "not the 4 jobs saw the cancel: '$lat'"
+  seen=$(echo "$lat" | grep -c .)
+  { [ "$seen" -ge 1 ] && [ "$seen" -le 4 ]; } || FAIL "$seen jobs saw the cancel: '$lat'"
 fi
 [ -n "$lat" ] || FAIL "no job observed Cancel"
 worst=$(echo "$lat" | sort -n | tail -1)
