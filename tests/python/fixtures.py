@@ -3,6 +3,8 @@ tkinter.Tcl() or on a new GLib.MainContext, closed and freed after each
 test."""
 import asyncio
 import gc
+import os
+import threading
 
 
 def cancel_afters(root):
@@ -25,6 +27,13 @@ class LoopFixture:
             self.loop.close()
         self.loop = self.new_loop()
         return self.loop
+
+    def signal_soon(self, signum, delay=0.2):
+        """Sends signum to this process delay seconds from now, from
+        another thread (joined at cleanup)."""
+        timer = threading.Timer(delay, os.kill, (os.getpid(), signum))
+        timer.start()
+        self.addCleanup(timer.join)
 
     def close_loop(self):
         if self.loop is not None and not self.loop.is_closed():

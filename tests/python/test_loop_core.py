@@ -364,11 +364,6 @@ class CoreMixin:
 
     # -- signals while the loop waits in the host ---------------------------
 
-    def signal_soon(self, signum, delay=0.2):
-        timer = threading.Timer(delay, os.kill, (os.getpid(), signum))
-        timer.start()
-        self.addCleanup(timer.join)
-
     def test_ctrl_c_interrupts_a_waiting_run_at_once(self):
         # an idle loop (one timer far away): before, the KeyboardInterrupt
         # came only with the next event, or on Tk was lost and hung the loop

@@ -248,11 +248,6 @@ class TkLoopTest(TkFixture, unittest.TestCase):
         print("\n100 sleeps: %d wakeups of other threads" % woken)
         self.assertLess(woken, 25)
 
-    def signal_soon(self, signum, delay=0.05):
-        timer = threading.Timer(delay, os.kill, (os.getpid(), signum))
-        timer.start()
-        self.addCleanup(timer.join)
-
     def test_ctrl_c_comes_out_of_python_driven_tcl_loops(self):
         # A hosted loop holds the signal wakeup fd; a program that turns
         # Tcl itself (dooneevent(), update()) gets Ctrl+C's
@@ -263,7 +258,7 @@ class TkLoopTest(TkFixture, unittest.TestCase):
         loop.install()
         self.root.after(100, lambda: None)
         for how in ("dooneevent", "update", "dooneevent", "update"):
-            self.signal_soon(signal.SIGINT)
+            self.signal_soon(signal.SIGINT, 0.05)
             t0 = time.monotonic()
             with self.assertRaises(KeyboardInterrupt, msg=how):
                 while time.monotonic() - t0 < 5:
@@ -283,7 +278,7 @@ class TkLoopTest(TkFixture, unittest.TestCase):
         self.root.tk.call("proc", "bgerror", "msg", "")
         loop = self.make_loop()
         loop.install()
-        self.signal_soon(signal.SIGINT)
+        self.signal_soon(signal.SIGINT, 0.05)
         self.root.after(500, lambda: self.root.setvar("done", "by the callback"))
         self.root.tk.call("after", 8000, "set done {by the safety net}")
         self.vwait("done")
