@@ -128,16 +128,21 @@ static void group_release(lb_group *g) {
     group_free(g);
 }
 
+static void group_ref(void *group) {
+    ((lb_group *)group)->refs++;
+}
+
 lb_group *lb_group_ref(lb_group *group) {
-    if (!group || lb__loop_refuse_thread(group->loop, __func__))
-        return NULL;
-    group->refs++;
-    return group;
+    return group && lb__loop_release_call(group->loop, __func__, group_ref, group) ? group : NULL;
+}
+
+static void group_unref(void *group) {
+    group_release(group);
 }
 
 lb_group *lb_group_unref(lb_group *group) {
-    if (group && !lb__loop_refuse_thread(group->loop, __func__))
-        group_release(group);
+    if (group)
+        lb__loop_release_call(group->loop, __func__, group_unref, group);
     return NULL;
 }
 

@@ -98,24 +98,30 @@ double lb_handle_when(const lb_handle *handle) {
     return (double)handle->when / 1e9;
 }
 
+static void handle_ref(void *handle) {
+    ((lb_handle *)handle)->refs++;
+}
+
 lb_handle *lb_handle_ref(lb_handle *handle) {
-    if (!handle || lb__loop_refuse_thread(handle->loop, __func__))
-        return NULL;
-    handle->refs++;
-    return handle;
+    return handle && lb__loop_release_call(handle->loop, __func__, handle_ref, handle) ? handle
+                                                                                       : NULL;
+}
+
+static void handle_unref(void *handle) {
+    lb_handle *h = handle;
+    /* The loop's own reference (while the handle is scheduled) is not the
+     * caller's to drop: dropping it would free the handle under the timer
+     * heap or the ready queue. */
+    unsigned loops = (h->flags & LB__HANDLE_QUEUED) ? 1 : 0;
+    if (h->refs <= loops) {
+        lb__log(LB_LOG_ERROR, "lb_handle_unref: handle %p has no reference left", handle);
+        return;
+    }
+    handle_release(h);
 }
 
 lb_handle *lb_handle_unref(lb_handle *handle) {
-    if (handle && !lb__loop_refuse_thread(handle->loop, __func__)) {
-        /* The loop's own reference (while the handle is scheduled) is not
-         * the caller's to drop: dropping it would free the handle under
-         * the timer heap or the ready queue. */
-        unsigned loops = (handle->flags & LB__HANDLE_QUEUED) ? 1 : 0;
-        if (handle->refs <= loops) {
-            lb__log(LB_LOG_ERROR, "lb_handle_unref: handle %p has no reference left", (void *)handle);
-            return NULL;
-        }
-        handle_release(handle);
-    }
+    if (handle)
+        lb__loop_release_call(handle->loop, __func__, handle_unref, handle);
     return NULL;
 }

@@ -109,7 +109,13 @@ int lb_loop_new_full(lb_loop **ret, const lb_driver *driver, void *driver_arg) {
         return lb__fail(NULL, r, "lb_loop_new: cannot initialise the inbox lock");
     }
     lb__futures_init(loop);
-    pthread_mutex_init(&loop->release_lock, NULL); /* cannot fail on Linux: default attributes */
+    /* Recursive: releasing a task releases its future, under the same
+     * lock. Cannot fail on Linux. */
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&loop->release_lock, &attr);
+    pthread_mutexattr_destroy(&attr);
 
     loop->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     if (loop->epoll_fd < 0) {

@@ -198,7 +198,7 @@ static inline const void *lb__thread_self(void) {
  * it has no home, and its objects may be released on any thread.
  *
  * Every check of the rule goes through lb__loop_check_thread (calls that
- * return an error code) or lb__loop_refuse_thread (the ref and unref
+ * return an error code) or lb__loop_release_call (the ref and unref
  * calls, which have none). docs/design.md ("One thread rule") and the
  * wrong-thread rows of docs/errors.md say the same for users. */
 
@@ -228,16 +228,6 @@ static inline int lb__loop_check_thread(const lb_loop *loop, const char *func) {
     return lb__loop_fail_thread(loop, func);
 }
 
-/* For the calls that have no error code to return (the ref and unref of
- * objects whose counts are plain integers owned by the home thread):
- * false if the calling thread may touch loop, else true with an error
- * logged naming func; the call is then refused, which leaks a reference
- * instead of racing the home thread. */
-static inline bool lb__loop_refuse_thread(const lb_loop *loop, const char *func) {
-    if (__builtin_expect(lb__loop_may_touch(loop), 1))
-        return false;
-    return lb__loop_log_thread(loop, func);
-}
 
 static inline const void *lb__loop_thread(const lb_loop *loop) {
     return atomic_load_explicit(&loop->thread, memory_order_relaxed);
@@ -312,11 +302,33 @@ static inline void lb__loop_unhold(lb_loop *loop) {
 /* Once the loop's close returned its objects may be released on any
  * thread, several at once: such a release (which touches the slabs, the
  * live lists and the holds, plain fields of the loop) runs release(obj)
- * under loop->release_lock. The loop's own reference taken around it is
- * dropped outside the lock, so the loop's free (the last hold's, or this
- * one) happens once and never under its own lock. The home thread of an
- * open loop never comes here. */
+ * under loop->release_lock, which a release that releases another object
+ * takes again (it is recursive). The loop's own reference taken around
+ * it is dropped outside the lock, so the loop's free (the last hold's,
+ * or this one) happens once and never under its own lock. The home
+ * thread of an open loop never comes here. */
 void lb__loop_release_serialised(lb_loop *loop, void (*release)(void *), void *obj);
+
+/* A ref or unref call on one of loop's objects, whose counts are plain
+ * integers (these calls have no error code to return): runs op(obj) at
+ * once on the loop's home thread, under the release lock once the loop's
+ * close returned (several threads may release its objects then), and
+ * not at all on another thread of a loop not closed, with an error
+ * logged naming func: that leaks a reference instead of racing the home
+ * thread. Returns whether op ran. */
+static inline bool lb__loop_release_call(lb_loop *loop, const char *func, void (*op)(void *),
+                                         void *obj) {
+    if (__builtin_expect(lb__loop_thread(loop) == lb__thread_self(), 1)) {
+        op(obj);
+        return true;
+    }
+    if (lb__loop_released(loop)) {
+        lb__loop_release_serialised(loop, op, obj);
+        return true;
+    }
+    lb__loop_log_thread(loop, func);
+    return false;
+}
 
 /* Schedules an internal callback through a floating handle and returns
  * it, so the caller can fill aux/aux2 (read back with lb__current()), or

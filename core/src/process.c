@@ -430,11 +430,14 @@ int lb_process_spawn(lb_loop *loop, const char *const argv[], const lb_process_o
 /* Queries and control                                                 */
 /* ------------------------------------------------------------------ */
 
+static void process_ref(void *process) {
+    ((lb_process *)process)->refs++;
+}
+
 lb_process *lb_process_ref(lb_process *process) {
-    if (!process || lb__loop_refuse_thread(process->loop, __func__))
-        return NULL;
-    process->refs++;
-    return process;
+    return process && lb__loop_release_call(process->loop, __func__, process_ref, process)
+               ? process
+               : NULL;
 }
 
 /* The last reference went while the child runs: let go of the pipes
@@ -460,14 +463,19 @@ static void release_pipes(lb_process *p) {
     }
 }
 
-lb_process *lb_process_unref(lb_process *process) {
-    if (!process || lb__loop_refuse_thread(process->loop, __func__) ||
-        lb__io_no_ref_left(process->refs, "lb_process", process) || --process->refs > 0)
-        return NULL;
+static void process_unref(void *data) {
+    lb_process *process = data;
+    if (lb__io_no_ref_left(process->refs, "lb_process", process) || --process->refs > 0)
+        return;
     if (!process->watching)
         process_free(process);
     else
         release_pipes(process); /* the watch reaps the child and frees it */
+}
+
+lb_process *lb_process_unref(lb_process *process) {
+    if (process)
+        lb__loop_release_call(process->loop, __func__, process_unref, process);
     return NULL;
 }
 

@@ -328,11 +328,13 @@ int lb_server_wait_closed(lb_server *server) {
     return r;
 }
 
+static void server_ref(void *server) {
+    ((lb_server *)server)->refs++;
+}
+
 lb_server *lb_server_ref(lb_server *server) {
-    if (!server || lb__loop_refuse_thread(server->loop, __func__))
-        return NULL;
-    server->refs++;
-    return server;
+    return server && lb__loop_release_call(server->loop, __func__, server_ref, server) ? server
+                                                                                       : NULL;
 }
 
 /* Frees the server once the user and the connections let go. */
@@ -350,12 +352,17 @@ static void server_release(lb_server *srv) {
     lb_loop_unref(loop);
 }
 
-lb_server *lb_server_unref(lb_server *server) {
-    if (!server || lb__loop_refuse_thread(server->loop, __func__) ||
-        lb__io_no_ref_left(server->refs, "lb_server", server) || --server->refs > 0)
-        return NULL;
+static void server_unref(void *data) {
+    lb_server *server = data;
+    if (lb__io_no_ref_left(server->refs, "lb_server", server) || --server->refs > 0)
+        return;
     lb_server_close(server, false);
     server_release(server);
+}
+
+lb_server *lb_server_unref(lb_server *server) {
+    if (server)
+        lb__loop_release_call(server->loop, __func__, server_unref, server);
     return NULL;
 }
 

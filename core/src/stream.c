@@ -111,22 +111,24 @@ int lb_stream_new(lb_loop *loop, int fd, const lb_stream_options *opts, lb_strea
     return 0;
 }
 
-lb_stream *lb_stream_ref(lb_stream *stream) {
-    if (!stream || lb__loop_refuse_thread(stream->loop, __func__))
-        return NULL;
-    stream->refs++;
-    return stream;
+static void stream_ref(void *stream) {
+    ((lb_stream *)stream)->refs++;
 }
 
-lb_stream *lb_stream_unref(lb_stream *stream) {
-    if (!stream || lb__loop_refuse_thread(stream->loop, __func__) ||
-        lb__io_no_ref_left(stream->refs, "lb_stream", stream) || --stream->refs > 0)
-        return NULL;
+lb_stream *lb_stream_ref(lb_stream *stream) {
+    return stream && lb__loop_release_call(stream->loop, __func__, stream_ref, stream) ? stream
+                                                                                       : NULL;
+}
+
+static void stream_unref(void *data) {
+    lb_stream *stream = data;
+    if (lb__io_no_ref_left(stream->refs, "lb_stream", stream) || --stream->refs > 0)
+        return;
     /* Closed with data still queued: it lives on until that is sent. */
     if (stream->closing && !stream->closed && stream->writer_on) {
         stream->holds_self = true;
         stream->refs = 1;
-        return NULL;
+        return;
     }
     if (!stream->closed)
         lb_stream_abort(stream);
@@ -140,6 +142,11 @@ lb_stream *lb_stream_unref(lb_stream *stream) {
     lb__free(stream->wbuf);
     lb__free(stream);
     lb_loop_unref(loop);
+}
+
+lb_stream *lb_stream_unref(lb_stream *stream) {
+    if (stream)
+        lb__loop_release_call(stream->loop, __func__, stream_unref, stream);
     return NULL;
 }
 

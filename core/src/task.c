@@ -258,22 +258,22 @@ fail:
     return r;
 }
 
-lb_task *lb_task_ref(lb_task *task) {
-    if (!task || lb__loop_refuse_thread(task->loop, __func__))
-        return NULL;
-    task->refs++;
-    return task;
+static void task_ref(void *task) {
+    ((lb_task *)task)->refs++;
 }
 
-lb_task *lb_task_unref(lb_task *task) {
-    if (!task || lb__loop_refuse_thread(task->loop, __func__))
-        return NULL;
+lb_task *lb_task_ref(lb_task *task) {
+    return task && lb__loop_release_call(task->loop, __func__, task_ref, task) ? task : NULL;
+}
+
+static void task_unref(void *data) {
+    lb_task *task = data;
     if (task->refs == 0) {
-        lb__log(LB_LOG_ERROR, "lb_task_unref: task %p has no reference left", (void *)task);
-        return NULL;
+        lb__log(LB_LOG_ERROR, "lb_task_unref: task %p has no reference left", data);
+        return;
     }
     if (--task->refs > 0)
-        return NULL;
+        return;
     lb_loop *loop = task->loop;
     task->future->hooks = NULL;
     /* The future goes with the task: its error, if nobody read it, is
@@ -285,6 +285,11 @@ lb_task *lb_task_unref(lb_task *task) {
     lb_future_unref(task->future);
     lb__free(task);
     lb__loop_unhold(loop);
+}
+
+lb_task *lb_task_unref(lb_task *task) {
+    if (task)
+        lb__loop_release_call(task->loop, __func__, task_unref, task);
     return NULL;
 }
 

@@ -311,6 +311,84 @@ static void test_threadsafe_post_from_exit_destructor(void **state) {
     pthread_key_delete(late_key);
 }
 
+/* After the loop's close returned, its handles, tasks and groups may be
+ * released on any thread, on several at once: the releases share the
+ * loop's slabs and counts, so they must not race each other (TSan), and
+ * the loop they keep is freed once, by the last. Each thread takes and
+ * drops extra references and releases its share of every kind. */
+#define RELEASERS 2
+#define RELEASED_EACH 64
+
+typedef struct released_objects {
+    pthread_barrier_t *start;
+    lb_handle *handles[RELEASED_EACH];
+    lb_task *tasks[RELEASED_EACH / 4];
+    lb_group *group;
+} released_objects;
+
+static void released_noop(lb_loop *loop, void *data) {
+    (void)loop;
+    (void)data;
+}
+
+static void set_flag(lb_loop *loop, void *data) {
+    (void)loop;
+    *(bool *)data = true;
+}
+
+static int sleeping_task(lb_task *task, void *data) {
+    (void)task;
+    (void)data;
+    return lb_sleep(60);
+}
+
+static void *release_objects_main(void *data) {
+    released_objects *o = data;
+    pthread_barrier_wait(o->start);
+    for (int i = 0; i < RELEASED_EACH; i++) {
+        lb_handle_unref(lb_handle_ref(o->handles[i]));
+        lb_handle_unref(o->handles[i]);
+    }
+    for (int i = 0; i < RELEASED_EACH / 4; i++) {
+        lb_task_unref(lb_task_ref(o->tasks[i]));
+        lb_task_unref(o->tasks[i]);
+    }
+    lb_group_unref(lb_group_ref(o->group));
+    lb_group_unref(o->group);
+    return NULL;
+}
+
+static void test_threadsafe_objects_released_on_threads_after_close(void **state) {
+    (void)state;
+    for (int round = 0; round < 20; round++) {
+        lb_loop *loop = fixture_loop_new();
+        released_objects objects[RELEASERS];
+        pthread_barrier_t start;
+        assert_int_equal(pthread_barrier_init(&start, NULL, RELEASERS), 0);
+        for (int k = 0; k < RELEASERS; k++) {
+            released_objects *o = &objects[k];
+            o->start = &start;
+            for (int i = 0; i < RELEASED_EACH; i++)
+                assert_int_equal(lb_loop_call_later(loop, 60, released_noop, NULL, &o->handles[i]), 0);
+            assert_int_equal(lb_group_new(loop, &o->group), 0);
+            for (int i = 0; i < RELEASED_EACH / 4; i++)
+                assert_int_equal(lb_group_spawn(o->group, sleeping_task, NULL, NULL, &o->tasks[i]),
+                                 0);
+        }
+        bool started = false; /* the tasks are asleep on their stacks */
+        assert_int_equal(lb_loop_call_later(loop, 0.01, set_flag, &started, NULL), 0);
+        fixture_run_until(loop, &started, 30);
+        fixture_loop_free(loop); /* the objects keep it */
+        pthread_t threads[RELEASERS];
+        for (int k = 0; k < RELEASERS; k++)
+            assert_int_equal(pthread_create(&threads[k], NULL, release_objects_main, &objects[k]),
+                             0);
+        for (int k = 0; k < RELEASERS; k++)
+            assert_int_equal(pthread_join(threads[k], NULL), 0);
+        pthread_barrier_destroy(&start);
+    }
+}
+
 int run_threadsafe_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_threadsafe_exactly_once),
@@ -319,6 +397,7 @@ int run_threadsafe_tests(void) {
         cmocka_unit_test(test_threadsafe_race_close),
         cmocka_unit_test(test_threadsafe_flood_does_not_starve_timers),
         cmocka_unit_test(test_threadsafe_post_from_exit_destructor),
+        cmocka_unit_test(test_threadsafe_objects_released_on_threads_after_close),
     };
     return cmocka_run_group_tests_name("threadsafe", tests, NULL, NULL);
 }
