@@ -141,11 +141,13 @@ log=$WORK/run.log
 # nap SECONDS: a read that times out on a pipe nobody writes.
 exec {nap_fd}<> <(:)
 nap() { read -r -t "$1" -u "$nap_fd" _ || :; }
-now_ms() { local us=${EPOCHREALTIME/./}; ms=$(( us / 1000 )); } # into ms
+now_ms() { local us=${EPOCHREALTIME//[!0-9]/}; ms=$(( us / 1000 )); } # into ms
 # What the test starts in the background goes with it, however it ends.
-spinners=""
-trap "kill \$spinners \${XDO_PID:-} 2>/dev/null" EXIT
-trap "" PIPE # a write to an xdotool that exited fails, and is retried
+spinners="" pid="" wish=""
+trap "kill \$spinners \$pid \$wish \${XDO_PID:-} 2>/dev/null" EXIT
+# A write to an xdotool that exited fails instead of ending the script
+# (caught, not ignored: what the script starts gets the default action).
+trap ":" PIPE
 start_xdo() { coproc XDO { exec nice -n 19 xdotool - 2>/dev/null; }; }
 start_xdo
 # xdo COMMAND...: runs one xdotool command line and waits until it is
@@ -168,6 +170,9 @@ xdo() {
     case $line in x:*) return 0 ;; esac
     [ -n "$found" ] || found=$line
   done
+  # Its answer, if it comes, would be taken for the next command: the
+  # next one starts a new xdotool.
+  kill "${XDO_PID:-0}" 2>/dev/null
   echo "xdotool did not answer: $*"; return 1
 }
 wm_close() { nice -n 19 "$WORK/wm-close" "$@"; } # the one process, at a close
@@ -197,7 +202,7 @@ click() {
   else xdo mousemove $at click 1; fi
 }
 # find_window TITLE: the window with that exact title, once it exists.
-find_window() { xdo search --sync --name "^$1\$" && wid=$found; }
+find_window() { wid=""; xdo search --sync --name "^$1\$" && wid=$found && [ -n "$wid" ]; }
 # close_window ID PID SECONDS: WM_DELETE_WINDOW, then the time to exit in
 # ms (polled every 10 ms); killed if still there after SECONDS.
 close_window() {
@@ -235,7 +240,8 @@ title=lb-apps-$( [ "$KIND" = gtk ] && echo gtk-hasher || echo tk-pinger)
 if [ "$KIND" = tk ]; then
   echo "== plain Tk: the tick and the load of the app, without loopbridge" >&2
   # As many busy processes as the app has pool threads (tk-pinger.c).
-  cpus=$(nproc)
+  # (the CPUs this process may run on, as the app counts them)
+  cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
   for i in $(seq $(( cpus > 2 ? cpus - 1 : 1 ))); do
     nice -n 10 sh -c "while :; do :; done" & spinners="$spinners $!"
   done
@@ -253,6 +259,7 @@ if [ "$KIND" = tk ]; then
       wm_close "$wid" >/dev/null
     }
   wait $wish
+  wish=""
   # shellcheck disable=SC2086
   kill $spinners; wait $spinners 2>/dev/null
   spinners=""
@@ -261,7 +268,7 @@ fi
 echo "== run: clicks and a close mid-job" >&2
 "$APP" "$FILES" >"$log" 2>&1 & pid=$!
 wait_for "^hashing:" "$log" 60 || { kill $pid; exit 1; }
-find_window "$title"
+find_window "$title" || { echo "no window $title"; exit 1; }
 if [ "$KIND" = gtk ]; then
   nap 0.3
   click cancel "$log" "$wid"
@@ -281,6 +288,7 @@ else
 fi
 nap 0.5
 close_window "$wid" $pid 20 >>"$log"
+pid=""
 
 echo "== run under valgrind: a close mid-job" >&2
 vlog=$WORK/valgrind.run.log
@@ -294,8 +302,9 @@ if [ "$KIND" = tk ]; then
   dismiss_modal "$vlog" 120 2 || { kill $pid; exit 1; }
 fi
 nap 1
-find_window "$title"
+find_window "$title" || { echo "no window $title"; exit 1; }
 close_window "$wid" $pid 180 >>"$vlog"
+pid=""
 ' || { cat "$work/run.log" "$work/valgrind.run.log" 2>/dev/null; echo "FAIL: the drive did not complete"; exit 1; }
 
 log=$work/run.log

@@ -47,6 +47,7 @@
 #include "app-common.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -81,6 +82,16 @@ typedef struct hash_job {
     uint64_t hash;
 } hash_job;
 
+/* The jobs of one click on Hash. Each click makes a new batch and keeps
+ * the old ones until exit: a pool thread may have taken a slice of the
+ * previous batch off the queue just before Cancel reached its task, and
+ * that slice must find its own job over (and leave it), not the next
+ * batch's job at the same address. */
+typedef struct hash_batch {
+    struct hash_batch *older;
+    hash_job jobs[JOBS];
+} hash_batch;
+
 typedef struct pinger {
     struct app *a;
     int index;
@@ -94,7 +105,7 @@ typedef struct app {
     size_t pool_threads;
     lb_server *server;
     unsigned char *data; /* what the jobs hash, read-only */
-    hash_job jobs[JOBS];
+    hash_batch *batch; /* the latest Hash's, NULL before the first */
     pinger pingers[PINGERS];
     lb_group *tasks;  /* the app's: closing the window cancels it */
     lb_group *hashes; /* the hashing tasks running, for Cancel */
@@ -225,15 +236,17 @@ static int hash_task(lb_task *task, void *data) {
 
 static bool jobs_over(app *a) {
     for (int i = 0; i < JOBS; i++)
-        if (atomic_load(&a->jobs[i].state) == JOB_RUNNING)
+        if (a->batch && atomic_load(&a->batch->jobs[i].state) == JOB_RUNNING)
             return false;
     return true;
 }
 
+/* What the latest batch's jobs hold, once they are over. */
 static void free_jobs(app *a) {
-    for (int i = 0; i < JOBS; i++) {
-        a->jobs[i].progress = lb_coalesce_free(a->jobs[i].progress);
-        a->jobs[i].task = lb_task_unref(a->jobs[i].task);
+    for (int i = 0; a->batch && i < JOBS; i++) {
+        hash_job *j = &a->batch->jobs[i];
+        j->progress = lb_coalesce_free(j->progress);
+        j->task = lb_task_unref(j->task);
     }
 }
 
@@ -246,7 +259,7 @@ static int hash_batch_task(lb_task *task, void *data) {
     lb_group *group;
     int r = lb_group_new(a->loop, &group);
     for (int i = 0; r == 0 && i < JOBS; i++) {
-        hash_job *j = &a->jobs[i];
+        hash_job *j = &a->batch->jobs[i];
         char name[16];
         snprintf(name, sizeof name, "hash-%d", i);
         lb_task_options o = {.name = name};
@@ -279,10 +292,17 @@ static int hash_cmd(void *data, Tcl_Interp *interp, int objc, Tcl_Obj *const obj
         return TCL_ERROR;
     }
     free_jobs(a);
+    hash_batch *b = calloc(1, sizeof *b);
+    if (!b) {
+        Tcl_SetObjResult(interp, Tcl_NewStringObj("out of memory", -1));
+        return TCL_ERROR;
+    }
+    b->older = a->batch;
+    a->batch = b;
     for (int i = 0; i < JOBS; i++) {
-        a->jobs[i].a = a;
-        a->jobs[i].index = i;
-        atomic_store(&a->jobs[i].state, JOB_QUEUED);
+        b->jobs[i].a = a;
+        b->jobs[i].index = i;
+        atomic_init(&b->jobs[i].state, JOB_QUEUED);
     }
     lb_task_options o = {.name = "hashing"};
     if (lb_group_spawn(a->tasks, hash_batch_task, a, &o, NULL) < 0) {
@@ -422,8 +442,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "tk-pinger: %s\n", Tcl_GetStringResult(a.interp));
         return 1;
     }
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    a.pool_threads = cpus > 2 ? (size_t)cpus - 1 : 1; /* a core left to the Tk thread */
+    /* A core left to the Tk thread, of those this process may run on
+     * (the test starts as many busy processes beside plain wish). */
+    cpu_set_t cpus;
+    int ncpus = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
+    a.pool_threads = ncpus > 2 ? (size_t)ncpus - 1 : 1;
     if (lb_tk_loop_new(&a.loop, a.interp) < 0 || lb_executor_new(&a.pool, a.pool_threads) < 0 ||
         lb_loop_set_default_executor(a.loop, a.pool) < 0 ||
         lb_start_server(a.loop, "127.0.0.1", 0, echo, NULL, NULL, &a.server) < 0) {
@@ -468,6 +491,11 @@ int main(int argc, char **argv) {
     /* Waits for the jobs still running: they see lb_job_cancelled(). */
     lb_loop_close(a.loop);
     free_jobs(&a);
+    while (a.batch) {
+        hash_batch *older = a.batch->older;
+        free(a.batch);
+        a.batch = older;
+    }
     lb_executor_unref(a.pool);
     lb_loop_unref(a.loop);
     Tcl_DeleteInterp(a.interp);
