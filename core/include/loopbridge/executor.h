@@ -70,7 +70,8 @@ LB_EXPORT lb_executor *lb_executor_unref(lb_executor *executor);
  * thread with fn's result or error. Cancelling the future before the job
  * started removes the job from the queue at once (it no longer holds
  * the pool or the loop); once it runs, lb_job_cancelled() turns true in
- * it and its result is discarded. When the loop closes, a queued job is
+ * it and its result is discarded, but it runs on until it returns, and
+ * data with it: the cancelled future completes before the job is over. When the loop closes, a queued job is
  * withdrawn (fn never runs) and a running one is cancelled likewise and
  * waited for, however long it runs; either way the future is cancelled.
  * The jobs a callback (or a task's step) submits after its first reach
@@ -106,7 +107,11 @@ LB_EXPORT int lb_loop_set_default_executor(lb_loop *loop, lb_executor *executor)
 
 /* Inside a task: runs fn(data) on the loop's default executor and awaits
  * it (asyncio.to_thread). Returns fn's status, -ECANCELED if the task was
- * cancelled meanwhile, -EPERM outside a task. value may be NULL. */
+ * cancelled meanwhile, -EPERM outside a task. value may be NULL.
+ * Cancelled, it returns at once, while a job that had started goes on
+ * until it returns (it sees lb_job_cancelled()): data must stay valid
+ * until the job is over, not only until this returns, so it must not
+ * live in the task's frame if the task can be cancelled. */
 LB_EXPORT int lb_to_thread(lb_work_fn fn, void *data, void **value);
 
 /* lb_to_thread() for a job whose result must be freed: on success the
