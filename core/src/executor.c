@@ -733,6 +733,12 @@ int lb_loop_run_in_executor_full(lb_loop *loop, lb_executor *executor, lb_work_f
     return submit(loop, executor, fn, data, NULL, result_destroy, false, ret);
 }
 
+int lb_loop_run_in_executor_owned(lb_loop *loop, lb_executor *executor, lb_work_fn fn,
+                                  void *data, lb_destroy_fn data_destroy,
+                                  lb_destroy_fn result_destroy, lb_future **ret) {
+    return submit(loop, executor, fn, data, data_destroy, result_destroy, false, ret);
+}
+
 int lb__loop_run_in_executor_owned(lb_loop *loop, lb_executor *executor, lb_work_fn fn,
                                    void *data, lb_destroy_fn data_destroy, bool slow,
                                    lb_future **ret) {

@@ -591,11 +591,17 @@ int lb_to_thread(lb_work_fn fn, void *data, void **value) {
 }
 
 int lb_to_thread_full(lb_work_fn fn, void *data, lb_destroy_fn result_destroy, void **value) {
+    return lb_to_thread_owned(fn, data, NULL, result_destroy, value);
+}
+
+int lb_to_thread_owned(lb_work_fn fn, void *data, lb_destroy_fn data_destroy,
+                       lb_destroy_fn result_destroy, void **value) {
     lb_task *t = lb__current_task;
     if (!t)
         return lb__fail(NULL, -EPERM, "lb_to_thread: called outside a task");
     lb_future *f = NULL;
-    int r = lb_loop_run_in_executor_full(t->loop, NULL, fn, data, result_destroy, &f);
+    int r = lb_loop_run_in_executor_owned(t->loop, NULL, fn, data, data_destroy, result_destroy,
+                                          &f);
     if (r < 0)
         return r;
     r = lb_await(f, NULL);

@@ -939,6 +939,140 @@ static void test_executor_untaken_result_destroyed(void **state) {
     assert_int_equal(atomic_load(&results_freed), 4); /* plus the one taken */
 }
 
+/* A job that owns its data frees it once the job is over, whichever way:
+ * after it ran, instead of running (withdrawn from the queue, the loop
+ * closed), and only once a job cancelled while it runs has returned. A
+ * submission that fails leaves the data to the caller. */
+typedef struct owned {
+    gate *g;             /* the job waits there, if set */
+    atomic_bool started; /* the job began */
+    atomic_bool over;    /* the job returned */
+    atomic_int destroyed;
+    atomic_bool destroyed_before_over; /* destroyed while the job ran */
+    volatile bool gone; /* destroyed (the loop's thread) */
+} owned;
+
+static int owned_job(void *data, void **ret) {
+    owned *o = data;
+    (void)ret;
+    atomic_store(&o->started, true);
+    if (o->g)
+        wait_at_gate(o->g, NULL);
+    atomic_store(&o->over, true);
+    return 0;
+}
+
+static void owned_destroy(void *data) {
+    owned *o = data;
+    if (atomic_load(&o->started) && !atomic_load(&o->over))
+        atomic_store(&o->destroyed_before_over, true); /* while it ran */
+    atomic_fetch_add(&o->destroyed, 1);
+    o->gone = true;
+}
+
+static void run_until_destroyed(lb_loop *loop, owned *o) {
+    fixture_run_until(loop, &o->gone, 30);
+}
+
+static void set_true(lb_loop *loop, void *data) {
+    (void)loop;
+    *(volatile bool *)data = true;
+}
+
+static int owned_task(lb_task *task, void *data) {
+    (void)task;
+    return lb_to_thread_owned(owned_job, data, owned_destroy, NULL, NULL);
+}
+
+static void test_executor_owned_data_freed_once_the_job_is_over(void **state) {
+    (void)state;
+    lb_loop *loop = fixture_loop_new();
+    lb_executor *ex = NULL;
+    assert_int_equal(lb_executor_new(&ex, 1), 0);
+    lb_future *f = NULL;
+
+    /* It ran. */
+    owned ran = {0};
+    assert_int_equal(lb_loop_run_in_executor_owned(loop, ex, owned_job, &ran, owned_destroy, NULL,
+                                                   &f),
+                     0);
+    assert_int_equal(lb_loop_run_until_complete(loop, f), 0);
+    lb_future_unref(f);
+    run_until_destroyed(loop, &ran);
+    assert_true(atomic_load(&ran.over));
+
+    /* Cancelled while it runs: the future ends at once, the data only
+     * once the job returned. */
+    gate g = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    owned running = {.g = &g};
+    assert_int_equal(lb_loop_run_in_executor_owned(loop, ex, owned_job, &running, owned_destroy,
+                                                   NULL, &f),
+                     0);
+    gate_wait_entered(&g);
+
+    /* Withdrawn from the queue (the only thread is busy): never runs. */
+    owned queued = {0};
+    lb_future *q = NULL;
+    assert_int_equal(lb_loop_run_in_executor_owned(loop, ex, owned_job, &queued, owned_destroy,
+                                                   NULL, &q),
+                     0);
+    assert_int_equal(lb_future_cancel(q), 1);
+    run_until_destroyed(loop, &queued);
+    assert_false(atomic_load(&queued.over));
+    lb_future_unref(q);
+
+    assert_int_equal(lb_future_cancel(f), 1);
+    assert_true(lb_future_is_cancelled(f));
+    volatile bool a_while = false; /* the loop turns meanwhile */
+    assert_int_equal(lb_loop_call_later(loop, 0.02, set_true, (void *)&a_while, NULL), 0);
+    fixture_run_until(loop, &a_while, 30);
+    assert_int_equal(atomic_load(&running.destroyed), 0);
+    gate_open(&g);
+    run_until_destroyed(loop, &running);
+    assert_false(atomic_load(&running.destroyed_before_over));
+    lb_future_unref(f);
+
+    /* A task cancelled while its job runs, through lb_to_thread_owned(). */
+    gate g2 = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    owned in_task = {.g = &g2};
+    assert_int_equal(lb_loop_set_default_executor(loop, ex), 0);
+    lb_task *t = fixture_spawn(loop, owned_task, &in_task);
+    cancel_when_started k = {.target = t, .started = &in_task.started};
+    assert_int_equal(lb_loop_call_soon(loop, cancel_once_started, &k, NULL), 0);
+    assert_int_equal(fixture_finish(loop, t, 30), -ECANCELED);
+    assert_int_equal(atomic_load(&in_task.destroyed), 0);
+    gate_open(&g2);
+    run_until_destroyed(loop, &in_task);
+    assert_false(atomic_load(&in_task.destroyed_before_over));
+
+    /* Refused: the data stays the caller's. */
+    assert_int_equal(lb_loop_run_in_executor_owned(loop, ex, NULL, &ran, owned_destroy, NULL, &f),
+                     -EINVAL);
+    assert_int_equal(lb_to_thread_owned(owned_job, &ran, owned_destroy, NULL, NULL), -EPERM);
+    assert_int_equal(atomic_load(&ran.destroyed), 1);
+
+    /* Queued when the loop closes: withdrawn or, if the thread took it
+     * first, run; destroyed once either way, never before it returned. */
+    gate g3 = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    owned busy = {.g = &g3}, left = {0};
+    lb_future *b = NULL;
+    assert_int_equal(lb_loop_run_in_executor_owned(loop, ex, owned_job, &busy, owned_destroy,
+                                                   NULL, &b),
+                     0);
+    gate_wait_entered(&g3);
+    assert_int_equal(lb_loop_run_in_executor_owned(loop, ex, owned_job, &left, owned_destroy,
+                                                   NULL, &f),
+                     0);
+    gate_open(&g3); /* close waits for the running one */
+    fixture_loop_free(loop);
+    lb_future_unref(b);
+    lb_future_unref(f);
+    assert_int_equal(atomic_load(&busy.destroyed), 1);
+    assert_int_equal(atomic_load(&left.destroyed), 1);
+    assert_false(atomic_load(&left.destroyed_before_over));
+    lb_executor_unref(ex);
+}
+
 int run_executor_tests(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_executor_result_and_error),
@@ -955,6 +1089,7 @@ int run_executor_tests(void) {
         cmocka_unit_test(test_executor_close_tells_running_job),
         cmocka_unit_test(test_executor_close_waits_for_stubborn_job),
         cmocka_unit_test(test_executor_untaken_result_destroyed),
+        cmocka_unit_test(test_executor_owned_data_freed_once_the_job_is_over),
         cmocka_unit_test(test_executor_held_jobs_cancel_and_shutdown),
         cmocka_unit_test(test_executor_held_job_refused_by_shutdown),
         cmocka_unit_test(test_executor_first_job_of_a_callback_starts_at_once),

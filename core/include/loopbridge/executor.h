@@ -97,6 +97,20 @@ LB_EXPORT int lb_loop_run_in_executor_full(lb_loop *loop, lb_executor *executor,
                                            void *data, lb_destroy_fn result_destroy,
                                            lb_future **ret);
 
+/* lb_loop_run_in_executor_full() for a job that owns its data:
+ * data_destroy (may be NULL) is called on data once the job is over,
+ * whichever way it ends: after fn returned, or instead of fn for a job
+ * withdrawn before it started (its future cancelled, its pool shut down
+ * cancelling pending jobs, its loop closed). It runs once, on the loop's
+ * thread (the closing thread for a job dropped at close). A job cancelled
+ * while it runs completes its future at once and keeps its data until
+ * it returns. When this call fails (a negative return), nothing was
+ * submitted and data is still the caller's. Returns and threads as
+ * lb_loop_run_in_executor(). */
+LB_EXPORT int lb_loop_run_in_executor_owned(lb_loop *loop, lb_executor *executor, lb_work_fn fn,
+                                            void *data, lb_destroy_fn data_destroy,
+                                            lb_destroy_fn result_destroy, lb_future **ret);
+
 /* Replaces the loop's default executor (the loop takes a reference; NULL
  * returns to making one on demand). The previous one stops taking work;
  * its running and queued jobs finish and deliver their results as usual,
@@ -111,7 +125,8 @@ LB_EXPORT int lb_loop_set_default_executor(lb_loop *loop, lb_executor *executor)
  * Cancelled, it returns at once, while a job that had started goes on
  * until it returns (it sees lb_job_cancelled()): data must stay valid
  * until the job is over, not only until this returns, so it must not
- * live in the task's frame if the task can be cancelled. */
+ * live in the task's frame if the task can be cancelled; hand it over
+ * with lb_to_thread_owned() instead. */
 LB_EXPORT int lb_to_thread(lb_work_fn fn, void *data, void **value);
 
 /* lb_to_thread() for a job whose result must be freed: on success the
@@ -121,6 +136,15 @@ LB_EXPORT int lb_to_thread(lb_work_fn fn, void *data, void **value);
  * on it, on the loop's thread, once the job is over. */
 LB_EXPORT int lb_to_thread_full(lb_work_fn fn, void *data, lb_destroy_fn result_destroy,
                                 void **value);
+
+/* lb_to_thread_full() for a job that owns its data: data_destroy (may be
+ * NULL) is called on data once the job is over, as
+ * lb_loop_run_in_executor_owned() does, also when the task is cancelled
+ * before or while the job runs. When this fails before submitting the
+ * job (-EPERM outside a task, or the submission's errors), data is still
+ * the caller's. */
+LB_EXPORT int lb_to_thread_owned(lb_work_fn fn, void *data, lb_destroy_fn data_destroy,
+                                 lb_destroy_fn result_destroy, void **value);
 
 #ifdef __cplusplus
 }
