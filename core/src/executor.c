@@ -85,7 +85,7 @@ struct lb_executor {
     size_t waking;   /* idle workers signalled and not yet awake */
     size_t spinning; /* workers watching for work before they sleep */
     atomic_size_t queued; /* jobs in the queue (not the slow ones), for spinning workers */
-    atomic_size_t posting; /* finished jobs whose workers are posting them to their loops */
+    atomic_size_t posting; /* jobs being posted to their loops: by a worker, or chained */
     size_t nworkers;      /* workers started */
     size_t eager_workers; /* how many start as soon as work finds the others busy */
     size_t nthreads;      /* started, the gate included */
@@ -266,12 +266,18 @@ static void job_post(job *j) {
     }
 }
 
-/* Posts each job of a chain linked through next (built under the
- * pool's lock, posted once it is released). */
+/* Posts each job of a chain linked through next, built under the pool's
+ * lock and posted once it is released. Each counted among its pool's
+ * posts in flight when it was chained, so that its loop, closing
+ * meanwhile on another thread, waits for it (job_close) instead of
+ * refusing the completion and leaking the job. The caller holds a
+ * reference to each pool. */
 static void job_post_chain(job *j) {
     while (j) {
         job *next = j->next;
+        lb_executor *e = j->executor;
         job_post(j);
+        atomic_fetch_sub(&e->posting, 1);
         j = next;
     }
 }
@@ -653,6 +659,7 @@ void lb__executor_submit_held(lb_loop *loop) {
             j->state = JOB_FINISHED;
             j->status = r;
             j->next = NULL;
+            atomic_fetch_add(&locked->posting, 1);
             *refused_tail = j;
             refused_tail = &j->next;
         }
@@ -736,7 +743,9 @@ int lb_loop_run_in_executor_full(lb_loop *loop, lb_executor *executor, lb_work_f
 int lb_loop_run_in_executor_owned(lb_loop *loop, lb_executor *executor, lb_work_fn fn,
                                   void *data, lb_destroy_fn data_destroy,
                                   lb_destroy_fn result_destroy, lb_future **ret) {
-    return submit(loop, executor, fn, data, data_destroy, result_destroy, false, ret);
+    return lb__destroy_if_refused(
+        submit(loop, executor, fn, data, data_destroy, result_destroy, false, ret), data_destroy,
+        data);
 }
 
 int lb__loop_run_in_executor_owned(lb_loop *loop, lb_executor *executor, lb_work_fn fn,
@@ -829,8 +838,8 @@ fail:
 /* ------------------------------------------------------------------ */
 
 /* Under the lock: empties the queues, the jobs marked cancelled and
- * chained through next, for the caller to post once the lock is
- * released. */
+ * chained through next, for the caller to post once the lock is released
+ * (job_post_chain). */
 static job *withdraw_all_locked(lb_executor *e) {
     job *withdrawn = NULL;
     job_queue *queues[] = {&e->jobs, &e->slow_jobs};
@@ -842,6 +851,7 @@ static job *withdraw_all_locked(lb_executor *e) {
             j->status = -ECANCELED;
             j->next = withdrawn;
             withdrawn = j;
+            atomic_fetch_add(&e->posting, 1);
         }
     }
     return withdrawn;

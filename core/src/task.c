@@ -598,8 +598,10 @@ int lb_to_thread_owned(lb_work_fn fn, void *data, lb_destroy_fn data_destroy,
                        lb_destroy_fn result_destroy, void **value) {
     lb_task *t = lb__current_task;
     if (!t)
-        return lb__fail(NULL, -EPERM, "lb_to_thread: called outside a task");
+        return lb__destroy_if_refused(
+            lb__fail(NULL, -EPERM, "lb_to_thread: called outside a task"), data_destroy, data);
     lb_future *f = NULL;
+    /* Refused, it destroyed data already. */
     int r = lb_loop_run_in_executor_owned(t->loop, NULL, fn, data, data_destroy, result_destroy,
                                           &f);
     if (r < 0)

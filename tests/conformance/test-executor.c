@@ -939,17 +939,20 @@ static void test_executor_untaken_result_destroyed(void **state) {
     assert_int_equal(atomic_load(&results_freed), 4); /* plus the one taken */
 }
 
-/* A job that owns its data frees it once the job is over, whichever way:
- * after it ran, instead of running (withdrawn from the queue, the loop
- * closed), and only once a job cancelled while it runs has returned. A
- * submission that fails leaves the data to the caller. */
+/* A job that owns its data frees it once the job is over, whichever way,
+ * exactly once, on the loop's thread: after it ran; instead of running
+ * (withdrawn from the queue, the pool shut down, the loop closed); only
+ * once a job cancelled while it runs has returned. A refused call frees
+ * it at once. */
 typedef struct owned {
     gate *g;             /* the job waits there, if set */
+    bool spin;           /* the job runs until lb_job_cancelled() */
     atomic_bool started; /* the job began */
     atomic_bool over;    /* the job returned */
     atomic_int destroyed;
-    atomic_bool destroyed_before_over; /* destroyed while the job ran */
-    volatile bool gone; /* destroyed (the loop's thread) */
+    atomic_bool destroyed_while_running;
+    pthread_t destroyed_on;
+    volatile bool gone; /* destroyed */
 } owned;
 
 static int owned_job(void *data, void **ret) {
@@ -958,6 +961,10 @@ static int owned_job(void *data, void **ret) {
     atomic_store(&o->started, true);
     if (o->g)
         wait_at_gate(o->g, NULL);
+    while (o->spin && !lb_job_cancelled()) {
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
     atomic_store(&o->over, true);
     return 0;
 }
@@ -965,13 +972,22 @@ static int owned_job(void *data, void **ret) {
 static void owned_destroy(void *data) {
     owned *o = data;
     if (atomic_load(&o->started) && !atomic_load(&o->over))
-        atomic_store(&o->destroyed_before_over, true); /* while it ran */
+        atomic_store(&o->destroyed_while_running, true);
+    o->destroyed_on = pthread_self();
     atomic_fetch_add(&o->destroyed, 1);
     o->gone = true;
 }
 
+/* Destroyed once, on this (the loop's) thread, never while it ran. */
+static void assert_freed_once(owned *o) {
+    assert_int_equal(atomic_load(&o->destroyed), 1);
+    assert_true(pthread_equal(o->destroyed_on, pthread_self()));
+    assert_false(atomic_load(&o->destroyed_while_running));
+}
+
 static void run_until_destroyed(lb_loop *loop, owned *o) {
     fixture_run_until(loop, &o->gone, 30);
+    assert_freed_once(o);
 }
 
 static void set_true(lb_loop *loop, void *data) {
@@ -989,6 +1005,7 @@ static void test_executor_owned_data_freed_once_the_job_is_over(void **state) {
     lb_loop *loop = fixture_loop_new();
     lb_executor *ex = NULL;
     assert_int_equal(lb_executor_new(&ex, 1), 0);
+    assert_int_equal(lb_loop_set_default_executor(loop, ex), 0);
     lb_future *f = NULL;
 
     /* It ran. */
@@ -1010,66 +1027,102 @@ static void test_executor_owned_data_freed_once_the_job_is_over(void **state) {
                      0);
     gate_wait_entered(&g);
 
-    /* Withdrawn from the queue (the only thread is busy): never runs. */
-    owned queued = {0};
+    /* Withdrawn from the queue (the only thread is busy): never runs.
+     * So does a task's job when the task is cancelled before it starts. */
+    owned queued = {0}, task_queued = {0};
     lb_future *q = NULL;
     assert_int_equal(lb_loop_run_in_executor_owned(loop, ex, owned_job, &queued, owned_destroy,
                                                    NULL, &q),
                      0);
     assert_int_equal(lb_future_cancel(q), 1);
     run_until_destroyed(loop, &queued);
-    assert_false(atomic_load(&queued.over));
+    assert_false(atomic_load(&queued.started));
     lb_future_unref(q);
+    lb_task *t = fixture_spawn(loop, owned_task, &task_queued);
+    volatile bool a_while = false; /* the task submits its job meanwhile */
+    assert_int_equal(lb_loop_call_later(loop, 0.02, set_true, (void *)&a_while, NULL), 0);
+    fixture_run_until(loop, &a_while, 30);
+    assert_int_equal(lb_task_cancel(t), 1);
+    assert_int_equal(fixture_finish(loop, t, 30), -ECANCELED);
+    run_until_destroyed(loop, &task_queued);
+    assert_false(atomic_load(&task_queued.started));
 
     assert_int_equal(lb_future_cancel(f), 1);
     assert_true(lb_future_is_cancelled(f));
-    volatile bool a_while = false; /* the loop turns meanwhile */
+    a_while = false;
     assert_int_equal(lb_loop_call_later(loop, 0.02, set_true, (void *)&a_while, NULL), 0);
     fixture_run_until(loop, &a_while, 30);
     assert_int_equal(atomic_load(&running.destroyed), 0);
     gate_open(&g);
     run_until_destroyed(loop, &running);
-    assert_false(atomic_load(&running.destroyed_before_over));
     lb_future_unref(f);
 
     /* A task cancelled while its job runs, through lb_to_thread_owned(). */
     gate g2 = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
     owned in_task = {.g = &g2};
-    assert_int_equal(lb_loop_set_default_executor(loop, ex), 0);
-    lb_task *t = fixture_spawn(loop, owned_task, &in_task);
+    t = fixture_spawn(loop, owned_task, &in_task);
     cancel_when_started k = {.target = t, .started = &in_task.started};
     assert_int_equal(lb_loop_call_soon(loop, cancel_once_started, &k, NULL), 0);
     assert_int_equal(fixture_finish(loop, t, 30), -ECANCELED);
     assert_int_equal(atomic_load(&in_task.destroyed), 0);
     gate_open(&g2);
     run_until_destroyed(loop, &in_task);
-    assert_false(atomic_load(&in_task.destroyed_before_over));
 
-    /* Refused: the data stays the caller's. */
-    assert_int_equal(lb_loop_run_in_executor_owned(loop, ex, NULL, &ran, owned_destroy, NULL, &f),
+    /* Refused: destroyed at once. */
+    owned no_fn = {0}, no_task = {0};
+    assert_int_equal(lb_loop_run_in_executor_owned(loop, ex, NULL, &no_fn, owned_destroy, NULL, &f),
                      -EINVAL);
-    assert_int_equal(lb_to_thread_owned(owned_job, &ran, owned_destroy, NULL, NULL), -EPERM);
-    assert_int_equal(atomic_load(&ran.destroyed), 1);
+    assert_freed_once(&no_fn);
+    assert_int_equal(lb_to_thread_owned(owned_job, &no_task, owned_destroy, NULL, NULL), -EPERM);
+    assert_freed_once(&no_task);
 
-    /* Queued when the loop closes: withdrawn or, if the thread took it
-     * first, run; destroyed once either way, never before it returned. */
-    gate g3 = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
-    owned busy = {.g = &g3}, left = {0};
+    /* Running and queued when the loop closes: the running one is told
+     * and waited for, the queued one withdrawn; both destroyed once. */
+    owned busy = {.spin = true}, left = {0};
     lb_future *b = NULL;
     assert_int_equal(lb_loop_run_in_executor_owned(loop, ex, owned_job, &busy, owned_destroy,
                                                    NULL, &b),
                      0);
-    gate_wait_entered(&g3);
+    while (!atomic_load(&busy.started))
+        sched_yield();
     assert_int_equal(lb_loop_run_in_executor_owned(loop, ex, owned_job, &left, owned_destroy,
                                                    NULL, &f),
                      0);
-    gate_open(&g3); /* close waits for the running one */
     fixture_loop_free(loop);
     lb_future_unref(b);
     lb_future_unref(f);
-    assert_int_equal(atomic_load(&busy.destroyed), 1);
-    assert_int_equal(atomic_load(&left.destroyed), 1);
-    assert_false(atomic_load(&left.destroyed_before_over));
+    assert_freed_once(&busy);
+    assert_true(atomic_load(&busy.over));
+    assert_freed_once(&left);
+    assert_false(atomic_load(&left.started));
+
+    /* Queued when the pool is shut down cancelling pending jobs; then
+     * refused by the shut down pool, destroyed at once. */
+    lb_executor_unref(ex); /* the closed loop's default: shut down with it */
+    assert_int_equal(lb_executor_new(&ex, 1), 0);
+    loop = fixture_loop_new();
+    gate g3 = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    owned holding = {.g = &g3}, pending = {0}, late = {0};
+    assert_int_equal(lb_loop_run_in_executor_owned(loop, ex, owned_job, &holding, owned_destroy,
+                                                   NULL, &b),
+                     0);
+    gate_wait_entered(&g3);
+    assert_int_equal(lb_loop_run_in_executor_owned(loop, ex, owned_job, &pending, owned_destroy,
+                                                   NULL, &f),
+                     0);
+    assert_int_equal(lb_executor_shutdown(ex, false, true), 0);
+    run_until_destroyed(loop, &pending);
+    assert_false(atomic_load(&pending.started));
+    assert_true(lb_future_is_cancelled(f));
+    lb_future_unref(f);
+    assert_int_equal(lb_loop_run_in_executor_owned(loop, ex, owned_job, &late, owned_destroy,
+                                                   NULL, &f),
+                     -EBADF);
+    assert_freed_once(&late);
+    gate_open(&g3);
+    run_until_destroyed(loop, &holding);
+    lb_future_unref(b);
+    fixture_loop_free(loop);
     lb_executor_unref(ex);
 }
 

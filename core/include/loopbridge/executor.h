@@ -97,16 +97,24 @@ LB_EXPORT int lb_loop_run_in_executor_full(lb_loop *loop, lb_executor *executor,
                                            void *data, lb_destroy_fn result_destroy,
                                            lb_future **ret);
 
-/* lb_loop_run_in_executor_full() for a job that owns its data:
- * data_destroy (may be NULL) is called on data once the job is over,
- * whichever way it ends: after fn returned, or instead of fn for a job
- * withdrawn before it started (its future cancelled, its pool shut down
- * cancelling pending jobs, its loop closed). It runs once, on the loop's
- * thread (the closing thread for a job dropped at close). A job cancelled
- * while it runs completes its future at once and keeps its data until
- * it returns. When this call fails (a negative return), nothing was
- * submitted and data is still the caller's. Returns and threads as
- * lb_loop_run_in_executor(). */
+/* lb_loop_run_in_executor_full() for a job that owns its data: data
+ * belongs to loopbridge once this is called, whatever it returns, and
+ * data_destroy (may be NULL) is called on it exactly once, when the job
+ * is over, whichever way it ends:
+ *  - after fn returned;
+ *  - instead of fn, for a job that never ran: its future cancelled while
+ *    it was queued, its pool shut down cancelling pending jobs or, for a
+ *    job a callback submitted after its first, shut down before the
+ *    callback returned (the future then fails with -EBADF), its loop
+ *    closed;
+ *  - at once, on the calling thread, when this call fails (a negative
+ *    return: nothing was submitted).
+ * Otherwise it runs on the loop's thread, from the loop's inbox: after
+ * lb_future_cancel() returned, not within it. A job cancelled while it
+ * runs completes its future at once and keeps its data until fn returns.
+ * At close it runs on the closing thread under the loop's inbox lock, so
+ * it must not wait for a thread that posts to that loop. Returns and
+ * threads as lb_loop_run_in_executor(). */
 LB_EXPORT int lb_loop_run_in_executor_owned(lb_loop *loop, lb_executor *executor, lb_work_fn fn,
                                             void *data, lb_destroy_fn data_destroy,
                                             lb_destroy_fn result_destroy, lb_future **ret);
@@ -138,11 +146,11 @@ LB_EXPORT int lb_to_thread_full(lb_work_fn fn, void *data, lb_destroy_fn result_
                                 void **value);
 
 /* lb_to_thread_full() for a job that owns its data: data_destroy (may be
- * NULL) is called on data once the job is over, as
- * lb_loop_run_in_executor_owned() does, also when the task is cancelled
- * before or while the job runs. When this fails before submitting the
- * job (-EPERM outside a task, or the submission's errors), data is still
- * the caller's. */
+ * NULL) is called on data exactly once, as lb_loop_run_in_executor_owned()
+ * does: when the job is over, also when the task is cancelled before or
+ * while the job runs, and at once when this fails before submitting the
+ * job (-EPERM outside a task, or a refused submission). The way to hand
+ * data from a task that may be cancelled to a job. */
 LB_EXPORT int lb_to_thread_owned(lb_work_fn fn, void *data, lb_destroy_fn data_destroy,
                                  lb_destroy_fn result_destroy, void **value);
 
